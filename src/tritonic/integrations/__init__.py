@@ -1,0 +1,1 @@
+"""Integrations with other libraries (``hf.py``: ``optimize()`` for transformers). Not written yet."""

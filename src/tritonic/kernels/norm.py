@@ -1,0 +1,268 @@
+"""LayerNorm and RMSNorm kernels, forward and backward.
+
+One forward and one backward kernel serve both norms (``IS_RMS`` picks the variant):
+their only differences are the mean subtraction and the bias. A program normalises
+``BLOCK_M`` rows. When a whole row fits in a block (``SINGLE_PASS``) it is read once and
+kept in registers; wider rows are walked in ``BLOCK_N`` chunks, twice (statistics, then
+output), with the chunk statistics merged by Chan's parallel formula so that the
+variance stays accurate when the mean is large.
+
+All arithmetic is float32 whatever the storage dtype. Row offsets are int64, so tensors
+over 2**31 elements index correctly.
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _load_input(X, R, S, offs_x, offs_r, offs_s, mask, HAS_RESIDUAL: tl.constexpr, STORE_SUM: tl.constexpr):
+    """Load a tile of the norm's input as float32: ``X``, or ``X + R`` rounded to
+    ``S``'s dtype (so the normalised value is exactly the sum handed back), storing that
+    sum when ``STORE_SUM``."""
+    x = tl.load(X + offs_x, mask=mask, other=0.0).to(tl.float32)
+    if HAS_RESIDUAL:
+        r = tl.load(R + offs_r, mask=mask, other=0.0).to(tl.float32)
+        s = (x + r).to(S.dtype.element_ty)
+        if STORE_SUM:
+            tl.store(S + offs_s, s, mask=mask)
+        x = s.to(tl.float32)
+    return x
+
+
+@triton.jit
+def _scale(W, cols, col_mask, offset, HAS_WEIGHT: tl.constexpr):
+    """The per-column scale ``W + offset`` as a float32 row vector (1.0 without a weight)."""
+    if HAS_WEIGHT:
+        w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32) + offset
+    else:
+        w = tl.full(cols.shape, 1.0, tl.float32)
+    return w
+
+
+@triton.jit
+def _affine(xhat, W, B, cols, col_mask, offset, out_dtype: tl.constexpr, HAS_WEIGHT: tl.constexpr,
+            HAS_BIAS: tl.constexpr, UPCAST: tl.constexpr):
+    """``xhat * (W + offset) + B`` for a [BLOCK_M, BLOCK_N] tile, returned in ``out_dtype``.
+
+    UPCAST=False rounds ``xhat`` to the output dtype before scaling, as Llama and T5 do;
+    UPCAST=True scales in float32 and rounds once (torch.nn.RMSNorm, Gemma)."""
+    if HAS_WEIGHT:
+        if not UPCAST:
+            xhat = xhat.to(out_dtype).to(tl.float32)
+        xhat = xhat * _scale(W, cols, col_mask, offset, HAS_WEIGHT)[None, :]
+    if HAS_BIAS:
+        xhat = xhat + tl.load(B + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+    return xhat.to(out_dtype)
+
+
+@triton.jit
+def _norm_fwd(
+    X,  # input, (M, N) with row stride stride_x and unit column stride
+    R,  # residual added to X before normalising, (M, N); read only if HAS_RESIDUAL
+    W,  # weight, (N,); read only if HAS_WEIGHT
+    B,  # bias, (N,); read only if HAS_BIAS (LayerNorm only)
+    Y,  # output, (M, N) with row stride stride_y
+    S,  # X + R handed back to the caller, (M, N); written only if HAS_RESIDUAL
+    MEAN,  # float32 (M,): row means, written for LayerNorm only
+    RSTD,  # float32 (M,): 1 / sqrt(var + eps) (LayerNorm) or 1 / sqrt(mean(x^2) + eps) (RMSNorm)
+    stride_x, stride_r, stride_y, stride_s,  # row strides, in elements
+    M, N,  # rows and hidden size
+    eps,  # added to the variance (or mean square) before the square root
+    offset,  # added to the weight: the scale is W + offset (1.0 for Gemma-style weights)
+    IS_RMS: tl.constexpr,  # RMSNorm: no mean subtraction and no bias
+    HAS_RESIDUAL: tl.constexpr,  # fuse the pre-norm residual add and write the sum to S
+    HAS_WEIGHT: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    UPCAST: tl.constexpr,  # see _affine
+    SINGLE_PASS: tl.constexpr,  # BLOCK_N >= N: the row stays in registers
+    BLOCK_M: tl.constexpr,  # rows per program
+    BLOCK_N: tl.constexpr,  # columns per chunk (a power of two)
+):
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = rows < M
+    rows = rows.to(tl.int64)
+    cols = tl.arange(0, BLOCK_N)
+    out_dtype = Y.dtype.element_ty
+
+    if SINGLE_PASS:
+        col_mask = cols < N
+        mask = row_mask[:, None] & col_mask[None, :]
+        x = _load_input(X, R, S, rows[:, None] * stride_x + cols[None, :], rows[:, None] * stride_r + cols[None, :],
+                        rows[:, None] * stride_s + cols[None, :], mask, HAS_RESIDUAL, True)
+        if IS_RMS:
+            rstd = tl.rsqrt(tl.sum(x * x, axis=1) / N + eps)
+            xhat = x * rstd[:, None]
+        else:
+            mean = tl.sum(x, axis=1) / N
+            xc = tl.where(mask, x - mean[:, None], 0.0)
+            rstd = tl.rsqrt(tl.sum(xc * xc, axis=1) / N + eps)
+            xhat = xc * rstd[:, None]
+            tl.store(MEAN + rows, mean, mask=row_mask)
+        tl.store(RSTD + rows, rstd, mask=row_mask)
+        y = _affine(xhat, W, B, cols, col_mask, offset, out_dtype, HAS_WEIGHT, HAS_BIAS, UPCAST)
+        tl.store(Y + rows[:, None] * stride_y + cols[None, :], y, mask=mask)
+    else:
+        # Pass 1: row statistics, chunk by chunk. For LayerNorm each chunk's mean and
+        # sum of squared deviations (m2) are merged into the running ones (Chan et al.).
+        count = 0.0
+        mean = tl.zeros([BLOCK_M], tl.float32)
+        m2 = tl.zeros([BLOCK_M], tl.float32)
+        for start in range(0, N, BLOCK_N):
+            c = start + cols
+            mask = row_mask[:, None] & (c < N)[None, :]
+            x = _load_input(X, R, S, rows[:, None] * stride_x + c[None, :], rows[:, None] * stride_r + c[None, :],
+                            rows[:, None] * stride_s + c[None, :], mask, HAS_RESIDUAL, True)
+            if IS_RMS:
+                m2 += tl.sum(x * x, axis=1)
+            else:
+                n_c = tl.minimum(N - start, BLOCK_N).to(tl.float32)
+                mean_c = tl.sum(x, axis=1) / n_c
+                d = tl.where(mask, x - mean_c[:, None], 0.0)
+                total = count + n_c
+                delta = mean_c - mean
+                mean += delta * (n_c / total)
+                m2 += tl.sum(d * d, axis=1) + delta * delta * (count * n_c / total)
+                count = total
+        rstd = tl.rsqrt(m2 / N + eps)
+        if not IS_RMS:
+            tl.store(MEAN + rows, mean, mask=row_mask)
+        tl.store(RSTD + rows, rstd, mask=row_mask)
+        # Pass 2: normalise and write, re-reading the inputs (they were just read, so
+        # mostly from L2); the residual sum is recomputed identically, not re-stored.
+        for start in range(0, N, BLOCK_N):
+            c = start + cols
+            col_mask = c < N
+            mask = row_mask[:, None] & col_mask[None, :]
+            x = _load_input(X, R, S, rows[:, None] * stride_x + c[None, :], rows[:, None] * stride_r + c[None, :],
+                            rows[:, None] * stride_s + c[None, :], mask, HAS_RESIDUAL, False)
+            if IS_RMS:
+                xhat = x * rstd[:, None]
+            else:
+                xhat = (x - mean[:, None]) * rstd[:, None]
+            y = _affine(xhat, W, B, c, col_mask, offset, out_dtype, HAS_WEIGHT, HAS_BIAS, UPCAST)
+            tl.store(Y + rows[:, None] * stride_y + c[None, :], y, mask=mask)
+
+
+@triton.jit
+def _norm_bwd(
+    S,  # the normalised input (X, or X + R when the residual was fused), (M, N)
+    DY,  # gradient of Y, (M, N)
+    DS,  # gradient of the returned sum S, (M, N); read only if HAS_DS
+    W,  # weight, (N,); read only if HAS_WEIGHT
+    MEAN,  # float32 (M,) from the forward; read only for LayerNorm
+    RSTD,  # float32 (M,) from the forward
+    DX,  # gradient of X (equal to that of R), (M, N)
+    DW,  # float32 (G, N): this program's partial sum of dW in row pid; used if HAS_DW
+    DB,  # float32 (G, N): partial sums of dB; used if HAS_DB. Zeroed first unless SINGLE_PASS.
+    stride_s, stride_dy, stride_ds, stride_dx,  # row strides, in elements
+    M, N,  # rows and hidden size
+    offset,  # the scale is W + offset, as in the forward
+    IS_RMS: tl.constexpr,
+    HAS_DS: tl.constexpr,  # add the gradient flowing into the returned residual sum
+    HAS_WEIGHT: tl.constexpr,  # the forward scaled by W + offset
+    HAS_DW: tl.constexpr,  # compute dW (the weight wants a gradient)
+    HAS_DB: tl.constexpr,  # compute dB
+    UPCAST: tl.constexpr,  # as in the forward: False means dW sees xhat rounded to S's dtype
+    SINGLE_PASS: tl.constexpr,  # BLOCK_N >= N
+    BLOCK_M: tl.constexpr,  # rows per step
+    BLOCK_N: tl.constexpr,  # columns per chunk
+):
+    # Program pid handles row blocks pid, pid + G, pid + 2G, ... and keeps its share of
+    # dW and dB, which the caller sums over the G programs afterwards.
+    pid = tl.program_id(0)
+    G = tl.num_programs(0)
+    n_blocks = tl.cdiv(M, BLOCK_M)
+    cols = tl.arange(0, BLOCK_N)
+    in_dtype = S.dtype.element_ty
+
+    if SINGLE_PASS:
+        col_mask = cols < N
+        w = _scale(W, cols, col_mask, offset, HAS_WEIGHT)
+        dw = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        db = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        for blk in range(pid, n_blocks, G):
+            rows = blk * BLOCK_M + tl.arange(0, BLOCK_M)
+            row_mask = rows < M
+            rows = rows.to(tl.int64)
+            mask = row_mask[:, None] & col_mask[None, :]
+            x = tl.load(S + rows[:, None] * stride_s + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            dy = tl.load(DY + rows[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)
+            if IS_RMS:
+                xhat = x * rstd[:, None]
+            else:
+                mean = tl.load(MEAN + rows, mask=row_mask, other=0.0)
+                xhat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
+            wdy = dy * w[None, :]
+            c1 = tl.sum(xhat * wdy, axis=1) / N
+            if IS_RMS:
+                dx = (wdy - xhat * c1[:, None]) * rstd[:, None]
+            else:
+                c2 = tl.sum(wdy, axis=1) / N
+                dx = (wdy - (xhat * c1[:, None] + c2[:, None])) * rstd[:, None]
+            if HAS_DS:
+                dx += tl.load(DS + rows[:, None] * stride_ds + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            tl.store(DX + rows[:, None] * stride_dx + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
+            if HAS_DW:
+                if not UPCAST:
+                    xhat = xhat.to(in_dtype).to(tl.float32)
+                dw += dy * xhat
+            if HAS_DB:
+                db += dy
+        if HAS_DW:
+            tl.store(DW + pid * N + cols, tl.sum(dw, axis=0), mask=col_mask)
+        if HAS_DB:
+            tl.store(DB + pid * N + cols, tl.sum(db, axis=0), mask=col_mask)
+    else:
+        for blk in range(pid, n_blocks, G):
+            rows = blk * BLOCK_M + tl.arange(0, BLOCK_M)
+            row_mask = rows < M
+            rows = rows.to(tl.int64)
+            rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)
+            mean = tl.zeros([BLOCK_M], tl.float32)
+            if not IS_RMS:
+                mean = tl.load(MEAN + rows, mask=row_mask, other=0.0)
+            # Pass A: the two row reductions the input gradient needs.
+            c1 = tl.zeros([BLOCK_M], tl.float32)
+            c2 = tl.zeros([BLOCK_M], tl.float32)
+            for start in range(0, N, BLOCK_N):
+                c = start + cols
+                col_mask = c < N
+                mask = row_mask[:, None] & col_mask[None, :]
+                x = tl.load(S + rows[:, None] * stride_s + c[None, :], mask=mask, other=0.0).to(tl.float32)
+                dy = tl.load(DY + rows[:, None] * stride_dy + c[None, :], mask=mask, other=0.0).to(tl.float32)
+                xhat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
+                wdy = dy * _scale(W, c, col_mask, offset, HAS_WEIGHT)[None, :]
+                c1 += tl.sum(xhat * wdy, axis=1)
+                c2 += tl.sum(wdy, axis=1)
+            c1 = c1 / N
+            c2 = c2 / N
+            # The partial sums below are read back by this program on its next row
+            # block; the barrier orders those accesses across its threads.
+            tl.debug_barrier()
+            # Pass B: the input gradient, and this program's dW / dB contributions.
+            for start in range(0, N, BLOCK_N):
+                c = start + cols
+                col_mask = c < N
+                mask = row_mask[:, None] & col_mask[None, :]
+                x = tl.load(S + rows[:, None] * stride_s + c[None, :], mask=mask, other=0.0).to(tl.float32)
+                dy = tl.load(DY + rows[:, None] * stride_dy + c[None, :], mask=mask, other=0.0).to(tl.float32)
+                xhat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
+                wdy = dy * _scale(W, c, col_mask, offset, HAS_WEIGHT)[None, :]
+                if IS_RMS:
+                    dx = (wdy - xhat * c1[:, None]) * rstd[:, None]
+                else:
+                    dx = (wdy - (xhat * c1[:, None] + c2[:, None])) * rstd[:, None]
+                if HAS_DS:
+                    dx += tl.load(DS + rows[:, None] * stride_ds + c[None, :], mask=mask, other=0.0).to(tl.float32)
+                tl.store(DX + rows[:, None] * stride_dx + c[None, :], dx.to(DX.dtype.element_ty), mask=mask)
+                if HAS_DW:
+                    if not UPCAST:
+                        xhat = xhat.to(in_dtype).to(tl.float32)
+                    part = tl.load(DW + pid * N + c, mask=col_mask, other=0.0)
+                    tl.store(DW + pid * N + c, part + tl.sum(dy * xhat, axis=0), mask=col_mask)
+                if HAS_DB:
+                    part = tl.load(DB + pid * N + c, mask=col_mask, other=0.0)
+                    tl.store(DB + pid * N + c, part + tl.sum(dy, axis=0), mask=col_mask)

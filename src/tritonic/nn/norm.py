@@ -1,0 +1,54 @@
+"""Drop-in norm modules: same parameters and ``state_dict`` as the torch modules they subclass."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from tritonic import ops
+from tritonic.runtime import can_run_kernels
+
+
+def _flat(x: torch.Tensor, shape, param):
+    """View the normalised trailing dims of x (and the parameter) as one dimension."""
+    if len(shape) == 1:
+        return x, param
+    n = math.prod(shape)
+    return x.reshape(*x.shape[: x.dim() - len(shape)], n), None if param is None else param.reshape(n)
+
+
+class LayerNorm(torch.nn.LayerNorm):
+    """``torch.nn.LayerNorm`` computed by tritonic's kernel.
+
+    On a device the kernels cannot use (a CPU without Triton's interpreter), it runs
+    ``torch.nn.LayerNorm.forward`` unchanged.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not can_run_kernels(x.device) or tuple(x.shape[x.dim() - len(self.normalized_shape):]) != tuple(
+            self.normalized_shape
+        ):
+            return super().forward(x)
+        shape = self.normalized_shape
+        xf, w = _flat(x, shape, self.weight)
+        _, b = _flat(x, shape, self.bias)
+        return ops.layer_norm(xf, w, b, self.eps).view(x.shape)
+
+
+class RMSNorm(torch.nn.RMSNorm):
+    """``torch.nn.RMSNorm`` computed by tritonic's kernel (``eps=None`` means the input
+    dtype's machine epsilon, as in torch). Scales in float32 like torch does.
+
+    On a device the kernels cannot use (a CPU without Triton's interpreter), it runs
+    ``torch.nn.RMSNorm.forward`` unchanged.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not can_run_kernels(x.device) or tuple(x.shape[x.dim() - len(self.normalized_shape):]) != tuple(
+            self.normalized_shape
+        ):
+            return super().forward(x)
+        eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
+        xf, w = _flat(x, self.normalized_shape, self.weight)
+        return ops.rms_norm(xf, w, eps, upcast=True).view(x.shape)

@@ -1,0 +1,10 @@
+"""The functional API: one module per op family.
+
+Each op validates its arguments, allocates outputs, launches Triton kernels through a
+registered torch custom op with autograd, and falls back to its PyTorch reference
+(``*_reference``) where the kernels do not apply.
+"""
+
+from tritonic.ops.norm import layer_norm, layer_norm_reference, rms_norm, rms_norm_reference
+
+__all__ = ["layer_norm", "layer_norm_reference", "rms_norm", "rms_norm_reference"]

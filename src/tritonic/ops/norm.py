@@ -1,0 +1,281 @@
+"""LayerNorm and RMSNorm: the functional API, its checks, custom ops and autograd.
+
+    y = layer_norm(x, weight, bias, eps=1e-5)
+    y, h = layer_norm(x, weight, bias, residual=h)      # pre-norm block: h = x + h; y = LN(h)
+    y = rms_norm(x, weight, eps=1e-6, offset=0.0, upcast=True)
+
+Both normalise over the last dimension of ``x`` (any leading dimensions, any strides).
+The kernels compute in float32 and store in ``x``'s dtype; ``weight`` and ``bias`` may be
+float32 while ``x`` is half precision. The ops are registered with torch
+(``tritonic::layer_norm``, ``tritonic::rms_norm`` and their backward ops), so they work in
+eager mode, under ``torch.compile(fullgraph=True)`` and inside CUDA graphs.
+
+What the kernels do not cover falls back to :func:`layer_norm_reference` /
+:func:`rms_norm_reference` with a one-time warning: float64 tensors, hidden sizes above
+``MAX_HIDDEN``, and empty tensors (silently).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+from torch.library import triton_op, wrap_triton
+
+from tritonic.kernels.norm import _norm_bwd, _norm_fwd
+from tritonic.runtime import empty, num_sms, warn_once
+from tritonic.runtime.checks import (
+    KERNEL_DTYPES,
+    check_kernel_device,
+    check_same_device,
+    check_same_dtype,
+    check_shape,
+    check_tensor,
+)
+
+__all__ = ["layer_norm", "rms_norm", "layer_norm_reference", "rms_norm_reference", "MAX_HIDDEN"]
+
+MAX_HIDDEN = 65536  # widest row the kernels are tested for; wider rows use the reference
+FUSED_HIDDEN = 16384  # rows up to this width are held in registers, wider ones are chunked
+CHUNK = 4096  # columns per chunk for wider rows
+BWD_PROGRAMS_PER_SM = 4  # backward grid: programs per multiprocessor, each owning a dW partial
+
+
+# ----------------------------------------------------------------------------- references
+
+
+def layer_norm_reference(x, weight=None, bias=None, eps=1e-5, residual=None):
+    """PyTorch LayerNorm with the same interface (and the same residual rounding)."""
+    s = x if residual is None else x + residual
+    y = torch.nn.functional.layer_norm(s, (s.shape[-1],), weight, bias, eps)
+    return y if residual is None else (y, s)
+
+
+def rms_norm_reference(x, weight=None, eps=1e-6, residual=None, offset=0.0, upcast=True):
+    """RMSNorm written as the popular models write it, computed in at least float32.
+
+    ``upcast=True`` scales in float32 and casts once (torch.nn.RMSNorm, Gemma);
+    ``upcast=False`` casts the normalised input back first, then scales (Llama, T5)."""
+    s = x if residual is None else x + residual
+    acc = torch.promote_types(s.dtype, torch.float32)
+    h = s.to(acc)
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    if weight is not None:
+        if upcast:
+            h = h * (weight.to(acc) + offset)
+        else:
+            h = h.to(s.dtype).to(acc) * (weight.to(acc) + offset)
+    y = h.to(s.dtype)
+    return y if residual is None else (y, s)
+
+
+# ----------------------------------------------------------------------------- launches
+
+
+def _fwd_config(N: int):
+    """(single_pass, BLOCK_M, BLOCK_N, num_warps) for rows of N columns."""
+    block_n = triton.next_power_of_2(N)
+    single = block_n <= FUSED_HIDDEN
+    if not single:
+        block_n = CHUNK
+    block_m = max(1, min(16, 4096 // block_n)) if single else 1
+    num_warps = max(1, min(16, block_m * block_n // 512))
+    return single, block_m, block_n, num_warps
+
+
+def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast):
+    M, N = x.shape
+    y = empty((M, N), dtype=x.dtype, device=x.device)
+    s = empty((M, N) if residual is not None else (0,), dtype=x.dtype, device=x.device)
+    mean = empty((0,) if is_rms else (M,), dtype=torch.float32, device=x.device)
+    rstd = empty((M,), dtype=torch.float32, device=x.device)
+    single, block_m, block_n, num_warps = _fwd_config(N)
+    grid = (triton.cdiv(M, block_m),)
+    wrap_triton(_norm_fwd)[grid](
+        x, residual, weight, bias, y, s, mean, rstd,
+        x.stride(0), residual.stride(0) if residual is not None else 0, y.stride(0), N,
+        M, N, eps, offset,
+        IS_RMS=is_rms, HAS_RESIDUAL=residual is not None, HAS_WEIGHT=weight is not None,
+        HAS_BIAS=bias is not None, UPCAST=upcast, SINGLE_PASS=single,
+        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps,
+    )
+    return y, s, mean, rstd
+
+
+def _launch_bwd(dy, ds, s, weight, mean, rstd, offset, is_rms, upcast, need_dw, need_db):
+    M, N = s.shape
+    dx = empty((M, N), dtype=s.dtype, device=s.device)
+    single, block_m, block_n, num_warps = _fwd_config(N)
+    n_blocks = triton.cdiv(M, block_m)
+    programs = max(1, min(n_blocks, num_sms(s.device.index) * BWD_PROGRAMS_PER_SM))
+    alloc = torch.empty if single else torch.zeros  # chunked rows accumulate in place
+    dw = alloc((programs, N), dtype=torch.float32, device=s.device) if need_dw else None
+    db = alloc((programs, N), dtype=torch.float32, device=s.device) if need_db else None
+    wrap_triton(_norm_bwd)[(programs,)](
+        s, dy, ds, weight, mean, rstd, dx, dw, db,
+        s.stride(0), dy.stride(0), ds.stride(0) if ds is not None else 0, dx.stride(0),
+        M, N, offset,
+        IS_RMS=is_rms, HAS_DS=ds is not None, HAS_WEIGHT=weight is not None, HAS_DW=need_dw, HAS_DB=need_db,
+        UPCAST=upcast, SINGLE_PASS=single, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps,
+    )
+    # The G partial rows are summed here in float32; the autograd functions cast the result
+    # to the parameter's dtype.
+    dw = dw.sum(0) if need_dw else s.new_empty(0)
+    db = db.sum(0) if need_db else s.new_empty(0)
+    return dx, dw, db
+
+
+# ----------------------------------------------------------------------------- custom ops
+# The ops take 2-D (rows, hidden) tensors with unit column stride; the public functions
+# below reshape. Outputs a case does not produce are returned empty (ops cannot return None).
+
+
+@triton_op("tritonic::layer_norm", mutates_args=())
+def _layer_norm_op(
+    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+    residual: torch.Tensor | None, eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _launch_fwd(x, residual, weight, bias, eps, 0.0, False, True)
+
+
+@triton_op("tritonic::layer_norm_backward", mutates_args=())
+def _layer_norm_backward_op(
+    dy: torch.Tensor, ds: torch.Tensor | None, s: torch.Tensor, weight: torch.Tensor | None,
+    mean: torch.Tensor, rstd: torch.Tensor, need_dw: bool, need_db: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _launch_bwd(dy, ds, s, weight, mean, rstd, 0.0, False, True, need_dw, need_db)
+
+
+@triton_op("tritonic::rms_norm", mutates_args=())
+def _rms_norm_op(
+    x: torch.Tensor, weight: torch.Tensor | None, residual: torch.Tensor | None,
+    eps: float, offset: float, upcast: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    y, s, _, rstd = _launch_fwd(x, residual, weight, None, eps, offset, True, upcast)
+    return y, s, rstd
+
+
+@triton_op("tritonic::rms_norm_backward", mutates_args=())
+def _rms_norm_backward_op(
+    dy: torch.Tensor, ds: torch.Tensor | None, s: torch.Tensor, weight: torch.Tensor | None,
+    rstd: torch.Tensor, offset: float, upcast: bool, need_dw: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    dx, dw, _ = _launch_bwd(dy, ds, s, weight, None, rstd, offset, True, upcast, need_dw, False)
+    return dx, dw
+
+
+def _rows(t: torch.Tensor | None) -> torch.Tensor | None:
+    """Gradients can arrive with any strides (even expanded); the kernels want unit column stride."""
+    if t is None:
+        return None
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _save(ctx, x, weight, residual, s, mean, rstd):
+    ctx.has_residual = residual is not None
+    ctx.save_for_backward(s if residual is not None else x, weight, mean, rstd)
+
+
+def _layer_norm_setup(ctx, inputs, output):
+    x, weight, bias, residual, _ = inputs
+    y, s, mean, rstd = output
+    ctx.has_bias = bias is not None
+    ctx.bias_dtype = bias.dtype if bias is not None else None
+    _save(ctx, x, weight, residual, s, mean, rstd)
+
+
+def _layer_norm_grad(ctx, dy, ds, _dmean, _drstd):
+    s, weight, mean, rstd = ctx.saved_tensors
+    need_x, need_w, need_b, need_r, _ = ctx.needs_input_grad
+    ds = _rows(ds) if ctx.has_residual else None
+    dx, dw, db = torch.ops.tritonic.layer_norm_backward(
+        _rows(dy), ds, s, weight, mean, rstd, weight is not None and need_w, ctx.has_bias and need_b)
+    return (dx if need_x else None, dw.to(weight.dtype) if need_w else None,
+            db.to(ctx.bias_dtype) if need_b else None, dx if need_r else None, None)
+
+
+def _rms_norm_setup(ctx, inputs, output):
+    x, weight, residual, _, offset, upcast = inputs
+    y, s, rstd = output
+    ctx.offset, ctx.upcast = offset, upcast
+    _save(ctx, x, weight, residual, s, None, rstd)
+
+
+def _rms_norm_grad(ctx, dy, ds, _drstd):
+    s, weight, _, rstd = ctx.saved_tensors
+    need_x, need_w, need_r = ctx.needs_input_grad[:3]
+    ds = _rows(ds) if ctx.has_residual else None
+    dx, dw = torch.ops.tritonic.rms_norm_backward(
+        _rows(dy), ds, s, weight, rstd, ctx.offset, ctx.upcast, weight is not None and need_w)
+    return (dx if need_x else None, dw.to(weight.dtype) if need_w else None,
+            dx if need_r else None, None, None, None)
+
+
+_layer_norm_op.register_autograd(_layer_norm_grad, setup_context=_layer_norm_setup)
+_rms_norm_op.register_autograd(_rms_norm_grad, setup_context=_rms_norm_setup)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def _check(op, x, weight, bias, residual, eps) -> bool:
+    """Validate the arguments; True when the kernels can run them, False to fall back."""
+    check_tensor(op, "x", x, min_dim=1)
+    N = x.shape[-1]
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None:
+            check_tensor(op, name, t)
+            check_shape(op, name, t, (N,), f"(the size of x's last dimension, x has shape {tuple(x.shape)})")
+    if residual is not None:
+        check_tensor(op, "residual", residual)
+        check_shape(op, "residual", residual, tuple(x.shape), "(the shape of x)")
+        check_same_dtype(op, "x", x, "residual", residual)
+    check_same_device(op, "x", x, weight=weight, bias=bias, residual=residual)
+    if not isinstance(eps, (int, float)) or eps < 0:
+        raise ValueError(f"{op}: eps must be a non-negative number, got {eps!r}")
+    check_kernel_device(op, "x", x)
+    if x.numel() == 0:
+        return False
+    dtypes = {t.dtype for t in (x, weight, bias, residual) if t is not None}
+    if not dtypes <= set(KERNEL_DTYPES):
+        warn_once((op, "dtype"), f"{op}: the kernels take float16, bfloat16 and float32; "
+                  f"got {sorted(str(d) for d in dtypes)}, so PyTorch's implementation runs instead")
+        return False
+    if N > MAX_HIDDEN:
+        warn_once((op, "width"), f"{op}: hidden size {N} is above {MAX_HIDDEN}, the widest the "
+                  f"kernels are tested for, so PyTorch's implementation runs instead")
+        return False
+    return True
+
+
+def layer_norm(x, weight=None, bias=None, eps=1e-5, residual=None):
+    """LayerNorm over the last dimension of ``x``: ``(s - mean) / sqrt(var + eps) * weight + bias``.
+
+    With ``residual``, ``s = x + residual`` (rounded to ``x``'s dtype) is normalised and
+    ``(y, s)`` is returned, fusing a pre-norm block's residual add; otherwise ``y``.
+    """
+    if not _check("layer_norm", x, weight, bias, residual, eps):
+        return layer_norm_reference(x, weight, bias, eps, residual)
+    shape, N = x.shape, x.shape[-1]
+    y, s, _, _ = torch.ops.tritonic.layer_norm(
+        _rows(x.reshape(-1, N)), weight, bias,
+        None if residual is None else _rows(residual.reshape(-1, N)), float(eps))
+    return y.view(shape) if residual is None else (y.view(shape), s.view(shape))
+
+
+def rms_norm(x, weight=None, eps=1e-6, residual=None, offset=0.0, upcast=True):
+    """RMSNorm over the last dimension of ``x``: ``s / sqrt(mean(s^2) + eps) * (weight + offset)``.
+
+    ``offset`` covers weights stored as ``w - 1`` (Gemma: ``offset=1.0``). ``upcast=True``
+    multiplies by the weight in float32 and casts once; ``upcast=False`` casts the
+    normalised input to ``x``'s dtype first (Llama, Mistral, Qwen2, T5). ``residual`` works
+    as in :func:`layer_norm`.
+    """
+    if offset != 0.0 and weight is None:
+        raise ValueError("rms_norm: offset is added to the weight, so it needs a weight; got weight=None")
+    if not _check("rms_norm", x, weight, None, residual, eps):
+        return rms_norm_reference(x, weight, eps, residual, offset, upcast)
+    shape, N = x.shape, x.shape[-1]
+    y, s, _ = torch.ops.tritonic.rms_norm(
+        _rows(x.reshape(-1, N)), weight, None if residual is None else _rows(residual.reshape(-1, N)),
+        float(eps), float(offset), bool(upcast))
+    return y.view(shape) if residual is None else (y.view(shape), s.view(shape))

@@ -1,0 +1,39 @@
+"""Output allocation, with NaN poisoning for tests.
+
+Every op allocates its outputs through :func:`empty`. Inside :func:`poisoning` (used by
+the test helpers), outputs are filled with NaN (floats) or a sentinel (integers) first,
+so an element a kernel forgot to write fails the test instead of passing as zero.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import torch
+
+_state = threading.local()
+
+
+def poison_outputs() -> bool:
+    return getattr(_state, "poison", False)
+
+
+@contextlib.contextmanager
+def poisoning(enabled: bool = True):
+    prev = poison_outputs()
+    _state.poison = enabled
+    try:
+        yield
+    finally:
+        _state.poison = prev
+
+
+def empty(shape, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    out = torch.empty(shape, dtype=dtype, device=device)
+    if poison_outputs():
+        if out.dtype.is_floating_point:
+            out.fill_(float("nan"))
+        else:
+            out.fill_(-(2**30) if out.dtype != torch.bool else True)
+    return out

@@ -1,0 +1,35 @@
+"""Test set-up: Triton's interpreter on machines without a GPU, and the ``gpu`` marker.
+
+TRITON_INTERPRET must be set before triton is imported (Triton reads it when a kernel is
+decorated), which is why this happens at the top of conftest, before any test module.
+"""
+
+import os
+
+import torch
+
+HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    if HAS_CUDA:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def device():
+    """Where the small-shape tests run: the GPU when there is one, else the CPU (interpreter)."""
+    return "cuda" if HAS_CUDA else "cpu"
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
