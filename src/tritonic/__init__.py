@@ -1,14 +1,21 @@
 """tritonic: readable Triton kernels and a low-overhead runtime for PyTorch transformers.
 
-Importing tritonic does nothing but import: no patching, no compilation, no tuning.
+Importing tritonic does nothing but import: no patching, no compilation, no tuning. Even
+the kernels are imported on first use (``tritonic.ops``, ``tritonic.nn``), so that a program
+can still choose Triton's interpreter (``TRITON_INTERPRET=1``) after ``import tritonic``.
 
     import tritonic
     y = tritonic.ops.layer_norm(x, weight, bias)
     norm = tritonic.nn.RMSNorm(4096)
 """
 
+import importlib
+
 __version__ = "0.1.0"
+__all__ = ["nn", "ops", "runtime", "__version__"]
 
-from tritonic import nn, ops  # noqa: E402,F401
 
-__all__ = ["nn", "ops", "__version__"]
+def __getattr__(name):
+    if name in ("nn", "ops", "runtime", "bench", "kernels", "integrations", "models"):
+        return importlib.import_module(f"tritonic.{name}")
+    raise AttributeError(f"module 'tritonic' has no attribute {name!r}")

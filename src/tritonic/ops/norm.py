@@ -72,7 +72,7 @@ def rms_norm_reference(x, weight=None, eps=1e-6, residual=None, offset=0.0, upca
 
 
 def _fwd_config(N: int):
-    """(single_pass, BLOCK_M, BLOCK_N, num_warps) for rows of N columns."""
+    """(single_pass, BLOCK_M, BLOCK_N, num_warps) of the forward for rows of N columns."""
     block_n = triton.next_power_of_2(N)
     single = block_n <= FUSED_HIDDEN
     if not single:
@@ -80,6 +80,11 @@ def _fwd_config(N: int):
     block_m = max(1, min(16, 4096 // block_n)) if single else 1
     num_warps = max(1, min(16, block_m * block_n // 512))
     return single, block_m, block_n, num_warps
+
+
+def _bwd_config(N: int):
+    """(single_pass, BLOCK_M, BLOCK_N, num_warps, programs per SM) of the backward."""
+    return _fwd_config(N) + (BWD_PROGRAMS_PER_SM,)
 
 
 def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast):
@@ -104,9 +109,9 @@ def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast):
 def _launch_bwd(dy, ds, s, weight, mean, rstd, offset, is_rms, upcast, need_dw, need_db):
     M, N = s.shape
     dx = empty((M, N), dtype=s.dtype, device=s.device)
-    single, block_m, block_n, num_warps = _fwd_config(N)
+    single, block_m, block_n, num_warps, per_sm = _bwd_config(N)
     n_blocks = triton.cdiv(M, block_m)
-    programs = max(1, min(n_blocks, num_sms(s.device.index) * BWD_PROGRAMS_PER_SM))
+    programs = max(1, min(n_blocks, num_sms(s.device.index) * per_sm))
     alloc = torch.empty if single else torch.zeros  # chunked rows accumulate in place
     dw = alloc((programs, N), dtype=torch.float32, device=s.device) if need_dw else None
     db = alloc((programs, N), dtype=torch.float32, device=s.device) if need_db else None

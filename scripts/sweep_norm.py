@@ -1,0 +1,121 @@
+"""Sweep the norm kernels' launch parameters on a GPU, to choose the defaults in ops/norm.py.
+
+    PYTHONPATH=src python scripts/sweep_norm.py --out OUTDIR
+
+For each benchmark shape (bfloat16) and each of LayerNorm / RMSNorm it times the forward
+over (BLOCK_M, num_warps) and the backward over (BLOCK_M, num_warps, programs per SM),
+and prints the best few with their bandwidth. Inputs are rotated so that L2 does not
+serve them. This is a development tool; the persistent autotuner will replace it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+
+import torch
+import triton
+from triton.testing import do_bench
+
+from tritonic.ops import norm as norm_ops
+
+SHAPES = [(4096, 768), (16384, 4096), (8192, 8192), (4096, 16384)]
+
+
+def _sets(M, N, n):
+    return [dict(x=torch.randn(M, N, device="cuda", dtype=torch.bfloat16),
+                 dy=torch.randn(M, N, device="cuda", dtype=torch.bfloat16)) for _ in range(n)]
+
+
+def _graphed(run):
+    """Time CUDA-graph replays of ``run`` so that host launch costs stay out of the numbers."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            run()
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        run()
+    return do_bench(g.replay, warmup=10, rep=60, return_mode="median")
+
+
+def time_fwd(which, sets, w, b):
+    def run():
+        for s in sets:
+            if which == "layer":
+                norm_ops.layer_norm(s["x"], w, b)
+            else:
+                norm_ops.rms_norm(s["x"], w)
+    return _graphed(run) / len(sets)
+
+
+def time_bwd(which, sets, w, b):
+    prepared = []
+    for s in sets:
+        x = s["x"].detach().requires_grad_(True)
+        y = norm_ops.layer_norm(x, w, b) if which == "layer" else norm_ops.rms_norm(x, w)
+        prepared.append((y, [x, w] + ([b] if which == "layer" else []), s["dy"]))
+
+    def run():
+        for y, inputs, dy in prepared:
+            torch.autograd.grad(y, inputs, dy, retain_graph=True)
+    return _graphed(run) / len(sets)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", default=".")
+    p.add_argument("--top", type=int, default=4)
+    args = p.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    results = []
+    orig_fwd, orig_bwd = norm_ops._fwd_config, norm_ops._bwd_config
+    for (M, N), which in itertools.product(SHAPES, ("layer", "rms")):
+        n_sets = max(1, min(8, (200 << 20) // (M * N * 2 * 2)))
+        sets = _sets(M, N, n_sets)
+        w = torch.randn(N, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        b = torch.randn(N, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        block_n = triton.next_power_of_2(N)
+        fwd_bytes, bwd_bytes = 2 * M * N * 2, 3 * M * N * 2
+        default_f, default_b = orig_fwd(N), orig_bwd(N)
+        for direction in ("fwd", "bwd"):
+            rows = []
+            per_sm_opts = (1,) if direction == "fwd" else (2, 4, 8)
+            for block_m, warps, per_sm in itertools.product((1, 2, 4, 8), (4, 8, 16, 32), per_sm_opts):
+                per_thread = block_m * block_n // (32 * warps)  # elements each thread holds
+                if block_m * block_n > 32768 or not 4 <= per_thread <= 64:
+                    continue
+                cfg = (True, block_m, block_n, warps)
+                norm_ops._fwd_config = lambda n, c=cfg: c
+                norm_ops._bwd_config = lambda n, c=cfg, k=per_sm: c + (k,)
+                try:
+                    ms = (time_fwd if direction == "fwd" else time_bwd)(which, sets, w, b)
+                except Exception as e:  # e.g. out of resources
+                    print(f"skip {which} {M}x{N} {direction} {cfg} {per_sm}: {type(e).__name__}")
+                    continue
+                finally:
+                    norm_ops._fwd_config, norm_ops._bwd_config = orig_fwd, orig_bwd
+                gbs = (fwd_bytes if direction == "fwd" else bwd_bytes) / ms / 1e6
+                rows.append(dict(norm=which, M=M, N=N, direction=direction, block_m=block_m, num_warps=warps,
+                                 per_sm=per_sm, ms=ms, gbs=gbs))
+            d_ms = (time_fwd if direction == "fwd" else time_bwd)(which, sets, w, b)
+            rows.sort(key=lambda r: r["ms"])
+            results += rows
+            dflt = default_f if direction == "fwd" else default_b
+            print(f"== {which}_norm {M}x{N} {direction}: default {dflt[1:]} {d_ms * 1e3:.1f} us "
+                  f"({(fwd_bytes if direction == 'fwd' else bwd_bytes) / d_ms / 1e6:.0f} GB/s)")
+            for r in rows[: args.top]:
+                print(f"   block_m={r['block_m']:<2} warps={r['num_warps']:<2} per_sm={r['per_sm']:<2} "
+                      f"{r['ms'] * 1e3:8.1f} us {r['gbs']:6.0f} GB/s")
+        del sets
+        torch.cuda.empty_cache()
+    with open(os.path.join(args.out, "sweep_norm.json"), "w") as f:
+        json.dump(results, f, indent=0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+import sys
+
+from tritonic.cli import main
+
+sys.exit(main())
