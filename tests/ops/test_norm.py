@@ -246,3 +246,25 @@ def test_rms_norm_module(eps, affine, device):
     g = torch.autograd.grad(mod(x).square().sum(), x)[0]
     gr = torch.autograd.grad(ref(x).square().sum(), x)[0]
     torch.testing.assert_close(g, gr, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("which", ["layer", "rms"])
+def test_custom_op_path(which, device, monkeypatch):
+    """The registered torch ops (what torch.compile and tracing use) give the same results
+    as the eager autograd.Function path."""
+    monkeypatch.setattr(norm_ops, "_eager", lambda *t: False)
+    args = _inputs((6, 40), torch.float32, device, residual=True, bias=which == "layer")
+    if which == "layer":
+        check_op(lambda **a: layer_norm(**a), _torch_ln, args, grads=_grads(args))
+    else:
+        del args["bias"]
+        check_op(lambda **a: rms_norm(**a), lambda **a: _torch_rms(**a), args, grads=_grads(args))
+
+
+def test_only_the_residual_sum_is_used(device):
+    x = torch.randn(3, 16, device=device, requires_grad=True)
+    r = torch.randn(3, 16, device=device, requires_grad=True)
+    _, s = layer_norm(x, residual=r)
+    gx, gr = torch.autograd.grad(s.sum(), [x, r])
+    torch.testing.assert_close(gx, torch.ones_like(x))
+    torch.testing.assert_close(gr, torch.ones_like(r))

@@ -266,3 +266,35 @@ def _norm_bwd(
                 if HAS_DB:
                     part = tl.load(DB + pid * N + c, mask=col_mask, other=0.0)
                     tl.store(DB + pid * N + c, part + tl.sum(dy, axis=0), mask=col_mask)
+
+
+@triton.jit
+def _norm_bwd_reduce(
+    DW_PART,  # float32 (G, N): per-program partial sums of dW from _norm_bwd; read if HAS_DW
+    DB_PART,  # float32 (G, N): partial sums of dB; read if HAS_DB
+    DW,  # (N,) output dW, in the weight's dtype
+    DB,  # (N,) output dB, in the bias's dtype
+    G, N,  # partial rows and hidden size
+    HAS_DW: tl.constexpr,
+    HAS_DB: tl.constexpr,
+    BLOCK_G: tl.constexpr,  # partial rows summed per step
+    BLOCK_N: tl.constexpr,  # columns per program
+):
+    """Sum the backward's G partial rows of dW and dB (column block per program) in float32
+    and write them in the parameters' dtypes: one launch instead of a sum and a cast each."""
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_mask = cols < N
+    dw = tl.zeros([BLOCK_N], tl.float32)
+    db = tl.zeros([BLOCK_N], tl.float32)
+    for start in range(0, G, BLOCK_G):
+        g = start + tl.arange(0, BLOCK_G)
+        offs = g[:, None] * N + cols[None, :]
+        mask = (g < G)[:, None] & col_mask[None, :]
+        if HAS_DW:
+            dw += tl.sum(tl.load(DW_PART + offs, mask=mask, other=0.0), axis=0)
+        if HAS_DB:
+            db += tl.sum(tl.load(DB_PART + offs, mask=mask, other=0.0), axis=0)
+    if HAS_DW:
+        tl.store(DW + cols, dw.to(DW.dtype.element_ty), mask=col_mask)
+    if HAS_DB:
+        tl.store(DB + cols, db.to(DB.dtype.element_ty), mask=col_mask)

@@ -18,11 +18,11 @@ What the kernels do not cover falls back to :func:`layer_norm_reference` /
 from __future__ import annotations
 
 import torch
-import triton
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
-from tritonic.kernels.norm import _norm_bwd, _norm_fwd
+from tritonic.kernels.norm import _norm_bwd, _norm_bwd_reduce, _norm_fwd
 from tritonic.runtime import empty, num_sms, warn_once
+from tritonic.runtime.launch import is_traced, launch
 from tritonic.runtime.checks import (
     KERNEL_DTYPES,
     check_kernel_device,
@@ -71,9 +71,13 @@ def rms_norm_reference(x, weight=None, eps=1e-6, residual=None, offset=0.0, upca
 # ----------------------------------------------------------------------------- launches
 
 
+def _cdiv(a: int, b: int) -> int:
+    return (a + b - 1) // b
+
+
 def _fwd_config(N: int):
     """(single_pass, BLOCK_M, BLOCK_N, num_warps) of the forward for rows of N columns."""
-    block_n = triton.next_power_of_2(N)
+    block_n = 1 << (N - 1).bit_length()  # next power of two
     single = block_n <= FUSED_HIDDEN
     if not single:
         block_n = CHUNK
@@ -94,9 +98,9 @@ def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast):
     mean = empty((0,) if is_rms else (M,), dtype=torch.float32, device=x.device)
     rstd = empty((M,), dtype=torch.float32, device=x.device)
     single, block_m, block_n, num_warps = _fwd_config(N)
-    grid = (triton.cdiv(M, block_m),)
-    wrap_triton(_norm_fwd)[grid](
-        x, residual, weight, bias, y, s, mean, rstd,
+    grid = (_cdiv(M, block_m),)
+    launch(
+        _norm_fwd, grid, x, residual, weight, bias, y, s, mean, rstd,
         x.stride(0), residual.stride(0) if residual is not None else 0, y.stride(0), N,
         M, N, eps, offset,
         IS_RMS=is_rms, HAS_RESIDUAL=residual is not None, HAS_WEIGHT=weight is not None,
@@ -106,52 +110,52 @@ def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast):
     return y, s, mean, rstd
 
 
-def _launch_bwd(dy, ds, s, weight, mean, rstd, offset, is_rms, upcast, need_dw, need_db):
+def _launch_bwd(dy, ds, s, weight, bias, mean, rstd, offset, is_rms, upcast, need_dw, need_db):
     M, N = s.shape
     dx = empty((M, N), dtype=s.dtype, device=s.device)
     single, block_m, block_n, num_warps, per_sm = _bwd_config(N)
-    n_blocks = triton.cdiv(M, block_m)
+    n_blocks = _cdiv(M, block_m)
     programs = max(1, min(n_blocks, num_sms(s.device.index) * per_sm))
     alloc = torch.empty if single else torch.zeros  # chunked rows accumulate in place
     dw = alloc((programs, N), dtype=torch.float32, device=s.device) if need_dw else None
     db = alloc((programs, N), dtype=torch.float32, device=s.device) if need_db else None
-    wrap_triton(_norm_bwd)[(programs,)](
-        s, dy, ds, weight, mean, rstd, dx, dw, db,
+    launch(
+        _norm_bwd, (programs,), s, dy, ds, weight, mean, rstd, dx, dw, db,
         s.stride(0), dy.stride(0), ds.stride(0) if ds is not None else 0, dx.stride(0),
         M, N, offset,
         IS_RMS=is_rms, HAS_DS=ds is not None, HAS_WEIGHT=weight is not None, HAS_DW=need_dw, HAS_DB=need_db,
         UPCAST=upcast, SINGLE_PASS=single, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps,
     )
-    # The G partial rows are summed here in float32; the autograd functions cast the result
-    # to the parameter's dtype.
-    dw = dw.sum(0) if need_dw else s.new_empty(0)
-    db = db.sum(0) if need_db else s.new_empty(0)
-    return dx, dw, db
+    dw_out = empty((N,) if need_dw else (0,), dtype=weight.dtype if need_dw else s.dtype, device=s.device)
+    db_out = empty((N,) if need_db else (0,), dtype=bias.dtype if need_db else s.dtype, device=s.device)
+    if need_dw or need_db:
+        launch(_norm_bwd_reduce, (_cdiv(N, 256),), dw, db, dw_out, db_out, programs, N,
+               HAS_DW=need_dw, HAS_DB=need_db, BLOCK_G=32, BLOCK_N=256, num_warps=4)
+    return dx, dw_out, db_out
 
 
-# ----------------------------------------------------------------------------- custom ops
-# The ops take 2-D (rows, hidden) tensors with unit column stride; the public functions
-# below reshape. Outputs a case does not produce are returned empty (ops cannot return None).
+# ----------------------------------------------------------------------------- ops
+# The forward and backward take 2-D (rows, hidden) tensors with unit column stride (the
+# public functions reshape) and return empty tensors for outputs a case does not produce.
+# Each is registered as a torch custom op for torch.compile and tracing; in eager mode an
+# autograd.Function calls the same functions directly, skipping the dispatcher's cost.
 
 
-@triton_op("tritonic::layer_norm", mutates_args=())
-def _layer_norm_op(
+def _ln_fwd(
     x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
     residual: torch.Tensor | None, eps: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     return _launch_fwd(x, residual, weight, bias, eps, 0.0, False, True)
 
 
-@triton_op("tritonic::layer_norm_backward", mutates_args=())
-def _layer_norm_backward_op(
+def _ln_bwd(
     dy: torch.Tensor, ds: torch.Tensor | None, s: torch.Tensor, weight: torch.Tensor | None,
-    mean: torch.Tensor, rstd: torch.Tensor, need_dw: bool, need_db: bool,
+    bias: torch.Tensor | None, mean: torch.Tensor, rstd: torch.Tensor, need_dw: bool, need_db: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _launch_bwd(dy, ds, s, weight, mean, rstd, 0.0, False, True, need_dw, need_db)
+    return _launch_bwd(dy, ds, s, weight, bias, mean, rstd, 0.0, False, True, need_dw, need_db)
 
 
-@triton_op("tritonic::rms_norm", mutates_args=())
-def _rms_norm_op(
+def _rms_fwd(
     x: torch.Tensor, weight: torch.Tensor | None, residual: torch.Tensor | None,
     eps: float, offset: float, upcast: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -159,13 +163,18 @@ def _rms_norm_op(
     return y, s, rstd
 
 
-@triton_op("tritonic::rms_norm_backward", mutates_args=())
-def _rms_norm_backward_op(
+def _rms_bwd(
     dy: torch.Tensor, ds: torch.Tensor | None, s: torch.Tensor, weight: torch.Tensor | None,
     rstd: torch.Tensor, offset: float, upcast: bool, need_dw: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    dx, dw, _ = _launch_bwd(dy, ds, s, weight, None, rstd, offset, True, upcast, need_dw, False)
+    dx, dw, _ = _launch_bwd(dy, ds, s, weight, None, None, rstd, offset, True, upcast, need_dw, False)
     return dx, dw
+
+
+_layer_norm_op = triton_op("tritonic::layer_norm", mutates_args=())(_ln_fwd)
+_layer_norm_backward_op = triton_op("tritonic::layer_norm_backward", mutates_args=())(_ln_bwd)
+_rms_norm_op = triton_op("tritonic::rms_norm", mutates_args=())(_rms_fwd)
+_rms_norm_backward_op = triton_op("tritonic::rms_norm_backward", mutates_args=())(_rms_bwd)
 
 
 def _rows(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -175,48 +184,96 @@ def _rows(t: torch.Tensor | None) -> torch.Tensor | None:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-def _save(ctx, x, weight, residual, s, mean, rstd):
+def _save(ctx, x, weight, bias, residual, s, mean, rstd, backward_impl):
     ctx.has_residual = residual is not None
-    ctx.save_for_backward(s if residual is not None else x, weight, mean, rstd)
+    ctx.backward_impl = backward_impl
+    ctx.save_for_backward(s if residual is not None else x, weight, bias, mean, rstd)
 
 
-def _layer_norm_setup(ctx, inputs, output):
+def _incoming(ctx, dy, ds, s):
+    """The output gradients as the kernels want them (None where nothing flows back)."""
+    dy = torch.zeros_like(s) if dy is None else _rows(dy)
+    return dy, (_rows(ds) if ctx.has_residual and ds is not None else None)
+
+
+def _layer_norm_setup(ctx, inputs, output, backward_impl=_ln_bwd):
     x, weight, bias, residual, _ = inputs
     y, s, mean, rstd = output
-    ctx.has_bias = bias is not None
-    ctx.bias_dtype = bias.dtype if bias is not None else None
-    _save(ctx, x, weight, residual, s, mean, rstd)
+    _save(ctx, x, weight, bias, residual, s, mean, rstd, backward_impl)
 
 
 def _layer_norm_grad(ctx, dy, ds, _dmean, _drstd):
-    s, weight, mean, rstd = ctx.saved_tensors
+    s, weight, bias, mean, rstd = ctx.saved_tensors
     need_x, need_w, need_b, need_r, _ = ctx.needs_input_grad
-    ds = _rows(ds) if ctx.has_residual else None
-    dx, dw, db = torch.ops.tritonic.layer_norm_backward(
-        _rows(dy), ds, s, weight, mean, rstd, weight is not None and need_w, ctx.has_bias and need_b)
-    return (dx if need_x else None, dw.to(weight.dtype) if need_w else None,
-            db.to(ctx.bias_dtype) if need_b else None, dx if need_r else None, None)
+    dy, ds = _incoming(ctx, dy, ds, s)
+    dx, dw, db = ctx.backward_impl(dy, ds, s, weight, bias, mean, rstd, weight is not None and need_w,
+                                   bias is not None and need_b)
+    return (dx if need_x else None, dw if need_w else None, db if need_b else None,
+            dx if need_r else None, None)
 
 
-def _rms_norm_setup(ctx, inputs, output):
+def _rms_norm_setup(ctx, inputs, output, backward_impl=_rms_bwd):
     x, weight, residual, _, offset, upcast = inputs
     y, s, rstd = output
     ctx.offset, ctx.upcast = offset, upcast
-    _save(ctx, x, weight, residual, s, None, rstd)
+    _save(ctx, x, weight, None, residual, s, None, rstd, backward_impl)
 
 
 def _rms_norm_grad(ctx, dy, ds, _drstd):
-    s, weight, _, rstd = ctx.saved_tensors
+    s, weight, _, _, rstd = ctx.saved_tensors
     need_x, need_w, need_r = ctx.needs_input_grad[:3]
-    ds = _rows(ds) if ctx.has_residual else None
-    dx, dw = torch.ops.tritonic.rms_norm_backward(
-        _rows(dy), ds, s, weight, rstd, ctx.offset, ctx.upcast, weight is not None and need_w)
-    return (dx if need_x else None, dw.to(weight.dtype) if need_w else None,
+    dy, ds = _incoming(ctx, dy, ds, s)
+    dx, dw = ctx.backward_impl(dy, ds, s, weight, rstd, ctx.offset, ctx.upcast, weight is not None and need_w)
+    return (dx if need_x else None, dw if need_w else None,
             dx if need_r else None, None, None, None)
 
 
-_layer_norm_op.register_autograd(_layer_norm_grad, setup_context=_layer_norm_setup)
-_rms_norm_op.register_autograd(_rms_norm_grad, setup_context=_rms_norm_setup)
+def _layer_norm_op_setup(ctx, inputs, output):
+    _layer_norm_setup(ctx, inputs, output, torch.ops.tritonic.layer_norm_backward)
+
+
+def _rms_norm_op_setup(ctx, inputs, output):
+    _rms_norm_setup(ctx, inputs, output, torch.ops.tritonic.rms_norm_backward)
+
+
+_layer_norm_op.register_autograd(_layer_norm_grad, setup_context=_layer_norm_op_setup)
+_rms_norm_op.register_autograd(_rms_norm_grad, setup_context=_rms_norm_op_setup)
+
+
+def _eager_setup(ctx, output, n_stats):
+    """Statistics are not differentiable, and gradients of unused outputs stay None
+    instead of being materialised as zeros."""
+    ctx.set_materialize_grads(False)
+    ctx.mark_non_differentiable(*output[len(output) - n_stats:])
+
+
+# forward(ctx, ...) rather than a separate setup_context: the latter makes apply() bind
+# the arguments with inspect on every call, which costs more than the launch.
+class _LayerNormFn(torch.autograd.Function):
+    backward = staticmethod(_layer_norm_grad)
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        output = _ln_fwd(*inputs)
+        _layer_norm_setup(ctx, inputs, output)
+        _eager_setup(ctx, output, 2)
+        return output
+
+
+class _RMSNormFn(torch.autograd.Function):
+    backward = staticmethod(_rms_norm_grad)
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        output = _rms_fwd(*inputs)
+        _rms_norm_setup(ctx, inputs, output)
+        _eager_setup(ctx, output, 1)
+        return output
+
+
+def _eager(*tensors) -> bool:
+    """Call the kernels through the autograd.Function (eager) or the custom op (tracing)?"""
+    return not (torch.compiler.is_compiling() or is_traced(*tensors))
 
 
 # ----------------------------------------------------------------------------- public API
@@ -229,7 +286,7 @@ def _check(op, x, weight, bias, residual, eps) -> bool:
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None:
             check_tensor(op, name, t)
-            check_shape(op, name, t, (N,), f"(the size of x's last dimension, x has shape {tuple(x.shape)})")
+            check_shape(op, name, t, (N,), lambda: f"(the size of x's last dimension, x has shape {tuple(x.shape)})")
     if residual is not None:
         check_tensor(op, "residual", residual)
         check_shape(op, "residual", residual, tuple(x.shape), "(the shape of x)")
@@ -261,9 +318,10 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5, residual=None):
     if not _check("layer_norm", x, weight, bias, residual, eps):
         return layer_norm_reference(x, weight, bias, eps, residual)
     shape, N = x.shape, x.shape[-1]
-    y, s, _, _ = torch.ops.tritonic.layer_norm(
-        _rows(x.reshape(-1, N)), weight, bias,
-        None if residual is None else _rows(residual.reshape(-1, N)), float(eps))
+    args = (_rows(x.reshape(-1, N)), weight, bias,
+            None if residual is None else _rows(residual.reshape(-1, N)), float(eps))
+    fn = _LayerNormFn.apply if _eager(x, weight, bias, residual) else torch.ops.tritonic.layer_norm
+    y, s, _, _ = fn(*args)
     return y.view(shape) if residual is None else (y.view(shape), s.view(shape))
 
 
@@ -280,7 +338,8 @@ def rms_norm(x, weight=None, eps=1e-6, residual=None, offset=0.0, upcast=True):
     if not _check("rms_norm", x, weight, None, residual, eps):
         return rms_norm_reference(x, weight, eps, residual, offset, upcast)
     shape, N = x.shape, x.shape[-1]
-    y, s, _ = torch.ops.tritonic.rms_norm(
-        _rows(x.reshape(-1, N)), weight, None if residual is None else _rows(residual.reshape(-1, N)),
-        float(eps), float(offset), bool(upcast))
+    args = (_rows(x.reshape(-1, N)), weight, None if residual is None else _rows(residual.reshape(-1, N)),
+            float(eps), float(offset), bool(upcast))
+    fn = _RMSNormFn.apply if _eager(x, weight, residual) else torch.ops.tritonic.rms_norm
+    y, s, _ = fn(*args)
     return y.view(shape) if residual is None else (y.view(shape), s.view(shape))

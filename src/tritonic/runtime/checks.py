@@ -44,8 +44,11 @@ def check_tensor(op: str, name: str, t, *, floating: bool = True, min_dim: int =
         )
 
 
-def check_shape(op: str, name: str, t: torch.Tensor, expected: tuple, why: str = "") -> None:
+def check_shape(op: str, name: str, t: torch.Tensor, expected: tuple, why="") -> None:
+    """``t.shape == expected``; ``why`` (a string, or a callable making one only on failure)
+    explains the expectation in the message."""
     if tuple(t.shape) != tuple(expected):
+        why = why() if callable(why) else why
         exp = "(" + ", ".join(str(s) for s in expected) + ("," if len(expected) == 1 else "") + ")"
         raise ValueError(
             f"{op}: {name} must have shape {exp}{' ' + why if why else ''}, got {_fmt_shape(t)}"
