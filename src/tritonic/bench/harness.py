@@ -44,6 +44,7 @@ import functools
 import gc
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -171,6 +172,9 @@ def _oneline(e: BaseException) -> str:
 
 
 def _commit() -> str:
+    """The checkout's commit, or TRITONIC_COMMIT when the tree travels without .git."""
+    if os.environ.get("TRITONIC_COMMIT"):
+        return os.environ["TRITONIC_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, timeout=10)

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# GPU check: the GPU tests and every benchmark in one go, for a machine with a CUDA GPU
+# (torch, triton, transformers and pytest preinstalled; no network needed).
+#
+#   scripts/gpu_check.sh OUTDIR        # run from the repository root
+#
+# Writes into OUTDIR:
+#   env.txt              nvidia-smi and versions
+#   pytest_gpu.log       pytest -m gpu
+#   bench_<name>.log     the output of benchmarks/<name>.py
+#   results/<gpu>/<bench>.json   benchmark rows (copy them to benchmarks/results/ to commit)
+# Every step runs even when an earlier one fails; the exit status is non-zero if any failed.
+set -uo pipefail
+
+if [ $# -ne 1 ]; then
+    echo "usage: $0 OUTDIR   (run from the repository root)" >&2
+    exit 2
+fi
+if [ ! -d src/tritonic ] || [ ! -d benchmarks ]; then
+    echo "$0: run this from the repository root (no src/tritonic or benchmarks/ here)" >&2
+    exit 2
+fi
+OUT=$1
+mkdir -p "$OUT" || exit 2
+
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+
+declare -a SUMMARY=()
+FAILED=0
+
+# step NAME STATUS: record one step's outcome.
+step() {
+    if [ "$2" -eq 0 ]; then
+        SUMMARY+=("ok     $1")
+    else
+        SUMMARY+=("FAILED $1 (exit $2)")
+        FAILED=1
+    fi
+}
+
+# Optional wheels shipped in the repository (e.g. liger_kernel, a benchmark baseline).
+shopt -s nullglob
+wheels=(.whl/*.whl)
+if [ ${#wheels[@]} -gt 0 ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+        --target /tmp/site "${wheels[@]}" 2>&1 | tee "$OUT/pip_wheels.log"
+    step "install ${#wheels[@]} wheel(s) from .whl/ into /tmp/site" $?
+    export PYTHONPATH="/tmp/site:$PYTHONPATH"
+fi
+
+# Environment.
+{
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo "PYTHONPATH: $PYTHONPATH"
+    echo
+    nvidia-smi
+    echo
+    python3 - <<'EOF'
+import importlib, platform, sys
+print("python", platform.python_version(), sys.executable)
+for name in ("torch", "triton", "transformers", "pytest", "numpy", "liger_kernel", "tritonic"):
+    try:
+        mod = importlib.import_module(name)
+        print(f"{name} {getattr(mod, '__version__', '?')} ({getattr(mod, '__file__', '?')})")
+    except Exception as e:
+        print(f"{name}: not importable ({type(e).__name__}: {e})")
+import torch
+print("cuda available:", torch.cuda.is_available(), "| cuda", torch.version.cuda)
+if torch.cuda.is_available():
+    p = torch.cuda.get_device_properties(0)
+    print("device:", torch.cuda.get_device_name(), "| sm", f"{p.major}.{p.minor}",
+          "| SMs", p.multi_processor_count, "| L2", getattr(p, "L2_cache_size", "?"),
+          "| memory", p.total_memory)
+EOF
+} > "$OUT/env.txt" 2>&1
+step "environment -> $OUT/env.txt" $?
+cat "$OUT/env.txt"
+
+# GPU tests.
+timeout_flag=()
+if python3 -c "import pytest_timeout" 2>/dev/null; then
+    timeout_flag=(--timeout=600)
+fi
+python3 -m pytest -m gpu -q ${timeout_flag[@]+"${timeout_flag[@]}"} tests 2>&1 | tee "$OUT/pytest_gpu.log"
+rc=$?
+if [ $rc -eq 5 ]; then  # pytest: no tests collected
+    SUMMARY+=("note   pytest -m gpu collected no tests -> $OUT/pytest_gpu.log")
+else
+    step "pytest -m gpu -> $OUT/pytest_gpu.log" $rc
+fi
+
+# Benchmarks, one script at a time.
+for script in benchmarks/*.py; do
+    name=$(basename "$script" .py)
+    echo "=== $script"
+    start=$SECONDS
+    python3 "$script" --out "$OUT/results" 2>&1 | tee "$OUT/bench_$name.log"
+    step "$script ($((SECONDS - start)) s) -> $OUT/bench_$name.log" $?
+done
+
+echo
+echo "=== summary ($OUT)"
+printf '%s\n' "${SUMMARY[@]}"
+for f in "$OUT"/results/*/*.json; do echo "results: $f"; done
+exit $FAILED
