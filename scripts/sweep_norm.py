@@ -70,6 +70,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--out", default=".")
     p.add_argument("--top", type=int, default=4)
+    p.add_argument("--directions", default="fwd,bwd", help="comma-separated: fwd, bwd")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
     results = []
@@ -82,9 +83,9 @@ def main():
         block_n = triton.next_power_of_2(N)
         fwd_bytes, bwd_bytes = 2 * M * N * 2, 3 * M * N * 2
         default_f, default_b = orig_fwd(N), orig_bwd(N)
-        for direction in ("fwd", "bwd"):
+        for direction in args.directions.split(","):
             rows = []
-            per_sm_opts = (1,) if direction == "fwd" else (2, 4, 8)
+            per_sm_opts = (1,) if direction == "fwd" else (1, 2, 3)
             for block_m, warps, per_sm in itertools.product((1, 2, 4, 8), (4, 8, 16, 32), per_sm_opts):
                 per_thread = block_m * block_n // (32 * warps)  # elements each thread holds
                 if block_m * block_n > 32768 or not 4 <= per_thread <= 64:

@@ -252,7 +252,7 @@ def test_rms_norm_module(eps, affine, device):
 def test_custom_op_path(which, device, monkeypatch):
     """The registered torch ops (what torch.compile and tracing use) give the same results
     as the eager autograd.Function path."""
-    monkeypatch.setattr(norm_ops, "_eager", lambda *t: False)
+    monkeypatch.setattr(norm_ops, "_path", lambda *t: "op")
     args = _inputs((6, 40), torch.float32, device, residual=True, bias=which == "layer")
     if which == "layer":
         check_op(lambda **a: layer_norm(**a), _torch_ln, args, grads=_grads(args))
@@ -268,3 +268,14 @@ def test_only_the_residual_sum_is_used(device):
     gx, gr = torch.autograd.grad(s.sum(), [x, r])
     torch.testing.assert_close(gx, torch.ones_like(x))
     torch.testing.assert_close(gr, torch.ones_like(r))
+
+
+def test_inference_path_matches(device):
+    """Without autograd the forward skips the statistics; the output is the same."""
+    x, w, b = torch.randn(5, 96, device=device), torch.randn(96, device=device), torch.randn(96, device=device)
+    with torch.no_grad():
+        y0 = layer_norm(x, w, b)
+        r0 = rms_norm(x, w)
+    wg = w.clone().requires_grad_(True)
+    torch.testing.assert_close(y0, layer_norm(x, wg, b).detach(), atol=0, rtol=0)
+    torch.testing.assert_close(r0, rms_norm(x, wg).detach(), atol=0, rtol=0)

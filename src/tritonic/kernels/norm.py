@@ -64,8 +64,8 @@ def _norm_fwd(
     B,  # bias, (N,); read only if HAS_BIAS (LayerNorm only)
     Y,  # output, (M, N) with row stride stride_y
     S,  # X + R handed back to the caller, (M, N); written only if HAS_RESIDUAL
-    MEAN,  # float32 (M,): row means, written for LayerNorm only
-    RSTD,  # float32 (M,): 1 / sqrt(var + eps) (LayerNorm) or 1 / sqrt(mean(x^2) + eps) (RMSNorm)
+    MEAN,  # float32 (M,): row means, written for LayerNorm when STORE_STATS
+    RSTD,  # float32 (M,): 1 / sqrt(var + eps) (LayerNorm) or 1 / sqrt(mean(x^2) + eps) (RMSNorm), if STORE_STATS
     stride_x, stride_r, stride_y, stride_s,  # row strides, in elements
     M, N,  # rows and hidden size
     eps,  # added to the variance (or mean square) before the square root
@@ -75,6 +75,7 @@ def _norm_fwd(
     HAS_WEIGHT: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     UPCAST: tl.constexpr,  # see _affine
+    STORE_STATS: tl.constexpr,  # write MEAN and RSTD (needed by the backward only)
     SINGLE_PASS: tl.constexpr,  # BLOCK_N >= N: the row stays in registers
     BLOCK_M: tl.constexpr,  # rows per program
     BLOCK_N: tl.constexpr,  # columns per chunk (a power of two)
@@ -99,8 +100,10 @@ def _norm_fwd(
             xc = tl.where(mask, x - mean[:, None], 0.0)
             rstd = tl.rsqrt(tl.sum(xc * xc, axis=1) / N + eps)
             xhat = xc * rstd[:, None]
-            tl.store(MEAN + rows, mean, mask=row_mask)
-        tl.store(RSTD + rows, rstd, mask=row_mask)
+            if STORE_STATS:
+                tl.store(MEAN + rows, mean, mask=row_mask)
+        if STORE_STATS:
+            tl.store(RSTD + rows, rstd, mask=row_mask)
         y = _affine(xhat, W, B, cols, col_mask, offset, out_dtype, HAS_WEIGHT, HAS_BIAS, UPCAST)
         tl.store(Y + rows[:, None] * stride_y + cols[None, :], y, mask=mask)
     else:
@@ -126,9 +129,10 @@ def _norm_fwd(
                 m2 += tl.sum(d * d, axis=1) + delta * delta * (count * n_c / total)
                 count = total
         rstd = tl.rsqrt(m2 / N + eps)
-        if not IS_RMS:
-            tl.store(MEAN + rows, mean, mask=row_mask)
-        tl.store(RSTD + rows, rstd, mask=row_mask)
+        if STORE_STATS:
+            if not IS_RMS:
+                tl.store(MEAN + rows, mean, mask=row_mask)
+            tl.store(RSTD + rows, rstd, mask=row_mask)
         # Pass 2: normalise and write, re-reading the inputs (they were just read, so
         # mostly from L2); the residual sum is recomputed identically, not re-stored.
         for start in range(0, N, BLOCK_N):
@@ -180,8 +184,10 @@ def _norm_bwd(
     if SINGLE_PASS:
         col_mask = cols < N
         w = _scale(W, cols, col_mask, offset, HAS_WEIGHT)
-        dw = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-        db = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        # Accumulated as row vectors: summing a tile over its rows each step is cheap
+        # (rows of a tile sit in the same thread) and keeps register pressure low.
+        dw = tl.zeros([BLOCK_N], tl.float32)
+        db = tl.zeros([BLOCK_N], tl.float32)
         for blk in range(pid, n_blocks, G):
             rows = blk * BLOCK_M + tl.arange(0, BLOCK_M)
             row_mask = rows < M
@@ -208,13 +214,13 @@ def _norm_bwd(
             if HAS_DW:
                 if not UPCAST:
                     xhat = xhat.to(in_dtype).to(tl.float32)
-                dw += dy * xhat
+                dw += tl.sum(dy * xhat, axis=0)
             if HAS_DB:
-                db += dy
+                db += tl.sum(dy, axis=0)
         if HAS_DW:
-            tl.store(DW + pid * N + cols, tl.sum(dw, axis=0), mask=col_mask)
+            tl.store(DW + pid * N + cols, dw, mask=col_mask)
         if HAS_DB:
-            tl.store(DB + pid * N + cols, tl.sum(db, axis=0), mask=col_mask)
+            tl.store(DB + pid * N + cols, db, mask=col_mask)
     else:
         for blk in range(pid, n_blocks, G):
             rows = blk * BLOCK_M + tl.arange(0, BLOCK_M)

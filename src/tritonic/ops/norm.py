@@ -37,7 +37,7 @@ __all__ = ["layer_norm", "rms_norm", "layer_norm_reference", "rms_norm_reference
 MAX_HIDDEN = 65536  # widest row the kernels are tested for; wider rows use the reference
 FUSED_HIDDEN = 16384  # rows up to this width are held in registers, wider ones are chunked
 CHUNK = 4096  # columns per chunk for wider rows
-BWD_PROGRAMS_PER_SM = 4  # backward grid: programs per multiprocessor, each owning a dW partial
+BWD_PROGRAMS_PER_SM = 2  # backward grid: programs per multiprocessor, each owning a dW partial
 
 
 # ----------------------------------------------------------------------------- references
@@ -75,28 +75,40 @@ def _cdiv(a: int, b: int) -> int:
     return (a + b - 1) // b
 
 
+# Launch parameters by BLOCK_N (the row width rounded up to a power of two), chosen from
+# sweeps on an H100 (scripts/sweep_norm.py; benchmarks/NOTES.md has the numbers).
+_FWD = {1024: (4, 4), 2048: (2, 8), 4096: (2, 16), 8192: (1, 16), 16384: (1, 16)}  # (BLOCK_M, warps)
+_BWD = {1024: (4, 4, 2), 2048: (2, 8, 2), 4096: (1, 8, 2), 8192: (1, 16, 2), 16384: (1, 8, 2)}  # + programs/SM
+_CHUNKED = (1, 8)  # (BLOCK_M, warps) of the chunked path, CHUNK columns per step
+
+
 def _fwd_config(N: int):
     """(single_pass, BLOCK_M, BLOCK_N, num_warps) of the forward for rows of N columns."""
     block_n = 1 << (N - 1).bit_length()  # next power of two
-    single = block_n <= FUSED_HIDDEN
-    if not single:
-        block_n = CHUNK
-    block_m = max(1, min(16, 4096 // block_n)) if single else 1
-    num_warps = max(1, min(16, block_m * block_n // 512))
-    return single, block_m, block_n, num_warps
+    if block_n > FUSED_HIDDEN:
+        return (False, _CHUNKED[0], CHUNK, _CHUNKED[1])
+    if block_n < 1024:  # narrow rows: several per program, a 4096-element tile
+        return (True, min(16, 4096 // block_n), block_n, 4)
+    return (True,) + (_FWD[block_n][0], block_n, _FWD[block_n][1])
 
 
 def _bwd_config(N: int):
     """(single_pass, BLOCK_M, BLOCK_N, num_warps, programs per SM) of the backward."""
-    return _fwd_config(N) + (BWD_PROGRAMS_PER_SM,)
+    block_n = 1 << (N - 1).bit_length()
+    if block_n > FUSED_HIDDEN:
+        return (False, _CHUNKED[0], CHUNK, _CHUNKED[1], BWD_PROGRAMS_PER_SM)
+    if block_n < 1024:
+        return (True, min(16, 4096 // block_n), block_n, 4, BWD_PROGRAMS_PER_SM)
+    block_m, warps, per_sm = _BWD[block_n]
+    return (True, block_m, block_n, warps, per_sm)
 
 
-def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast):
+def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast, store_stats=True):
     M, N = x.shape
     y = empty((M, N), dtype=x.dtype, device=x.device)
     s = empty((M, N) if residual is not None else (0,), dtype=x.dtype, device=x.device)
-    mean = empty((0,) if is_rms else (M,), dtype=torch.float32, device=x.device)
-    rstd = empty((M,), dtype=torch.float32, device=x.device)
+    mean = empty((M,) if store_stats and not is_rms else (0,), dtype=torch.float32, device=x.device)
+    rstd = empty((M,) if store_stats else (0,), dtype=torch.float32, device=x.device)
     single, block_m, block_n, num_warps = _fwd_config(N)
     grid = (_cdiv(M, block_m),)
     launch(
@@ -104,7 +116,7 @@ def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast):
         x.stride(0), residual.stride(0) if residual is not None else 0, y.stride(0), N,
         M, N, eps, offset,
         IS_RMS=is_rms, HAS_RESIDUAL=residual is not None, HAS_WEIGHT=weight is not None,
-        HAS_BIAS=bias is not None, UPCAST=upcast, SINGLE_PASS=single,
+        HAS_BIAS=bias is not None, UPCAST=upcast, STORE_STATS=store_stats, SINGLE_PASS=single,
         BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps,
     )
     return y, s, mean, rstd
@@ -129,8 +141,8 @@ def _launch_bwd(dy, ds, s, weight, bias, mean, rstd, offset, is_rms, upcast, nee
     dw_out = empty((N,) if need_dw else (0,), dtype=weight.dtype if need_dw else s.dtype, device=s.device)
     db_out = empty((N,) if need_db else (0,), dtype=bias.dtype if need_db else s.dtype, device=s.device)
     if need_dw or need_db:
-        launch(_norm_bwd_reduce, (_cdiv(N, 256),), dw, db, dw_out, db_out, programs, N,
-               HAS_DW=need_dw, HAS_DB=need_db, BLOCK_G=32, BLOCK_N=256, num_warps=4)
+        launch(_norm_bwd_reduce, (_cdiv(N, 64),), dw, db, dw_out, db_out, programs, N,
+               HAS_DW=need_dw, HAS_DB=need_db, BLOCK_G=32, BLOCK_N=64, num_warps=4)
     return dx, dw_out, db_out
 
 
@@ -271,9 +283,14 @@ class _RMSNormFn(torch.autograd.Function):
         return output
 
 
-def _eager(*tensors) -> bool:
-    """Call the kernels through the autograd.Function (eager) or the custom op (tracing)?"""
-    return not (torch.compiler.is_compiling() or is_traced(*tensors))
+def _path(*tensors) -> str:
+    """"op": the registered custom op (torch is tracing); "grad": the eager autograd.Function;
+    "plain": a direct launch with no autograd and no saved statistics (nothing wants a gradient)."""
+    if torch.compiler.is_compiling() or is_traced(*tensors):
+        return "op"
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return "grad"
+    return "plain"
 
 
 # ----------------------------------------------------------------------------- public API
@@ -318,10 +335,13 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5, residual=None):
     if not _check("layer_norm", x, weight, bias, residual, eps):
         return layer_norm_reference(x, weight, bias, eps, residual)
     shape, N = x.shape, x.shape[-1]
-    args = (_rows(x.reshape(-1, N)), weight, bias,
-            None if residual is None else _rows(residual.reshape(-1, N)), float(eps))
-    fn = _LayerNormFn.apply if _eager(x, weight, bias, residual) else torch.ops.tritonic.layer_norm
-    y, s, _, _ = fn(*args)
+    x2, r2 = _rows(x.reshape(-1, N)), None if residual is None else _rows(residual.reshape(-1, N))
+    path = _path(x, weight, bias, residual)
+    if path == "plain":
+        y, s, _, _ = _launch_fwd(x2, r2, weight, bias, float(eps), 0.0, False, True, store_stats=False)
+    else:
+        fn = _LayerNormFn.apply if path == "grad" else torch.ops.tritonic.layer_norm
+        y, s, _, _ = fn(x2, weight, bias, r2, float(eps))
     return y.view(shape) if residual is None else (y.view(shape), s.view(shape))
 
 
@@ -338,8 +358,12 @@ def rms_norm(x, weight=None, eps=1e-6, residual=None, offset=0.0, upcast=True):
     if not _check("rms_norm", x, weight, None, residual, eps):
         return rms_norm_reference(x, weight, eps, residual, offset, upcast)
     shape, N = x.shape, x.shape[-1]
-    args = (_rows(x.reshape(-1, N)), weight, None if residual is None else _rows(residual.reshape(-1, N)),
-            float(eps), float(offset), bool(upcast))
-    fn = _RMSNormFn.apply if _eager(x, weight, residual) else torch.ops.tritonic.rms_norm
-    y, s, _ = fn(*args)
+    x2, r2 = _rows(x.reshape(-1, N)), None if residual is None else _rows(residual.reshape(-1, N))
+    path = _path(x, weight, residual)
+    if path == "plain":
+        y, s, _, _ = _launch_fwd(x2, r2, weight, None, float(eps), float(offset), True, bool(upcast),
+                                 store_stats=False)
+    else:
+        fn = _RMSNormFn.apply if path == "grad" else torch.ops.tritonic.rms_norm
+        y, s, _ = fn(x2, weight, r2, float(eps), float(offset), bool(upcast))
     return y.view(shape) if residual is None else (y.view(shape), s.view(shape))
