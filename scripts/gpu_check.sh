@@ -3,6 +3,7 @@
 # (torch, triton, transformers and pytest preinstalled; no network needed).
 #
 #   scripts/gpu_check.sh OUTDIR        # run from the repository root
+#   BENCH_ARGS="--graph always" scripts/gpu_check.sh OUTDIR   # flags for every benchmark
 #
 # Writes into OUTDIR:
 #   env.txt              nvidia-smi and versions
@@ -96,7 +97,8 @@ for script in benchmarks/*.py; do
     name=$(basename "$script" .py)
     echo "=== $script"
     start=$SECONDS
-    python3 "$script" --out "$OUT/results" 2>&1 | tee "$OUT/bench_$name.log"
+    # shellcheck disable=SC2086  # BENCH_ARGS is a list of flags, e.g. "--graph always"
+    python3 "$script" --out "$OUT/results" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench_$name.log"
     step "$script ($((SECONDS - start)) s) -> $OUT/bench_$name.log" $?
 done
 
