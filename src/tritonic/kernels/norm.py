@@ -77,36 +77,61 @@ def _norm_fwd(
     UPCAST: tl.constexpr,  # see _affine
     STORE_STATS: tl.constexpr,  # write MEAN and RSTD (needed by the backward only)
     SINGLE_PASS: tl.constexpr,  # BLOCK_N >= N: the row stays in registers
-    BLOCK_M: tl.constexpr,  # rows per program
+    PREFETCH: tl.constexpr,  # single pass: load the next row block before working on this one
+    BLOCK_M: tl.constexpr,  # rows per block
     BLOCK_N: tl.constexpr,  # columns per chunk (a power of two)
 ):
     pid = tl.program_id(0)
-    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_mask = rows < M
-    rows = rows.to(tl.int64)
     cols = tl.arange(0, BLOCK_N)
     out_dtype = Y.dtype.element_ty
 
     if SINGLE_PASS:
+        # Program pid normalises row blocks pid, pid + G, ...: one block each when the grid
+        # covers all blocks, several when it is persistent (a few programs per SM). With
+        # PREFETCH the loads of the next block are in flight while this one is computed.
         col_mask = cols < N
-        mask = row_mask[:, None] & col_mask[None, :]
-        x = _load_input(X, R, S, rows[:, None] * stride_x + cols[None, :], rows[:, None] * stride_r + cols[None, :],
-                        rows[:, None] * stride_s + cols[None, :], mask, HAS_RESIDUAL, True)
-        if IS_RMS:
-            rstd = tl.rsqrt(tl.sum(x * x, axis=1) / N + eps)
-            xhat = x * rstd[:, None]
-        else:
-            mean = tl.sum(x, axis=1) / N
-            xc = tl.where(mask, x - mean[:, None], 0.0)
-            rstd = tl.rsqrt(tl.sum(xc * xc, axis=1) / N + eps)
-            xhat = xc * rstd[:, None]
+        G = tl.num_programs(0)
+        if PREFETCH:
+            nxt = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+            nxt = nxt.to(tl.int64)
+            nmask = (nxt < M)[:, None] & col_mask[None, :]
+            x_next = _load_input(X, R, S, nxt[:, None] * stride_x + cols[None, :],
+                                 nxt[:, None] * stride_r + cols[None, :], nxt[:, None] * stride_s + cols[None, :],
+                                 nmask, HAS_RESIDUAL, True)
+        for blk in range(pid, tl.cdiv(M, BLOCK_M), G):
+            rows = blk * BLOCK_M + tl.arange(0, BLOCK_M)
+            row_mask = rows < M
+            rows = rows.to(tl.int64)
+            mask = row_mask[:, None] & col_mask[None, :]
+            if PREFETCH:
+                x = x_next
+                nxt = rows + G * BLOCK_M
+                nmask = (nxt < M)[:, None] & col_mask[None, :]
+                x_next = _load_input(X, R, S, nxt[:, None] * stride_x + cols[None, :],
+                                     nxt[:, None] * stride_r + cols[None, :], nxt[:, None] * stride_s + cols[None, :],
+                                     nmask, HAS_RESIDUAL, True)
+            else:
+                x = _load_input(X, R, S, rows[:, None] * stride_x + cols[None, :],
+                                rows[:, None] * stride_r + cols[None, :], rows[:, None] * stride_s + cols[None, :],
+                                mask, HAS_RESIDUAL, True)
+            if IS_RMS:
+                rstd = tl.rsqrt(tl.sum(x * x, axis=1) / N + eps)
+                xhat = x * rstd[:, None]
+            else:
+                mean = tl.sum(x, axis=1) / N
+                xc = tl.where(mask, x - mean[:, None], 0.0)
+                rstd = tl.rsqrt(tl.sum(xc * xc, axis=1) / N + eps)
+                xhat = xc * rstd[:, None]
+                if STORE_STATS:
+                    tl.store(MEAN + rows, mean, mask=row_mask)
             if STORE_STATS:
-                tl.store(MEAN + rows, mean, mask=row_mask)
-        if STORE_STATS:
-            tl.store(RSTD + rows, rstd, mask=row_mask)
-        y = _affine(xhat, W, B, cols, col_mask, offset, out_dtype, HAS_WEIGHT, HAS_BIAS, UPCAST)
-        tl.store(Y + rows[:, None] * stride_y + cols[None, :], y, mask=mask)
+                tl.store(RSTD + rows, rstd, mask=row_mask)
+            y = _affine(xhat, W, B, cols, col_mask, offset, out_dtype, HAS_WEIGHT, HAS_BIAS, UPCAST)
+            tl.store(Y + rows[:, None] * stride_y + cols[None, :], y, mask=mask)
     else:
+        rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_mask = rows < M
+        rows = rows.to(tl.int64)
         # Pass 1: row statistics, chunk by chunk. For LayerNorm each chunk's mean and
         # sum of squared deviations (m2) are merged into the running ones (Chan et al.).
         count = 0.0
