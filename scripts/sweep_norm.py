@@ -85,9 +85,8 @@ def main():
         default_f, default_b = orig_fwd(N), orig_bwd(N)
         for direction in args.directions.split(","):
             rows = []
-            if direction == "fwd":  # (BLOCK_M, warps, programs per SM or 0 = one per block, prefetch)
-                options = [(bm, w, k, pf) for bm in (1, 2, 4, 8) for w in (4, 8, 16, 32)
-                           for k, pf in ((0, False), (2, True), (4, True))]
+            if direction == "fwd":  # (BLOCK_M, warps)
+                options = [(bm, w, 0) for bm in (1, 2, 4, 8) for w in (4, 8, 16, 32)]
             else:  # (BLOCK_M, warps, programs per SM)
                 options = [(bm, w, k) for bm in (1, 2, 4, 8) for w in (4, 8, 16, 32) for k in (1, 2, 3)]
             for opt in options:
@@ -96,7 +95,7 @@ def main():
                 if block_m * block_n > 32768 or not 4 <= per_thread <= 64:
                     continue
                 if direction == "fwd":
-                    cfg = (True, block_m, block_n, warps, per_sm, opt[3])
+                    cfg = (True, block_m, block_n, warps)
                     norm_ops._fwd_config = lambda n, c=cfg: c
                 else:
                     cfg = (True, block_m, block_n, warps, per_sm)
@@ -110,7 +109,7 @@ def main():
                     norm_ops._fwd_config, norm_ops._bwd_config = orig_fwd, orig_bwd
                 gbs = (fwd_bytes if direction == "fwd" else bwd_bytes) / ms / 1e6
                 rows.append(dict(norm=which, M=M, N=N, direction=direction, block_m=block_m, num_warps=warps,
-                                 per_sm=per_sm, prefetch=cfg[5] if direction == "fwd" else False, ms=ms, gbs=gbs))
+                                 per_sm=per_sm,  ms=ms, gbs=gbs))
             d_ms = (time_fwd if direction == "fwd" else time_bwd)(which, sets, w, b)
             rows.sort(key=lambda r: r["ms"])
             results += rows
@@ -118,7 +117,7 @@ def main():
             print(f"== {which}_norm {M}x{N} {direction}: default {dflt[1:]} {d_ms * 1e3:.1f} us "
                   f"({(fwd_bytes if direction == 'fwd' else bwd_bytes) / d_ms / 1e6:.0f} GB/s)")
             for r in rows[: args.top]:
-                print(f"   block_m={r['block_m']:<2} warps={r['num_warps']:<2} per_sm={r['per_sm']:<2} pf={int(r['prefetch'])} "
+                print(f"   block_m={r['block_m']:<2} warps={r['num_warps']:<2} per_sm={r['per_sm']:<2} "
                       f"{r['ms'] * 1e3:8.1f} us {r['gbs']:6.0f} GB/s")
         del sets
         torch.cuda.empty_cache()

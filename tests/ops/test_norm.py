@@ -279,17 +279,3 @@ def test_inference_path_matches(device):
     wg = w.clone().requires_grad_(True)
     torch.testing.assert_close(y0, layer_norm(x, wg, b).detach(), atol=0, rtol=0)
     torch.testing.assert_close(r0, rms_norm(x, wg).detach(), atol=0, rtol=0)
-
-
-@pytest.mark.parametrize("prefetch", [False, True])
-@pytest.mark.parametrize("which", ["layer", "rms"])
-def test_persistent_forward(which, prefetch, device, monkeypatch):
-    """A persistent forward grid (fewer programs than row blocks, each looping, with or
-    without prefetching the next block) computes the same."""
-    monkeypatch.setattr(norm_ops, "_fwd_config", lambda N: (True, 2, 64, 4, 1, prefetch))
-    args = _inputs((37, 50), torch.float32, device, residual=True, bias=which == "layer")
-    if which == "layer":
-        check_op(lambda **a: layer_norm(**a), _torch_ln, args, grads=_grads(args))
-    else:
-        del args["bias"]
-        check_op(lambda **a: rms_norm(**a), lambda **a: _torch_rms(**a), args, grads=_grads(args))

@@ -16,13 +16,15 @@ import triton.language as tl
 
 
 @triton.jit
-def _load_input(X, R, S, offs_x, offs_r, offs_s, mask, HAS_RESIDUAL: tl.constexpr, STORE_SUM: tl.constexpr):
+def _load_input(X, R, S, offs_x, offs_r, offs_s, mask, HAS_RESIDUAL: tl.constexpr, STORE_SUM: tl.constexpr,
+                EVICT: tl.constexpr = ""):
     """Load a tile of the norm's input as float32: ``X``, or ``X + R`` rounded to
     ``S``'s dtype (so the normalised value is exactly the sum handed back), storing that
-    sum when ``STORE_SUM``."""
-    x = tl.load(X + offs_x, mask=mask, other=0.0).to(tl.float32)
+    sum when ``STORE_SUM``. ``EVICT`` is the L2 eviction policy of these loads ("" or
+    "evict_first": the rows are read once, the weights should stay)."""
+    x = tl.load(X + offs_x, mask=mask, other=0.0, eviction_policy=EVICT).to(tl.float32)
     if HAS_RESIDUAL:
-        r = tl.load(R + offs_r, mask=mask, other=0.0).to(tl.float32)
+        r = tl.load(R + offs_r, mask=mask, other=0.0, eviction_policy=EVICT).to(tl.float32)
         s = (x + r).to(S.dtype.element_ty)
         if STORE_SUM:
             tl.store(S + offs_s, s, mask=mask)
@@ -77,61 +79,37 @@ def _norm_fwd(
     UPCAST: tl.constexpr,  # see _affine
     STORE_STATS: tl.constexpr,  # write MEAN and RSTD (needed by the backward only)
     SINGLE_PASS: tl.constexpr,  # BLOCK_N >= N: the row stays in registers
-    PREFETCH: tl.constexpr,  # single pass: load the next row block before working on this one
-    BLOCK_M: tl.constexpr,  # rows per block
+    EVICT: tl.constexpr,  # eviction policy of the single-pass row loads ("" or "evict_first")
+    BLOCK_M: tl.constexpr,  # rows per program
     BLOCK_N: tl.constexpr,  # columns per chunk (a power of two)
 ):
     pid = tl.program_id(0)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = rows < M
+    rows = rows.to(tl.int64)
     cols = tl.arange(0, BLOCK_N)
     out_dtype = Y.dtype.element_ty
 
     if SINGLE_PASS:
-        # Program pid normalises row blocks pid, pid + G, ...: one block each when the grid
-        # covers all blocks, several when it is persistent (a few programs per SM). With
-        # PREFETCH the loads of the next block are in flight while this one is computed.
         col_mask = cols < N
-        G = tl.num_programs(0)
-        if PREFETCH:
-            nxt = pid * BLOCK_M + tl.arange(0, BLOCK_M)
-            nxt = nxt.to(tl.int64)
-            nmask = (nxt < M)[:, None] & col_mask[None, :]
-            x_next = _load_input(X, R, S, nxt[:, None] * stride_x + cols[None, :],
-                                 nxt[:, None] * stride_r + cols[None, :], nxt[:, None] * stride_s + cols[None, :],
-                                 nmask, HAS_RESIDUAL, True)
-        for blk in range(pid, tl.cdiv(M, BLOCK_M), G):
-            rows = blk * BLOCK_M + tl.arange(0, BLOCK_M)
-            row_mask = rows < M
-            rows = rows.to(tl.int64)
-            mask = row_mask[:, None] & col_mask[None, :]
-            if PREFETCH:
-                x = x_next
-                nxt = rows + G * BLOCK_M
-                nmask = (nxt < M)[:, None] & col_mask[None, :]
-                x_next = _load_input(X, R, S, nxt[:, None] * stride_x + cols[None, :],
-                                     nxt[:, None] * stride_r + cols[None, :], nxt[:, None] * stride_s + cols[None, :],
-                                     nmask, HAS_RESIDUAL, True)
-            else:
-                x = _load_input(X, R, S, rows[:, None] * stride_x + cols[None, :],
-                                rows[:, None] * stride_r + cols[None, :], rows[:, None] * stride_s + cols[None, :],
-                                mask, HAS_RESIDUAL, True)
-            if IS_RMS:
-                rstd = tl.rsqrt(tl.sum(x * x, axis=1) / N + eps)
-                xhat = x * rstd[:, None]
-            else:
-                mean = tl.sum(x, axis=1) / N
-                xc = tl.where(mask, x - mean[:, None], 0.0)
-                rstd = tl.rsqrt(tl.sum(xc * xc, axis=1) / N + eps)
-                xhat = xc * rstd[:, None]
-                if STORE_STATS:
-                    tl.store(MEAN + rows, mean, mask=row_mask)
+        mask = row_mask[:, None] & col_mask[None, :]
+        x = _load_input(X, R, S, rows[:, None] * stride_x + cols[None, :], rows[:, None] * stride_r + cols[None, :],
+                        rows[:, None] * stride_s + cols[None, :], mask, HAS_RESIDUAL, True, EVICT)
+        if IS_RMS:
+            rstd = tl.rsqrt(tl.sum(x * x, axis=1) / N + eps)
+            xhat = x * rstd[:, None]
+        else:
+            mean = tl.sum(x, axis=1) / N
+            xc = tl.where(mask, x - mean[:, None], 0.0)
+            rstd = tl.rsqrt(tl.sum(xc * xc, axis=1) / N + eps)
+            xhat = xc * rstd[:, None]
             if STORE_STATS:
-                tl.store(RSTD + rows, rstd, mask=row_mask)
-            y = _affine(xhat, W, B, cols, col_mask, offset, out_dtype, HAS_WEIGHT, HAS_BIAS, UPCAST)
-            tl.store(Y + rows[:, None] * stride_y + cols[None, :], y, mask=mask)
+                tl.store(MEAN + rows, mean, mask=row_mask)
+        if STORE_STATS:
+            tl.store(RSTD + rows, rstd, mask=row_mask)
+        y = _affine(xhat, W, B, cols, col_mask, offset, out_dtype, HAS_WEIGHT, HAS_BIAS, UPCAST)
+        tl.store(Y + rows[:, None] * stride_y + cols[None, :], y, mask=mask)
     else:
-        rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_mask = rows < M
-        rows = rows.to(tl.int64)
         # Pass 1: row statistics, chunk by chunk. For LayerNorm each chunk's mean and
         # sum of squared deviations (m2) are merged into the running ones (Chan et al.).
         count = 0.0

@@ -17,6 +17,8 @@ What the kernels do not cover falls back to :func:`layer_norm_reference` /
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch.library import triton_op
 
@@ -77,23 +79,21 @@ def _cdiv(a: int, b: int) -> int:
 
 # Launch parameters by BLOCK_N (the row width rounded up to a power of two), chosen from
 # sweeps on an H100 (scripts/sweep_norm.py; benchmarks/NOTES.md has the numbers).
-# Forward: (BLOCK_M, warps, programs per SM or 0 for one program per row block, prefetch).
-_FWD = {1024: (4, 4, 0, False), 2048: (2, 8, 0, False), 4096: (2, 16, 0, False), 8192: (1, 16, 0, False),
-        16384: (1, 16, 0, False)}
-# Backward: (BLOCK_M, warps, programs per SM).
-_BWD = {1024: (8, 4, 1), 2048: (4, 8, 1), 4096: (4, 16, 1), 8192: (2, 16, 1), 16384: (1, 8, 1)}
+_FWD = {1024: (4, 4), 2048: (2, 8), 4096: (2, 16), 8192: (1, 16), 16384: (1, 16)}  # (BLOCK_M, warps)
+_BWD = {1024: (8, 4, 1), 2048: (4, 8, 1), 4096: (4, 16, 1), 8192: (2, 16, 1), 16384: (1, 8, 1)}  # + programs/SM
 _CHUNKED = (1, 8)  # (BLOCK_M, warps) of the chunked path, CHUNK columns per step
+# L2 eviction policy of the forward's row loads (an experiment knob; see benchmarks/NOTES.md).
+FWD_EVICT = os.environ.get("TRITONIC_NORM_EVICT", "")
 
 
 def _fwd_config(N: int):
-    """(single_pass, BLOCK_M, BLOCK_N, num_warps, programs per SM, prefetch) of the forward."""
+    """(single_pass, BLOCK_M, BLOCK_N, num_warps) of the forward for rows of N columns."""
     block_n = 1 << (N - 1).bit_length()  # next power of two
     if block_n > FUSED_HIDDEN:
-        return (False, _CHUNKED[0], CHUNK, _CHUNKED[1], 0, False)
+        return (False, _CHUNKED[0], CHUNK, _CHUNKED[1])
     if block_n < 1024:  # narrow rows: several per program, a 4096-element tile
-        return (True, min(16, 4096 // block_n), block_n, 4, 0, False)
-    block_m, warps, per_sm, prefetch = _FWD[block_n]
-    return (True, block_m, block_n, warps, per_sm, prefetch)
+        return (True, min(16, 4096 // block_n), block_n, 4)
+    return (True,) + (_FWD[block_n][0], block_n, _FWD[block_n][1])
 
 
 def _bwd_config(N: int):
@@ -113,15 +113,14 @@ def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast, store_st
     s = empty((M, N) if residual is not None else (0,), dtype=x.dtype, device=x.device)
     mean = empty((M,) if store_stats and not is_rms else (0,), dtype=torch.float32, device=x.device)
     rstd = empty((M,) if store_stats else (0,), dtype=torch.float32, device=x.device)
-    single, block_m, block_n, num_warps, per_sm, prefetch = _fwd_config(N)
-    n_blocks = _cdiv(M, block_m)
-    grid = (min(n_blocks, num_sms(x.device.index) * per_sm) if per_sm else n_blocks,)
+    single, block_m, block_n, num_warps = _fwd_config(N)
+    grid = (_cdiv(M, block_m),)
     launch(
         _norm_fwd, grid, x, residual, weight, bias, y, s, mean, rstd,
         x.stride(0), residual.stride(0) if residual is not None else 0, y.stride(0), N,
         M, N, eps, offset,
         IS_RMS=is_rms, HAS_RESIDUAL=residual is not None, HAS_WEIGHT=weight is not None,
-        HAS_BIAS=bias is not None, UPCAST=upcast, STORE_STATS=store_stats, SINGLE_PASS=single, PREFETCH=prefetch,
+        HAS_BIAS=bias is not None, UPCAST=upcast, STORE_STATS=store_stats, SINGLE_PASS=single, EVICT=FWD_EVICT,
         BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps,
     )
     return y, s, mean, rstd
