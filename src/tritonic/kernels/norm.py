@@ -16,15 +16,13 @@ import triton.language as tl
 
 
 @triton.jit
-def _load_input(X, R, S, offs_x, offs_r, offs_s, mask, HAS_RESIDUAL: tl.constexpr, STORE_SUM: tl.constexpr,
-                EVICT: tl.constexpr = ""):
+def _load_input(X, R, S, offs_x, offs_r, offs_s, mask, HAS_RESIDUAL: tl.constexpr, STORE_SUM: tl.constexpr):
     """Load a tile of the norm's input as float32: ``X``, or ``X + R`` rounded to
     ``S``'s dtype (so the normalised value is exactly the sum handed back), storing that
-    sum when ``STORE_SUM``. ``EVICT`` is the L2 eviction policy of these loads ("" or
-    "evict_first": the rows are read once, the weights should stay)."""
-    x = tl.load(X + offs_x, mask=mask, other=0.0, eviction_policy=EVICT).to(tl.float32)
+    sum when ``STORE_SUM``."""
+    x = tl.load(X + offs_x, mask=mask, other=0.0).to(tl.float32)
     if HAS_RESIDUAL:
-        r = tl.load(R + offs_r, mask=mask, other=0.0, eviction_policy=EVICT).to(tl.float32)
+        r = tl.load(R + offs_r, mask=mask, other=0.0).to(tl.float32)
         s = (x + r).to(S.dtype.element_ty)
         if STORE_SUM:
             tl.store(S + offs_s, s, mask=mask)
@@ -79,7 +77,6 @@ def _norm_fwd(
     UPCAST: tl.constexpr,  # see _affine
     STORE_STATS: tl.constexpr,  # write MEAN and RSTD (needed by the backward only)
     SINGLE_PASS: tl.constexpr,  # BLOCK_N >= N: the row stays in registers
-    EVICT: tl.constexpr,  # eviction policy of the single-pass row loads ("" or "evict_first")
     BLOCK_M: tl.constexpr,  # rows per program
     BLOCK_N: tl.constexpr,  # columns per chunk (a power of two)
 ):
@@ -94,7 +91,7 @@ def _norm_fwd(
         col_mask = cols < N
         mask = row_mask[:, None] & col_mask[None, :]
         x = _load_input(X, R, S, rows[:, None] * stride_x + cols[None, :], rows[:, None] * stride_r + cols[None, :],
-                        rows[:, None] * stride_s + cols[None, :], mask, HAS_RESIDUAL, True, EVICT)
+                        rows[:, None] * stride_s + cols[None, :], mask, HAS_RESIDUAL, True)
         if IS_RMS:
             rstd = tl.rsqrt(tl.sum(x * x, axis=1) / N + eps)
             xhat = x * rstd[:, None]

@@ -17,8 +17,6 @@ What the kernels do not cover falls back to :func:`layer_norm_reference` /
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch.library import triton_op
 
@@ -82,8 +80,6 @@ def _cdiv(a: int, b: int) -> int:
 _FWD = {1024: (4, 4), 2048: (2, 8), 4096: (2, 16), 8192: (1, 16), 16384: (1, 16)}  # (BLOCK_M, warps)
 _BWD = {1024: (8, 4, 1), 2048: (4, 8, 1), 4096: (4, 16, 1), 8192: (2, 16, 1), 16384: (1, 8, 1)}  # + programs/SM
 _CHUNKED = (1, 8)  # (BLOCK_M, warps) of the chunked path, CHUNK columns per step
-# L2 eviction policy of the forward's row loads (an experiment knob; see benchmarks/NOTES.md).
-FWD_EVICT = os.environ.get("TRITONIC_NORM_EVICT", "")
 
 
 def _fwd_config(N: int):
@@ -120,7 +116,7 @@ def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast, store_st
         x.stride(0), residual.stride(0) if residual is not None else 0, y.stride(0), N,
         M, N, eps, offset,
         IS_RMS=is_rms, HAS_RESIDUAL=residual is not None, HAS_WEIGHT=weight is not None,
-        HAS_BIAS=bias is not None, UPCAST=upcast, STORE_STATS=store_stats, SINGLE_PASS=single, EVICT=FWD_EVICT,
+        HAS_BIAS=bias is not None, UPCAST=upcast, STORE_STATS=store_stats, SINGLE_PASS=single,
         BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps,
     )
     return y, s, mean, rstd
