@@ -85,17 +85,19 @@ def main():
         default_f, default_b = orig_fwd(N), orig_bwd(N)
         for direction in args.directions.split(","):
             rows = []
-            if direction == "fwd":  # (BLOCK_M, warps)
-                options = [(bm, w, 0) for bm in (1, 2, 4, 8) for w in (4, 8, 16, 32)]
+            if direction == "fwd":  # (BLOCK_M, warps, 0, columns per step: the row, or a chunk)
+                options = [(bm, w, 0, block_n) for bm in (1, 2, 4, 8, 16) for w in (4, 8, 16, 32)]
+                if block_n >= 4096:  # the two-pass chunked path
+                    options += [(bm, w, 0, ch) for bm in (1, 2) for w in (4, 8, 16) for ch in (1024, 2048, 4096)]
             else:  # (BLOCK_M, warps, programs per SM)
-                options = [(bm, w, k) for bm in (1, 2, 4, 8) for w in (4, 8, 16, 32) for k in (1, 2, 3)]
+                options = [(bm, w, k, block_n) for bm in (1, 2, 4, 8) for w in (4, 8, 16, 32) for k in (1, 2, 3)]
             for opt in options:
-                block_m, warps, per_sm = opt[:3]
-                per_thread = block_m * block_n // (32 * warps)  # elements each thread holds
-                if block_m * block_n > 32768 or not 4 <= per_thread <= 64:
+                block_m, warps, per_sm, cols = opt
+                per_thread = block_m * cols // (32 * warps)  # elements each thread holds
+                if block_m * cols > 32768 or not 4 <= per_thread <= 64:
                     continue
                 if direction == "fwd":
-                    cfg = (True, block_m, block_n, warps)
+                    cfg = (cols == block_n, block_m, cols, warps)
                     norm_ops._fwd_config = lambda n, c=cfg: c
                 else:
                     cfg = (True, block_m, block_n, warps, per_sm)
@@ -109,7 +111,7 @@ def main():
                     norm_ops._fwd_config, norm_ops._bwd_config = orig_fwd, orig_bwd
                 gbs = (fwd_bytes if direction == "fwd" else bwd_bytes) / ms / 1e6
                 rows.append(dict(norm=which, M=M, N=N, direction=direction, block_m=block_m, num_warps=warps,
-                                 per_sm=per_sm,  ms=ms, gbs=gbs))
+                                 per_sm=per_sm, cols=cols, single=cols == block_n,  ms=ms, gbs=gbs))
             d_ms = (time_fwd if direction == "fwd" else time_bwd)(which, sets, w, b)
             rows.sort(key=lambda r: r["ms"])
             results += rows
@@ -118,11 +120,28 @@ def main():
                   f"({(fwd_bytes if direction == 'fwd' else bwd_bytes) / d_ms / 1e6:.0f} GB/s)")
             for r in rows[: args.top]:
                 print(f"   block_m={r['block_m']:<2} warps={r['num_warps']:<2} per_sm={r['per_sm']:<2} "
+                  f"{'row' if r['single'] else 'chunk ' + str(r['cols']):<10} "
                       f"{r['ms'] * 1e3:8.1f} us {r['gbs']:6.0f} GB/s")
         del sets
         torch.cuda.empty_cache()
     with open(os.path.join(args.out, "sweep_norm.json"), "w") as f:
         json.dump(results, f, indent=0)
+    # The best forward launch per BLOCK_N (LayerNorm and RMSNorm times added), in the format
+    # of ops/norm.py's TRITONIC_NORM_FWD_TABLE override.
+    best = {}
+    for N in sorted({r["N"] for r in results if r["direction"] == "fwd"}):
+        totals = {}
+        for r in results:
+            if r["direction"] == "fwd" and r["N"] == N:
+                key = (r["single"], r["block_m"], r["cols"], r["num_warps"])
+                totals.setdefault(key, []).append(r["ms"])
+        complete = {k: sum(v) for k, v in totals.items() if len(v) == 2}
+        if complete:
+            k = min(complete, key=complete.get)
+            best[str(triton.next_power_of_2(N))] = list(k)
+    with open(os.path.join(args.out, "best_fwd.json"), "w") as f:
+        json.dump(best, f)
+    print("best forward launches:", json.dumps(best))
 
 
 if __name__ == "__main__":

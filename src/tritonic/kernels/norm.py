@@ -16,13 +16,14 @@ import triton.language as tl
 
 
 @triton.jit
-def _load_input(X, R, S, offs_x, offs_r, offs_s, mask, HAS_RESIDUAL: tl.constexpr, STORE_SUM: tl.constexpr):
+def _load_input(X, R, S, offs_x, offs_r, offs_s, mask, HAS_RESIDUAL: tl.constexpr, STORE_SUM: tl.constexpr,
+                EVICT: tl.constexpr):
     """Load a tile of the norm's input as float32: ``X``, or ``X + R`` rounded to
     ``S``'s dtype (so the normalised value is exactly the sum handed back), storing that
-    sum when ``STORE_SUM``."""
-    x = tl.load(X + offs_x, mask=mask, other=0.0).to(tl.float32)
+    sum when ``STORE_SUM``. ``EVICT`` is the loads' L2 eviction policy."""
+    x = tl.load(X + offs_x, mask=mask, other=0.0, eviction_policy=EVICT).to(tl.float32)
     if HAS_RESIDUAL:
-        r = tl.load(R + offs_r, mask=mask, other=0.0).to(tl.float32)
+        r = tl.load(R + offs_r, mask=mask, other=0.0, eviction_policy=EVICT).to(tl.float32)
         s = (x + r).to(S.dtype.element_ty)
         if STORE_SUM:
             tl.store(S + offs_s, s, mask=mask)
@@ -91,7 +92,7 @@ def _norm_fwd(
         col_mask = cols < N
         mask = row_mask[:, None] & col_mask[None, :]
         x = _load_input(X, R, S, rows[:, None] * stride_x + cols[None, :], rows[:, None] * stride_r + cols[None, :],
-                        rows[:, None] * stride_s + cols[None, :], mask, HAS_RESIDUAL, True)
+                        rows[:, None] * stride_s + cols[None, :], mask, HAS_RESIDUAL, True, "")
         if IS_RMS:
             rstd = tl.rsqrt(tl.sum(x * x, axis=1) / N + eps)
             xhat = x * rstd[:, None]
@@ -116,7 +117,7 @@ def _norm_fwd(
             c = start + cols
             mask = row_mask[:, None] & (c < N)[None, :]
             x = _load_input(X, R, S, rows[:, None] * stride_x + c[None, :], rows[:, None] * stride_r + c[None, :],
-                            rows[:, None] * stride_s + c[None, :], mask, HAS_RESIDUAL, True)
+                            rows[:, None] * stride_s + c[None, :], mask, HAS_RESIDUAL, True, "evict_last")
             if IS_RMS:
                 m2 += tl.sum(x * x, axis=1)
             else:
@@ -133,14 +134,14 @@ def _norm_fwd(
             if not IS_RMS:
                 tl.store(MEAN + rows, mean, mask=row_mask)
             tl.store(RSTD + rows, rstd, mask=row_mask)
-        # Pass 2: normalise and write, re-reading the inputs (they were just read, so
-        # mostly from L2); the residual sum is recomputed identically, not re-stored.
+        # Pass 2: normalise and write, re-reading the inputs: pass 1 asked L2 to keep them
+        # (evict_last), this pass lets them go. The residual sum is recomputed identically.
         for start in range(0, N, BLOCK_N):
             c = start + cols
             col_mask = c < N
             mask = row_mask[:, None] & col_mask[None, :]
             x = _load_input(X, R, S, rows[:, None] * stride_x + c[None, :], rows[:, None] * stride_r + c[None, :],
-                            rows[:, None] * stride_s + c[None, :], mask, HAS_RESIDUAL, False)
+                            rows[:, None] * stride_s + c[None, :], mask, HAS_RESIDUAL, False, "evict_first")
             if IS_RMS:
                 xhat = x * rstd[:, None]
             else:

@@ -17,6 +17,8 @@ What the kernels do not cover falls back to :func:`layer_norm_reference` /
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch.library import triton_op
 
@@ -82,9 +84,25 @@ _BWD = {1024: (8, 4, 1), 2048: (4, 8, 1), 4096: (4, 16, 1), 8192: (2, 16, 1), 16
 _CHUNKED = (1, 8)  # (BLOCK_M, warps) of the chunked path, CHUNK columns per step
 
 
+def _fwd_override(block_n: int):
+    """A forward launch from the JSON file named by TRITONIC_NORM_FWD_TABLE, if any:
+    ``{"<BLOCK_N>": [single_pass, BLOCK_M, BLOCK_N or chunk, num_warps]}``. For tuning
+    experiments (scripts/sweep_norm.py writes such a file); not read on the hot path otherwise."""
+    path = os.environ.get("TRITONIC_NORM_FWD_TABLE")
+    if not path:
+        return None
+    import json
+
+    entry = json.load(open(path)).get(str(block_n))
+    return None if entry is None else (bool(entry[0]), int(entry[1]), int(entry[2]), int(entry[3]))
+
+
 def _fwd_config(N: int):
     """(single_pass, BLOCK_M, BLOCK_N, num_warps) of the forward for rows of N columns."""
     block_n = 1 << (N - 1).bit_length()  # next power of two
+    override = _fwd_override(block_n)
+    if override is not None:
+        return override
     if block_n > FUSED_HIDDEN:
         return (False, _CHUNKED[0], CHUNK, _CHUNKED[1])
     if block_n < 1024:  # narrow rows: several per program, a 4096-element tile
