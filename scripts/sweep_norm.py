@@ -44,6 +44,7 @@ def _graphed(run):
 
 
 def time_fwd(which, sets, w, b):
+    @torch.no_grad()  # inference, as the benchmark's fwd mode: no statistics saved
     def run():
         for s in sets:
             if which == "layer":
