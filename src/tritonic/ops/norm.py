@@ -79,7 +79,7 @@ def _cdiv(a: int, b: int) -> int:
 
 # Launch parameters by BLOCK_N (the row width rounded up to a power of two), chosen from
 # sweeps on an H100 (scripts/sweep_norm.py; benchmarks/NOTES.md has the numbers).
-_FWD = {1024: (4, 4), 2048: (2, 8), 4096: (2, 16), 8192: (1, 16), 16384: (1, 16)}  # (BLOCK_M, warps)
+_FWD = {1024: (2, 4), 2048: (2, 8), 4096: (4, 16), 8192: (2, 32), 16384: (1, 16)}  # (BLOCK_M, warps)
 _BWD = {1024: (8, 4, 1), 2048: (4, 8, 1), 4096: (4, 16, 1), 8192: (2, 16, 1), 16384: (1, 8, 1)}  # + programs/SM
 _CHUNKED = (1, 8)  # (BLOCK_M, warps) of the chunked path, CHUNK columns per step
 
