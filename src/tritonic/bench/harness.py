@@ -248,9 +248,10 @@ def run(bench: Benchmark, *, modes=None, providers=None, only=None, quick=False,
 # ----------------------------------------------------------------------------- output
 
 
-def format_table(bench: Benchmark, rows: list[dict]) -> str:
+def format_table(bench: Benchmark, rows: list[dict], markdown: bool = False) -> str:
     """One line per (case, mode): each provider's ms, the subject's speedup against each
-    baseline (``baseline ms / subject ms``) and the subject's metric."""
+    baseline (``baseline ms / subject ms``) and the subject's metric; aligned text, or a
+    Markdown table for the README with ``markdown=True``."""
     provs = [p for p in bench.providers if any(r["provider"] == p for r in rows)]
     provs += sorted({r["provider"] for r in rows} - set(provs))
     baselines = [b for b in bench.baselines if b in provs]
@@ -267,6 +268,10 @@ def format_table(bench: Benchmark, rows: list[dict]) -> str:
             line.append(f"{base['ms'] / sub['ms']:.2f}x" if base and sub else "-")
         line.append(f"{sub['value']:.1f}" if sub else "-")
         table.append(line)
+    if markdown:
+        head = "| " + " | ".join(table[0]) + " |\n|" + "|".join("---" if j < 2 else "---:" for j in
+                                                              range(len(table[0]))) + "|"
+        return "\n".join([head] + ["| " + " | ".join(r) + " |" for r in table[1:]])
     widths = [max(len(r[j]) for r in table) for j in range(len(table[0]))]
     return "\n".join(
         "  ".join(c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths)))
