@@ -17,6 +17,8 @@ What the kernels do not cover falls back to :func:`layer_norm_reference` /
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 
 import torch
@@ -84,16 +86,16 @@ _BWD = {1024: (8, 4, 1), 2048: (4, 8, 1), 4096: (4, 16, 1), 8192: (2, 16, 1), 16
 _CHUNKED = (1, 8)  # (BLOCK_M, warps) of the chunked path, CHUNK columns per step
 
 
+@functools.lru_cache(maxsize=None)
 def _fwd_override(block_n: int):
     """A forward launch from the JSON file named by TRITONIC_NORM_FWD_TABLE, if any:
     ``{"<BLOCK_N>": [single_pass, BLOCK_M, BLOCK_N or chunk, num_warps]}``. For tuning
-    experiments (scripts/sweep_norm.py writes such a file); not read on the hot path otherwise."""
+    experiments (scripts/sweep_norm.py writes such a file); read once per width."""
     path = os.environ.get("TRITONIC_NORM_FWD_TABLE")
     if not path:
         return None
-    import json
-
-    entry = json.load(open(path)).get(str(block_n))
+    with open(path) as f:
+        entry = json.load(f).get(str(block_n))
     return None if entry is None else (bool(entry[0]), int(entry[1]), int(entry[2]), int(entry[3]))
 
 
@@ -122,11 +124,12 @@ def _bwd_config(N: int):
 
 
 def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast, store_stats=True):
+    # Outputs a case does not produce are None here (the kernel never touches them).
     M, N = x.shape
     y = empty((M, N), dtype=x.dtype, device=x.device)
-    s = empty((M, N) if residual is not None else (0,), dtype=x.dtype, device=x.device)
-    mean = empty((M,) if store_stats and not is_rms else (0,), dtype=torch.float32, device=x.device)
-    rstd = empty((M,) if store_stats else (0,), dtype=torch.float32, device=x.device)
+    s = empty((M, N), dtype=x.dtype, device=x.device) if residual is not None else None
+    mean = empty((M,), dtype=torch.float32, device=x.device) if store_stats and not is_rms else None
+    rstd = empty((M,), dtype=torch.float32, device=x.device) if store_stats else None
     single, block_m, block_n, num_warps = _fwd_config(N)
     grid = (_cdiv(M, block_m),)
     launch(
@@ -171,11 +174,16 @@ def _launch_bwd(dy, ds, s, weight, bias, mean, rstd, offset, is_rms, upcast, nee
 # autograd.Function calls the same functions directly, skipping the dispatcher's cost.
 
 
+def _filled(x: torch.Tensor, outputs):
+    """Ops cannot return None: unused outputs become empty tensors."""
+    return tuple(x.new_empty(0) if t is None else t for t in outputs)
+
+
 def _ln_fwd(
     x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
     residual: torch.Tensor | None, eps: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _launch_fwd(x, residual, weight, bias, eps, 0.0, False, True)
+    return _filled(x, _launch_fwd(x, residual, weight, bias, eps, 0.0, False, True))
 
 
 def _ln_bwd(
@@ -190,7 +198,7 @@ def _rms_fwd(
     eps: float, offset: float, upcast: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     y, s, _, rstd = _launch_fwd(x, residual, weight, None, eps, offset, True, upcast)
-    return y, s, rstd
+    return _filled(x, (y, s, rstd))
 
 
 def _rms_bwd(

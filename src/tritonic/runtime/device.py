@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import sys
 
 import torch
 
@@ -13,8 +14,16 @@ def interpreter_active() -> bool:
     """True when Triton's interpreter is on (``TRITON_INTERPRET=1``).
 
     Triton reads this variable when a kernel is decorated, so it must be set before
-    ``tritonic.kernels`` (or anything importing it) is first imported.
+    ``tritonic.kernels`` (or anything importing it) is first imported; once they are,
+    the answer is fixed for the process and cached (it is asked on every op call).
     """
+    if "tritonic.kernels" in sys.modules:
+        return _interpreter_at_kernel_import()
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+@functools.lru_cache(maxsize=1)
+def _interpreter_at_kernel_import() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
