@@ -1,0 +1,77 @@
+"""The fast launcher's specialisation keys (the launch itself needs a GPU: tests/ops/*_gpu.py
+run every op through it)."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from tritonic.runtime import launch as L
+
+
+def _kernel(*params):
+    return SimpleNamespace(params=[SimpleNamespace(name=n, is_constexpr=c) for n, c in params])
+
+
+def _bind():
+    return L._FastKernel(_kernel(("X", False), ("n", False), ("eps", False), ("P", False), ("BLOCK", True))).bind
+
+
+def test_bind_returns_all_arguments_in_order():
+    x = torch.empty(64)
+    key, args = _bind()(x, 128, 1e-5, None, BLOCK=32, num_warps=4)
+    assert args == (x, 128, 1e-5, None, 32)
+    assert key[-1] == (("num_warps", 4),)
+
+
+def test_key_separates_what_triton_specialises_on():
+    bind = _bind()
+    base = torch.empty(64, dtype=torch.float32)
+
+    def key(x=base, n=128, P=None, BLOCK=32, **opts):
+        return bind(x, n, 1e-5, P, BLOCK=BLOCK, **opts)[0]
+
+    assert key() == key(x=torch.empty(64, dtype=torch.float32))  # same dtype, both aligned
+    assert key() != key(x=torch.empty(64, dtype=torch.float16))  # dtype
+    assert key() != key(x=base[1:])  # 4-byte offset: not 16-byte aligned
+    assert key(n=1) != key(n=2)  # == 1
+    assert key(n=32) != key(n=33)  # divisible by 16
+    assert key(n=2**31 + 16) != key(n=16)  # 64-bit integer
+    assert key(BLOCK=32) != key(BLOCK=64)  # constexpr
+    assert key(num_warps=4) != key(num_warps=8)  # launch option
+    assert key(P=base) != key()  # None vs tensor
+    assert key(n=48) == key(n=64)  # same class: both divisible by 16, neither is 1
+
+
+def test_unknown_argument_type_is_refused():
+    with pytest.raises(TypeError, match="no fast-launch key"):
+        L._spec(object())
+
+
+def test_interpreter_takes_the_plain_path(monkeypatch):
+    monkeypatch.setattr(L, "interpreter_active", lambda: True)
+    marker = object()
+    L._fast.pop(marker, None)
+    assert L._fast_kernel(marker) is None
+    L._fast.pop(marker, None)
+
+
+@pytest.mark.gpu
+def test_fast_path_on_gpu_respects_alignment_and_streams():
+    import torch.nn.functional as F
+
+    from tritonic.kernels.norm import _norm_fwd
+    from tritonic.ops import layer_norm
+
+    base = torch.randn(64 * 64 + 8, device="cuda")
+    w = torch.randn(64, device="cuda")
+    for off in (0, 1, 0, 1, 2):  # aligned, misaligned, then the cached keys again
+        x = base[off:off + 64 * 64].view(64, 64)
+        torch.testing.assert_close(layer_norm(x, w), F.layer_norm(x, (64,), w), atol=1e-5, rtol=1e-5)
+    assert L._fast[_norm_fwd] is not None and len(L._fast[_norm_fwd].compiled) >= 2
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        y = layer_norm(x, w)
+    side.synchronize()
+    torch.testing.assert_close(y, F.layer_norm(x, (64,), w), atol=1e-5, rtol=1e-5)
