@@ -17,8 +17,8 @@ import os
 
 import torch
 import triton
-from triton.testing import do_bench
 
+from tritonic.bench.harness import measure
 from tritonic.ops import norm as norm_ops
 
 SHAPES = [(4096, 768), (16384, 4096), (8192, 8192), (4096, 16384)]
@@ -29,42 +29,34 @@ def _sets(M, N, n):
                  dy=torch.randn(M, N, device="cuda", dtype=torch.bfloat16)) for _ in range(n)]
 
 
-def _graphed(run):
-    """Time CUDA-graph replays of ``run`` so that host launch costs stay out of the numbers."""
+def _graphed(fns):
+    """Per-call GPU time of CUDA-graph replays of ``fns`` (one callable per input set), on a
+    side stream as the harness wants, so host launch costs stay out of the numbers."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        for _ in range(2):
-            run()
-    torch.cuda.current_stream().wait_stream(side)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        run()
-    return do_bench(g.replay, warmup=10, rep=60, return_mode="median")
+        return measure(fns, use_graph=True, warmup=10, rep=60)[0]
 
 
 def time_fwd(which, sets, w, b):
-    @torch.no_grad()  # inference, as the benchmark's fwd mode: no statistics saved
-    def run():
-        for s in sets:
+    def one(s):
+        @torch.no_grad()  # inference, as the benchmark's fwd mode: no statistics saved
+        def run():
             if which == "layer":
                 norm_ops.layer_norm(s["x"], w, b)
             else:
                 norm_ops.rms_norm(s["x"], w)
-    return _graphed(run) / len(sets)
+        return run
+    return _graphed([one(s) for s in sets])
 
 
 def time_bwd(which, sets, w, b):
-    prepared = []
-    for s in sets:
+    def one(s):
         x = s["x"].detach().requires_grad_(True)
         y = norm_ops.layer_norm(x, w, b) if which == "layer" else norm_ops.rms_norm(x, w)
-        prepared.append((y, [x, w] + ([b] if which == "layer" else []), s["dy"]))
-
-    def run():
-        for y, inputs, dy in prepared:
-            torch.autograd.grad(y, inputs, dy, retain_graph=True)
-    return _graphed(run) / len(sets)
+        inputs = [x, w] + ([b] if which == "layer" else [])
+        return lambda: torch.autograd.grad(y, inputs, s["dy"], retain_graph=True)
+    return _graphed([one(s) for s in sets])
 
 
 def main():

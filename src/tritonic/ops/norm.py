@@ -285,28 +285,23 @@ def _eager_setup(ctx, output, n_stats):
     ctx.mark_non_differentiable(*output[len(output) - n_stats:])
 
 
-# forward(ctx, ...) rather than a separate setup_context: the latter makes apply() bind
-# the arguments with inspect on every call, which costs more than the launch.
-class _LayerNormFn(torch.autograd.Function):
-    backward = staticmethod(_layer_norm_grad)
+def _eager_function(name, fwd, setup, grad, n_stats):
+    """The eager autograd.Function of a norm: the same forward, set-up and gradient as its
+    custom op, without the dispatcher. forward(ctx, ...) rather than a separate
+    setup_context: the latter makes apply() bind the arguments with inspect on every call,
+    which costs more than the launch."""
 
-    @staticmethod
     def forward(ctx, *inputs):
-        output = _ln_fwd(*inputs)
-        _layer_norm_setup(ctx, inputs, output)
-        _eager_setup(ctx, output, 2)
+        output = fwd(*inputs)
+        setup(ctx, inputs, output)
+        _eager_setup(ctx, output, n_stats)
         return output
 
+    return type(name, (torch.autograd.Function,), {"forward": staticmethod(forward), "backward": staticmethod(grad)})
 
-class _RMSNormFn(torch.autograd.Function):
-    backward = staticmethod(_rms_norm_grad)
 
-    @staticmethod
-    def forward(ctx, *inputs):
-        output = _rms_fwd(*inputs)
-        _rms_norm_setup(ctx, inputs, output)
-        _eager_setup(ctx, output, 1)
-        return output
+_LayerNormFn = _eager_function("_LayerNormFn", _ln_fwd, _layer_norm_setup, _layer_norm_grad, 2)
+_RMSNormFn = _eager_function("_RMSNormFn", _rms_fwd, _rms_norm_setup, _rms_norm_grad, 1)
 
 
 def _path(*tensors) -> str:
