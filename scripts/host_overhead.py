@@ -4,27 +4,11 @@ is negligible, so the number is what Python, the dispatcher and the launch cost.
     PYTHONPATH=src python scripts/host_overhead.py
 """
 
-import time
-
 import torch
 import torch.nn.functional as F
 
 import tritonic.ops as ops
-
-
-def per_call_us(fn, n=500, trials=7):
-    """Best of several trials: the host is shared, so single trials swing by 2-3x."""
-    for _ in range(50):
-        fn()
-    torch.cuda.synchronize()
-    best = float("inf")
-    for _ in range(trials):
-        t = time.perf_counter()
-        for _ in range(n):
-            fn()
-        best = min(best, time.perf_counter() - t)
-        torch.cuda.synchronize()
-    return best / n * 1e6
+from tritonic.bench.harness import host_us
 
 
 def main():
@@ -42,7 +26,7 @@ def main():
         ("tritonic layer_norm fwd+bwd", lambda: torch.autograd.grad(ops.layer_norm(xg, wg, bg), [xg, wg, bg], dy)),
     ]
     for name, fn in rows:
-        print(f"{name:<30} {per_call_us(fn):8.1f} us/call (host, best of 7 trials)")
+        print(f"{name:<30} {host_us(fn):8.1f} us/call (host, best of 7 trials)")
 
 
 if __name__ == "__main__":

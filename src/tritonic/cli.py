@@ -24,10 +24,6 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def cache_dir() -> str:
-    return os.environ.get("TRITONIC_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "tritonic")
-
-
 def cmd_env(args) -> int:
     import torch
 
@@ -50,7 +46,12 @@ def cmd_env(args) -> int:
                      "set TRITON_INTERPRET=1 before importing tritonic (`tritonic demo` does this for you)")
     interp = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
     rows.append(("triton interpreter", "on (TRITON_INTERPRET=1)" if interp else "off"))
-    rows.append(("autotune cache", cache_dir()))
+    from tritonic.runtime import autotune, launch
+
+    rows.append(("autotune cache", str(autotune.cache_dir())))
+    rows.append(("autotune mode", f"{autotune.mode()}  (TRITONIC_AUTOTUNE=off|cached|full)"))
+    rows.append(("shipped tuning tables", ", ".join(autotune.shipped_gpus()) or "none yet"))
+    rows.append(("fast launcher", "on" if launch.FAST else "off (TRITONIC_FAST_LAUNCH=0)"))
     if _version("triton") is None:
         hints.append("triton is missing: pip install 'triton>=3.4'")
     if _version("transformers") is None:

@@ -60,7 +60,7 @@ import triton.testing
 
 from tritonic.runtime import device_name, gpu_slug
 
-__all__ = ["MODES", "Benchmark", "run", "measure", "format_table", "write_json", "main"]
+__all__ = ["MODES", "Benchmark", "run", "measure", "host_us", "format_table", "write_json", "main"]
 
 MODES = ("fwd", "bwd", "fwd+bwd")
 GRAPH_BYTES = 64 * 2**20  # calls moving fewer bytes than this are timed as CUDA-graph replays
@@ -145,6 +145,23 @@ def measure(fns, *, use_graph: bool, warmup: int = 25, rep: int = 100) -> tuple[
                 torch.cuda.synchronize()
     ms = triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
     return ms / len(fns), graph
+
+
+def host_us(fn, n: int = 500, trials: int = 7) -> float:
+    """Host (wall-clock) microseconds per call of ``fn`` over a loop of ``n`` calls, the best
+    of ``trials`` (the host is shared: single trials swing by 2-3x). Keep ``fn``'s GPU work
+    tiny so that the host, not the GPU, is what this measures."""
+    for _ in range(50):
+        fn()
+    torch.cuda.synchronize()
+    best = float("inf")
+    for _ in range(trials):
+        t = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, time.perf_counter() - t)
+        torch.cuda.synchronize()
+    return best / n * 1e6
 
 
 def _measure_cpu(fns, reps: int = 5) -> tuple[float, bool]:

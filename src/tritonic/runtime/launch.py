@@ -24,6 +24,8 @@ to the plain path, with one warning, when they are missing.
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch.library import wrap_triton
 
@@ -32,6 +34,9 @@ from tritonic.runtime.device import interpreter_active
 
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 _fast: dict = {}  # kernel -> _FastKernel, or None where the fast path is unavailable
+# TRITONIC_FAST_LAUNCH=0 sends every launch through Triton's own path (for debugging and
+# for measuring what the fast path saves, as benchmarks/launch.py does).
+FAST = os.environ.get("TRITONIC_FAST_LAUNCH", "1").strip() != "0"
 
 
 def is_traced(*args) -> bool:
@@ -124,7 +129,7 @@ def launch(kernel, grid, *args, **meta) -> None:
     if is_traced(*args):
         wrap_triton(kernel)[grid](*args, **meta)
         return
-    fast = _fast_kernel(kernel)
+    fast = _fast_kernel(kernel) if FAST else None
     if fast is None or _hooks_active():
         kernel[grid](*args, **meta)
         return

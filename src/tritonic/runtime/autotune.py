@@ -1,0 +1,230 @@
+"""An autotuner whose choices persist on disk.
+
+A kernel's launch parameters (block sizes, ``num_warps``...) are a :class:`Config`. An
+:class:`Autotuner` holds a kernel's candidate configs and picks one per *key* (a tuple the
+op computes from its shapes, usually bucketed with :func:`bucket`):
+
+1. a choice made earlier in this process;
+2. the on-disk cache (``~/.cache/tritonic``, or ``TRITONIC_CACHE_DIR``), one JSON file per
+   GPU and Triton version, so a process never re-tunes what an earlier one tuned;
+3. the table shipped inside the package for this GPU (``runtime/tables/<gpu>.json``);
+4. otherwise, by ``TRITONIC_AUTOTUNE``:
+
+   - ``full`` (default): time every config and keep the fastest, in memory and on disk;
+   - ``cached``: use what 1-3 know, else the first config, never time;
+   - ``off``: the shipped table or the first config; the disk cache is not read or written.
+
+The cache file is rewritten atomically (temporary file + rename) under an exclusive lock,
+merging with what other processes wrote meanwhile, so processes tuning at once never lose
+or corrupt entries. A file that cannot be read is reported once and rebuilt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from tritonic.runtime.checks import warn_once
+
+MODES = ("off", "cached", "full")
+TABLES = Path(__file__).with_name("tables")
+_PROGRESS_AFTER_S = 1.0  # tuning that takes longer than this shows a progress line
+
+
+def mode() -> str:
+    m = os.environ.get("TRITONIC_AUTOTUNE", "full").strip().lower()
+    if m not in MODES:
+        warn_once(("autotune-mode", m), f"TRITONIC_AUTOTUNE={m!r} is not one of {', '.join(MODES)}; using 'full'")
+        return "full"
+    return m
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TRITONIC_CACHE_DIR") or Path.home() / ".cache" / "tritonic")
+
+
+def bucket(n: int) -> int:
+    """Round a size up to a power of two, so nearby shapes share one tuning result."""
+    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
+
+
+@dataclass(frozen=True)
+class Config:
+    """Constexpr meta-parameters plus launch options of one candidate launch."""
+
+    kwargs: tuple = ()  # sorted (name, value) pairs
+    num_warps: int = 4
+    num_stages: int = 3
+
+    @staticmethod
+    def of(num_warps: int = 4, num_stages: int = 3, **kwargs) -> "Config":
+        return Config(tuple(sorted(kwargs.items())), num_warps, num_stages)
+
+    def meta(self) -> dict:
+        """Keyword arguments for the launch: the constexprs and the options."""
+        return dict(self.kwargs, num_warps=self.num_warps, num_stages=self.num_stages)
+
+    def to_json(self) -> dict:
+        return {"kwargs": dict(self.kwargs), "num_warps": self.num_warps, "num_stages": self.num_stages}
+
+    @staticmethod
+    def from_json(d: dict) -> "Config":
+        return Config.of(int(d.get("num_warps", 4)), int(d.get("num_stages", 3)), **d.get("kwargs", {}))
+
+
+def _key_str(name: str, key: tuple) -> str:
+    return name + "|" + json.dumps(list(key), separators=(",", ":"))
+
+
+class CacheFile:
+    """One JSON file of tuning results: ``{"<kernel>|<key>": config, ...}``."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._data: dict | None = None
+
+    def _read(self) -> dict:
+        try:
+            data = json.loads(self.path.read_text())
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            return data
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        except (OSError, ValueError) as e:
+            warn_once(("autotune-cache", str(self.path)),
+                      f"tritonic: the autotune cache {self.path} could not be read ({e}); it will be rebuilt")
+            return {}
+
+    def get(self, k: str):
+        if self._data is None:
+            self._data = self._read()
+        return self._data.get(k)
+
+    def put(self, k: str, value) -> None:
+        """Add one entry, merged with whatever other processes wrote since we read."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with _locked(self.path.with_suffix(".lock")):
+                data = self._read()
+                data[k] = value
+                fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
+                with os.fdopen(fd, "w") as f:
+                    json.dump(data, f, indent=0, sort_keys=True)
+                os.replace(tmp, self.path)
+            self._data = data
+        except OSError as e:  # a read-only home, a full disk: keep the result in memory only
+            warn_once(("autotune-write", str(self.path)),
+                      f"tritonic: cannot write the autotune cache {self.path} ({e}); results stay in memory")
+            if self._data is not None:
+                self._data[k] = value
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path):
+    with open(lock_path, "a+") as f:
+        try:
+            import fcntl
+
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except ImportError:  # no fcntl (Windows): the atomic rename still prevents torn files
+            pass
+        yield
+
+
+_files: dict = {}
+
+
+def _cache_for(device_name: str, triton_version: str) -> CacheFile:
+    from tritonic.runtime.device import gpu_slug
+
+    path = cache_dir() / f"autotune-{gpu_slug(device_name)}-triton{triton_version}.json"
+    if path not in _files:
+        _files[path] = CacheFile(path)
+    return _files[path]
+
+
+def _shipped(device_name: str) -> dict:
+    from tritonic.runtime.device import gpu_slug
+
+    path = TABLES / f"{gpu_slug(device_name)}.json"
+    if path not in _files:
+        try:
+            _files[path] = json.loads(path.read_text()) if path.exists() else {}
+        except (OSError, ValueError) as e:
+            warn_once(("autotune-table", str(path)), f"tritonic: shipped table {path} is unreadable ({e})")
+            _files[path] = {}
+    return _files[path]
+
+
+def shipped_gpus() -> list[str]:
+    return sorted(p.stem for p in TABLES.glob("*.json"))
+
+
+@dataclass
+class Autotuner:
+    """Candidate configs of one kernel and the choice made per key.
+
+    ``pick(key, time_config)`` returns the config for ``key``; ``time_config(config)``
+    runs the kernel with that config and returns its time in milliseconds (only called in
+    ``full`` mode, for keys nobody has tuned yet).
+    """
+
+    name: str
+    configs: list
+    chosen: dict = field(default_factory=dict)
+
+    def pick(self, key: tuple, time_config: Callable[[Config], float], *, device_name: str | None = None,
+             triton_version: str | None = None) -> Config:
+        if key in self.chosen:
+            return self.chosen[key]
+        if device_name is None or triton_version is None:
+            from tritonic.runtime.device import device_name as _dev
+            import triton
+
+            device_name, triton_version = device_name or _dev(), triton_version or triton.__version__
+        m, k = mode(), _key_str(self.name, key)
+        entry = None
+        cache = _cache_for(device_name, triton_version)
+        if m != "off":
+            entry = cache.get(k)
+        if entry is None:
+            entry = _shipped(device_name).get(k)
+        if entry is not None:
+            config = Config.from_json(entry)
+        elif m == "full" and len(self.configs) > 1:
+            config = self._tune(key, time_config)
+            cache.put(k, config.to_json())
+        else:
+            config = self.configs[0]
+        self.chosen[key] = config
+        return config
+
+    def _tune(self, key, time_config) -> Config:
+        start, best, best_ms = time.perf_counter(), None, float("inf")
+        shown = False
+        for i, config in enumerate(self.configs):
+            try:
+                ms = time_config(config)
+            except Exception as e:  # e.g. out of shared memory: not a candidate here
+                warn_once((self.name, "config", config), f"tritonic: {self.name} config {config.meta()} failed "
+                          f"({type(e).__name__}); skipped")
+                continue
+            if ms < best_ms:
+                best, best_ms = config, ms
+            if time.perf_counter() - start > _PROGRESS_AFTER_S:
+                shown = True
+                print(f"\rtritonic: tuning {self.name} {list(key)}: {i + 1}/{len(self.configs)} configs",
+                      end="", file=sys.stderr, flush=True)
+        if shown:
+            print(file=sys.stderr)
+        if best is None:
+            raise RuntimeError(f"tritonic: no config of {self.name} ran for key {list(key)}")
+        return best

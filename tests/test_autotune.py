@@ -1,0 +1,158 @@
+"""The persistent autotuner: modes, the on-disk cache, shipped tables, corrupt files and
+several processes writing at once. Timings are faked: what is tested is the bookkeeping."""
+
+import json
+import multiprocessing as mp
+
+import pytest
+
+from tritonic.runtime import autotune as at
+from tritonic.runtime import checks
+
+GPU, TRITON = "NVIDIA H100 80GB HBM3", "3.6.0"
+CONFIGS = [at.Config.of(num_warps=w, BLOCK=b) for w in (4, 8) for b in (64, 128)]
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRITONIC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(at, "TABLES", tmp_path / "tables")
+    monkeypatch.delenv("TRITONIC_AUTOTUNE", raising=False)
+    at._files.clear()
+    checks._warned.clear()
+    yield
+    at._files.clear()
+
+
+def _timer(best=CONFIGS[2]):
+    calls = []
+
+    def time_config(c):
+        calls.append(c)
+        return 1.0 if c == best else 2.0 + len(calls)
+    return time_config, calls
+
+
+def _pick(tuner, key=(4096,), timer=None):
+    timer = timer or _timer()[0]
+    return tuner.pick(key, timer, device_name=GPU, triton_version=TRITON)
+
+
+def test_full_mode_tunes_once_and_persists():
+    t, calls = _timer()
+    assert _pick(at.Autotuner("k", CONFIGS), timer=t) == CONFIGS[2]
+    assert len(calls) == len(CONFIGS)
+    files = list((at.cache_dir()).glob("autotune-h100-80gb-hbm3-triton3.6.0.json"))
+    assert len(files) == 1
+    # a new process (simulated: fresh tuner, no in-memory file) reads the choice from disk
+    at._files.clear()
+    t2, calls2 = _timer(best=CONFIGS[0])
+    assert _pick(at.Autotuner("k", CONFIGS), timer=t2) == CONFIGS[2]
+    assert calls2 == []
+
+
+def test_keys_and_kernels_are_separate():
+    tuner = at.Autotuner("k", CONFIGS)
+    _pick(tuner, (4096,))
+    t, calls = _timer(best=CONFIGS[1])
+    assert _pick(tuner, (8192,), t) == CONFIGS[1] and calls
+    t, calls = _timer(best=CONFIGS[3])
+    assert _pick(at.Autotuner("other", CONFIGS), (4096,), t) == CONFIGS[3] and calls
+
+
+@pytest.mark.parametrize("m", ["off", "cached"])
+def test_off_and_cached_never_time(m, monkeypatch):
+    monkeypatch.setenv("TRITONIC_AUTOTUNE", m)
+    t, calls = _timer()
+    assert _pick(at.Autotuner("k", CONFIGS), timer=t) == CONFIGS[0]
+    assert calls == []
+
+
+def test_cached_mode_uses_the_disk_and_off_ignores_it(monkeypatch):
+    _pick(at.Autotuner("k", CONFIGS))  # full: writes CONFIGS[2]
+    at._files.clear()
+    monkeypatch.setenv("TRITONIC_AUTOTUNE", "cached")
+    assert _pick(at.Autotuner("k", CONFIGS)) == CONFIGS[2]
+    monkeypatch.setenv("TRITONIC_AUTOTUNE", "off")
+    assert _pick(at.Autotuner("k", CONFIGS)) == CONFIGS[0]
+
+
+def test_shipped_table_needs_no_tuning(monkeypatch):
+    at.TABLES.mkdir(parents=True)
+    (at.TABLES / "h100-80gb-hbm3.json").write_text(json.dumps({"k|[4096]": CONFIGS[3].to_json()}))
+    assert at.shipped_gpus() == ["h100-80gb-hbm3"]
+    for m in ("off", "cached", "full"):
+        monkeypatch.setenv("TRITONIC_AUTOTUNE", m)
+        at._files.clear()
+        t, calls = _timer()
+        assert _pick(at.Autotuner("k", CONFIGS), timer=t) == CONFIGS[3]
+        assert calls == []
+
+
+def test_corrupt_cache_warns_once_and_is_rebuilt():
+    path = at.cache_dir() / "autotune-h100-80gb-hbm3-triton3.6.0.json"
+    path.parent.mkdir(parents=True)
+    path.write_text("{ not json")
+    with pytest.warns(UserWarning, match="could not be read .* rebuilt"):
+        assert _pick(at.Autotuner("k", CONFIGS)) == CONFIGS[2]
+    assert json.loads(path.read_text()) == {"k|[4096]": CONFIGS[2].to_json()}
+
+
+def test_unwritable_cache_keeps_results_in_memory(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("TRITONIC_CACHE_DIR", str(blocker / "sub"))  # a directory under a file
+    tuner = at.Autotuner("k", CONFIGS)
+    with pytest.warns(UserWarning, match="cannot write the autotune cache"):
+        assert _pick(tuner) == CONFIGS[2]
+    assert _pick(tuner, timer=_timer(best=CONFIGS[0])[0]) == CONFIGS[2]
+
+
+def test_bad_mode_warns_and_tunes(monkeypatch):
+    monkeypatch.setenv("TRITONIC_AUTOTUNE", "sometimes")
+    with pytest.warns(UserWarning, match="not one of off, cached, full"):
+        assert at.mode() == "full"
+
+
+def test_progress_line_when_tuning_is_slow(monkeypatch, capsys):
+    monkeypatch.setattr(at, "_PROGRESS_AFTER_S", 0.0)
+    _pick(at.Autotuner("k", CONFIGS))
+    assert f"tuning k [4096]: {len(CONFIGS)}/{len(CONFIGS)} configs" in capsys.readouterr().err
+
+
+def test_a_failing_config_is_skipped():
+    def time_config(c):
+        if c == CONFIGS[0]:
+            raise RuntimeError("out of resources")
+        return 1.0 if c == CONFIGS[1] else 2.0
+    with pytest.warns(UserWarning, match="failed"):
+        assert _pick(at.Autotuner("k", CONFIGS), timer=time_config) == CONFIGS[1]
+
+
+def _writer(cache_dir, worker):
+    import os
+
+    os.environ["TRITONIC_CACHE_DIR"] = cache_dir
+    from tritonic.runtime import autotune
+
+    for i in range(20):
+        autotune._cache_for(GPU, TRITON).put(f"k{worker}|[{i}]", CONFIGS[i % len(CONFIGS)].to_json())
+
+
+def test_several_processes_writing_at_once_lose_nothing():
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_writer, args=(str(at.cache_dir()), w)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    data = json.loads((at.cache_dir() / "autotune-h100-80gb-hbm3-triton3.6.0.json").read_text())
+    assert len(data) == 80
+
+
+def test_bucket_and_config_roundtrip():
+    assert [at.bucket(n) for n in (0, 1, 2, 3, 768, 4096, 4097)] == [1, 1, 2, 4, 1024, 4096, 8192]
+    c = at.Config.of(num_warps=8, num_stages=2, BLOCK_M=4, BLOCK_N=1024)
+    assert at.Config.from_json(json.loads(json.dumps(c.to_json()))) == c
+    assert c.meta() == {"BLOCK_M": 4, "BLOCK_N": 1024, "num_warps": 8, "num_stages": 2}
