@@ -156,3 +156,11 @@ def test_bucket_and_config_roundtrip():
     c = at.Config.of(num_warps=8, num_stages=2, BLOCK_M=4, BLOCK_N=1024)
     assert at.Config.from_json(json.loads(json.dumps(c.to_json()))) == c
     assert c.meta() == {"BLOCK_M": 4, "BLOCK_N": 1024, "num_warps": 8, "num_stages": 2}
+
+
+def test_no_tuning_when_not_allowed_and_nothing_remembered():
+    tuner = at.Autotuner("k", CONFIGS)
+    t, calls = _timer()
+    assert tuner.pick((4096,), t, device_name=GPU, triton_version=TRITON, may_tune=False) == CONFIGS[0]
+    assert calls == [] and tuner.chosen == {}
+    assert _pick(tuner, timer=t) == CONFIGS[2]  # tuned later, when allowed

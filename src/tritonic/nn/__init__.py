@@ -1,5 +1,6 @@
 """``nn.Module`` drop-ins that subclass the torch modules they replace."""
 
+from tritonic.nn.linear import Linear, LinearAct
 from tritonic.nn.norm import LayerNorm, RMSNorm
 
-__all__ = ["LayerNorm", "RMSNorm"]
+__all__ = ["LayerNorm", "Linear", "LinearAct", "RMSNorm"]

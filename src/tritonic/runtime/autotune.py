@@ -182,7 +182,9 @@ class Autotuner:
     chosen: dict = field(default_factory=dict)
 
     def pick(self, key: tuple, time_config: Callable[[Config], float], *, device_name: str | None = None,
-             triton_version: str | None = None) -> Config:
+             triton_version: str | None = None, may_tune: bool = True) -> Config:
+        """``may_tune=False`` (e.g. during CUDA-graph capture, where timing is impossible)
+        uses what is known, else the first config, without remembering that choice."""
         if key in self.chosen:
             return self.chosen[key]
         if device_name is None or triton_version is None:
@@ -200,6 +202,8 @@ class Autotuner:
         if entry is not None:
             config = Config.from_json(entry)
         elif m == "full" and len(self.configs) > 1:
+            if not may_tune:
+                return self.configs[0]
             config = self._tune(key, time_config)
             cache.put(k, config.to_json())
         else:

@@ -1,0 +1,121 @@
+"""GEMM with a fused prologue and epilogue (portable path: tl.dot on any GPU and in the
+interpreter).
+
+    C[b] = act(A'[b] @ B[b] + bias) + residual        A' = A * act_grad(ZA) if GRAD_PROLOGUE
+
+One kernel serves the forward of ``linear`` (bias, activation, residual; optionally keeping
+the pre-activation Z for the backward), its backward (the activation's derivative applied
+to dY as it is loaded: ``dX = (dY * act'(Z)) @ W``, ``dW = (dY * act'(Z))^T @ X``) and plain
+or batched ``matmul``. Every operand is addressed by strides, so transposes are free.
+Accumulation is float32; row and column offsets are int64.
+"""
+
+import triton
+import triton.language as tl
+
+# Activation codes (constexpr ACT): the same numbers in ops/matmul.py.
+NONE, RELU, GELU, GELU_TANH, SILU = 0, 1, 2, 3, 4
+
+
+@triton.jit
+def _activation(z, ACT: tl.constexpr):
+    """act(z) in float32."""
+    if ACT == 1:
+        z = tl.maximum(z, 0.0)
+    elif ACT == 2:
+        z = 0.5 * z * (1.0 + tl.math.erf(z * 0.7071067811865476))
+    elif ACT == 3:  # tanh(u) written as 2 sigmoid(2u) - 1: no libdevice needed
+        u = 0.7978845608028654 * (z + 0.044715 * z * z * z)
+        z = z * tl.sigmoid(2.0 * u)
+    elif ACT == 4:
+        z = z * tl.sigmoid(z)
+    return z
+
+
+@triton.jit
+def _activation_grad(z, ACT: tl.constexpr):
+    """d act / dz at z, in float32."""
+    if ACT == 1:
+        g = tl.where(z > 0.0, 1.0, 0.0)
+    elif ACT == 2:
+        g = 0.5 * (1.0 + tl.math.erf(z * 0.7071067811865476)) + z * 0.3989422804014327 * tl.exp(-0.5 * z * z)
+    elif ACT == 3:  # with s = sigmoid(2u): 1 + tanh(u) = 2s and 1 - tanh(u)^2 = 4s(1 - s);
+        # 1 - s is computed as sigmoid(-2u): subtracting from 1 would cancel for large u.
+        u = 0.7978845608028654 * (z + 0.044715 * z * z * z)
+        s = tl.sigmoid(2.0 * u)
+        g = s + 2.0 * z * s * tl.sigmoid(-2.0 * u) * 0.7978845608028654 * (1.0 + 0.134145 * z * z)
+    elif ACT == 4:
+        s = tl.sigmoid(z)
+        g = s * (1.0 + z * tl.sigmoid(-z))
+    else:
+        g = tl.full(z.shape, 1.0, tl.float32)
+    return g
+
+
+@triton.jit
+def _matmul(
+    A,  # (batch, M, K) left operand, strides stride_ab / stride_am / stride_ak
+    B,  # (batch, K, N) right operand, strides stride_bb / stride_bk / stride_bn (0 batch stride: shared)
+    C,  # (batch, M, N) output, strides stride_cb / stride_cm / stride_cn
+    BIAS,  # (N,) added before the activation; read only if HAS_BIAS
+    RES,  # (M, N) added after the activation, strides stride_rm / stride_rn; read only if HAS_RESIDUAL
+    Z,  # (M, N) pre-activation written for the backward, same strides as C; written only if STORE_Z
+    ZA,  # (M, K) pre-activation the prologue differentiates at, strides stride_zm / stride_zk; if GRAD_PROLOGUE
+    M, N, K,  # problem size
+    stride_ab, stride_am, stride_ak,
+    stride_bb, stride_bk, stride_bn,
+    stride_cb, stride_cm, stride_cn,
+    stride_rm, stride_rn,
+    stride_zm, stride_zk,
+    ACT: tl.constexpr,  # epilogue activation code (NONE, RELU, GELU, GELU_TANH, SILU)
+    HAS_BIAS: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
+    STORE_Z: tl.constexpr,  # keep the pre-activation (the backward needs it)
+    GRAD_PROLOGUE: tl.constexpr,  # multiply A by act'(ZA) as it is loaded (ACT names the activation)
+    PRECISION: tl.constexpr,  # tl.dot input precision for float32 operands: "tf32" or "ieee"
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,  # tiles of GROUP_M rows are walked column by column, so B stays in L2
+):
+    pid = tl.program_id(0)
+    batch = tl.program_id(1).to(tl.int64)
+    n_m, n_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
+    group = pid // (GROUP_M * n_n)
+    first_m = group * GROUP_M
+    rows_in_group = tl.minimum(n_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % (GROUP_M * n_n)) % rows_in_group
+    pid_n = (pid % (GROUP_M * n_n)) // rows_in_group
+
+    rm = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+    rn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
+    rk = tl.arange(0, BLOCK_K)
+    a_ptr = A + batch * stride_ab + rm[:, None] * stride_am + rk[None, :] * stride_ak
+    b_ptr = B + batch * stride_bb + rk[:, None] * stride_bk + rn[None, :] * stride_bn
+    if GRAD_PROLOGUE:
+        za_ptr = ZA + rm[:, None] * stride_zm + rk[None, :] * stride_zk
+    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    for k in range(0, K, BLOCK_K):
+        a_mask = (rm[:, None] < M) & (rk[None, :] < K - k)
+        a = tl.load(a_ptr, mask=a_mask, other=0.0)
+        b = tl.load(b_ptr, mask=(rk[:, None] < K - k) & (rn[None, :] < N), other=0.0)
+        if GRAD_PROLOGUE:
+            za = tl.load(za_ptr, mask=a_mask, other=0.0).to(tl.float32)
+            a = (a.to(tl.float32) * _activation_grad(za, ACT)).to(b.dtype)
+            za_ptr += BLOCK_K * stride_zk
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        a_ptr += BLOCK_K * stride_ak
+        b_ptr += BLOCK_K * stride_bk
+
+    mask = (rm[:, None] < M) & (rn[None, :] < N)
+    if HAS_BIAS:
+        acc += tl.load(BIAS + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+    if STORE_Z:
+        tl.store(Z + batch * stride_cb + rm[:, None] * stride_cm + rn[None, :] * stride_cn,
+                 acc.to(Z.dtype.element_ty), mask=mask)
+    if not GRAD_PROLOGUE:
+        acc = _activation(acc, ACT)
+    if HAS_RESIDUAL:
+        acc += tl.load(RES + rm[:, None] * stride_rm + rn[None, :] * stride_rn, mask=mask, other=0.0).to(tl.float32)
+    tl.store(C + batch * stride_cb + rm[:, None] * stride_cm + rn[None, :] * stride_cn,
+             acc.to(C.dtype.element_ty), mask=mask)

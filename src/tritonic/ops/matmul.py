@@ -1,0 +1,250 @@
+"""GEMM with fused epilogues: ``linear`` and ``matmul``.
+
+    y = linear(x, weight, bias, activation="gelu", residual=h)   # act(x @ weight.T + bias) + h
+    c = matmul(a, b)                                             # (m, k) @ (k, n), or batched
+
+float16 and bfloat16 accumulate in float32; float32 uses TF32 when
+``torch.backends.cuda.matmul.allow_tf32`` is set, exact float32 otherwise. The backward of
+``linear`` applies the activation's derivative to dY inside the GEMMs that consume it
+(the pre-activation is kept from the forward), so ``dY * act'(Z)`` never reaches memory.
+Launch parameters come from the tritonic autotuner (``runtime/autotune.py``).
+
+This is the portable path (``tl.dot``); the Hopper path (TMA, persistent tiles) is to come.
+float64 falls back to PyTorch with a warning.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.library import triton_op
+
+from tritonic.kernels.matmul import _matmul
+from tritonic.runtime import empty, interpreter_active, warn_once
+from tritonic.runtime.autotune import Autotuner, Config, bucket
+from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
+from tritonic.runtime.launch import is_traced, launch
+
+__all__ = ["linear", "matmul", "linear_reference", "ACTIVATIONS"]
+
+ACTIVATIONS = {None: 0, "relu": 1, "gelu": 2, "gelu_tanh": 3, "silu": 4}
+
+_CONFIGS = [Config.of(num_warps=w, num_stages=s, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
+            for bm, bn, bk, w, s in [(128, 128, 64, 8, 3), (128, 256, 64, 8, 3), (256, 128, 64, 8, 3),
+                                     (64, 128, 64, 4, 4), (128, 64, 64, 4, 4), (64, 64, 64, 4, 4),
+                                     (32, 64, 64, 4, 4), (16, 64, 128, 4, 4)]]
+_INTERPRETER_CONFIG = Config.of(num_warps=4, num_stages=1, BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, GROUP_M=4)
+_tuner = Autotuner("matmul", _CONFIGS)
+
+
+def _act_torch(z, activation):
+    if activation is None:
+        return z
+    if activation == "gelu_tanh":
+        return F.gelu(z, approximate="tanh")
+    return {"relu": F.relu, "gelu": F.gelu, "silu": F.silu}[activation](z)
+
+
+def linear_reference(x, weight, bias=None, activation=None, residual=None):
+    """PyTorch: ``act(F.linear(x, weight, bias)) + residual``."""
+    y = _act_torch(F.linear(x, weight, bias), activation)
+    return y if residual is None else y + residual
+
+
+# ----------------------------------------------------------------------------- launches
+
+
+def _gemm(a, b, out, *, bias=None, residual=None, z=None, za=None, act=0, batch=1):
+    """out[i] = act(a[i] @ b[i] + bias) + residual, as strided 3-D views (batch, rows, cols)."""
+    _, M, K = a.shape
+    N = b.shape[2]
+    precision = "tf32" if a.dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32 else "ieee"
+    args = (a, b, out, bias, residual, z, za, M, N, K,
+            a.stride(0), a.stride(1), a.stride(2), b.stride(0), b.stride(1), b.stride(2),
+            out.stride(0), out.stride(1), out.stride(2),
+            residual.stride(0) if residual is not None else 0, residual.stride(1) if residual is not None else 0,
+            za.stride(0) if za is not None else 0, za.stride(1) if za is not None else 0)
+    flags = dict(ACT=act, HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, STORE_Z=z is not None,
+                 GRAD_PROLOGUE=za is not None, PRECISION=precision)
+
+    def run(config):
+        meta = config.meta()
+        grid = (_cdiv(M, meta["BLOCK_M"]) * _cdiv(N, meta["BLOCK_N"]), batch)
+        launch(_matmul, grid, *args, **flags, **meta)
+
+    if interpreter_active() or is_traced(a, b):
+        config = _INTERPRETER_CONFIG if interpreter_active() else _CONFIGS[0]
+    else:
+        key = (bucket(M), N, K, str(a.dtype), precision, act, bias is not None, residual is not None)
+        capturing = torch.cuda.is_current_stream_capturing()  # no timing inside a CUDA graph
+        config = _tuner.pick(key, lambda c: _time(run, c), may_tune=not capturing)
+    run(config)
+    return out
+
+
+def _cdiv(a, b):
+    return (a + b - 1) // b
+
+
+def _time(run, config) -> float:
+    from triton.testing import do_bench
+
+    return do_bench(lambda: run(config), warmup=5, rep=20, return_mode="median")
+
+
+def _linear_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None,
+                act: int, keep_z: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    M, N = x.shape[0], weight.shape[0]
+    y = empty((M, N), dtype=x.dtype, device=x.device)
+    z = empty((M, N), dtype=x.dtype, device=x.device) if keep_z else None
+    _gemm(x[None], weight.t()[None], y[None], bias=bias, residual=residual, z=None if z is None else z, act=act)
+    return y, (z if z is not None else x.new_empty(0))
+
+
+def _linear_bwd(dy: torch.Tensor, z: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, act: int,
+                need_dx: bool, need_dw: bool, need_db: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    M, N, K = x.shape[0], weight.shape[0], x.shape[1]
+    za = z if act else None
+    dx = dw = db = x.new_empty(0)
+    if need_dx:  # (dY * act'(Z)) @ W
+        dx = empty((M, K), dtype=x.dtype, device=x.device)
+        _gemm(dy[None], weight[None], dx[None], za=za, act=act)
+    if need_dw:  # (dY * act'(Z))^T @ X
+        dw = empty((N, K), dtype=weight.dtype, device=x.device)
+        _gemm(dy.t()[None], x[None], dw[None], za=None if za is None else za.t(), act=act)
+    if need_db:  # column sums of dY * act'(Z): the same GEMM against a column of ones
+        ones = torch.ones(M, 1, dtype=dy.dtype, device=dy.device)
+        db = empty((N, 1), dtype=weight.dtype, device=x.device)
+        _gemm(dy.t()[None], ones[None], db[None], za=None if za is None else za.t(), act=act)
+        db = db.view(N)
+    return dx, dw, db
+
+
+_linear_op = triton_op("tritonic::linear", mutates_args=())(_linear_fwd)
+_linear_backward_op = triton_op("tritonic::linear_backward", mutates_args=())(_linear_bwd)
+
+
+def _setup(ctx, inputs, output, backward_impl):
+    x, weight, bias, residual, act, _ = inputs
+    ctx.act, ctx.has_bias, ctx.backward_impl = act, bias is not None, backward_impl
+    ctx.bias_dtype = bias.dtype if bias is not None else None
+    ctx.save_for_backward(x, weight, output[1])
+
+
+def _grad(ctx, dy, _dz):
+    x, weight, z = ctx.saved_tensors
+    need_x, need_w, need_b, need_r = ctx.needs_input_grad[:4]
+    dy = torch.zeros(x.shape[0], weight.shape[0], dtype=x.dtype, device=x.device) if dy is None else dy
+    dx, dw, db = ctx.backward_impl(dy, z, x, weight, ctx.act, need_x, need_w, need_b and ctx.has_bias)
+    return (dx if need_x else None, dw if need_w else None,
+            db.to(ctx.bias_dtype) if need_b and ctx.has_bias else None, dy if need_r else None, None, None)
+
+
+def _op_setup(ctx, inputs, output):
+    _setup(ctx, inputs, output, torch.ops.tritonic.linear_backward)
+
+
+_linear_op.register_autograd(_grad, setup_context=_op_setup)
+
+
+class _LinearFn(torch.autograd.Function):
+    backward = staticmethod(_grad)
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        output = _linear_fwd(*inputs)
+        _setup(ctx, inputs, output, _linear_bwd)
+        ctx.set_materialize_grads(False)  # no zeros for the pre-activation's (absent) gradient
+        ctx.mark_non_differentiable(output[1])
+        return output
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def _check_linear(x, weight, bias, activation, residual) -> bool:
+    op = "linear"
+    check_tensor(op, "x", x, min_dim=1)
+    check_tensor(op, "weight", weight)
+    if weight.dim() != 2:
+        raise ValueError(f"linear: weight must be 2-D (out_features, in_features), got shape {tuple(weight.shape)}")
+    if x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: inner dimensions differ: x has {x.shape[-1]} features (shape {tuple(x.shape)}) "
+                         f"but weight expects {weight.shape[1]} (shape {tuple(weight.shape)})")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"linear: activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
+    N = weight.shape[0]
+    if bias is not None:
+        check_tensor(op, "bias", bias)
+        if tuple(bias.shape) != (N,):
+            raise ValueError(f"linear: bias must have shape ({N},) (weight's out_features), got {tuple(bias.shape)}")
+    if residual is not None:
+        check_tensor(op, "residual", residual)
+        if tuple(residual.shape) != (*x.shape[:-1], N):
+            raise ValueError(f"linear: residual must have the output's shape {(*x.shape[:-1], N)}, "
+                             f"got {tuple(residual.shape)}")
+    for name, t in (("weight", weight), ("bias", bias), ("residual", residual)):
+        if t is not None and t.dtype != x.dtype:
+            raise TypeError(f"linear: {name} must have x's dtype ({x.dtype}), got {t.dtype}")
+    check_same_device(op, "x", x, weight=weight, bias=bias, residual=residual)
+    check_kernel_device(op, "x", x)
+    if x.numel() == 0 or weight.numel() == 0:
+        return False
+    if x.dtype not in KERNEL_DTYPES:
+        warn_once(("linear", "dtype"), f"linear: the kernels take float16, bfloat16 and float32; got {x.dtype}, "
+                  f"so PyTorch's implementation runs instead")
+        return False
+    return True
+
+
+def linear(x, weight, bias=None, activation=None, residual=None):
+    """``activation(x @ weight.T + bias) + residual`` over any leading dimensions of ``x``.
+
+    ``activation`` is one of None, "relu", "gelu" (erf), "gelu_tanh", "silu". Gradients
+    flow to x, weight, bias and residual."""
+    if not _check_linear(x, weight, bias, activation, residual):
+        return linear_reference(x, weight, bias, activation, residual)
+    lead, K, N = x.shape[:-1], x.shape[-1], weight.shape[0]
+    x2 = x.reshape(-1, K)
+    r2 = None if residual is None else residual.reshape(-1, N)
+    act = ACTIVATIONS[activation]
+    tensors = (x, weight, bias, residual)
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    args = (x2, weight, bias, r2, act, bool(act) and needs_grad)
+    if torch.compiler.is_compiling() or is_traced(*tensors):
+        y, _ = torch.ops.tritonic.linear(*args)
+    elif needs_grad:
+        y, _ = _LinearFn.apply(*args)
+    else:
+        y, _ = _linear_fwd(*args)
+    return y.view(*lead, N)
+
+
+def matmul(a, b):
+    """``a @ b`` for 2-D ``(m, k) @ (k, n)`` and batched ``(B, m, k) @ (B, k, n)`` or
+    ``(B, m, k) @ (k, n)``; any strides. Forward only for now (no autograd)."""
+    check_tensor("matmul", "a", a, min_dim=2)
+    check_tensor("matmul", "b", b, min_dim=2)
+    if a.dim() > 3 or b.dim() > 3 or (b.dim() == 3 and a.dim() != 3):
+        raise ValueError(f"matmul: takes (m, k) @ (k, n), (B, m, k) @ (B, k, n) or (B, m, k) @ (k, n); "
+                         f"got {tuple(a.shape)} @ {tuple(b.shape)}")
+    if a.shape[-1] != b.shape[-2]:
+        raise ValueError(f"matmul: inner dimensions differ: a {tuple(a.shape)} has k={a.shape[-1]}, "
+                         f"b {tuple(b.shape)} has k={b.shape[-2]}")
+    if a.dim() == 3 and b.dim() == 3 and a.shape[0] != b.shape[0]:
+        raise ValueError(f"matmul: batch sizes differ: {a.shape[0]} and {b.shape[0]}")
+    if a.dtype != b.dtype:
+        raise TypeError(f"matmul: a and b must have one dtype, got {a.dtype} and {b.dtype}")
+    check_same_device("matmul", "a", a, b=b)
+    check_kernel_device("matmul", "a", a)
+    if a.requires_grad or b.requires_grad:
+        warn_once(("matmul", "grad"), "matmul: tritonic's matmul has no backward yet; torch.matmul runs instead")
+        return torch.matmul(a, b)
+    if a.dtype not in KERNEL_DTYPES or a.numel() == 0 or b.numel() == 0:
+        return torch.matmul(a, b)
+    a3 = a if a.dim() == 3 else a[None]
+    batch = a3.shape[0]
+    b3 = b if b.dim() == 3 else b[None].expand(batch, *b.shape)
+    out = empty((batch, a3.shape[1], b3.shape[2]), dtype=a.dtype, device=a.device)
+    _gemm(a3, b3, out, batch=batch)
+    return out if a.dim() == 3 else out[0]

@@ -1,0 +1,109 @@
+"""linear / matmul against float64 references: odd sizes, every activation, bias and
+residual, strides, forward and backward, bad input. (In Triton's interpreter tl.dot is
+wrong for bfloat16, so the CPU runs cover float32 and float16; bfloat16 runs on the GPU.)"""
+
+import pytest
+import torch
+
+from tests.helpers import check_op
+from tritonic.ops import linear, linear_reference, matmul
+
+ACTS = [None, "relu", "gelu", "gelu_tanh", "silu"]
+# The rule's absolute term, in units in the last place of the largest reference value. GEMM
+# tiles sum K in a different order than PyTorch's CPU kernels (which accumulate some
+# reductions more accurately, sometimes exactly), so a few ulps more than elementwise ops.
+ULPS = 8
+
+
+def _args(M, N, K, dtype, device, bias=True, residual=False, lead=()):
+    return dict(x=torch.randn(*lead, M, K, dtype=dtype, device=device),
+                weight=torch.randn(N, K, dtype=dtype, device=device) / K ** 0.5,
+                bias=torch.randn(N, dtype=dtype, device=device) if bias else None,
+                residual=torch.randn(*lead, M, N, dtype=dtype, device=device) if residual else None)
+
+
+def _grads(a):
+    return [k for k, v in a.items() if isinstance(v, torch.Tensor)]
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("M,N,K", [(1, 7, 33), (7, 33, 1), (33, 1, 7), (20, 24, 40)])
+def test_linear_float32(M, N, K, act, device):
+    a = _args(M, N, K, torch.float32, device, residual=act is not None)
+    check_op(lambda **k: linear(**k, activation=act), lambda **k: linear_reference(**k, activation=act), a,
+             grads=_grads(a), atol_ulps=ULPS)
+
+
+@pytest.mark.parametrize("act", ["gelu", "silu"])
+def test_linear_float16_leading_dims(act, device):
+    a = _args(9, 24, 40, torch.float16, device, residual=True, lead=(2,))
+    check_op(lambda **k: linear(**k, activation=act), lambda **k: linear_reference(**k, activation=act), a,
+             grads=_grads(a), atol_ulps=ULPS)
+
+
+def test_linear_larger(device):
+    a = _args(65, 70, 257, torch.float32, device, bias=False)
+    check_op(lambda **k: linear(**k, activation="relu"), lambda **k: linear_reference(**k, activation="relu"), a,
+             grads=_grads(a), atol_ulps=ULPS)
+
+
+def test_linear_non_contiguous(device):
+    x = torch.randn(40, 20, device=device).t()  # (20, 40), column-major
+    w = torch.randn(64, 48, device=device)[::2, 3:43]  # (32, 40), strided
+    check_op(lambda **k: linear(**k), lambda **k: linear_reference(**k),
+             dict(x=x, weight=w, bias=None, residual=None), grads=["x", "weight"], atol_ulps=ULPS)
+
+
+@pytest.mark.parametrize("shape_a,shape_b", [((7, 33), (33, 5)), ((3, 9, 17), (3, 17, 6)), ((2, 5, 8), (8, 11))])
+def test_matmul(shape_a, shape_b, device):
+    a, b = torch.randn(shape_a, device=device), torch.randn(shape_b, device=device)
+    check_op(lambda a, b: matmul(a, b), lambda a, b: torch.matmul(a, b), dict(a=a, b=b), atol_ulps=ULPS)
+
+
+def test_matmul_transposed_operand(device):
+    a = torch.randn(12, 20, device=device)
+    b = torch.randn(9, 20, device=device).t()
+    check_op(lambda a, b: matmul(a, b), lambda a, b: torch.matmul(a, b), dict(a=a, b=b), atol_ulps=ULPS)
+
+
+def test_inference_path_skips_the_pre_activation(device):
+    a = _args(5, 6, 7, torch.float32, device)
+    with torch.no_grad():
+        y = linear(a["x"], a["weight"], a["bias"], activation="silu")
+    torch.testing.assert_close(y, linear_reference(a["x"], a["weight"], a["bias"], activation="silu"))
+
+
+def test_bad_input(device):
+    x = torch.randn(4, 8, device=device)
+    with pytest.raises(ValueError, match=r"inner dimensions differ: x has 8 features .* weight expects 6"):
+        linear(x, torch.randn(3, 6, device=device))
+    with pytest.raises(ValueError, match="weight must be 2-D"):
+        linear(x, torch.randn(8, device=device))
+    with pytest.raises(TypeError, match="weight must have x's dtype"):
+        linear(x, torch.randn(3, 8, device=device, dtype=torch.float16))
+    with pytest.raises(ValueError, match="weight is on meta but x is on"):
+        linear(x, torch.randn(3, 8, device="meta"))
+    with pytest.raises(ValueError, match="activation must be one of"):
+        linear(x, torch.randn(3, 8, device=device), activation="tanh")
+    with pytest.raises(ValueError, match=r"bias must have shape \(3,\)"):
+        linear(x, torch.randn(3, 8, device=device), torch.randn(4, device=device))
+    with pytest.raises(ValueError, match=r"matmul: inner dimensions differ: a \(4, 8\) has k=8, b \(7, 2\) has k=7"):
+        matmul(x, torch.randn(7, 2, device=device))
+    with pytest.raises(ValueError, match="batch sizes differ"):
+        matmul(torch.randn(2, 3, 4, device=device), torch.randn(3, 4, 5, device=device))
+
+
+def test_linear_modules_keep_state_dict(device):
+    import tritonic
+
+    ref = torch.nn.Linear(12, 10, device=device)
+    mod = tritonic.nn.Linear(12, 10, device=device)
+    act = tritonic.nn.LinearAct(12, 10, activation="silu", device=device)
+    assert mod.state_dict().keys() == ref.state_dict().keys() == act.state_dict().keys()
+    mod.load_state_dict(ref.state_dict())
+    act.load_state_dict(ref.state_dict())
+    x = torch.randn(3, 4, 12, device=device)
+    torch.testing.assert_close(mod(x), ref(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(act(x), torch.nn.functional.silu(ref(x)), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        tritonic.nn.LinearAct(4, 4, activation="tanh")

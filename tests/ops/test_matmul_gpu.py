@@ -1,0 +1,58 @@
+"""GPU-only GEMM tests: bfloat16 (the interpreter's tl.dot is wrong for it), real sizes,
+TF32 switching, torch.compile and CUDA graphs."""
+
+import pytest
+import torch
+
+from tests.helpers import check_op
+from tritonic.ops import linear, linear_reference, matmul
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.mark.parametrize("act", [None, "gelu", "silu"])
+@pytest.mark.parametrize("M,N,K", [(1, 4096, 4096), (257, 1000, 768), (2048, 3072, 768)])
+def test_linear_bf16(M, N, K, act):
+    a = dict(x=torch.randn(M, K, device="cuda", dtype=torch.bfloat16),
+             weight=torch.randn(N, K, device="cuda", dtype=torch.bfloat16) / K ** 0.5,
+             bias=torch.randn(N, device="cuda", dtype=torch.bfloat16),
+             residual=torch.randn(M, N, device="cuda", dtype=torch.bfloat16))
+    check_op(lambda **k: linear(**k, activation=act), lambda **k: linear_reference(**k, activation=act), a,
+             grads=list(a), atol_ulps=8)
+
+
+@pytest.mark.parametrize("tf32", [False, True])
+def test_float32_precision_follows_torch(tf32, monkeypatch):
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", tf32)
+    a, b = torch.randn(512, 512, device="cuda"), torch.randn(512, 512, device="cuda")
+    check_op(lambda a, b: matmul(a, b), lambda a, b: torch.matmul(a, b), dict(a=a, b=b), atol_ulps=8)
+
+
+def test_batched_bf16():
+    a = torch.randn(4, 300, 64, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(4, 64, 200, device="cuda", dtype=torch.bfloat16)
+    check_op(lambda a, b: matmul(a, b), lambda a, b: torch.matmul(a, b), dict(a=a, b=b), atol_ulps=8)
+
+
+def test_compile_and_graphs():
+    x = torch.randn(256, 512, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    w = torch.randn(1024, 512, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    f = torch.compile(lambda x, w: linear(x, w, activation="gelu"), fullgraph=True)
+    y = f(x, w)
+    torch.testing.assert_close(y, linear(x, w, activation="gelu"))
+    gx, gw = torch.autograd.grad(y.float().sum(), [x, w])
+    rx, rw = torch.autograd.grad(linear(x, w, activation="gelu").float().sum(), [x, w])
+    torch.testing.assert_close(gx, rx)
+    torch.testing.assert_close(gw, rw)
+    with torch.no_grad():
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            linear(x, w)
+        torch.cuda.current_stream().wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            out = linear(x, w, activation="silu")
+        x.copy_(torch.randn_like(x))
+        g.replay()
+        torch.testing.assert_close(out, linear(x, w, activation="silu"))
