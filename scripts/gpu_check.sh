@@ -8,6 +8,7 @@
 # Writes into OUTDIR:
 #   env.txt              nvidia-smi and versions
 #   pytest_gpu.log       pytest -m gpu
+#   tune.log             tritonic tune twice: time spent tuning with a cold, then a warm cache
 #   bench_<name>.log     the output of benchmarks/<name>.py
 #   results/<gpu>/<bench>.json   benchmark rows (copy them to benchmarks/results/ to commit)
 # Every step runs even when an earlier one fails; the exit status is non-zero if any failed.
@@ -91,6 +92,14 @@ if [ $rc -eq 5 ]; then  # pytest: no tests collected
 else
     step "pytest -m gpu -> $OUT/pytest_gpu.log" $rc
 fi
+
+# Autotuning: a cold process tunes, a second one with the warm cache must spend 0 s.
+tune_cache=$(mktemp -d)
+for run in cold warm; do
+    echo "=== tritonic tune ($run cache)"
+    TRITONIC_CACHE_DIR=$tune_cache python3 -m tritonic tune --shapes benchmarks/shapes/gpt2_124m.json
+done 2>&1 | tee "$OUT/tune.log"
+step "tritonic tune, cold then warm cache -> $OUT/tune.log" $?
 
 # Benchmarks, one script at a time.
 for script in benchmarks/*.py; do

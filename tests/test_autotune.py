@@ -40,8 +40,10 @@ def _pick(tuner, key=(4096,), timer=None):
 
 def test_full_mode_tunes_once_and_persists():
     t, calls = _timer()
+    spent = at.tuning_seconds
     assert _pick(at.Autotuner("k", CONFIGS), timer=t) == CONFIGS[2]
     assert len(calls) == len(CONFIGS)
+    assert at.tuning_seconds > spent
     files = list((at.cache_dir()).glob("autotune-h100-80gb-hbm3-triton3.6.0.json"))
     assert len(files) == 1
     # a new process (simulated: fresh tuner, no in-memory file) reads the choice from disk

@@ -25,3 +25,17 @@ def test_demo_runs_and_checks_the_error():
 def test_no_subcommand_prints_help():
     r = _run()
     assert r.returncode == 0 and "env" in r.stdout and "demo" in r.stdout
+
+
+def test_tune_explains_bad_files_and_a_missing_gpu(tmp_path):
+    r = _run("tune", "--shapes", str(tmp_path / "missing.json"))
+    assert r.returncode == 1 and "cannot read" in r.stderr
+    f = tmp_path / "shapes.json"
+    f.write_text('[{"op": "linear", "M": 16, "N": 16, "K": 16}]')
+    r = _run("tune", "--shapes", str(f))
+    import torch
+
+    if not torch.cuda.is_available():
+        assert r.returncode == 1 and "needs a CUDA GPU" in r.stderr
+    else:
+        assert r.returncode == 0 and "tuning time in this process" in r.stdout

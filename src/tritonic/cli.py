@@ -2,6 +2,7 @@
 
     tritonic env     what this machine has: GPU, versions, interpreter, cache
     tritonic demo    run the norm kernels on a real tensor and show their error against PyTorch
+    tritonic tune    warm the autotune cache for a list of shapes (--shapes FILE)
 
 Nothing heavy is imported until a subcommand runs: ``demo`` must decide whether to switch
 Triton's interpreter on before triton is first imported.
@@ -125,6 +126,50 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    """Warm the autotune cache for the shapes in a JSON file, so later processes start tuned."""
+    import json
+
+    import torch
+
+    try:
+        with open(args.shapes) as f:
+            shapes = json.load(f)
+        if not isinstance(shapes, list):
+            raise ValueError("expected a JSON list of shapes")
+    except (OSError, ValueError) as e:
+        print(f"tritonic tune: cannot read {args.shapes}: {e}", file=sys.stderr)
+        return 1
+    if not torch.cuda.is_available():
+        print("tritonic tune: needs a CUDA GPU (tuning times the kernels on the GPU they will run on)",
+              file=sys.stderr)
+        return 1
+    from tritonic.ops import linear
+    from tritonic.runtime import autotune
+
+    for i, s in enumerate(shapes, 1):
+        if s.get("op", "linear") != "linear":
+            print(f"tritonic tune: shape {i}: op {s.get('op')!r} is not tunable yet (only 'linear')", file=sys.stderr)
+            return 1
+        try:
+            dtype = getattr(torch, s.get("dtype", "bfloat16"))
+            M, N, K = int(s["M"]), int(s["N"]), int(s["K"])
+        except (KeyError, AttributeError, TypeError, ValueError) as e:
+            print(f"tritonic tune: shape {i} needs M, N, K and a torch dtype name: {s} ({e!r})", file=sys.stderr)
+            return 1
+        x = torch.randn(M, K, device="cuda", dtype=dtype)
+        w = torch.randn(N, K, device="cuda", dtype=dtype)
+        b = torch.randn(N, device="cuda", dtype=dtype) if s.get("bias", True) else None
+        before = autotune.tuning_seconds
+        with torch.no_grad():
+            linear(x, w, b, activation=s.get("activation"))
+        torch.cuda.synchronize()
+        print(f"[{i}/{len(shapes)}] linear M={M} N={N} K={K} {dtype}: "
+              f"{autotune.tuning_seconds - before:.1f} s tuning")
+    print(f"tuning time in this process: {autotune.tuning_seconds:.1f} s; cache: {autotune.cache_dir()}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="tritonic", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command")
@@ -132,6 +177,11 @@ def main(argv=None) -> int:
     demo = sub.add_parser("demo", help="run the norm kernels on a real tensor against PyTorch")
     demo.add_argument("--cpu", action="store_true", help="use Triton's interpreter even when a GPU is present")
     demo.set_defaults(func=cmd_demo)
+    tune = sub.add_parser("tune", help="warm the autotune cache for a list of shapes")
+    tune.add_argument("--shapes", required=True,
+                      help='JSON list like [{"op": "linear", "M": 4096, "N": 4096, "K": 4096, "dtype": "bfloat16", '
+                           '"activation": "gelu"}]')
+    tune.set_defaults(func=cmd_tune)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

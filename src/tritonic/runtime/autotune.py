@@ -36,6 +36,7 @@ from tritonic.runtime.checks import warn_once
 MODES = ("off", "cached", "full")
 TABLES = Path(__file__).with_name("tables")
 _PROGRESS_AFTER_S = 1.0  # tuning that takes longer than this shows a progress line
+tuning_seconds = 0.0  # time this process has spent timing configs (0 with a warm cache)
 
 
 def mode() -> str:
@@ -227,6 +228,8 @@ class Autotuner:
                 shown = True
                 print(f"\rtritonic: tuning {self.name} {list(key)}: {i + 1}/{len(self.configs)} configs",
                       end="", file=sys.stderr, flush=True)
+        global tuning_seconds
+        tuning_seconds += time.perf_counter() - start
         if shown:
             print(file=sys.stderr)
         if best is None:
