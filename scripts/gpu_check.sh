@@ -4,6 +4,7 @@
 #
 #   scripts/gpu_check.sh OUTDIR        # run from the repository root
 #   BENCH_ARGS="--graph always" scripts/gpu_check.sh OUTDIR   # flags for every benchmark
+#   PACK=1 scripts/gpu_check.sh OUTDIR      # everything packed into OUTDIR/gpu_check.tgz
 #
 # Writes into OUTDIR:
 #   env.txt              nvidia-smi and versions
@@ -113,6 +114,11 @@ done
 
 echo
 echo "=== summary ($OUT)"
-printf '%s\n' "${SUMMARY[@]}"
+printf '%s\n' "${SUMMARY[@]}" | tee "$OUT/summary.txt"
 for f in "$OUT"/results/*/*.json; do echo "results: $f"; done
+# PACK=1: leave one archive instead of many files (the device tool returns at most 8).
+if [ "${PACK:-0}" = 1 ]; then
+    tar czf /tmp/gpu_check.tgz -C "$OUT" . && rm -rf "${OUT:?}"/* && mv /tmp/gpu_check.tgz "$OUT/"
+    echo "packed into $OUT/gpu_check.tgz"
+fi
 exit $FAILED
