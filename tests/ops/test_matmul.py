@@ -54,16 +54,37 @@ def test_linear_non_contiguous(device):
              dict(x=x, weight=w, bias=None, residual=None), grads=["x", "weight"], atol_ulps=ULPS)
 
 
-@pytest.mark.parametrize("shape_a,shape_b", [((7, 33), (33, 5)), ((3, 9, 17), (3, 17, 6)), ((2, 5, 8), (8, 11))])
+@pytest.mark.parametrize("shape_a,shape_b", [((7, 33), (33, 5)), ((3, 9, 17), (3, 17, 6)), ((2, 5, 8), (8, 11)),
+                                             ((1, 1), (1, 1))])
 def test_matmul(shape_a, shape_b, device):
     a, b = torch.randn(shape_a, device=device), torch.randn(shape_b, device=device)
-    check_op(lambda a, b: matmul(a, b), lambda a, b: torch.matmul(a, b), dict(a=a, b=b), atol_ulps=ULPS)
+    check_op(lambda a, b: matmul(a, b), lambda a, b: torch.matmul(a, b), dict(a=a, b=b), grads=["a", "b"],
+             atol_ulps=ULPS)
+
+
+def test_matmul_float16(device):
+    a = torch.randn(2, 20, 24, device=device, dtype=torch.float16)
+    b = torch.randn(24, 18, device=device, dtype=torch.float16)
+    check_op(lambda a, b: matmul(a, b), lambda a, b: torch.matmul(a, b), dict(a=a, b=b), grads=["a", "b"],
+             atol_ulps=ULPS)
 
 
 def test_matmul_transposed_operand(device):
     a = torch.randn(12, 20, device=device)
     b = torch.randn(9, 20, device=device).t()
-    check_op(lambda a, b: matmul(a, b), lambda a, b: torch.matmul(a, b), dict(a=a, b=b), atol_ulps=ULPS)
+    check_op(lambda a, b: matmul(a, b), lambda a, b: torch.matmul(a, b), dict(a=a, b=b), grads=["a", "b"],
+             atol_ulps=ULPS)
+
+
+def test_matmul_custom_op_path(device, monkeypatch):
+    """The registered op (what torch.compile uses) with its autograd gives the same."""
+    import importlib
+
+    mm = importlib.import_module("tritonic.ops.matmul")  # the module (tritonic.ops.matmul is the function)
+    monkeypatch.setattr(mm, "is_traced", lambda *t: True)
+    a, b = torch.randn(2, 6, 9, device=device), torch.randn(2, 9, 5, device=device)
+    check_op(lambda a, b: matmul(a, b), lambda a, b: torch.matmul(a, b), dict(a=a, b=b), grads=["a", "b"],
+             atol_ulps=ULPS)
 
 
 def test_inference_path_skips_the_pre_activation(device):

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.library import triton_op
 
 from tritonic.kernels.matmul import _matmul
+from tritonic.ops._register import register
 from tritonic.runtime import empty, interpreter_active, warn_once
 from tritonic.runtime.autotune import Autotuner, Config, bucket
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
@@ -120,10 +120,6 @@ def _linear_bwd(dy: torch.Tensor, z: torch.Tensor, x: torch.Tensor, weight: torc
     return dx, dw, db
 
 
-_linear_op = triton_op("tritonic::linear", mutates_args=())(_linear_fwd)
-_linear_backward_op = triton_op("tritonic::linear_backward", mutates_args=())(_linear_bwd)
-
-
 def _setup(ctx, inputs, output, backward_impl):
     x, weight, bias, residual, act, _ = inputs
     ctx.act, ctx.has_bias, ctx.backward_impl = act, bias is not None, backward_impl
@@ -140,23 +136,7 @@ def _grad(ctx, dy, _dz):
             db.to(ctx.bias_dtype) if need_b and ctx.has_bias else None, dy if need_r else None, None, None)
 
 
-def _op_setup(ctx, inputs, output):
-    _setup(ctx, inputs, output, torch.ops.tritonic.linear_backward)
-
-
-_linear_op.register_autograd(_grad, setup_context=_op_setup)
-
-
-class _LinearFn(torch.autograd.Function):
-    backward = staticmethod(_grad)
-
-    @staticmethod
-    def forward(ctx, *inputs):
-        output = _linear_fwd(*inputs)
-        _setup(ctx, inputs, output, _linear_bwd)
-        ctx.set_materialize_grads(False)  # no zeros for the pre-activation's (absent) gradient
-        ctx.mark_non_differentiable(output[1])
-        return output
+_LinearFn = register("linear", _linear_fwd, _linear_bwd, _setup, _grad, n_nondiff=1)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -220,9 +200,48 @@ def linear(x, weight, bias=None, activation=None, residual=None):
     return y.view(*lead, N)
 
 
+def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b with a (B, m, k) and b (B, k, n) strided views (batch stride 0 shares b)."""
+    out = empty((a.shape[0], a.shape[1], b.shape[2]), dtype=a.dtype, device=a.device)
+    return _gemm(a, b, out, batch=a.shape[0])
+
+
+def _matmul_fwd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return _mm(a, b if b.dim() == 3 else b[None].expand(a.shape[0], *b.shape))
+
+
+def _matmul_bwd(dc: torch.Tensor, a: torch.Tensor, b: torch.Tensor, need_a: bool,
+                need_b: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    da = db = a.new_empty(0)
+    if need_a:  # dA = dC @ B^T
+        bt = b.transpose(-1, -2)
+        da = _mm(dc, bt if bt.dim() == 3 else bt[None].expand(a.shape[0], *bt.shape))
+    if need_b:
+        if b.dim() == 3:  # dB = A^T @ dC per batch
+            db = _mm(a.transpose(1, 2), dc)
+        else:  # b shared by every batch: dB = sum_b A_b^T dC_b = (A as rows)^T @ (dC as rows)
+            k, n = b.shape
+            db = _mm(a.reshape(1, -1, k).transpose(1, 2), dc.reshape(1, -1, n))[0]
+    return da, db
+
+
+def _mm_setup(ctx, inputs, output, backward_impl):
+    ctx.backward_impl = backward_impl
+    ctx.save_for_backward(*inputs)
+
+
+def _mm_grad(ctx, dc):
+    a, b = ctx.saved_tensors
+    da, db = ctx.backward_impl(dc.contiguous(), a, b, *ctx.needs_input_grad[:2])
+    return (da if ctx.needs_input_grad[0] else None), (db if ctx.needs_input_grad[1] else None)
+
+
+_MatmulFn = register("matmul", _matmul_fwd, _matmul_bwd, _mm_setup, _mm_grad)
+
+
 def matmul(a, b):
     """``a @ b`` for 2-D ``(m, k) @ (k, n)`` and batched ``(B, m, k) @ (B, k, n)`` or
-    ``(B, m, k) @ (k, n)``; any strides. Forward only for now (no autograd)."""
+    ``(B, m, k) @ (k, n)``; any strides; with gradients for both operands."""
     check_tensor("matmul", "a", a, min_dim=2)
     check_tensor("matmul", "b", b, min_dim=2)
     if a.dim() > 3 or b.dim() > 3 or (b.dim() == 3 and a.dim() != 3):
@@ -237,14 +256,17 @@ def matmul(a, b):
         raise TypeError(f"matmul: a and b must have one dtype, got {a.dtype} and {b.dtype}")
     check_same_device("matmul", "a", a, b=b)
     check_kernel_device("matmul", "a", a)
-    if a.requires_grad or b.requires_grad:
-        warn_once(("matmul", "grad"), "matmul: tritonic's matmul has no backward yet; torch.matmul runs instead")
+    if a.numel() == 0 or b.numel() == 0:
         return torch.matmul(a, b)
-    if a.dtype not in KERNEL_DTYPES or a.numel() == 0 or b.numel() == 0:
+    if a.dtype not in KERNEL_DTYPES:
+        warn_once(("matmul", "dtype"), f"matmul: the kernels take float16, bfloat16 and float32; got {a.dtype}, "
+                  f"so torch.matmul runs instead")
         return torch.matmul(a, b)
     a3 = a if a.dim() == 3 else a[None]
-    batch = a3.shape[0]
-    b3 = b if b.dim() == 3 else b[None].expand(batch, *b.shape)
-    out = empty((batch, a3.shape[1], b3.shape[2]), dtype=a.dtype, device=a.device)
-    _gemm(a3, b3, out, batch=batch)
+    if torch.compiler.is_compiling() or is_traced(a, b):
+        out = torch.ops.tritonic.matmul(a3, b)
+    elif torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+        out = _MatmulFn.apply(a3, b)
+    else:
+        out = _matmul_fwd(a3, b)
     return out if a.dim() == 3 else out[0]

@@ -22,9 +22,9 @@ import json
 import os
 
 import torch
-from torch.library import triton_op
 
 from tritonic.kernels.norm import _norm_bwd, _norm_bwd_reduce, _norm_fwd
+from tritonic.ops._register import register
 from tritonic.runtime import empty, num_sms, warn_once
 from tritonic.runtime.launch import is_traced, launch
 from tritonic.runtime.checks import (
@@ -209,12 +209,6 @@ def _rms_bwd(
     return dx, dw
 
 
-_layer_norm_op = triton_op("tritonic::layer_norm", mutates_args=())(_ln_fwd)
-_layer_norm_backward_op = triton_op("tritonic::layer_norm_backward", mutates_args=())(_ln_bwd)
-_rms_norm_op = triton_op("tritonic::rms_norm", mutates_args=())(_rms_fwd)
-_rms_norm_backward_op = triton_op("tritonic::rms_norm_backward", mutates_args=())(_rms_bwd)
-
-
 def _rows(t: torch.Tensor | None) -> torch.Tensor | None:
     """Gradients can arrive with any strides (even expanded); the kernels want unit column stride."""
     if t is None:
@@ -234,7 +228,7 @@ def _incoming(ctx, dy, ds, s):
     return dy, (_rows(ds) if ctx.has_residual and ds is not None else None)
 
 
-def _layer_norm_setup(ctx, inputs, output, backward_impl=_ln_bwd):
+def _layer_norm_setup(ctx, inputs, output, backward_impl):
     x, weight, bias, residual, _ = inputs
     y, s, mean, rstd = output
     _save(ctx, x, weight, bias, residual, s, mean, rstd, backward_impl)
@@ -250,7 +244,7 @@ def _layer_norm_grad(ctx, dy, ds, _dmean, _drstd):
             dx if need_r else None, None)
 
 
-def _rms_norm_setup(ctx, inputs, output, backward_impl=_rms_bwd):
+def _rms_norm_setup(ctx, inputs, output, backward_impl):
     x, weight, residual, _, offset, upcast = inputs
     y, s, rstd = output
     ctx.offset, ctx.upcast = offset, upcast
@@ -266,42 +260,8 @@ def _rms_norm_grad(ctx, dy, ds, _drstd):
             dx if need_r else None, None, None, None)
 
 
-def _layer_norm_op_setup(ctx, inputs, output):
-    _layer_norm_setup(ctx, inputs, output, torch.ops.tritonic.layer_norm_backward)
-
-
-def _rms_norm_op_setup(ctx, inputs, output):
-    _rms_norm_setup(ctx, inputs, output, torch.ops.tritonic.rms_norm_backward)
-
-
-_layer_norm_op.register_autograd(_layer_norm_grad, setup_context=_layer_norm_op_setup)
-_rms_norm_op.register_autograd(_rms_norm_grad, setup_context=_rms_norm_op_setup)
-
-
-def _eager_setup(ctx, output, n_stats):
-    """Statistics are not differentiable, and gradients of unused outputs stay None
-    instead of being materialised as zeros."""
-    ctx.set_materialize_grads(False)
-    ctx.mark_non_differentiable(*output[len(output) - n_stats:])
-
-
-def _eager_function(name, fwd, setup, grad, n_stats):
-    """The eager autograd.Function of a norm: the same forward, set-up and gradient as its
-    custom op, without the dispatcher. forward(ctx, ...) rather than a separate
-    setup_context: the latter makes apply() bind the arguments with inspect on every call,
-    which costs more than the launch."""
-
-    def forward(ctx, *inputs):
-        output = fwd(*inputs)
-        setup(ctx, inputs, output)
-        _eager_setup(ctx, output, n_stats)
-        return output
-
-    return type(name, (torch.autograd.Function,), {"forward": staticmethod(forward), "backward": staticmethod(grad)})
-
-
-_LayerNormFn = _eager_function("_LayerNormFn", _ln_fwd, _layer_norm_setup, _layer_norm_grad, 2)
-_RMSNormFn = _eager_function("_RMSNormFn", _rms_fwd, _rms_norm_setup, _rms_norm_grad, 1)
+_LayerNormFn = register("layer_norm", _ln_fwd, _ln_bwd, _layer_norm_setup, _layer_norm_grad, n_nondiff=2)
+_RMSNormFn = register("rms_norm", _rms_fwd, _rms_bwd, _rms_norm_setup, _rms_norm_grad, n_nondiff=1)
 
 
 def _path(*tensors) -> str:
