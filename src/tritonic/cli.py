@@ -45,8 +45,9 @@ def cmd_env(args) -> int:
         rows.append(("gpu", "none found"))
         hints.append("no CUDA GPU: the kernels can still run, slowly, in Triton's interpreter on the CPU; "
                      "set TRITON_INTERPRET=1 before importing tritonic (`tritonic demo` does this for you)")
-    interp = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-    rows.append(("triton interpreter", "on (TRITON_INTERPRET=1)" if interp else "off"))
+    from tritonic.runtime.device import interpreter_active
+
+    rows.append(("triton interpreter", "on (TRITON_INTERPRET=1)" if interpreter_active() else "off"))
     from tritonic.runtime import autotune, launch
 
     rows.append(("autotune cache", str(autotune.cache_dir())))
