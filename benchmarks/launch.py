@@ -27,7 +27,7 @@ import triton.language as tl
 
 from tritonic.bench.harness import DEFAULT_OUT, _commit, host_us, write_json
 from tritonic.runtime import device_name
-from tritonic.runtime import launch as launch_mod
+from tritonic.runtime import launcher as launch_mod
 
 
 @triton.jit

@@ -5,6 +5,8 @@
 #   scripts/gpu_check.sh OUTDIR        # run from the repository root
 #   BENCH_ARGS="--graph always" scripts/gpu_check.sh OUTDIR   # flags for every benchmark
 #   PACK=1 scripts/gpu_check.sh OUTDIR      # everything packed into OUTDIR/gpu_check.tgz
+#   BENCHES="launch matmul" scripts/gpu_check.sh OUTDIR   # only these benchmarks/*.py
+#   SKIP="tests tune" scripts/gpu_check.sh OUTDIR          # leave out steps: tests, tune
 #
 # Writes into OUTDIR:
 #   env.txt              nvidia-smi and versions
@@ -86,25 +88,36 @@ timeout_flag=()
 if python3 -c "import pytest_timeout" 2>/dev/null; then
     timeout_flag=(--timeout=600)
 fi
-python3 -m pytest -m gpu -q ${timeout_flag[@]+"${timeout_flag[@]}"} tests 2>&1 | tee "$OUT/pytest_gpu.log"
-rc=$?
-if [ $rc -eq 5 ]; then  # pytest: no tests collected
+skipped() { case " ${SKIP:-} " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+rc=0
+if skipped tests; then
+    SUMMARY+=("note   GPU tests skipped (SKIP)")
+else
+    python3 -m pytest -m gpu -q ${timeout_flag[@]+"${timeout_flag[@]}"} tests 2>&1 | tee "$OUT/pytest_gpu.log"
+    rc=${PIPESTATUS[0]}
+fi
+if skipped tests; then
+    :
+elif [ $rc -eq 5 ]; then  # pytest: no tests collected
     SUMMARY+=("note   pytest -m gpu collected no tests -> $OUT/pytest_gpu.log")
 else
     step "pytest -m gpu -> $OUT/pytest_gpu.log" $rc
 fi
 
 # Autotuning: a cold process tunes, a second one with the warm cache must spend 0 s.
-tune_cache=$(mktemp -d)
-for run in cold warm; do
-    echo "=== tritonic tune ($run cache)"
-    TRITONIC_CACHE_DIR=$tune_cache python3 -m tritonic tune --shapes benchmarks/shapes/gpt2_124m.json
-done 2>&1 | tee "$OUT/tune.log"
-step "tritonic tune, cold then warm cache -> $OUT/tune.log" $?
+if ! skipped tune; then
+    tune_cache=$(mktemp -d)
+    for run in cold warm; do
+        echo "=== tritonic tune ($run cache)"
+        TRITONIC_CACHE_DIR=$tune_cache python3 -m tritonic tune --shapes benchmarks/shapes/gpt2_124m.json
+    done 2>&1 | tee "$OUT/tune.log"
+    step "tritonic tune, cold then warm cache -> $OUT/tune.log" "${PIPESTATUS[0]}"
+fi
 
 # Benchmarks, one script at a time.
 for script in benchmarks/*.py; do
     name=$(basename "$script" .py)
+    if [ -n "${BENCHES:-}" ] && [[ " $BENCHES " != *" $name "* ]]; then continue; fi
     echo "=== $script"
     start=$SECONDS
     # shellcheck disable=SC2086  # BENCH_ARGS is a list of flags, e.g. "--graph always"

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tritonic.runtime import launch as L
+from tritonic.runtime import launcher as L
 
 
 def _kernel(*params):

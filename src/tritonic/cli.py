@@ -48,7 +48,7 @@ def cmd_env(args) -> int:
     from tritonic.runtime.device import interpreter_active
 
     rows.append(("triton interpreter", "on (TRITON_INTERPRET=1)" if interpreter_active() else "off"))
-    from tritonic.runtime import autotune, launch
+    from tritonic.runtime import autotune, launcher as launch
 
     rows.append(("autotune cache", str(autotune.cache_dir())))
     rows.append(("autotune mode", f"{autotune.mode()}  (TRITONIC_AUTOTUNE=off|cached|full)"))

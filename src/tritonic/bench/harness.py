@@ -5,7 +5,8 @@ one call moves, and its providers. A provider is a *factory*::
 
     factory(case: dict, mode: str, n_sets: int) -> list[Callable[[], object]] | None
 
-``case`` is one of the benchmark's case dicts with ``"device"`` added by the harness
+``case`` is one of the benchmark's case dicts (an optional ``"modes"`` key limits the
+modes it is timed in) with ``"device"`` added by the harness
 (``"cuda"``, or ``"cpu"`` for ``--dry-run``). The factory allocates ``n_sets``
 independent random input sets and returns one zero-argument callable per set (a single
 callable is accepted as one set). A callable does the work of one call:
@@ -221,7 +222,8 @@ def run(bench: Benchmark, *, modes=None, providers=None, only=None, quick=False,
     stream = None if dry_run else torch.cuda.Stream()
     common = {"device": device_name(), "torch": torch.__version__,
               "triton": triton.__version__, "commit": _commit()}
-    jobs = [(c, m, p) for c in cases for m in modes for p in names]
+    # a case may list the modes it has ("modes"): e.g. a forward-only inference shape
+    jobs = [(c, m, p) for c in cases for m in modes if m in c.get("modes", MODES) for p in names]
     rows, failures = [], []
     for i, (case, mode, prov) in enumerate(jobs, 1):
         print(f"[{i}/{len(jobs)}] {bench.name}: {case['name']} {mode} {prov} ...",

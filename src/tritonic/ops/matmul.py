@@ -23,7 +23,7 @@ from tritonic.ops._register import register
 from tritonic.runtime import empty, interpreter_active, warn_once
 from tritonic.runtime.autotune import Autotuner, Config, bucket
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
-from tritonic.runtime.launch import is_traced, launch
+from tritonic.runtime.launcher import is_traced, launch
 
 __all__ = ["linear", "matmul", "linear_reference", "ACTIVATIONS"]
 

@@ -26,7 +26,7 @@ import torch
 from tritonic.kernels.norm import _norm_bwd, _norm_bwd_reduce, _norm_fwd
 from tritonic.ops._register import register
 from tritonic.runtime import empty, num_sms, warn_once
-from tritonic.runtime.launch import is_traced, launch
+from tritonic.runtime.launcher import is_traced, launch
 from tritonic.runtime.checks import (
     KERNEL_DTYPES,
     check_kernel_device,
