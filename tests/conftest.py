@@ -11,6 +11,9 @@ import torch
 HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# Tests check results, not speed: no autotuning (each new GEMM shape would time 8 configs),
+# so every op takes its first config or shipped table. tests/test_autotune.py sets its own.
+os.environ.setdefault("TRITONIC_AUTOTUNE", "off")
 
 import pytest  # noqa: E402
 

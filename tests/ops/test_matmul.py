@@ -2,6 +2,8 @@
 residual, strides, forward and backward, bad input. (In Triton's interpreter tl.dot is
 wrong for bfloat16, so the CPU runs cover float32 and float16; bfloat16 runs on the GPU.)"""
 
+import importlib
+
 import pytest
 import torch
 
@@ -128,3 +130,44 @@ def test_linear_modules_keep_state_dict(device):
     torch.testing.assert_close(act(x), torch.nn.functional.silu(ref(x)), atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="activation must be one of"):
         tritonic.nn.LinearAct(4, 4, activation="tanh")
+
+
+# ----------------------------------------------------------------------------- Hopper path
+# The tensor-descriptor kernel (_matmul_tma) runs in the interpreter when TRITONIC_GEMM=tma
+# forces it; on a GPU it is the default for float16/bfloat16 on Hopper and newer.
+
+
+@pytest.fixture
+def tma(monkeypatch):
+    monkeypatch.setenv("TRITONIC_GEMM", "tma")
+    calls = []
+    mm = importlib.import_module("tritonic.ops.matmul")  # (tritonic.ops.matmul is also the function)
+
+    real = mm._tma_runner
+    monkeypatch.setattr(mm, "_tma_runner", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_linear_tma_path(act, device, tma):
+    # 40 x 24 x 48: every tile boundary cut by the interpreter's 16-wide blocks; K, N
+    # multiples of 8 so the rows are 16-byte aligned (what descriptors need)
+    a = _args(40, 24, 48, torch.float16, device, residual=act is not None)
+    check_op(lambda **k: linear(**k, activation=act), lambda **k: linear_reference(**k, activation=act), a,
+             grads=_grads(a), atol_ulps=ULPS)
+    assert tma, "the Hopper kernel did not run"
+
+
+def test_matmul_tma_transposed(device, tma):
+    a = torch.randn(48, 40, dtype=torch.float16, device=device).t()  # (40, 48), M-major
+    b = torch.randn(24, 48, dtype=torch.float16, device=device).t()  # (48, 24), K-major
+    check_op(lambda a, b: matmul(a, b), lambda a, b: torch.matmul(a, b), dict(a=a, b=b), grads=["a", "b"],
+             atol_ulps=ULPS)
+    assert tma
+
+
+def test_tma_path_skips_unaligned(device, tma):
+    """Rows of 7 float16 are not 16-byte aligned: the portable kernel runs instead."""
+    a = _args(9, 7, 7, torch.float16, device)
+    check_op(lambda **k: linear(**k), lambda **k: linear_reference(**k), a, grads=_grads(a), atol_ulps=ULPS)
+    assert not tma

@@ -53,6 +53,14 @@ def _activation_grad(z, ACT: tl.constexpr):
 
 
 @triton.jit
+def _round_tf32(x):
+    """Round float32 to TF32 (nearest, ties away), as cuBLAS does: the tensor cores would
+    otherwise drop the low 13 mantissa bits, a biased error twice as large."""
+    return tl.inline_asm_elementwise("cvt.rna.tf32.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True,
+                                     pack=1)
+
+
+@triton.jit
 def _matmul(
     A,  # (batch, M, K) left operand, strides stride_ab / stride_am / stride_ak
     B,  # (batch, K, N) right operand, strides stride_bb / stride_bk / stride_bn (0 batch stride: shared)
@@ -73,6 +81,7 @@ def _matmul(
     STORE_Z: tl.constexpr,  # keep the pre-activation (the backward needs it)
     GRAD_PROLOGUE: tl.constexpr,  # multiply A by act'(ZA) as it is loaded (ACT names the activation)
     PRECISION: tl.constexpr,  # tl.dot input precision for float32 operands: "tf32" or "ieee"
+    ROUND_TF32: tl.constexpr,  # round float32 operands to TF32 before the product (GPU only)
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -103,6 +112,9 @@ def _matmul(
             za = tl.load(za_ptr, mask=a_mask, other=0.0).to(tl.float32)
             a = (a.to(tl.float32) * _activation_grad(za, ACT)).to(b.dtype)
             za_ptr += BLOCK_K * stride_zk
+        if ROUND_TF32:
+            a = _round_tf32(a)
+            b = _round_tf32(b)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
         a_ptr += BLOCK_K * stride_ak
         b_ptr += BLOCK_K * stride_bk
@@ -119,3 +131,80 @@ def _matmul(
         acc += tl.load(RES + rm[:, None] * stride_rm + rn[None, :] * stride_rn, mask=mask, other=0.0).to(tl.float32)
     tl.store(C + batch * stride_cb + rm[:, None] * stride_cm + rn[None, :] * stride_cn,
              acc.to(C.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _tile_coords(tile, n_m, n_n, GROUP_M: tl.constexpr):
+    """Grouped order: GROUP_M rows of tiles are walked column by column, so B stays in L2."""
+    group = tile // (GROUP_M * n_n)
+    first_m = group * GROUP_M
+    rows_in_group = tl.minimum(n_m - first_m, GROUP_M)
+    pid_m = first_m + (tile % (GROUP_M * n_n)) % rows_in_group
+    pid_n = (tile % (GROUP_M * n_n)) // rows_in_group
+    return pid_m, pid_n
+
+
+@triton.jit
+def _matmul_tma(
+    A_DESC,  # tensor descriptor of A: over (M, K) blocks [BLOCK_M, BLOCK_K] if A_KMAJOR, else over (K, M)
+    B_DESC,  # tensor descriptor of B: over (N, K) blocks [BLOCK_N, BLOCK_K] if B_KMAJOR, else over (K, N)
+    C_DESC,  # tensor descriptor of C (M, N), blocks [BLOCK_M, BLOCK_N]
+    Z_DESC,  # like C_DESC, for the pre-activation; used only if STORE_Z
+    ZA_DESC,  # like A_DESC, for the pre-activation the prologue differentiates at; if GRAD_PROLOGUE
+    BIAS,  # (N,) added before the activation; read only if HAS_BIAS
+    RES,  # (M, N) added after the activation, row stride stride_rm, unit column stride; if HAS_RESIDUAL
+    M, N, K, stride_rm,
+    n_programs,  # the persistent grid's size: each program walks every n_programs-th tile
+    ACT: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
+    STORE_Z: tl.constexpr,
+    GRAD_PROLOGUE: tl.constexpr,
+    A_KMAJOR: tl.constexpr,  # A's contiguous dimension is K (row-major A); otherwise M
+    B_KMAJOR: tl.constexpr,  # B's contiguous dimension is K (a torch Linear weight); otherwise N
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):
+    """Hopper path of :func:`_matmul` for float16/bfloat16: the same prologue and epilogue,
+    operands brought in by the tensor memory accelerator (out-of-range rows and columns
+    read as zero and are never written, so no masks), a persistent grid of one program
+    per SM walking the tiles in grouped order, the tile loop flattened with the K loop so
+    the loads of the next tile overlap the epilogue of this one."""
+    n_m, n_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    for tile in tl.range(tl.program_id(0), n_m * n_n, n_programs, flatten=True):
+        pid_m, pid_n = _tile_coords(tile, n_m, n_n, GROUP_M)
+        off_m, off_n = pid_m * BLOCK_M, pid_n * BLOCK_N
+        acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        for kk in range(k_tiles):
+            off_k = kk * BLOCK_K
+            if A_KMAJOR:
+                a = A_DESC.load([off_m, off_k])
+            else:
+                a = A_DESC.load([off_k, off_m]).T
+            if B_KMAJOR:
+                b = B_DESC.load([off_n, off_k]).T
+            else:
+                b = B_DESC.load([off_k, off_n])
+            if GRAD_PROLOGUE:
+                if A_KMAJOR:
+                    za = ZA_DESC.load([off_m, off_k])
+                else:
+                    za = ZA_DESC.load([off_k, off_m]).T
+                a = (a.to(tl.float32) * _activation_grad(za.to(tl.float32), ACT)).to(b.dtype)
+            acc = tl.dot(a, b, acc)
+
+        rn = off_n + tl.arange(0, BLOCK_N)
+        if HAS_BIAS:
+            acc += tl.load(BIAS + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+        if STORE_Z:
+            Z_DESC.store([off_m, off_n], acc.to(Z_DESC.dtype))
+        if not GRAD_PROLOGUE:
+            acc = _activation(acc, ACT)
+        if HAS_RESIDUAL:
+            rm = (off_m + tl.arange(0, BLOCK_M)).to(tl.int64)
+            acc += tl.load(RES + rm[:, None] * stride_rm + rn[None, :],
+                           mask=(rm[:, None] < M) & (rn[None, :] < N), other=0.0).to(tl.float32)
+        C_DESC.store([off_m, off_n], acc.to(C_DESC.dtype))

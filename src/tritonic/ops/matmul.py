@@ -15,12 +15,17 @@ float64 falls back to PyTorch with a warning.
 
 from __future__ import annotations
 
+import functools
+import os
+
 import torch
 import torch.nn.functional as F
+from triton.tools.tensor_descriptor import TensorDescriptor
 
-from tritonic.kernels.matmul import _matmul
+from tritonic.kernels.matmul import _matmul, _matmul_tma
 from tritonic.ops._register import register
-from tritonic.runtime import empty, interpreter_active, warn_once
+
+from tritonic.runtime import empty, interpreter_active, num_sms, warn_once
 from tritonic.runtime.autotune import Autotuner, Config, bucket
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
 from tritonic.runtime.launcher import is_traced, launch
@@ -33,8 +38,55 @@ _CONFIGS = [Config.of(num_warps=w, num_stages=s, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K
             for bm, bn, bk, w, s in [(128, 128, 64, 8, 3), (128, 256, 64, 8, 3), (256, 128, 64, 8, 3),
                                      (64, 128, 64, 4, 4), (128, 64, 64, 4, 4), (64, 64, 64, 4, 4),
                                      (32, 64, 64, 4, 4), (16, 64, 128, 4, 4)]]
+# Few rows (inference at batch 1..32): narrow tiles, so that enough programs stream the weight.
+_SMALL_M_CONFIGS = [Config.of(num_warps=w, num_stages=s, BLOCK_M=16, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=1)
+                    for bn, bk, w, s in [(32, 256, 4, 4), (64, 128, 4, 4), (64, 256, 4, 3), (32, 128, 4, 5),
+                                         (128, 128, 4, 3)]]
+_TMA_CONFIGS = [Config.of(num_warps=w, num_stages=s, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
+                for bm, bn, bk, w, s in [(128, 256, 64, 8, 3), (128, 128, 64, 8, 4), (256, 128, 64, 8, 3),
+                                         (128, 128, 64, 4, 4), (128, 256, 64, 8, 4), (128, 64, 64, 4, 5),
+                                         (64, 128, 64, 4, 5), (128, 128, 128, 8, 3)]]
 _INTERPRETER_CONFIG = Config.of(num_warps=4, num_stages=1, BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, GROUP_M=4)
 _tuner = Autotuner("matmul", _CONFIGS)
+_small_tuner = Autotuner("matmul_small_m", _SMALL_M_CONFIGS)
+_tma_tuner = Autotuner("matmul_tma", _TMA_CONFIGS)
+SMALL_M = 32  # at most this many rows: the small-M configs
+
+
+def _gemm_choice() -> str:
+    """TRITONIC_GEMM: "auto" (default: the Hopper path where it applies), "tma" (also in
+    the interpreter, for tests), "portable" (never the Hopper path)."""
+    return os.environ.get("TRITONIC_GEMM", "auto").strip().lower()
+
+
+@functools.lru_cache(maxsize=None)
+def _has_tma(device_index: int) -> bool:
+    return torch.cuda.get_device_capability(device_index)[0] >= 9
+
+
+def _tma_layout(t: torch.Tensor, major: int) -> bool:
+    """Can a tensor descriptor address the 2-D view ``t`` whose dimension ``major`` is the
+    contiguous one? (unit stride there, 16-byte aligned base and other stride)."""
+    other = 1 - major
+    return (t.stride(major) == 1 and (t.stride(other) * t.element_size()) % 16 == 0
+            and t.data_ptr() % 16 == 0 and t.shape[other] > 0)
+
+
+def _use_tma(a, b, out, z, za, batch) -> bool:
+    choice = _gemm_choice()
+    if choice == "portable" or batch != 1 or a.dtype not in (torch.float16, torch.bfloat16):
+        return False
+    if interpreter_active():
+        if choice != "tma":
+            return False
+    elif choice != "tma" and (a.shape[1] <= SMALL_M or not _has_tma(a.device.index or 0)):
+        return False
+    a2, b2, c2 = a[0], b[0], out[0]
+    ok = (_tma_layout(a2, 1) or _tma_layout(a2, 0)) and (_tma_layout(b2, 0) or _tma_layout(b2, 1))
+    ok = ok and _tma_layout(c2, 1) and (z is None or (z.stride() == out.stride()[1:] and _tma_layout(z, 1)))
+    if za is not None:
+        ok = ok and za.stride() == a2.stride() and _tma_layout(za, 1 if a2.stride(1) == 1 else 0)
+    return ok
 
 
 def _act_torch(z, activation):
@@ -65,21 +117,62 @@ def _gemm(a, b, out, *, bias=None, residual=None, z=None, za=None, act=0, batch=
             residual.stride(0) if residual is not None else 0, residual.stride(1) if residual is not None else 0,
             za.stride(0) if za is not None else 0, za.stride(1) if za is not None else 0)
     flags = dict(ACT=act, HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, STORE_Z=z is not None,
-                 GRAD_PROLOGUE=za is not None, PRECISION=precision)
+                 GRAD_PROLOGUE=za is not None, PRECISION=precision,
+                 ROUND_TF32=a.dtype == torch.float32 and precision == "tf32" and not interpreter_active())
 
     def run(config):
         meta = config.meta()
         grid = (_cdiv(M, meta["BLOCK_M"]) * _cdiv(N, meta["BLOCK_N"]), batch)
         launch(_matmul, grid, *args, **flags, **meta)
 
+    tuner = _tuner
+    if not is_traced(a, b) and _use_tma(a, b, out, z, za, batch):
+        run, tuner = _tma_runner(a, b, out, bias, residual, z, za, act), _tma_tuner
+    elif M <= SMALL_M:
+        tuner = _small_tuner
     if interpreter_active() or is_traced(a, b):
-        config = _INTERPRETER_CONFIG if interpreter_active() else _CONFIGS[0]
+        config = _INTERPRETER_CONFIG if interpreter_active() else tuner.configs[0]
     else:
-        key = (bucket(M), N, K, str(a.dtype), precision, act, bias is not None, residual is not None)
+        key = (bucket(M), N, K, str(a.dtype), precision, act, bias is not None, residual is not None,
+               z is not None, za is not None)
         capturing = torch.cuda.is_current_stream_capturing()  # no timing inside a CUDA graph
-        config = _tuner.pick(key, lambda c: _time(run, c), may_tune=not capturing)
+        config = tuner.pick(key, lambda c: _time(run, c), may_tune=not capturing)
     run(config)
     return out
+
+
+def _tma_runner(a, b, out, bias, residual, z, za, act):
+    """A launch of the Hopper kernel for one config (descriptors depend on the block shape)."""
+    a2, b2, c2 = a[0], b[0], out[0]
+    M, K = a2.shape
+    N = b2.shape[1]
+    a_kmajor = _tma_layout(a2, 1)
+    b_kmajor = not _tma_layout(b2, 1)  # B (K, N) with unit stride along K: a Linear weight
+
+    def desc(t, kmajor, rows, cols):
+        """Descriptor over the 2-D view t (rows x cols) whose contiguous dim is cols if kmajor."""
+        if kmajor:
+            return TensorDescriptor(t, [t.shape[0], t.shape[1]], [t.stride(0), 1], [rows, cols])
+        return TensorDescriptor(t, [t.shape[1], t.shape[0]], [t.stride(1), 1], [cols, rows])
+
+    def run(config):
+        meta = config.meta()
+        bm, bn, bk = meta["BLOCK_M"], meta["BLOCK_N"], meta["BLOCK_K"]
+        a_desc = desc(a2, a_kmajor, bm, bk)
+        # B is (K, N); "kmajor" descriptors run over its transpose, the (N, K) weight
+        b_desc = desc(b2.t(), True, bn, bk) if b_kmajor else TensorDescriptor(
+            b2, [K, N], [b2.stride(0), 1], [bk, bn])
+        c_desc = TensorDescriptor(c2, [M, N], [c2.stride(0), 1], [bm, bn])
+        z_desc = None if z is None else TensorDescriptor(z, [M, N], [z.stride(0), 1], [bm, bn])
+        za_desc = None if za is None else desc(za, a_kmajor, bm, bk)
+        tiles = _cdiv(M, bm) * _cdiv(N, bn)
+        programs = max(1, min(tiles, num_sms(a.device.index)))
+        launch(_matmul_tma, (programs,), a_desc, b_desc, c_desc, z_desc, za_desc, bias, residual, M, N, K,
+               residual.stride(0) if residual is not None else 0, programs,
+               ACT=act, HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, STORE_Z=z is not None,
+               GRAD_PROLOGUE=za is not None, A_KMAJOR=a_kmajor, B_KMAJOR=b_kmajor, **meta)
+
+    return run
 
 
 def _cdiv(a, b):

@@ -27,7 +27,9 @@ def _interpreter_at_kernel_import() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+@functools.lru_cache(maxsize=1)
 def has_cuda() -> bool:
+    """torch.cuda.is_available(), asked once (it costs a microsecond per op call otherwise)."""
     return torch.cuda.is_available()
 
 

@@ -29,6 +29,12 @@ import os
 import torch
 from torch.library import wrap_triton
 
+try:
+    from triton.tools.tensor_descriptor import TensorDescriptor as _TensorDescriptor
+except ImportError:  # a Triton without host-side tensor descriptors
+    class _TensorDescriptor:  # noqa: D401 - placeholder nothing is an instance of
+        pass
+
 from tritonic.runtime.checks import warn_once
 from tritonic.runtime.device import interpreter_active
 
@@ -56,6 +62,8 @@ def _spec(v):
         return (v == 1, v % 16 == 0, -(2**31) <= v < 2**31, v >= 2**63)
     if isinstance(v, float):
         return "f"
+    if isinstance(v, _TensorDescriptor):  # Triton specialises on the dtype and block shape
+        return ("d", v.base.dtype, tuple(v.block_shape), v.padding, len(v.shape))
     raise TypeError(f"no fast-launch key for an argument of type {type(v).__name__}")
 
 
