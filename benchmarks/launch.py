@@ -115,6 +115,26 @@ def main(argv=None) -> int:
     row(case, "tritonic, plain launches", host_us(stack, n=50))
     launch_mod.FAST = True
     row(case, "tritonic", host_us(stack, n=50))
+
+    # The same stack at the launch level: 24 launches of the norm forward kernel itself.
+    from tritonic.kernels.norm import _norm_fwd
+
+    y = torch.empty_like(h)
+    norm_args = (h, None, wn, bn, y, None, None, None, 768, 0, 768, 768, 16, 768, 1e-5, 0.0)
+    norm_meta = dict(IS_RMS=False, HAS_RESIDUAL=False, HAS_WEIGHT=True, HAS_BIAS=True, UPCAST=True,
+                     STORE_STATS=False, SINGLE_PASS=True, BLOCK_M=4, BLOCK_N=1024, num_warps=4)
+
+    def norm_launches():
+        for _ in range(24):
+            launch(_norm_fwd, (4,), *norm_args, **norm_meta)
+
+    def norm_triton():
+        for _ in range(24):
+            _norm_fwd[(4,)](*norm_args, **norm_meta)
+
+    case = "24 norm kernel launches, 16x768"
+    row(case, "triton", host_us(norm_triton, n=50))
+    row(case, "tritonic", host_us(norm_launches, n=50))
     path = write_json(rows, args.out, "launch")
     print(f"wrote {len(rows)} rows to {path}")
     return 0

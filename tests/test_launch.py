@@ -75,3 +75,58 @@ def test_fast_path_on_gpu_respects_alignment_and_streams():
         y = layer_norm(x, w)
     side.synchronize()
     torch.testing.assert_close(y, F.layer_norm(x, (64,), w), atol=1e-5, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- the fast binder
+
+
+def _fast(args):
+    fk = L._FastKernel(_kernel(("X", False), ("n", False), ("eps", False), ("P", False), ("BLOCK", True)))
+    fk.make_fast_binder(args)
+    assert fk.bind_fast is not None
+    return fk.bind_fast
+
+
+def test_fast_binder_passes_pointers_as_integers():
+    x = torch.empty(64)
+    key, args = _fast((x, 128, 1e-5, None))(x, 128, 1e-5, None, BLOCK=32, num_warps=4)
+    assert args == (x.data_ptr(), 128, 1e-5, None)
+    assert key[-2:] == (32, (("num_warps", 4),))
+
+
+def test_fast_key_separates_what_triton_specialises_on():
+    base = torch.empty(64, dtype=torch.float32)
+    bind = _fast((base, 128, 1e-5, None))
+
+    def key(x=base, n=128, BLOCK=32, **opts):
+        return bind(x, n, 1e-5, None, BLOCK=BLOCK, **opts)[0]
+
+    assert key() == key(x=torch.empty(64, dtype=torch.float32))
+    assert key() != key(x=torch.empty(64, dtype=torch.float16))
+    assert key() != key(x=base[1:])
+    assert key(n=1) != key(n=2)
+    assert key(n=32) != key(n=33)
+    assert key(n=2**31 + 16) != key(n=16)
+    assert key(n=2**63 + 16) != key(n=2**31 + 16)
+    assert key(BLOCK=32) != key(BLOCK=64)
+    assert key(num_warps=4) != key(num_warps=8)
+    assert key(n=48) == key(n=64)
+
+
+@pytest.mark.parametrize("change", ["tensor for None", "None for tensor", "float for int", "bool for int",
+                                    "int for float", "subclass"])
+def test_fast_binder_refuses_other_kinds(change):
+    x = torch.empty(64)
+    bind = _fast((x, 128, 1e-5, None))
+    args = {"tensor for None": (x, 128, 1e-5, x), "None for tensor": (None, 128, 1e-5, None),
+            "float for int": (x, 128.0, 1e-5, None), "bool for int": (x, True, 1e-5, None),
+            "int for float": (x, 128, 1, None),
+            "subclass": (type("Sub", (torch.Tensor,), {})(x), 128, 1e-5, None)}[change]
+    with pytest.raises((L._Miss, AttributeError, TypeError, RuntimeError)):
+        bind(*args, BLOCK=32)
+
+
+def test_no_fast_binder_for_unknown_kinds():
+    fk = L._FastKernel(_kernel(("X", False), ("BLOCK", True)))
+    fk.make_fast_binder((object(),))
+    assert fk.bind_fast is None

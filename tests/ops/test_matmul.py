@@ -171,3 +171,37 @@ def test_tma_path_skips_unaligned(device, tma):
     a = _args(9, 7, 7, torch.float16, device)
     check_op(lambda **k: linear(**k), lambda **k: linear_reference(**k), a, grads=_grads(a), atol_ulps=ULPS)
     assert not tma
+
+
+# ----------------------------------------------------------------------------- gated_linear
+
+from tritonic.ops import gated_linear, gated_linear_reference  # noqa: E402
+
+
+@pytest.mark.parametrize("act", ["silu", "gelu", "gelu_tanh", "relu"])
+@pytest.mark.parametrize("M,F,K", [(1, 7, 33), (33, 20, 7), (20, 24, 40)])
+def test_gated_linear_float32(M, F, K, act, device):
+    a = dict(x=torch.randn(M, K, device=device), weight_gate_up=torch.randn(2 * F, K, device=device) / K ** 0.5)
+    check_op(lambda **k: gated_linear(**k, activation=act), lambda **k: gated_linear_reference(**k, activation=act),
+             a, grads=["x", "weight_gate_up"], atol_ulps=ULPS)
+
+
+@pytest.mark.parametrize("path", ["portable", "tma"])
+def test_gated_linear_float16(path, device, monkeypatch):
+    monkeypatch.setenv("TRITONIC_GEMM", path)
+    a = dict(x=torch.randn(2, 20, 48, dtype=torch.float16, device=device),
+             weight_gate_up=torch.randn(2 * 40, 48, dtype=torch.float16, device=device) / 48 ** 0.5)
+    check_op(lambda **k: gated_linear(**k), lambda **k: gated_linear_reference(**k), a,
+             grads=["x", "weight_gate_up"], atol_ulps=ULPS)
+
+
+def test_gated_linear_bad_input(device):
+    x = torch.randn(4, 8, device=device)
+    with pytest.raises(ValueError, match="gate rows over the up rows"):
+        gated_linear(x, torch.randn(7, 8, device=device))
+    with pytest.raises(ValueError, match="inner dimensions differ"):
+        gated_linear(x, torch.randn(6, 9, device=device))
+    with pytest.raises(ValueError, match="activation must be one of"):
+        gated_linear(x, torch.randn(6, 8, device=device), activation="tanh")
+    with pytest.raises(TypeError, match="dtype"):
+        gated_linear(x, torch.randn(6, 8, device=device, dtype=torch.float16))

@@ -2,6 +2,7 @@
 interpreter).
 
     C[b] = act(A'[b] @ B[b] + bias) + residual        A' = A * act_grad(ZA) if GRAD_PROLOGUE
+    C    = act(A @ B_gate) * (A @ B_up)               if GATED (SwiGLU / GeGLU)
 
 One kernel serves the forward of ``linear`` (bias, activation, residual; optionally keeping
 the pre-activation Z for the backward), its backward (the activation's derivative applied
@@ -61,79 +62,6 @@ def _round_tf32(x):
 
 
 @triton.jit
-def _matmul(
-    A,  # (batch, M, K) left operand, strides stride_ab / stride_am / stride_ak
-    B,  # (batch, K, N) right operand, strides stride_bb / stride_bk / stride_bn (0 batch stride: shared)
-    C,  # (batch, M, N) output, strides stride_cb / stride_cm / stride_cn
-    BIAS,  # (N,) added before the activation; read only if HAS_BIAS
-    RES,  # (M, N) added after the activation, strides stride_rm / stride_rn; read only if HAS_RESIDUAL
-    Z,  # (M, N) pre-activation written for the backward, same strides as C; written only if STORE_Z
-    ZA,  # (M, K) pre-activation the prologue differentiates at, strides stride_zm / stride_zk; if GRAD_PROLOGUE
-    M, N, K,  # problem size
-    stride_ab, stride_am, stride_ak,
-    stride_bb, stride_bk, stride_bn,
-    stride_cb, stride_cm, stride_cn,
-    stride_rm, stride_rn,
-    stride_zm, stride_zk,
-    ACT: tl.constexpr,  # epilogue activation code (NONE, RELU, GELU, GELU_TANH, SILU)
-    HAS_BIAS: tl.constexpr,
-    HAS_RESIDUAL: tl.constexpr,
-    STORE_Z: tl.constexpr,  # keep the pre-activation (the backward needs it)
-    GRAD_PROLOGUE: tl.constexpr,  # multiply A by act'(ZA) as it is loaded (ACT names the activation)
-    PRECISION: tl.constexpr,  # tl.dot input precision for float32 operands: "tf32" or "ieee"
-    ROUND_TF32: tl.constexpr,  # round float32 operands to TF32 before the product (GPU only)
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    GROUP_M: tl.constexpr,  # tiles of GROUP_M rows are walked column by column, so B stays in L2
-):
-    pid = tl.program_id(0)
-    batch = tl.program_id(1).to(tl.int64)
-    n_m, n_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
-    group = pid // (GROUP_M * n_n)
-    first_m = group * GROUP_M
-    rows_in_group = tl.minimum(n_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % (GROUP_M * n_n)) % rows_in_group
-    pid_n = (pid % (GROUP_M * n_n)) // rows_in_group
-
-    rm = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
-    rn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
-    rk = tl.arange(0, BLOCK_K)
-    a_ptr = A + batch * stride_ab + rm[:, None] * stride_am + rk[None, :] * stride_ak
-    b_ptr = B + batch * stride_bb + rk[:, None] * stride_bk + rn[None, :] * stride_bn
-    if GRAD_PROLOGUE:
-        za_ptr = ZA + rm[:, None] * stride_zm + rk[None, :] * stride_zk
-    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-    for k in range(0, K, BLOCK_K):
-        a_mask = (rm[:, None] < M) & (rk[None, :] < K - k)
-        a = tl.load(a_ptr, mask=a_mask, other=0.0)
-        b = tl.load(b_ptr, mask=(rk[:, None] < K - k) & (rn[None, :] < N), other=0.0)
-        if GRAD_PROLOGUE:
-            za = tl.load(za_ptr, mask=a_mask, other=0.0).to(tl.float32)
-            a = (a.to(tl.float32) * _activation_grad(za, ACT)).to(b.dtype)
-            za_ptr += BLOCK_K * stride_zk
-        if ROUND_TF32:
-            a = _round_tf32(a)
-            b = _round_tf32(b)
-        acc = tl.dot(a, b, acc, input_precision=PRECISION)
-        a_ptr += BLOCK_K * stride_ak
-        b_ptr += BLOCK_K * stride_bk
-
-    mask = (rm[:, None] < M) & (rn[None, :] < N)
-    if HAS_BIAS:
-        acc += tl.load(BIAS + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
-    if STORE_Z:
-        tl.store(Z + batch * stride_cb + rm[:, None] * stride_cm + rn[None, :] * stride_cn,
-                 acc.to(Z.dtype.element_ty), mask=mask)
-    if not GRAD_PROLOGUE:
-        acc = _activation(acc, ACT)
-    if HAS_RESIDUAL:
-        acc += tl.load(RES + rm[:, None] * stride_rm + rn[None, :] * stride_rn, mask=mask, other=0.0).to(tl.float32)
-    tl.store(C + batch * stride_cb + rm[:, None] * stride_cm + rn[None, :] * stride_cn,
-             acc.to(C.dtype.element_ty), mask=mask)
-
-
-@triton.jit
 def _tile_coords(tile, n_m, n_n, GROUP_M: tl.constexpr):
     """Grouped order: GROUP_M rows of tiles are walked column by column, so B stays in L2."""
     group = tile // (GROUP_M * n_n)
@@ -145,14 +73,113 @@ def _tile_coords(tile, n_m, n_n, GROUP_M: tl.constexpr):
 
 
 @triton.jit
+def _matmul(
+    A,  # (batch, M, K) left operand, strides stride_ab / stride_am / stride_ak
+    B,  # (batch, K, N) right operand, strides stride_bb / stride_bk / stride_bn (0 batch stride: shared)
+        # GATED: (K, 2N), the gate columns then the up columns
+    C,  # (batch, M, N) output, strides stride_cb / stride_cm / stride_cn
+    BIAS,  # (N,) added before the activation; read only if HAS_BIAS
+    RES,  # (M, N) added after the activation, strides stride_rm / stride_rn; read only if HAS_RESIDUAL
+    Z,  # (M, N) pre-activation written for the backward, same strides as C; written only if STORE_Z
+        # GATED: (M, 2N), gate pre-activation then up, row stride stride_zm
+    ZA,  # (M, K) pre-activation the prologue differentiates at, strides stride_zm / stride_zk; if GRAD_PROLOGUE
+    RS,  # (M,) row sums of A' (after the prologue): the bias gradient of a dW product; if ROW_SUM
+    M, N, K,  # problem size
+    stride_ab, stride_am, stride_ak,
+    stride_bb, stride_bk, stride_bn,
+    stride_cb, stride_cm, stride_cn,
+    stride_rm, stride_rn,
+    stride_zm, stride_zk,
+    ACT: tl.constexpr,  # epilogue activation code (NONE, RELU, GELU, GELU_TANH, SILU)
+    HAS_BIAS: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
+    STORE_Z: tl.constexpr,  # keep the pre-activation (the backward needs it)
+    GRAD_PROLOGUE: tl.constexpr,  # multiply A by act'(ZA) as it is loaded (ACT names the activation)
+    ROW_SUM: tl.constexpr,  # also write the row sums of A' (programs of the first tile column)
+    GATED: tl.constexpr,  # C = act(A @ B_gate) * (A @ B_up): two accumulators share the A tile
+    PRECISION: tl.constexpr,  # tl.dot input precision for float32 operands: "tf32" or "ieee"
+    ROUND_TF32: tl.constexpr,  # round float32 operands to TF32 before the product (GPU only)
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,  # tiles of GROUP_M rows are walked column by column, so B stays in L2
+):
+    pid = tl.program_id(0)
+    batch = tl.program_id(1).to(tl.int64)
+    n_m, n_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
+    pid_m, pid_n = _tile_coords(pid, n_m, n_n, GROUP_M)
+
+    rm = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+    rn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
+    rk = tl.arange(0, BLOCK_K)
+    a_ptr = A + batch * stride_ab + rm[:, None] * stride_am + rk[None, :] * stride_ak
+    b_ptr = B + batch * stride_bb + rk[:, None] * stride_bk + rn[None, :] * stride_bn
+    if GRAD_PROLOGUE:
+        za_ptr = ZA + rm[:, None] * stride_zm + rk[None, :] * stride_zk
+    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    if GATED:
+        acc_u = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    if ROW_SUM:
+        row_sum = tl.zeros([BLOCK_M], tl.float32)
+    for k in range(0, K, BLOCK_K):
+        a_mask = (rm[:, None] < M) & (rk[None, :] < K - k)
+        b_mask = (rk[:, None] < K - k) & (rn[None, :] < N)
+        a = tl.load(a_ptr, mask=a_mask, other=0.0)
+        b = tl.load(b_ptr, mask=b_mask, other=0.0)
+        if GRAD_PROLOGUE:
+            za = tl.load(za_ptr, mask=a_mask, other=0.0).to(tl.float32)
+            a = (a.to(tl.float32) * _activation_grad(za, ACT)).to(b.dtype)
+            za_ptr += BLOCK_K * stride_zk
+        if ROW_SUM:
+            row_sum += tl.sum(a.to(tl.float32), axis=1)
+        if ROUND_TF32:
+            a = _round_tf32(a)
+            b = _round_tf32(b)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        if GATED:
+            b_u = tl.load(b_ptr + N * stride_bn, mask=b_mask, other=0.0)
+            if ROUND_TF32:
+                b_u = _round_tf32(b_u)
+            acc_u = tl.dot(a, b_u, acc_u, input_precision=PRECISION)
+        a_ptr += BLOCK_K * stride_ak
+        b_ptr += BLOCK_K * stride_bk
+
+    if ROW_SUM:
+        if pid_n == 0:
+            tl.store(RS + rm, row_sum.to(RS.dtype.element_ty), mask=rm < M)
+    mask = (rm[:, None] < M) & (rn[None, :] < N)
+    if HAS_BIAS:
+        acc += tl.load(BIAS + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+    if STORE_Z:
+        if GATED:
+            z_ptr = Z + rm[:, None] * stride_zm + rn[None, :]
+            tl.store(z_ptr, acc.to(Z.dtype.element_ty), mask=mask)
+            tl.store(z_ptr + N, acc_u.to(Z.dtype.element_ty), mask=mask)
+        else:
+            tl.store(Z + batch * stride_cb + rm[:, None] * stride_cm + rn[None, :] * stride_cn,
+                     acc.to(Z.dtype.element_ty), mask=mask)
+    if not GRAD_PROLOGUE:
+        acc = _activation(acc, ACT)
+    if GATED:
+        acc = acc * acc_u
+    if HAS_RESIDUAL:
+        acc += tl.load(RES + rm[:, None] * stride_rm + rn[None, :] * stride_rn, mask=mask, other=0.0).to(tl.float32)
+    tl.store(C + batch * stride_cb + rm[:, None] * stride_cm + rn[None, :] * stride_cn,
+             acc.to(C.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def _matmul_tma(
     A_DESC,  # tensor descriptor of A: over (M, K) blocks [BLOCK_M, BLOCK_K] if A_KMAJOR, else over (K, M)
     B_DESC,  # tensor descriptor of B: over (N, K) blocks [BLOCK_N, BLOCK_K] if B_KMAJOR, else over (K, N)
+             # GATED: over the (2N, K) weight, gate rows then up rows (B_KMAJOR only)
     C_DESC,  # tensor descriptor of C (M, N), blocks [BLOCK_M, BLOCK_N]
-    Z_DESC,  # like C_DESC, for the pre-activation; used only if STORE_Z
+    Z_DESC,  # like C_DESC, for the pre-activation (GATED: the gate half); used only if STORE_Z
+    ZU_DESC,  # like C_DESC, for the up half of a GATED pre-activation; used only if GATED and STORE_Z
     ZA_DESC,  # like A_DESC, for the pre-activation the prologue differentiates at; if GRAD_PROLOGUE
     BIAS,  # (N,) added before the activation; read only if HAS_BIAS
     RES,  # (M, N) added after the activation, row stride stride_rm, unit column stride; if HAS_RESIDUAL
+    RS,  # (M,) row sums of A' (after the prologue): the bias gradient of a dW product; if ROW_SUM
     M, N, K, stride_rm,
     n_programs,  # the persistent grid's size: each program walks every n_programs-th tile
     ACT: tl.constexpr,
@@ -160,6 +187,8 @@ def _matmul_tma(
     HAS_RESIDUAL: tl.constexpr,
     STORE_Z: tl.constexpr,
     GRAD_PROLOGUE: tl.constexpr,
+    ROW_SUM: tl.constexpr,
+    GATED: tl.constexpr,
     A_KMAJOR: tl.constexpr,  # A's contiguous dimension is K (row-major A); otherwise M
     B_KMAJOR: tl.constexpr,  # B's contiguous dimension is K (a torch Linear weight); otherwise N
     BLOCK_M: tl.constexpr,
@@ -178,6 +207,10 @@ def _matmul_tma(
         pid_m, pid_n = _tile_coords(tile, n_m, n_n, GROUP_M)
         off_m, off_n = pid_m * BLOCK_M, pid_n * BLOCK_N
         acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        if GATED:
+            acc_u = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        if ROW_SUM:
+            row_sum = tl.zeros([BLOCK_M], tl.float32)
         for kk in range(k_tiles):
             off_k = kk * BLOCK_K
             if A_KMAJOR:
@@ -194,17 +227,52 @@ def _matmul_tma(
                 else:
                     za = ZA_DESC.load([off_k, off_m]).T
                 a = (a.to(tl.float32) * _activation_grad(za.to(tl.float32), ACT)).to(b.dtype)
+            if ROW_SUM:
+                row_sum += tl.sum(a.to(tl.float32), axis=1)
             acc = tl.dot(a, b, acc)
+            if GATED:
+                acc_u = tl.dot(a, B_DESC.load([N + off_n, off_k]).T, acc_u)
 
+        rm = (off_m + tl.arange(0, BLOCK_M)).to(tl.int64)
         rn = off_n + tl.arange(0, BLOCK_N)
+        if ROW_SUM:
+            if pid_n == 0:
+                tl.store(RS + rm, row_sum.to(RS.dtype.element_ty), mask=rm < M)
         if HAS_BIAS:
             acc += tl.load(BIAS + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
         if STORE_Z:
             Z_DESC.store([off_m, off_n], acc.to(Z_DESC.dtype))
+            if GATED:
+                ZU_DESC.store([off_m, off_n], acc_u.to(ZU_DESC.dtype))
         if not GRAD_PROLOGUE:
             acc = _activation(acc, ACT)
+        if GATED:
+            acc = acc * acc_u
         if HAS_RESIDUAL:
-            rm = (off_m + tl.arange(0, BLOCK_M)).to(tl.int64)
             acc += tl.load(RES + rm[:, None] * stride_rm + rn[None, :],
                            mask=(rm[:, None] < M) & (rn[None, :] < N), other=0.0).to(tl.float32)
         C_DESC.store([off_m, off_n], acc.to(C_DESC.dtype))
+
+
+@triton.jit
+def _gated_grad(
+    DH,  # (M, N) gradient of h = act(gate) * up, row stride stride_dh
+    Z,  # (M, 2N) pre-activations: gate columns then up columns, row stride stride_z
+    DZ,  # (M, 2N) out: d gate = dh * up * act'(gate), d up = dh * act(gate), row stride stride_z
+    M, N, stride_dh, stride_z,
+    ACT: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """The elementwise backward of a gated product, between the forward's stored
+    pre-activations and the two GEMMs of the backward (dX = dZ @ W, dW = dZ^T @ X)."""
+    rm = (tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask = (rm[:, None] < M) & (rn[None, :] < N)
+    dh = tl.load(DH + rm[:, None] * stride_dh + rn[None, :], mask=mask, other=0.0).to(tl.float32)
+    z_ptr = Z + rm[:, None] * stride_z + rn[None, :]
+    g = tl.load(z_ptr, mask=mask, other=0.0).to(tl.float32)
+    u = tl.load(z_ptr + N, mask=mask, other=0.0).to(tl.float32)
+    dz_ptr = DZ + rm[:, None] * stride_z + rn[None, :]
+    tl.store(dz_ptr, (dh * u * _activation_grad(g, ACT)).to(DZ.dtype.element_ty), mask=mask)
+    tl.store(dz_ptr + N, (dh * _activation(g, ACT)).to(DZ.dtype.element_ty), mask=mask)

@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from tritonic.kernels.matmul import _matmul, _matmul_tma
+from triton.runtime.errors import OutOfResources
+
+from tritonic.kernels.matmul import _gated_grad, _matmul, _matmul_tma
 from tritonic.ops._register import register
 
 from tritonic.runtime import empty, interpreter_active, num_sms, warn_once
@@ -30,7 +32,7 @@ from tritonic.runtime.autotune import Autotuner, Config, bucket
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
 from tritonic.runtime.launcher import is_traced, launch
 
-__all__ = ["linear", "matmul", "linear_reference", "ACTIVATIONS"]
+__all__ = ["linear", "gated_linear", "matmul", "linear_reference", "gated_linear_reference", "ACTIVATIONS"]
 
 ACTIVATIONS = {None: 0, "relu": 1, "gelu": 2, "gelu_tanh": 3, "silu": 4}
 
@@ -43,13 +45,18 @@ _SMALL_M_CONFIGS = [Config.of(num_warps=w, num_stages=s, BLOCK_M=16, BLOCK_N=bn,
                     for bn, bk, w, s in [(32, 256, 4, 4), (64, 128, 4, 4), (64, 256, 4, 3), (32, 128, 4, 5),
                                          (128, 128, 4, 3)]]
 _TMA_CONFIGS = [Config.of(num_warps=w, num_stages=s, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
-                for bm, bn, bk, w, s in [(128, 256, 64, 8, 3), (128, 128, 64, 8, 4), (256, 128, 64, 8, 3),
+                for bm, bn, bk, w, s in [(128, 128, 64, 8, 4), (128, 256, 64, 8, 3), (256, 128, 64, 8, 3),
                                          (128, 128, 64, 4, 4), (128, 256, 64, 8, 4), (128, 64, 64, 4, 5),
                                          (64, 128, 64, 4, 5), (128, 128, 128, 8, 3)]]
+# Gated products keep two accumulators (gate and up): half-width tiles of the same area.
+_TMA_GATED_CONFIGS = [Config.of(num_warps=w, num_stages=s, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
+                      for bm, bn, bk, w, s in [(128, 128, 64, 8, 3), (128, 64, 64, 8, 4), (128, 64, 64, 4, 4),
+                                               (64, 128, 64, 4, 4), (256, 64, 64, 8, 3), (128, 128, 64, 8, 2)]]
 _INTERPRETER_CONFIG = Config.of(num_warps=4, num_stages=1, BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, GROUP_M=4)
 _tuner = Autotuner("matmul", _CONFIGS)
 _small_tuner = Autotuner("matmul_small_m", _SMALL_M_CONFIGS)
 _tma_tuner = Autotuner("matmul_tma", _TMA_CONFIGS)
+_tma_gated_tuner = Autotuner("matmul_tma_gated", _TMA_GATED_CONFIGS)
 SMALL_M = 32  # at most this many rows: the small-M configs
 
 
@@ -72,7 +79,7 @@ def _tma_layout(t: torch.Tensor, major: int) -> bool:
             and t.data_ptr() % 16 == 0 and t.shape[other] > 0)
 
 
-def _use_tma(a, b, out, z, za, batch) -> bool:
+def _use_tma(a, b, out, z, za, batch, gated=False) -> bool:
     choice = _gemm_choice()
     if choice == "portable" or batch != 1 or a.dtype not in (torch.float16, torch.bfloat16):
         return False
@@ -83,7 +90,11 @@ def _use_tma(a, b, out, z, za, batch) -> bool:
         return False
     a2, b2, c2 = a[0], b[0], out[0]
     ok = (_tma_layout(a2, 1) or _tma_layout(a2, 0)) and (_tma_layout(b2, 0) or _tma_layout(b2, 1))
-    ok = ok and _tma_layout(c2, 1) and (z is None or (z.stride() == out.stride()[1:] and _tma_layout(z, 1)))
+    if gated:  # the weight (2N, K) must be K-major, and the up half of z 16-byte aligned too
+        ok = ok and _tma_layout(b2, 0) and (z is None or (_tma_layout(z, 1) and _tma_layout(z[:, c2.shape[1]:], 1)))
+    else:
+        ok = ok and (z is None or (z.stride() == out.stride()[1:] and _tma_layout(z, 1)))
+    ok = ok and _tma_layout(c2, 1)
     if za is not None:
         ok = ok and za.stride() == a2.stride() and _tma_layout(za, 1 if a2.stride(1) == 1 else 0)
     return ok
@@ -106,18 +117,24 @@ def linear_reference(x, weight, bias=None, activation=None, residual=None):
 # ----------------------------------------------------------------------------- launches
 
 
-def _gemm(a, b, out, *, bias=None, residual=None, z=None, za=None, act=0, batch=1):
-    """out[i] = act(a[i] @ b[i] + bias) + residual, as strided 3-D views (batch, rows, cols)."""
+def _gemm(a, b, out, *, bias=None, residual=None, z=None, za=None, rs=None, act=0, batch=1, gated=False):
+    """out[i] = act(a[i] @ b[i] + bias) + residual, as strided 3-D views (batch, rows, cols).
+
+    ``z``: keep the pre-activation; ``za``: multiply ``a`` by act'(za) as it is loaded;
+    ``rs``: also write the row sums of that (the bias gradient); ``gated``: ``b`` holds
+    the gate columns then the up columns and out = act(a @ gate) * (a @ up) (z then has
+    both halves)."""
     _, M, K = a.shape
-    N = b.shape[2]
+    N = b.shape[2] // 2 if gated else b.shape[2]
     precision = "tf32" if a.dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32 else "ieee"
-    args = (a, b, out, bias, residual, z, za, M, N, K,
+    zs = (z.stride(0), z.stride(1)) if z is not None and gated else None
+    args = (a, b, out, bias, residual, z, za, rs, M, N, K,
             a.stride(0), a.stride(1), a.stride(2), b.stride(0), b.stride(1), b.stride(2),
             out.stride(0), out.stride(1), out.stride(2),
             residual.stride(0) if residual is not None else 0, residual.stride(1) if residual is not None else 0,
-            za.stride(0) if za is not None else 0, za.stride(1) if za is not None else 0)
+            *(zs if zs is not None else (za.stride(0), za.stride(1)) if za is not None else (0, 0)))
     flags = dict(ACT=act, HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, STORE_Z=z is not None,
-                 GRAD_PROLOGUE=za is not None, PRECISION=precision,
+                 GRAD_PROLOGUE=za is not None, ROW_SUM=rs is not None, GATED=gated, PRECISION=precision,
                  ROUND_TF32=a.dtype == torch.float32 and precision == "tf32" and not interpreter_active())
 
     def run(config):
@@ -126,26 +143,40 @@ def _gemm(a, b, out, *, bias=None, residual=None, z=None, za=None, act=0, batch=
         launch(_matmul, grid, *args, **flags, **meta)
 
     tuner = _tuner
-    if not is_traced(a, b) and _use_tma(a, b, out, z, za, batch):
-        run, tuner = _tma_runner(a, b, out, bias, residual, z, za, act), _tma_tuner
+    if not is_traced(a, b) and _use_tma(a, b, out, z, za, batch, gated):
+        run = _tma_runner(a, b, out, bias, residual, z, za, rs, act, gated)
+        tuner = _tma_gated_tuner if gated else _tma_tuner
     elif M <= SMALL_M:
         tuner = _small_tuner
+    key = None
     if interpreter_active() or is_traced(a, b):
         config = _INTERPRETER_CONFIG if interpreter_active() else tuner.configs[0]
     else:
         key = (bucket(M), N, K, str(a.dtype), precision, act, bias is not None, residual is not None,
-               z is not None, za is not None)
+               z is not None, za is not None, rs is not None, gated)
         capturing = torch.cuda.is_current_stream_capturing()  # no timing inside a CUDA graph
         config = tuner.pick(key, lambda c: _time(run, c), may_tune=not capturing)
-    run(config)
+    try:
+        run(config)
+    except OutOfResources:  # an untuned first config too large for this GPU: the first that fits
+        for other in tuner.configs:
+            try:
+                run(other)
+            except OutOfResources:
+                continue
+            if key is not None:
+                tuner.chosen[key] = other
+            break
+        else:
+            raise
     return out
 
 
-def _tma_runner(a, b, out, bias, residual, z, za, act):
+def _tma_runner(a, b, out, bias, residual, z, za, rs, act, gated):
     """A launch of the Hopper kernel for one config (descriptors depend on the block shape)."""
     a2, b2, c2 = a[0], b[0], out[0]
     M, K = a2.shape
-    N = b2.shape[1]
+    N = c2.shape[1]
     a_kmajor = _tma_layout(a2, 1)
     b_kmajor = not _tma_layout(b2, 1)  # B (K, N) with unit stride along K: a Linear weight
 
@@ -163,14 +194,19 @@ def _tma_runner(a, b, out, bias, residual, z, za, act):
         b_desc = desc(b2.t(), True, bn, bk) if b_kmajor else TensorDescriptor(
             b2, [K, N], [b2.stride(0), 1], [bk, bn])
         c_desc = TensorDescriptor(c2, [M, N], [c2.stride(0), 1], [bm, bn])
-        z_desc = None if z is None else TensorDescriptor(z, [M, N], [z.stride(0), 1], [bm, bn])
+        z_desc = zu_desc = None
+        if z is not None:
+            z_desc = TensorDescriptor(z, [M, N], [z.stride(0), 1], [bm, bn])
+            if gated:
+                zu_desc = TensorDescriptor(z[:, N:], [M, N], [z.stride(0), 1], [bm, bn])
         za_desc = None if za is None else desc(za, a_kmajor, bm, bk)
         tiles = _cdiv(M, bm) * _cdiv(N, bn)
         programs = max(1, min(tiles, num_sms(a.device.index)))
-        launch(_matmul_tma, (programs,), a_desc, b_desc, c_desc, z_desc, za_desc, bias, residual, M, N, K,
-               residual.stride(0) if residual is not None else 0, programs,
+        launch(_matmul_tma, (programs,), a_desc, b_desc, c_desc, z_desc, zu_desc, za_desc, bias, residual, rs,
+               M, N, K, residual.stride(0) if residual is not None else 0, programs,
                ACT=act, HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, STORE_Z=z is not None,
-               GRAD_PROLOGUE=za is not None, A_KMAJOR=a_kmajor, B_KMAJOR=b_kmajor, **meta)
+               GRAD_PROLOGUE=za is not None, ROW_SUM=rs is not None, GATED=gated, A_KMAJOR=a_kmajor,
+               B_KMAJOR=b_kmajor, **meta)
 
     return run
 
@@ -202,10 +238,12 @@ def _linear_bwd(dy: torch.Tensor, z: torch.Tensor, x: torch.Tensor, weight: torc
     if need_dx:  # (dY * act'(Z)) @ W
         dx = empty((M, K), dtype=x.dtype, device=x.device)
         _gemm(dy[None], weight[None], dx[None], za=za, act=act)
-    if need_dw:  # (dY * act'(Z))^T @ X
+    if need_dw:  # (dY * act'(Z))^T @ X, and the bias gradient as the row sums of its left operand
         dw = empty((N, K), dtype=weight.dtype, device=x.device)
-        _gemm(dy.t()[None], x[None], dw[None], za=None if za is None else za.t(), act=act)
-    if need_db:  # column sums of dY * act'(Z): the same GEMM against a column of ones
+        db = empty((N,), dtype=weight.dtype, device=x.device) if need_db else db
+        _gemm(dy.t()[None], x[None], dw[None], za=None if za is None else za.t(), rs=db if need_db else None,
+              act=act)
+    elif need_db:  # column sums of dY * act'(Z): the same GEMM against a column of ones
         ones = torch.ones(M, 1, dtype=dy.dtype, device=dy.device)
         db = empty((N, 1), dtype=weight.dtype, device=x.device)
         _gemm(dy.t()[None], ones[None], db[None], za=None if za is None else za.t(), act=act)
@@ -291,6 +329,107 @@ def linear(x, weight, bias=None, activation=None, residual=None):
     else:
         y, _ = _linear_fwd(*args)
     return y.view(*lead, N)
+
+
+# ----------------------------------------------------------------------------- gated_linear
+
+
+def gated_linear_reference(x, weight_gate_up, activation="silu"):
+    """PyTorch: one ``F.linear`` against the concatenated weight, then ``act(gate) * up``."""
+    gate, up = F.linear(x, weight_gate_up).chunk(2, dim=-1)
+    return _act_torch(gate, activation) * up
+
+
+def _gated_fwd(x: torch.Tensor, weight: torch.Tensor, act: int, keep_z: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    M, F2 = x.shape[0], weight.shape[0]
+    h = empty((M, F2 // 2), dtype=x.dtype, device=x.device)
+    z = empty((M, F2), dtype=x.dtype, device=x.device) if keep_z else None
+    _gemm(x[None], weight.t()[None], h[None], z=z, act=act, gated=True)
+    return h, (z if z is not None else x.new_empty(0))
+
+
+def _gated_bwd(dh: torch.Tensor, z: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, act: int,
+               need_dx: bool, need_dw: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    M, F2 = z.shape
+    dz = empty((M, F2), dtype=z.dtype, device=z.device)
+    block_m, block_n = (16, 16) if interpreter_active() else (32, 128)
+    launch(_gated_grad, (_cdiv(M, block_m), _cdiv(F2 // 2, block_n)), dh, z, dz, M, F2 // 2, dh.stride(0),
+           z.stride(0), ACT=act, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4)
+    dx = dw = x.new_empty(0)
+    if need_dx:  # dZ @ W
+        dx = empty(tuple(x.shape), dtype=x.dtype, device=x.device)
+        _gemm(dz[None], weight[None], dx[None])
+    if need_dw:  # dZ^T @ X
+        dw = empty(tuple(weight.shape), dtype=weight.dtype, device=x.device)
+        _gemm(dz.t()[None], x[None], dw[None])
+    return dx, dw
+
+
+def _gated_setup(ctx, inputs, output, backward_impl):
+    x, weight, act, _ = inputs
+    ctx.act, ctx.backward_impl = act, backward_impl
+    ctx.save_for_backward(x, weight, output[1])
+
+
+def _gated_grad_fn(ctx, dh, _dz):
+    x, weight, z = ctx.saved_tensors
+    need_x, need_w = ctx.needs_input_grad[:2]
+    dh = torch.zeros(z.shape[0], z.shape[1] // 2, dtype=z.dtype, device=z.device) if dh is None else _rows(dh)
+    dx, dw = ctx.backward_impl(dh, z, x, weight, ctx.act, need_x, need_w)
+    return (dx if need_x else None), (dw if need_w else None), None, None
+
+
+_GatedFn = register("gated_linear", _gated_fwd, _gated_bwd, _gated_setup, _gated_grad_fn, n_nondiff=1)
+
+GATED_ACTIVATIONS = ("silu", "gelu", "gelu_tanh", "relu")
+
+
+def gated_linear(x, weight_gate_up, activation="silu"):
+    """``act(x @ W_gate.T) * (x @ W_up.T)`` for gated MLPs (SwiGLU with "silu", GeGLU with
+    "gelu"/"gelu_tanh"), from one GEMM against ``weight_gate_up``, the gate rows stacked
+    over the up rows (``torch.cat([w_gate, w_up])``, shape ``(2 * F, K)``). The epilogue
+    multiplies the two halves, so neither reaches memory unless a gradient needs them."""
+    op = "gated_linear"
+    check_tensor(op, "x", x, min_dim=1)
+    check_tensor(op, "weight_gate_up", weight_gate_up)
+    w = weight_gate_up
+    if w.dim() != 2 or w.shape[0] % 2:
+        raise ValueError(f"gated_linear: weight_gate_up must be 2-D (2 * F, in_features), the gate rows over the "
+                         f"up rows, got shape {tuple(w.shape)}")
+    if x.shape[-1] != w.shape[1]:
+        raise ValueError(f"gated_linear: inner dimensions differ: x has {x.shape[-1]} features (shape "
+                         f"{tuple(x.shape)}) but weight_gate_up expects {w.shape[1]} (shape {tuple(w.shape)})")
+    if activation not in GATED_ACTIVATIONS:
+        raise ValueError(f"gated_linear: activation must be one of {list(GATED_ACTIVATIONS)}, got {activation!r}")
+    if w.dtype != x.dtype:
+        raise TypeError(f"gated_linear: weight_gate_up must have x's dtype ({x.dtype}), got {w.dtype}")
+    check_same_device(op, "x", x, weight_gate_up=w)
+    check_kernel_device(op, "x", x)
+    if x.numel() == 0 or w.numel() == 0 or x.dtype not in KERNEL_DTYPES:
+        if x.dtype not in KERNEL_DTYPES:
+            warn_once((op, "dtype"), f"gated_linear: the kernels take float16, bfloat16 and float32; got "
+                      f"{x.dtype}, so PyTorch's implementation runs instead")
+        return gated_linear_reference(x, w, activation)
+    lead, K = x.shape[:-1], x.shape[-1]
+    x2 = _rows(x.reshape(-1, K))
+    w2 = _rows(w)
+    act = ACTIVATIONS[activation]
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)
+    if torch.compiler.is_compiling() or is_traced(x, w):
+        h, _ = torch.ops.tritonic.gated_linear(x2, w2, act, needs_grad)
+    elif needs_grad:
+        h, _ = _GatedFn.apply(x2, w2, act, True)
+    else:
+        h, _ = _gated_fwd(x2, w2, act, False)
+    return h.view(*lead, w.shape[0] // 2)
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """Unit stride along the last dimension (what the gated kernels address rows by)."""
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+# ----------------------------------------------------------------------------- matmul
 
 
 def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,8 @@ import torch
 from tritonic.kernels.norm import _norm_bwd, _norm_bwd_reduce, _norm_fwd
 from tritonic.ops._register import register
 from tritonic.runtime import empty, num_sms, warn_once
+from tritonic.runtime import checks as _checks
+from tritonic.runtime.alloc import empty_like
 from tritonic.runtime.launcher import is_traced, launch
 from tritonic.runtime.checks import (
     KERNEL_DTYPES,
@@ -126,8 +128,8 @@ def _bwd_config(N: int):
 def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast, store_stats=True):
     # Outputs a case does not produce are None here (the kernel never touches them).
     M, N = x.shape
-    y = empty((M, N), dtype=x.dtype, device=x.device)
-    s = empty((M, N), dtype=x.dtype, device=x.device) if residual is not None else None
+    y = empty_like(x)
+    s = empty_like(x) if residual is not None else None
     mean = empty((M,), dtype=torch.float32, device=x.device) if store_stats and not is_rms else None
     rstd = empty((M,), dtype=torch.float32, device=x.device) if store_stats else None
     single, block_m, block_n, num_warps = _fwd_config(N)
@@ -264,12 +266,14 @@ _LayerNormFn = register("layer_norm", _ln_fwd, _ln_bwd, _layer_norm_setup, _laye
 _RMSNormFn = register("rms_norm", _rms_fwd, _rms_bwd, _rms_norm_setup, _rms_norm_grad, n_nondiff=1)
 
 
-def _path(*tensors) -> str:
+def _path(x, weight, bias, residual) -> str:
     """"op": the registered custom op (torch is tracing); "grad": the eager autograd.Function;
     "plain": a direct launch with no autograd and no saved statistics (nothing wants a gradient)."""
-    if torch.compiler.is_compiling() or is_traced(*tensors):
+    if torch.compiler.is_compiling() or is_traced(x, weight, bias, residual):
         return "op"
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+    if torch.is_grad_enabled() and (x.requires_grad or (weight is not None and weight.requires_grad)
+                                    or (bias is not None and bias.requires_grad)
+                                    or (residual is not None and residual.requires_grad)):
         return "grad"
     return "plain"
 
@@ -277,8 +281,23 @@ def _path(*tensors) -> str:
 # ----------------------------------------------------------------------------- public API
 
 
+def _param_ok(t, N, device) -> bool:
+    """The common case of a weight or bias, in cheap comparisons: None, or a 1-D kernel-dtype
+    tensor of N elements on ``device``."""
+    return t is None or (isinstance(t, torch.Tensor) and t.dim() == 1 and t.shape[0] == N
+                         and t.dtype in KERNEL_DTYPES and t.device == device)
+
+
 def _check(op, x, weight, bias, residual, eps) -> bool:
-    """Validate the arguments; True when the kernels can run them, False to fall back."""
+    """Validate the arguments; True when the kernels can run them, False to fall back.
+
+    The common case passes a few cheap comparisons (this runs on every call); anything
+    else goes through the full checks, which name the bad argument."""
+    if (isinstance(x, torch.Tensor) and x.dim() >= 1 and x.dtype in KERNEL_DTYPES
+            and _param_ok(weight, x.shape[-1], x.device) and _param_ok(bias, x.shape[-1], x.device)
+            and residual is None and type(eps) is float and eps >= 0 and _checks.can_run_kernels(x.device)
+            and 0 < x.shape[-1] <= MAX_HIDDEN and x.numel() > 0):
+        return True
     check_tensor(op, "x", x, min_dim=1)
     N = x.shape[-1]
     for name, t in (("weight", weight), ("bias", bias)):
@@ -295,8 +314,8 @@ def _check(op, x, weight, bias, residual, eps) -> bool:
     check_kernel_device(op, "x", x)
     if x.numel() == 0:
         return False
-    dtypes = {t.dtype for t in (x, weight, bias, residual) if t is not None}
-    if not dtypes <= set(KERNEL_DTYPES):
+    if x.dtype not in KERNEL_DTYPES or not all(t is None or t.dtype in KERNEL_DTYPES for t in (weight, bias)):
+        dtypes = {t.dtype for t in (x, weight, bias, residual) if t is not None}
         warn_once((op, "dtype"), f"{op}: the kernels take float16, bfloat16 and float32; "
                   f"got {sorted(str(d) for d in dtypes)}, so PyTorch's implementation runs instead")
         return False
@@ -315,15 +334,14 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5, residual=None):
     """
     if not _check("layer_norm", x, weight, bias, residual, eps):
         return layer_norm_reference(x, weight, bias, eps, residual)
-    shape, N = x.shape, x.shape[-1]
-    x2, r2 = _rows(x.reshape(-1, N)), None if residual is None else _rows(residual.reshape(-1, N))
+    x2, r2 = _as_rows(x), None if residual is None else _as_rows(residual)
     path = _path(x, weight, bias, residual)
     if path == "plain":
         y, s, _, _ = _launch_fwd(x2, r2, weight, bias, float(eps), 0.0, False, True, store_stats=False)
     else:
         fn = _LayerNormFn.apply if path == "grad" else torch.ops.tritonic.layer_norm
         y, s, _, _ = fn(x2, weight, bias, r2, float(eps))
-    return y.view(shape) if residual is None else (y.view(shape), s.view(shape))
+    return _shaped(y, s, x, residual)
 
 
 def rms_norm(x, weight=None, eps=1e-6, residual=None, offset=0.0, upcast=True):
@@ -338,13 +356,27 @@ def rms_norm(x, weight=None, eps=1e-6, residual=None, offset=0.0, upcast=True):
         raise ValueError("rms_norm: offset is added to the weight, so it needs a weight; got weight=None")
     if not _check("rms_norm", x, weight, None, residual, eps):
         return rms_norm_reference(x, weight, eps, residual, offset, upcast)
-    shape, N = x.shape, x.shape[-1]
-    x2, r2 = _rows(x.reshape(-1, N)), None if residual is None else _rows(residual.reshape(-1, N))
-    path = _path(x, weight, residual)
+    x2, r2 = _as_rows(x), None if residual is None else _as_rows(residual)
+    path = _path(x, weight, None, residual)
     if path == "plain":
         y, s, _, _ = _launch_fwd(x2, r2, weight, None, float(eps), float(offset), True, bool(upcast),
                                  store_stats=False)
     else:
         fn = _RMSNormFn.apply if path == "grad" else torch.ops.tritonic.rms_norm
         y, s, _ = fn(x2, weight, r2, float(eps), float(offset), bool(upcast))
-    return y.view(shape) if residual is None else (y.view(shape), s.view(shape))
+    return _shaped(y, s, x, residual)
+
+
+def _as_rows(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as 2-D rows with unit column stride (no reshape when it already is one)."""
+    if t.dim() != 2:
+        t = t.reshape(-1, t.shape[-1])
+    return t if t.stride(1) == 1 else t.contiguous()
+
+
+def _shaped(y, s, x, residual):
+    """The outputs in ``x``'s shape: ``y``, or ``(y, s)`` with a residual."""
+    if x.dim() != 2:
+        y = y.view(x.shape)
+        s = s if residual is None else s.view(x.shape)
+    return y if residual is None else (y, s)

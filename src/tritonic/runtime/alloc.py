@@ -37,3 +37,11 @@ def empty(shape, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         else:
             out.fill_(-(2**30) if out.dtype != torch.bool else True)
     return out
+
+
+def empty_like(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous tensor of ``t``'s shape, dtype and device (poisoned like :func:`empty`)."""
+    out = torch.empty_like(t, memory_format=torch.contiguous_format)
+    if poison_outputs():
+        out.fill_(float("nan") if out.dtype.is_floating_point else -(2**30))
+    return out

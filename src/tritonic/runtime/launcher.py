@@ -47,7 +47,10 @@ FAST = os.environ.get("TRITONIC_FAST_LAUNCH", "1").strip() != "0"
 
 def is_traced(*args) -> bool:
     """Is any tensor among ``args`` a tracing subclass (fake, functional, proxy, ...)?"""
-    return any(isinstance(a, torch.Tensor) and type(a) not in _PLAIN for a in args)
+    for a in args:
+        if isinstance(a, torch.Tensor) and type(a) not in _PLAIN:
+            return True
+    return False
 
 
 def _spec(v):
@@ -67,34 +70,155 @@ def _spec(v):
     raise TypeError(f"no fast-launch key for an argument of type {type(v).__name__}")
 
 
+class _Miss(Exception):
+    """The fast binder does not apply to this call's argument kinds."""
+
+
+_INT_MIN32, _INT_MAX32, _UINT64 = -(2**31), 2**31 - 1, 2**63
+
+
+def _kind(v) -> str | None:
+    """The kind of argument a fast binder is specialised for (None: no fast binder)."""
+    if type(v) in _PLAIN:
+        return "T"
+    if v is None:
+        return "N"
+    if type(v) is int:
+        return "i"
+    if type(v) is float:
+        return "f"
+    if type(v) is bool:
+        return "b"
+    if isinstance(v, _TensorDescriptor):
+        return "D"
+    return None
+
+
 class _FastKernel:
-    """Per-kernel state of the fast path: the generated binder and the compiled kernels."""
+    """Per-kernel state of the fast path: the generated binders and the compiled kernels.
+
+    Two binders turn a call's arguments into (specialisation key, launch arguments):
+
+    * ``bind_fast``, generated at the first call for the *kinds* of its arguments (tensor,
+      None, int, float, bool, descriptor): straight-line code with no per-argument
+      function calls, which hands pointers to the C launcher as integers (no ``data_ptr``
+      call and no pointer query there). Its guards raise when a later call's kinds differ;
+    * ``bind``, generic (one ``_spec`` call per argument), for every other call.
+    """
 
     def __init__(self, kernel):
         params = kernel.params
-        names = [p.name for p in params]
-        keyed = [f"_spec({p.name})" if not p.is_constexpr else p.name for p in params]
-        src = (f"def bind({', '.join(names)}, **options):\n"
-               f"    return ({', '.join(keyed)}, tuple(options.items())), ({', '.join(names)},)\n")
+        self.names = [p.name for p in params]
+        self.constexpr = [p.is_constexpr for p in params]
+        keyed = [f"_spec({n})" if not c else n for n, c in zip(self.names, self.constexpr)]
+        src = (f"def bind({', '.join(self.names)}, **options):\n"
+               f"    return ({', '.join(keyed)}, tuple(options.items())), ({', '.join(self.names)},)\n")
         namespace = {"_spec": _spec}
         exec(src, namespace)  # one small function per kernel, made once
         self.bind = namespace["bind"]
+        self.bind_fast = None
         self.compiled: dict = {}
         raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)  # what Triton itself uses
         self.stream = raw if raw is not None else (lambda d: torch.cuda.current_stream(d).cuda_stream)
+        get_device = getattr(torch._C, "_cuda_getDevice", None)
+        self.device = get_device if get_device is not None else torch.cuda.current_device
+
+    def make_fast_binder(self, args) -> None:
+        """Generate ``bind_fast`` for the kinds of ``args`` (the positional arguments)."""
+        if len(args) != sum(not c for c in self.constexpr[:len(args)]) or len(args) > len(self.names):
+            return  # constexprs passed positionally: leave it to the generic binder
+        guards, key, out, pre = [], [], [], []
+        for name, is_const, v in zip(self.names, self.constexpr, args + (None,) * len(self.names)):
+            if is_const:
+                continue
+            kind = _kind(v) if name in self.names[:len(args)] else None
+            if kind is None:
+                return
+            if kind == "T":
+                guards.append(f"({name}.__class__ is _T or {name}.__class__ is _P)")
+                pre.append(f"p_{name} = {name}.data_ptr()")
+                key += [f"{name}.dtype", f"p_{name} & 15"]
+                out.append(f"p_{name}")
+                continue
+            if kind == "N":
+                guards.append(f"{name} is None")
+            elif kind == "i":
+                guards.append(f"{name}.__class__ is int")
+                key += [f"{name} == 1", f"{name} & 15", f"_MIN32 <= {name} <= _MAX32", f"{name} >= _U64"]
+            elif kind == "f":
+                guards.append(f"{name}.__class__ is float")
+            elif kind == "b":
+                guards.append(f"{name}.__class__ is bool")
+                key.append(name)
+            else:  # descriptor
+                guards.append(f"isinstance({name}, _D)")
+                key.append(f"_spec({name})")
+            out.append(name)
+        consts = [n for n, c in zip(self.names, self.constexpr) if c]
+        positional = [n for n, c in zip(self.names, self.constexpr) if not c]
+        src = (f"def bind_fast({', '.join(positional)}, *, {', '.join(consts + ['**options'])}):\n"
+               f"    if not ({' and '.join(guards) or 'True'}):\n"
+               f"        raise _Miss\n"
+               + "".join(f"    {line}\n" for line in pre)
+               + f"    return ({', '.join(key + consts)}, tuple(options.items())), ({', '.join(out)},)\n")
+        namespace = {"_spec": _spec, "_Miss": _Miss, "_T": torch.Tensor, "_P": torch.nn.Parameter,
+                     "_D": _TensorDescriptor, "_MIN32": _INT_MIN32, "_MAX32": _INT_MAX32, "_U64": _UINT64}
+        try:
+            exec(src, namespace)
+        except SyntaxError:  # e.g. a constexpr without a keyword-able name: generic binder only
+            return
+        self.bind_fast = namespace["bind_fast"]
 
     def launch(self, kernel, grid, args, meta) -> None:
-        key, all_args = self.bind(*args, **meta)
-        device = torch.cuda.current_device()
-        compiled = self.compiled.get((device, key))
-        if compiled is None:  # first call with this specialisation: Triton compiles and launches
+        fast = self.bind_fast
+        key = None
+        if fast is not None:
+            try:
+                key, launch_args = fast(*args, **meta)
+                key = ("fast", key)
+            except (_Miss, AttributeError, TypeError, RuntimeError):
+                key = None
+        if key is None:
+            if is_traced(*args):  # torch is tracing: the kernel goes into the graph
+                wrap_triton(kernel)[grid](*args, **meta)
+                return
+            key, launch_args = self.bind(*args, **meta)
+        device = self.device()
+        entry = self.compiled.get((device, key))
+        if entry is None:  # first call with this specialisation: Triton compiles and launches
             compiled = kernel[grid](*args, **meta)
-            if all(hasattr(compiled, a) for a in ("run", "function", "packed_metadata")):
-                self.compiled[(device, key)] = compiled
+            self.compiled[(device, key)] = _direct(compiled)
+            if fast is None and self.bind_fast is None:
+                self.make_fast_binder(args)
             return
+        if entry is False:  # this Triton's compiled kernel lacks what the fast path uses
+            kernel[grid](*args, **meta)
+            return
+        launch_c, coop, pdl, function, metadata, compiled = entry
         stream = self.stream(device)
-        compiled.run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1, stream,
-                     compiled.function, compiled.packed_metadata, None, None, None, *all_args)
+        g1 = grid[1] if len(grid) > 1 else 1
+        g2 = grid[2] if len(grid) > 2 else 1
+        if launch_c is not None:  # no scratch buffers to allocate: straight into the C launcher
+            launch_c(grid[0], g1, g2, stream, function, coop, pdl, None, None, metadata, None, None, None,
+                     *launch_args)
+        else:
+            compiled.run(grid[0], g1, g2, stream, function, metadata, None, None, None, *launch_args)
+
+
+def _direct(compiled):
+    """What a relaunch needs: (the C launch function, or None when the kernel needs scratch
+    buffers allocated per launch; cooperative-grid and PDL flags; function handle; packed
+    metadata; the compiled kernel), or False where this Triton's compiled kernel lacks
+    the attributes the fast path relies on."""
+    if not all(hasattr(compiled, a) for a in ("run", "function", "packed_metadata")):
+        return False
+    run = compiled.run  # (a property that loads the module: function is set after it)
+    direct = (all(hasattr(run, a) for a in ("launch", "launch_cooperative_grid", "launch_pdl"))
+              and getattr(run, "global_scratch_size", 1) == 0 and getattr(run, "profile_scratch_size", 1) == 0)
+    if direct:
+        return run.launch, run.launch_cooperative_grid, run.launch_pdl, compiled.function, \
+            compiled.packed_metadata, compiled
+    return None, None, None, compiled.function, compiled.packed_metadata, compiled
 
 
 _knobs = None  # triton.knobs.runtime (or triton.compiler.CompiledKernel on older releases)
@@ -134,11 +258,11 @@ def _fast_kernel(kernel):
 def launch(kernel, grid, *args, **meta) -> None:
     """Launch ``kernel`` over ``grid`` (a tuple of ints) with positional arguments ``args``
     and constexprs / options (``num_warps``...) as keywords."""
-    if is_traced(*args):
-        wrap_triton(kernel)[grid](*args, **meta)
-        return
     fast = _fast_kernel(kernel) if FAST else None
     if fast is None or _hooks_active():
-        kernel[grid](*args, **meta)
+        if is_traced(*args):
+            wrap_triton(kernel)[grid](*args, **meta)
+        else:
+            kernel[grid](*args, **meta)
         return
     fast.launch(kernel, grid, args, meta)
