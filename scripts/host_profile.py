@@ -41,19 +41,20 @@ def main():
     args = (x, y, z, w, 1.0, 2.0, 3.0, 256, 1, 1, 1)
     L.launch(_axpby12, (1,), *args, BLOCK=256)
     L.launch(_axpby12, (1,), *args, BLOCK=256)
+    L.launch(_axpby12, (1,), *args, BLOCK=256)
     fast = L._fast_kernel(_axpby12)
-    key, all_args = fast.bind(*args, BLOCK=256)
-    compiled = fast.compiled[(torch.cuda.current_device(), key)]
+    key, all_args = fast.bind_fast(*args, BLOCK=256)
+    launch_c, coop, pdl, fn, meta, compiled = fast.compiled[(torch.cuda.current_device(), ("fast", key))]
     stream = fast.stream(0)
-    run, fn, meta = compiled.run, compiled.function, compiled.packed_metadata
     rows = [
         ("empty loop", lambda: None),
-        ("fast.bind (key + args)", lambda: fast.bind(*args, BLOCK=256)),
+        ("generic bind (key + args)", lambda: fast.bind(*args, BLOCK=256)),
+        ("fast bind (key + args)", lambda: fast.bind_fast(*args, BLOCK=256)),
         ("torch.cuda.current_device()", torch.cuda.current_device),
         ("raw stream lookup", lambda: fast.stream(0)),
         ("torch.cuda.is_available()", torch.cuda.is_available),
-        ("compiled.run attribute", lambda: compiled.run),
-        ("C launcher only (prebound)", lambda: run(1, 1, 1, stream, fn, meta, None, None, None, *all_args)),
+        ("C launcher only (prebound)", lambda: launch_c(1, 1, 1, stream, fn, coop, pdl, None, None, meta, None, None,
+                                                         None, *all_args)),
         ("L.launch (whole fast path)", lambda: L.launch(_axpby12, (1,), *args, BLOCK=256)),
         ("kernel[grid] (triton)", lambda: _axpby12[(1,)](*args, BLOCK=256)),
         ("torch.empty(16x768 bf16, cuda)", lambda: torch.empty((16, 768), dtype=torch.bfloat16, device="cuda")),

@@ -129,7 +129,8 @@ class _FastKernel:
             return  # constexprs passed positionally: leave it to the generic binder
         guards, key, out, pre = [], [], [], []
         for name, is_const, v in zip(self.names, self.constexpr, args + (None,) * len(self.names)):
-            if is_const:
+            if is_const:  # the C launcher takes every parameter, constexprs included (and ignores them)
+                out.append(name)
                 continue
             kind = _kind(v) if name in self.names[:len(args)] else None
             if kind is None:
