@@ -1,14 +1,20 @@
 """GEMM with a fused prologue and epilogue (portable path: tl.dot on any GPU and in the
 interpreter).
 
-    C[b] = act(A'[b] @ B[b] + bias) + residual        A' = A * act_grad(ZA) if GRAD_PROLOGUE
+    C[b] = act(A[b] @ B[b] + bias) + residual
     C    = act(A @ B_gate) * (A @ B_up)               if GATED (SwiGLU / GeGLU)
 
-One kernel serves the forward of ``linear`` (bias, activation, residual; optionally keeping
-the pre-activation Z for the backward), its backward (the activation's derivative applied
-to dY as it is loaded: ``dX = (dY * act'(Z)) @ W``, ``dW = (dY * act'(Z))^T @ X``) and plain
-or batched ``matmul``. Every operand is addressed by strides, so transposes are free.
-Accumulation is float32; row and column offsets are int64.
+``_matmul`` is the portable kernel (pointers and masks; any GPU and the interpreter),
+``_matmul_tma`` the Hopper one (tensor descriptors, persistent grid) with the same
+epilogue. They serve the forward of ``linear`` (bias, activation, residual; optionally
+keeping the pre-activation Z for the backward) and of ``gated_linear``, the GEMMs of both
+backwards, and plain or batched ``matmul``. Every operand is addressed by strides, so
+transposes are free. Accumulation is float32; row and column offsets are int64.
+
+The backward of an activation is one elementwise pass (``_act_grad``: G = dY * act'(Z),
+with partial column sums for the bias gradient) followed by plain GEMMs ``dX = G @ W`` and
+``dW = G^T @ X``. Applying act' inside those GEMMs instead recomputes it once per tile
+column; that measured 8x slower on an H100 (benchmarks/NOTES.md).
 """
 
 import triton
@@ -19,12 +25,23 @@ NONE, RELU, GELU, GELU_TANH, SILU = 0, 1, 2, 3, 4
 
 
 @triton.jit
+def _erf(x):
+    """erf in float32 to 1.5e-7 (Abramowitz & Stegun 7.1.26: one exp, one division and five
+    multiply-adds, a third of libdevice's cost; a GELU epilogue is ALU-bound)."""
+    a = tl.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    y = 1.0 - poly * tl.exp(-a * a)
+    return tl.where(x < 0.0, -y, y)
+
+
+@triton.jit
 def _activation(z, ACT: tl.constexpr):
     """act(z) in float32."""
     if ACT == 1:
         z = tl.maximum(z, 0.0)
     elif ACT == 2:
-        z = 0.5 * z * (1.0 + tl.math.erf(z * 0.7071067811865476))
+        z = 0.5 * z * (1.0 + _erf(z * 0.7071067811865476))
     elif ACT == 3:  # tanh(u) written as 2 sigmoid(2u) - 1: no libdevice needed
         u = 0.7978845608028654 * (z + 0.044715 * z * z * z)
         z = z * tl.sigmoid(2.0 * u)
@@ -39,7 +56,7 @@ def _activation_grad(z, ACT: tl.constexpr):
     if ACT == 1:
         g = tl.where(z > 0.0, 1.0, 0.0)
     elif ACT == 2:
-        g = 0.5 * (1.0 + tl.math.erf(z * 0.7071067811865476)) + z * 0.3989422804014327 * tl.exp(-0.5 * z * z)
+        g = 0.5 * (1.0 + _erf(z * 0.7071067811865476)) + z * 0.3989422804014327 * tl.exp(-0.5 * z * z)
     elif ACT == 3:  # with s = sigmoid(2u): 1 + tanh(u) = 2s and 1 - tanh(u)^2 = 4s(1 - s);
         # 1 - s is computed as sigmoid(-2u): subtracting from 1 would cancel for large u.
         u = 0.7978845608028654 * (z + 0.044715 * z * z * z)
@@ -82,20 +99,16 @@ def _matmul(
     RES,  # (M, N) added after the activation, strides stride_rm / stride_rn; read only if HAS_RESIDUAL
     Z,  # (M, N) pre-activation written for the backward, same strides as C; written only if STORE_Z
         # GATED: (M, 2N), gate pre-activation then up, row stride stride_zm
-    ZA,  # (M, K) pre-activation the prologue differentiates at, strides stride_zm / stride_zk; if GRAD_PROLOGUE
-    RS,  # (M,) row sums of A' (after the prologue): the bias gradient of a dW product; if ROW_SUM
     M, N, K,  # problem size
     stride_ab, stride_am, stride_ak,
     stride_bb, stride_bk, stride_bn,
     stride_cb, stride_cm, stride_cn,
     stride_rm, stride_rn,
-    stride_zm, stride_zk,
+    stride_zm,
     ACT: tl.constexpr,  # epilogue activation code (NONE, RELU, GELU, GELU_TANH, SILU)
     HAS_BIAS: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr,
     STORE_Z: tl.constexpr,  # keep the pre-activation (the backward needs it)
-    GRAD_PROLOGUE: tl.constexpr,  # multiply A by act'(ZA) as it is loaded (ACT names the activation)
-    ROW_SUM: tl.constexpr,  # also write the row sums of A' (programs of the first tile column)
     GATED: tl.constexpr,  # C = act(A @ B_gate) * (A @ B_up): two accumulators share the A tile
     PRECISION: tl.constexpr,  # tl.dot input precision for float32 operands: "tf32" or "ieee"
     ROUND_TF32: tl.constexpr,  # round float32 operands to TF32 before the product (GPU only)
@@ -114,24 +127,14 @@ def _matmul(
     rk = tl.arange(0, BLOCK_K)
     a_ptr = A + batch * stride_ab + rm[:, None] * stride_am + rk[None, :] * stride_ak
     b_ptr = B + batch * stride_bb + rk[:, None] * stride_bk + rn[None, :] * stride_bn
-    if GRAD_PROLOGUE:
-        za_ptr = ZA + rm[:, None] * stride_zm + rk[None, :] * stride_zk
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     if GATED:
         acc_u = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-    if ROW_SUM:
-        row_sum = tl.zeros([BLOCK_M], tl.float32)
     for k in range(0, K, BLOCK_K):
         a_mask = (rm[:, None] < M) & (rk[None, :] < K - k)
         b_mask = (rk[:, None] < K - k) & (rn[None, :] < N)
         a = tl.load(a_ptr, mask=a_mask, other=0.0)
         b = tl.load(b_ptr, mask=b_mask, other=0.0)
-        if GRAD_PROLOGUE:
-            za = tl.load(za_ptr, mask=a_mask, other=0.0).to(tl.float32)
-            a = (a.to(tl.float32) * _activation_grad(za, ACT)).to(b.dtype)
-            za_ptr += BLOCK_K * stride_zk
-        if ROW_SUM:
-            row_sum += tl.sum(a.to(tl.float32), axis=1)
         if ROUND_TF32:
             a = _round_tf32(a)
             b = _round_tf32(b)
@@ -144,9 +147,6 @@ def _matmul(
         a_ptr += BLOCK_K * stride_ak
         b_ptr += BLOCK_K * stride_bk
 
-    if ROW_SUM:
-        if pid_n == 0:
-            tl.store(RS + rm, row_sum.to(RS.dtype.element_ty), mask=rm < M)
     mask = (rm[:, None] < M) & (rn[None, :] < N)
     if HAS_BIAS:
         acc += tl.load(BIAS + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
@@ -158,8 +158,7 @@ def _matmul(
         else:
             tl.store(Z + batch * stride_cb + rm[:, None] * stride_cm + rn[None, :] * stride_cn,
                      acc.to(Z.dtype.element_ty), mask=mask)
-    if not GRAD_PROLOGUE:
-        acc = _activation(acc, ACT)
+    acc = _activation(acc, ACT)
     if GATED:
         acc = acc * acc_u
     if HAS_RESIDUAL:
@@ -176,18 +175,14 @@ def _matmul_tma(
     C_DESC,  # tensor descriptor of C (M, N), blocks [BLOCK_M, BLOCK_N]
     Z_DESC,  # like C_DESC, for the pre-activation (GATED: the gate half); used only if STORE_Z
     ZU_DESC,  # like C_DESC, for the up half of a GATED pre-activation; used only if GATED and STORE_Z
-    ZA_DESC,  # like A_DESC, for the pre-activation the prologue differentiates at; if GRAD_PROLOGUE
     BIAS,  # (N,) added before the activation; read only if HAS_BIAS
     RES,  # (M, N) added after the activation, row stride stride_rm, unit column stride; if HAS_RESIDUAL
-    RS,  # (M,) row sums of A' (after the prologue): the bias gradient of a dW product; if ROW_SUM
     M, N, K, stride_rm,
     n_programs,  # the persistent grid's size: each program walks every n_programs-th tile
     ACT: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr,
     STORE_Z: tl.constexpr,
-    GRAD_PROLOGUE: tl.constexpr,
-    ROW_SUM: tl.constexpr,
     GATED: tl.constexpr,
     A_KMAJOR: tl.constexpr,  # A's contiguous dimension is K (row-major A); otherwise M
     B_KMAJOR: tl.constexpr,  # B's contiguous dimension is K (a torch Linear weight); otherwise N
@@ -209,8 +204,6 @@ def _matmul_tma(
         acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
         if GATED:
             acc_u = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-        if ROW_SUM:
-            row_sum = tl.zeros([BLOCK_M], tl.float32)
         for kk in range(k_tiles):
             off_k = kk * BLOCK_K
             if A_KMAJOR:
@@ -221,31 +214,19 @@ def _matmul_tma(
                 b = B_DESC.load([off_n, off_k]).T
             else:
                 b = B_DESC.load([off_k, off_n])
-            if GRAD_PROLOGUE:
-                if A_KMAJOR:
-                    za = ZA_DESC.load([off_m, off_k])
-                else:
-                    za = ZA_DESC.load([off_k, off_m]).T
-                a = (a.to(tl.float32) * _activation_grad(za.to(tl.float32), ACT)).to(b.dtype)
-            if ROW_SUM:
-                row_sum += tl.sum(a.to(tl.float32), axis=1)
             acc = tl.dot(a, b, acc)
             if GATED:
                 acc_u = tl.dot(a, B_DESC.load([N + off_n, off_k]).T, acc_u)
 
         rm = (off_m + tl.arange(0, BLOCK_M)).to(tl.int64)
         rn = off_n + tl.arange(0, BLOCK_N)
-        if ROW_SUM:
-            if pid_n == 0:
-                tl.store(RS + rm, row_sum.to(RS.dtype.element_ty), mask=rm < M)
         if HAS_BIAS:
             acc += tl.load(BIAS + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
         if STORE_Z:
             Z_DESC.store([off_m, off_n], acc.to(Z_DESC.dtype))
             if GATED:
                 ZU_DESC.store([off_m, off_n], acc_u.to(ZU_DESC.dtype))
-        if not GRAD_PROLOGUE:
-            acc = _activation(acc, ACT)
+        acc = _activation(acc, ACT)
         if GATED:
             acc = acc * acc_u
         if HAS_RESIDUAL:
@@ -276,3 +257,30 @@ def _gated_grad(
     dz_ptr = DZ + rm[:, None] * stride_z + rn[None, :]
     tl.store(dz_ptr, (dh * u * _activation_grad(g, ACT)).to(DZ.dtype.element_ty), mask=mask)
     tl.store(dz_ptr + N, (dh * _activation(g, ACT)).to(DZ.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _act_grad(
+    DY,  # (M, N) gradient of the activation's output, row stride stride_dy, unit column stride
+    Z,  # (M, N) pre-activation kept by the forward, row stride stride_z; read only if ACT
+    G,  # (M, N) out: DY * act'(Z), row stride stride_g; written only if ACT (else G is DY itself)
+    DB,  # (cdiv(M, BLOCK_M), N) float32 out: per-program column sums of G; written only if HAS_DB
+    M, N, stride_dy, stride_z, stride_g,
+    ACT: tl.constexpr,
+    HAS_DB: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """The backward of a fused activation, once per element, and the bias gradient's
+    partial column sums (the caller adds the partials of the programs)."""
+    pid_m = tl.program_id(0)
+    rm = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask = (rm[:, None] < M) & (rn[None, :] < N)
+    g = tl.load(DY + rm[:, None] * stride_dy + rn[None, :], mask=mask, other=0.0).to(tl.float32)
+    if ACT != 0:
+        z = tl.load(Z + rm[:, None] * stride_z + rn[None, :], mask=mask, other=0.0).to(tl.float32)
+        g = (g * _activation_grad(z, ACT)).to(G.dtype.element_ty)
+        tl.store(G + rm[:, None] * stride_g + rn[None, :], g, mask=mask)
+    if HAS_DB:
+        tl.store(DB + pid_m * N + rn, tl.sum(g.to(tl.float32), axis=0), mask=rn < N)

@@ -5,11 +5,14 @@
 
 float16 and bfloat16 accumulate in float32; float32 uses TF32 when
 ``torch.backends.cuda.matmul.allow_tf32`` is set, exact float32 otherwise. The backward of
-``linear`` applies the activation's derivative to dY inside the GEMMs that consume it
-(the pre-activation is kept from the forward), so ``dY * act'(Z)`` never reaches memory.
+``linear`` computes ``G = dY * act'(Z)`` once (the pre-activation is kept from the forward;
+the same pass sums the bias gradient), then ``dX = G @ W`` and ``dW = G^T @ X``.
 Launch parameters come from the tritonic autotuner (``runtime/autotune.py``).
 
-This is the portable path (``tl.dot``); the Hopper path (TMA, persistent tiles) is to come.
+On Hopper and newer GPUs, float16/bfloat16 products whose operands tensor descriptors can
+address (16-byte aligned rows, one unit stride) take ``_matmul_tma`` (TMA, a persistent
+grid); everything else, and the interpreter, the portable ``_matmul``. ``TRITONIC_GEMM``
+= ``portable`` / ``tma`` forces one (``tma`` also in the interpreter, for tests).
 float64 falls back to PyTorch with a warning.
 """
 
@@ -24,7 +27,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from triton.runtime.errors import OutOfResources
 
-from tritonic.kernels.matmul import _gated_grad, _matmul, _matmul_tma
+from tritonic.kernels.matmul import _act_grad, _gated_grad, _matmul, _matmul_tma
 from tritonic.ops._register import register
 
 from tritonic.runtime import empty, interpreter_active, num_sms, warn_once
@@ -46,8 +49,11 @@ _SMALL_M_CONFIGS = [Config.of(num_warps=w, num_stages=s, BLOCK_M=16, BLOCK_N=bn,
                                          (128, 128, 4, 3)]]
 _TMA_CONFIGS = [Config.of(num_warps=w, num_stages=s, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
                 for bm, bn, bk, w, s in [(128, 128, 64, 8, 4), (128, 256, 64, 8, 3), (256, 128, 64, 8, 3),
-                                         (128, 128, 64, 4, 4), (128, 256, 64, 8, 4), (128, 64, 64, 4, 5),
-                                         (64, 128, 64, 4, 5), (128, 128, 128, 8, 3)]]
+                                         (128, 128, 64, 4, 4), (128, 64, 64, 4, 5), (64, 128, 64, 4, 5)]]
+# Two programs per SM (PER_SM, not a kernel parameter): while one runs its epilogue, the
+# other keeps the tensor cores busy. Smaller pipelines, so that two fit in shared memory.
+_TMA_CONFIGS += [Config.of(num_warps=w, num_stages=s, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=64, GROUP_M=8, PER_SM=2)
+                 for bm, bn, w, s in [(128, 128, 4, 2), (128, 64, 4, 3), (64, 128, 4, 3)]]
 # Gated products keep two accumulators (gate and up): half-width tiles of the same area.
 _TMA_GATED_CONFIGS = [Config.of(num_warps=w, num_stages=s, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
                       for bm, bn, bk, w, s in [(128, 128, 64, 8, 3), (128, 64, 64, 8, 4), (128, 64, 64, 4, 4),
@@ -79,7 +85,7 @@ def _tma_layout(t: torch.Tensor, major: int) -> bool:
             and t.data_ptr() % 16 == 0 and t.shape[other] > 0)
 
 
-def _use_tma(a, b, out, z, za, batch, gated=False) -> bool:
+def _use_tma(a, b, out, z, batch, gated=False) -> bool:
     choice = _gemm_choice()
     if choice == "portable" or batch != 1 or a.dtype not in (torch.float16, torch.bfloat16):
         return False
@@ -94,10 +100,7 @@ def _use_tma(a, b, out, z, za, batch, gated=False) -> bool:
         ok = ok and _tma_layout(b2, 0) and (z is None or (_tma_layout(z, 1) and _tma_layout(z[:, c2.shape[1]:], 1)))
     else:
         ok = ok and (z is None or (z.stride() == out.stride()[1:] and _tma_layout(z, 1)))
-    ok = ok and _tma_layout(c2, 1)
-    if za is not None:
-        ok = ok and za.stride() == a2.stride() and _tma_layout(za, 1 if a2.stride(1) == 1 else 0)
-    return ok
+    return ok and _tma_layout(c2, 1)
 
 
 def _act_torch(z, activation):
@@ -117,24 +120,21 @@ def linear_reference(x, weight, bias=None, activation=None, residual=None):
 # ----------------------------------------------------------------------------- launches
 
 
-def _gemm(a, b, out, *, bias=None, residual=None, z=None, za=None, rs=None, act=0, batch=1, gated=False):
+def _gemm(a, b, out, *, bias=None, residual=None, z=None, act=0, batch=1, gated=False):
     """out[i] = act(a[i] @ b[i] + bias) + residual, as strided 3-D views (batch, rows, cols).
 
-    ``z``: keep the pre-activation; ``za``: multiply ``a`` by act'(za) as it is loaded;
-    ``rs``: also write the row sums of that (the bias gradient); ``gated``: ``b`` holds
-    the gate columns then the up columns and out = act(a @ gate) * (a @ up) (z then has
-    both halves)."""
+    ``z``: keep the pre-activation; ``gated``: ``b`` holds the gate columns then the up
+    columns and out = act(a @ gate) * (a @ up) (z then has both halves)."""
     _, M, K = a.shape
     N = b.shape[2] // 2 if gated else b.shape[2]
     precision = "tf32" if a.dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32 else "ieee"
-    zs = (z.stride(0), z.stride(1)) if z is not None and gated else None
-    args = (a, b, out, bias, residual, z, za, rs, M, N, K,
+    args = (a, b, out, bias, residual, z, M, N, K,
             a.stride(0), a.stride(1), a.stride(2), b.stride(0), b.stride(1), b.stride(2),
             out.stride(0), out.stride(1), out.stride(2),
             residual.stride(0) if residual is not None else 0, residual.stride(1) if residual is not None else 0,
-            *(zs if zs is not None else (za.stride(0), za.stride(1)) if za is not None else (0, 0)))
+            z.stride(0) if z is not None and gated else 0)
     flags = dict(ACT=act, HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, STORE_Z=z is not None,
-                 GRAD_PROLOGUE=za is not None, ROW_SUM=rs is not None, GATED=gated, PRECISION=precision,
+                 GATED=gated, PRECISION=precision,
                  ROUND_TF32=a.dtype == torch.float32 and precision == "tf32" and not interpreter_active())
 
     def run(config):
@@ -143,8 +143,8 @@ def _gemm(a, b, out, *, bias=None, residual=None, z=None, za=None, rs=None, act=
         launch(_matmul, grid, *args, **flags, **meta)
 
     tuner = _tuner
-    if not is_traced(a, b) and _use_tma(a, b, out, z, za, batch, gated):
-        run = _tma_runner(a, b, out, bias, residual, z, za, rs, act, gated)
+    if not is_traced(a, b) and _use_tma(a, b, out, z, batch, gated):
+        run = _tma_runner(a, b, out, bias, residual, z, act, gated)
         tuner = _tma_gated_tuner if gated else _tma_tuner
     elif M <= SMALL_M:
         tuner = _small_tuner
@@ -153,7 +153,7 @@ def _gemm(a, b, out, *, bias=None, residual=None, z=None, za=None, rs=None, act=
         config = _INTERPRETER_CONFIG if interpreter_active() else tuner.configs[0]
     else:
         key = (bucket(M), N, K, str(a.dtype), precision, act, bias is not None, residual is not None,
-               z is not None, za is not None, rs is not None, gated)
+               z is not None, gated)
         capturing = torch.cuda.is_current_stream_capturing()  # no timing inside a CUDA graph
         config = tuner.pick(key, lambda c: _time(run, c), may_tune=not capturing)
     try:
@@ -172,7 +172,7 @@ def _gemm(a, b, out, *, bias=None, residual=None, z=None, za=None, rs=None, act=
     return out
 
 
-def _tma_runner(a, b, out, bias, residual, z, za, rs, act, gated):
+def _tma_runner(a, b, out, bias, residual, z, act, gated):
     """A launch of the Hopper kernel for one config (descriptors depend on the block shape)."""
     a2, b2, c2 = a[0], b[0], out[0]
     M, K = a2.shape
@@ -188,6 +188,7 @@ def _tma_runner(a, b, out, bias, residual, z, za, rs, act, gated):
 
     def run(config):
         meta = config.meta()
+        per_sm = meta.pop("PER_SM", 1)
         bm, bn, bk = meta["BLOCK_M"], meta["BLOCK_N"], meta["BLOCK_K"]
         a_desc = desc(a2, a_kmajor, bm, bk)
         # B is (K, N); "kmajor" descriptors run over its transpose, the (N, K) weight
@@ -199,14 +200,12 @@ def _tma_runner(a, b, out, bias, residual, z, za, rs, act, gated):
             z_desc = TensorDescriptor(z, [M, N], [z.stride(0), 1], [bm, bn])
             if gated:
                 zu_desc = TensorDescriptor(z[:, N:], [M, N], [z.stride(0), 1], [bm, bn])
-        za_desc = None if za is None else desc(za, a_kmajor, bm, bk)
         tiles = _cdiv(M, bm) * _cdiv(N, bn)
-        programs = max(1, min(tiles, num_sms(a.device.index)))
-        launch(_matmul_tma, (programs,), a_desc, b_desc, c_desc, z_desc, zu_desc, za_desc, bias, residual, rs,
+        programs = max(1, min(tiles, per_sm * num_sms(a.device.index)))
+        launch(_matmul_tma, (programs,), a_desc, b_desc, c_desc, z_desc, zu_desc, bias, residual,
                M, N, K, residual.stride(0) if residual is not None else 0, programs,
                ACT=act, HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, STORE_Z=z is not None,
-               GRAD_PROLOGUE=za is not None, ROW_SUM=rs is not None, GATED=gated, A_KMAJOR=a_kmajor,
-               B_KMAJOR=b_kmajor, **meta)
+               GATED=gated, A_KMAJOR=a_kmajor, B_KMAJOR=b_kmajor, **meta)
 
     return run
 
@@ -233,21 +232,25 @@ def _linear_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 def _linear_bwd(dy: torch.Tensor, z: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, act: int,
                 need_dx: bool, need_dw: bool, need_db: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     M, N, K = x.shape[0], weight.shape[0], x.shape[1]
-    za = z if act else None
     dx = dw = db = x.new_empty(0)
-    if need_dx:  # (dY * act'(Z)) @ W
+    g = dy  # dY * act'(Z): one elementwise pass, which also sums the bias gradient
+    if act or need_db:
+        block_m, block_n = (16, 16) if interpreter_active() else (64, 128)
+        rows = _cdiv(M, block_m)
+        partial = torch.empty((rows, N), dtype=torch.float32, device=x.device) if need_db else None
+        if act:
+            g = empty((M, N), dtype=dy.dtype, device=dy.device)
+        launch(_act_grad, (rows, _cdiv(N, block_n)), dy, z if act else None, g if act else None, partial,
+               M, N, dy.stride(0), z.stride(0) if act else 0, g.stride(0), ACT=act, HAS_DB=need_db,
+               BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4)
+        if need_db:
+            db = partial.sum(0).to(weight.dtype)
+    if need_dx:  # G @ W
         dx = empty((M, K), dtype=x.dtype, device=x.device)
-        _gemm(dy[None], weight[None], dx[None], za=za, act=act)
-    if need_dw:  # (dY * act'(Z))^T @ X, and the bias gradient as the row sums of its left operand
+        _gemm(g[None], weight[None], dx[None])
+    if need_dw:  # G^T @ X
         dw = empty((N, K), dtype=weight.dtype, device=x.device)
-        db = empty((N,), dtype=weight.dtype, device=x.device) if need_db else db
-        _gemm(dy.t()[None], x[None], dw[None], za=None if za is None else za.t(), rs=db if need_db else None,
-              act=act)
-    elif need_db:  # column sums of dY * act'(Z): the same GEMM against a column of ones
-        ones = torch.ones(M, 1, dtype=dy.dtype, device=dy.device)
-        db = empty((N, 1), dtype=weight.dtype, device=x.device)
-        _gemm(dy.t()[None], ones[None], db[None], za=None if za is None else za.t(), act=act)
-        db = db.view(N)
+        _gemm(g.t()[None], x[None], dw[None])
     return dx, dw, db
 
 
@@ -261,7 +264,7 @@ def _setup(ctx, inputs, output, backward_impl):
 def _grad(ctx, dy, _dz):
     x, weight, z = ctx.saved_tensors
     need_x, need_w, need_b, need_r = ctx.needs_input_grad[:4]
-    dy = torch.zeros(x.shape[0], weight.shape[0], dtype=x.dtype, device=x.device) if dy is None else dy
+    dy = torch.zeros(x.shape[0], weight.shape[0], dtype=x.dtype, device=x.device) if dy is None else _rows(dy)
     dx, dw, db = ctx.backward_impl(dy, z, x, weight, ctx.act, need_x, need_w, need_b and ctx.has_bias)
     return (dx if need_x else None, dw if need_w else None,
             db.to(ctx.bias_dtype) if need_b and ctx.has_bias else None, dy if need_r else None, None, None)
