@@ -57,7 +57,8 @@ _TMA_CONFIGS += [Config.of(num_warps=w, num_stages=s, BLOCK_M=bm, BLOCK_N=bn, BL
 # Gated products keep two accumulators (gate and up): half-width tiles of the same area.
 _TMA_GATED_CONFIGS = [Config.of(num_warps=w, num_stages=s, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
                       for bm, bn, bk, w, s in [(128, 128, 64, 8, 3), (128, 64, 64, 8, 4), (128, 64, 64, 4, 4),
-                                               (64, 128, 64, 4, 4), (256, 64, 64, 8, 3), (128, 128, 64, 8, 2)]]
+                                               (64, 128, 64, 4, 4), (256, 64, 64, 8, 3), (128, 128, 64, 8, 4)]]
+_TMA_GATED_CONFIGS += [Config.of(num_warps=4, num_stages=3, BLOCK_M=128, BLOCK_N=64, BLOCK_K=64, GROUP_M=8, PER_SM=2)]
 _INTERPRETER_CONFIG = Config.of(num_warps=4, num_stages=1, BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, GROUP_M=4)
 _tuner = Autotuner("matmul", _CONFIGS)
 _small_tuner = Autotuner("matmul_small_m", _SMALL_M_CONFIGS)
