@@ -44,7 +44,7 @@ def main():
     L.launch(_axpby12, (1,), *args, BLOCK=256)
     fast = L._fast_kernel(_axpby12)
     key, all_args = fast.bind_fast(*args, BLOCK=256)
-    launch_c, coop, pdl, fn, meta, compiled = fast.compiled[(torch.cuda.current_device(), ("fast", key))]
+    launch_c, coop, pdl, fn, meta, compiled = fast.compiled[key]
     stream = fast.stream(0)
     rows = [
         ("empty loop", lambda: None),

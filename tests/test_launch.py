@@ -82,6 +82,7 @@ def test_fast_path_on_gpu_respects_alignment_and_streams():
 
 def _fast(args):
     fk = L._FastKernel(_kernel(("X", False), ("n", False), ("eps", False), ("P", False), ("BLOCK", True)))
+    fk.device = lambda: 0  # no CUDA here
     fk.make_fast_binder(args)
     assert fk.bind_fast is not None
     return fk.bind_fast
@@ -91,13 +92,14 @@ def test_fast_binder_passes_pointers_as_integers():
     x = torch.empty(64)
     key, args = _fast((x, 128, 1e-5, None))(x, 128, 1e-5, None, BLOCK=32, num_warps=4)
     assert args == (x.data_ptr(), 128, 1e-5, None, 32)  # every parameter, constexprs too, in order
-    assert key[-2:] == (32, (("num_warps", 4),))
+    assert key[0] == "fast" and key[-2:] == (32, (("num_warps", 4),))
 
 
 def test_fast_and_generic_binders_hand_over_the_same_arguments():
     """Constexprs (the last parameters, as in every tritonic kernel) are handed over too:
     the C launcher takes every parameter."""
     fk = L._FastKernel(_kernel(("X", False), ("n", False), ("P", False), ("f", False), ("A", True), ("B", True)))
+    fk.device = lambda: 0  # no CUDA here
     x = torch.empty(8)
     fk.make_fast_binder((x, 3, None, 2.0))
     _, fast_args = fk.bind_fast(x, 3, None, 2.0, A=1, B=4)

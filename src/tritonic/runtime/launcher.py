@@ -161,9 +161,11 @@ class _FastKernel:
                f"    if not ({' and '.join(guards) or 'True'}):\n"
                f"        raise _Miss\n"
                + "".join(f"    {line}\n" for line in pre)
-               + f"    return ({', '.join(key + consts)}, tuple(options.items())), ({', '.join(out)},)\n")
+               + f"    return ('fast', _dev(), {', '.join(key + consts)}, tuple(options.items())), "
+               f"({', '.join(out)},)\n")
         namespace = {"_spec": _spec, "_Miss": _Miss, "_T": torch.Tensor, "_P": torch.nn.Parameter,
-                     "_D": _TensorDescriptor, "_MIN32": _INT_MIN32, "_MAX32": _INT_MAX32, "_U64": _UINT64}
+                     "_D": _TensorDescriptor, "_MIN32": _INT_MIN32, "_MAX32": _INT_MAX32, "_U64": _UINT64,
+                     "_dev": self.device}
         try:
             exec(src, namespace)
         except SyntaxError:  # e.g. a constexpr without a keyword-able name: generic binder only
@@ -172,29 +174,39 @@ class _FastKernel:
 
     def launch(self, kernel, grid, args, meta) -> None:
         fast = self.bind_fast
-        key = None
         if fast is not None:
-            try:
+            try:  # the key holds the device: one flat tuple, hashed once
                 key, launch_args = fast(*args, **meta)
-                key = ("fast", key)
             except (_Miss, AttributeError, TypeError, RuntimeError):
-                key = None
-        if key is None:
-            if is_traced(*args):  # torch is tracing: the kernel goes into the graph
-                wrap_triton(kernel)[grid](*args, **meta)
+                pass
+            else:
+                entry = self.compiled.get(key)
+                if entry:  # the common case: relaunch a compiled kernel straight away
+                    self._run(entry, grid, key[1], launch_args)
+                    return
+                self._first(kernel, grid, args, meta, key, entry)
                 return
-            key, launch_args = self.bind(*args, **meta)
+        if is_traced(*args):  # torch is tracing: the kernel goes into the graph
+            wrap_triton(kernel)[grid](*args, **meta)
+            return
+        key, launch_args = self.bind(*args, **meta)
         device = self.device()
         entry = self.compiled.get((device, key))
-        if entry is None:  # first call with this specialisation: Triton compiles and launches
-            compiled = kernel[grid](*args, **meta)
-            self.compiled[(device, key)] = _direct(compiled)
-            if fast is None and self.bind_fast is None:
+        if entry:
+            self._run(entry, grid, device, launch_args)
+            return
+        self._first(kernel, grid, args, meta, (device, key), entry)
+
+    def _first(self, kernel, grid, args, meta, key, entry) -> None:
+        """Triton's own launch: the first call of a specialisation (it compiles, and the
+        compiled kernel is kept), or every call where the fast path is unavailable."""
+        compiled = kernel[grid](*args, **meta)
+        if entry is None:
+            self.compiled[key] = _direct(compiled)
+            if self.bind_fast is None:
                 self.make_fast_binder(args)
-            return
-        if entry is False:  # this Triton's compiled kernel lacks what the fast path uses
-            kernel[grid](*args, **meta)
-            return
+
+    def _run(self, entry, grid, device, launch_args) -> None:
         launch_c, coop, pdl, function, metadata, compiled = entry
         stream = self.stream(device)
         g1 = grid[1] if len(grid) > 1 else 1
