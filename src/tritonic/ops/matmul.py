@@ -61,6 +61,11 @@ _TMA_GATED_CONFIGS = [Config.of(num_warps=w, num_stages=s, BLOCK_M=bm, BLOCK_N=b
 _TMA_GATED_CONFIGS += [Config.of(num_warps=4, num_stages=3, BLOCK_M=128, BLOCK_N=64, BLOCK_K=64, GROUP_M=8, PER_SM=2)]
 _INTERPRETER_CONFIG = Config.of(num_warps=4, num_stages=1, BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, GROUP_M=4)
 _tuner = Autotuner("matmul", _CONFIGS)
+# The activation's backward (elementwise, memory-bound): rows x columns per program.
+_act_grad_tuner = Autotuner("act_grad", [Config.of(num_warps=w, num_stages=1, BLOCK_M=bm, BLOCK_N=bn)
+                                         for bm, bn, w in [(32, 256, 8), (64, 128, 4), (16, 256, 4), (64, 256, 8),
+                                                           (128, 64, 4), (16, 512, 8)]])
+_ACT_GRAD_INTERPRETER = Config.of(num_warps=4, num_stages=1, BLOCK_M=16, BLOCK_N=16)
 _small_tuner = Autotuner("matmul_small_m", _SMALL_M_CONFIGS)
 _tma_tuner = Autotuner("matmul_tma", _TMA_CONFIGS)
 _tma_gated_tuner = Autotuner("matmul_tma_gated", _TMA_GATED_CONFIGS)
@@ -236,16 +241,27 @@ def _linear_bwd(dy: torch.Tensor, z: torch.Tensor, x: torch.Tensor, weight: torc
     dx = dw = db = x.new_empty(0)
     g = dy  # dY * act'(Z): one elementwise pass, which also sums the bias gradient
     if act or need_db:
-        block_m, block_n = (16, 16) if interpreter_active() else (64, 128)
-        rows = _cdiv(M, block_m)
-        partial = torch.empty((rows, N), dtype=torch.float32, device=x.device) if need_db else None
         if act:
             g = empty((M, N), dtype=dy.dtype, device=dy.device)
-        launch(_act_grad, (rows, _cdiv(N, block_n)), dy, z if act else None, g if act else None, partial,
-               M, N, dy.stride(0), z.stride(0) if act else 0, g.stride(0), ACT=act, HAS_DB=need_db,
-               BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4)
+        partials = []
+
+        def run(config):
+            meta = config.meta()
+            rows = _cdiv(M, meta["BLOCK_M"])
+            partial = torch.empty((rows, N), dtype=torch.float32, device=x.device) if need_db else None
+            launch(_act_grad, (rows, _cdiv(N, meta["BLOCK_N"])), dy, z if act else None, g if act else None,
+                   partial, M, N, dy.stride(0), z.stride(0) if act else 0, g.stride(0), ACT=act, HAS_DB=need_db,
+                   **meta)
+            partials[:] = [partial]
+
+        if interpreter_active():
+            run(_ACT_GRAD_INTERPRETER)
+        else:
+            key = (bucket(M), N, str(dy.dtype), act, need_db)
+            run(_act_grad_tuner.pick(key, lambda c: _time(run, c),
+                                     may_tune=not torch.cuda.is_current_stream_capturing()))
         if need_db:
-            db = partial.sum(0).to(weight.dtype)
+            db = partials[0].sum(0).to(weight.dtype)
     if need_dx:  # G @ W
         dx = empty((M, K), dtype=x.dtype, device=x.device)
         _gemm(g[None], weight[None], dx[None])
