@@ -45,7 +45,7 @@ def sweep(name, fn, tuner, flops, baseline):
         print(f"  best {best[0]:.1f} us ({baseline / best[0]:.2f}x baseline) {best[1].meta()}")
 
 
-def main():
+def main(only=None):
     torch.manual_seed(0)
     mm.OutOfResources = type("NotCaught", (Exception,), {})  # a config that does not fit fails here
     dev, h = "cuda", torch.float16
@@ -53,6 +53,14 @@ def main():
     w = torch.randn(3072, 768, device=dev, dtype=h) / 28
     b = torch.randn(3072, device=dev, dtype=h)
     fl = 2 * 4096 * 3072 * 768
+    if only == "epilogue":
+        sweep("bert-ffn linear+gelu", lambda: mm.linear(x, w, b, activation="gelu"), mm._tma_tuner, fl,
+              bench(lambda: F.gelu(F.linear(x, w, b))))
+        xl = torch.randn(4096, 4096, device=dev, dtype=torch.bfloat16)
+        wl = torch.randn(2 * 14336, 4096, device=dev, dtype=torch.bfloat16) / 64
+        sweep("llama gated fwd", lambda: mm.gated_linear(xl, wl), mm._tma_gated_tuner, 2 * 4096 * 2 * 14336 * 4096,
+              bench(lambda: mm.gated_linear_reference(xl, wl)))
+        return
     sweep("bert-ffn linear only (fp16 4096x768->3072)", lambda: mm.linear(x, w, b), mm._tma_tuner, fl,
           bench(lambda: F.linear(x, w, b)))
     sweep("bert-ffn linear+gelu", lambda: mm.linear(x, w, b, activation="gelu"), mm._tma_tuner, fl,
@@ -79,4 +87,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1] if len(sys.argv) > 1 else None)  # "epilogue": only the two epilogue-heavy cases
