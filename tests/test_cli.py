@@ -29,7 +29,11 @@ def test_no_subcommand_prints_help():
 
 def test_tune_explains_bad_files_and_a_missing_gpu(tmp_path):
     r = _run("tune", "--shapes", str(tmp_path / "missing.json"))
-    assert r.returncode == 1 and "cannot read" in r.stderr
+    assert r.returncode == 1 and "missing.json" in r.stderr
+    r = _run("tune")
+    assert r.returncode == 1 and "nothing to tune" in r.stderr
+    r = _run("tune", "--model", "no-such-model")
+    assert r.returncode == 1 and "neither a preset" in r.stderr
     f = tmp_path / "shapes.json"
     f.write_text('[{"op": "linear", "M": 16, "N": 16, "K": 16}]')
     r = _run("tune", "--shapes", str(f))
@@ -39,3 +43,27 @@ def test_tune_explains_bad_files_and_a_missing_gpu(tmp_path):
         assert r.returncode == 1 and "needs a CUDA GPU" in r.stderr
     else:
         assert r.returncode == 0 and "tuning time in this process" in r.stdout
+
+
+def test_model_shapes_from_presets_and_configs(tmp_path):
+    import json
+
+    from tritonic.cli import _model_shapes
+
+    llama = _model_shapes("llama-3-8b", [16, 4096], "bfloat16")
+    ops = {(s["op"], s["N"], s["K"]) for s in llama}
+    assert ("gated_linear", 2 * 14336, 4096) in ops and ("linear", 4096, 14336) in ops
+    assert ("linear", 1024, 4096) in ops  # grouped-query k/v projections
+    assert {s["M"] for s in llama} == {16, 4096}
+    gpt2 = _model_shapes("gpt2", [8], "float16")
+    assert ("linear", 3072, 768) in {(s["op"], s["N"], s["K"]) for s in gpt2}
+    assert any(s["activation"] == "gelu_tanh" for s in gpt2)
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"model_type": "bert", "hidden_size": 64, "num_attention_heads": 2,
+                               "intermediate_size": 256}))
+    assert {(s["N"], s["K"]) for s in _model_shapes(str(tmp_path), [4], "float16")} == {(64, 64), (256, 64), (64, 256)}
+    cfg.write_text(json.dumps({"model_type": "t5x", "d_model": 8}))
+    import pytest
+
+    with pytest.raises(ValueError, match="not one tritonic tune knows"):
+        _model_shapes(str(cfg), [4], "float16")

@@ -2,7 +2,7 @@
 
     tritonic env     what this machine has: GPU, versions, interpreter, cache
     tritonic demo    run the norm kernels on a real tensor and show their error against PyTorch
-    tritonic tune    warm the autotune cache for a list of shapes (--shapes FILE)
+    tritonic tune    warm the autotune cache for a model (--model) or a list of shapes (--shapes FILE)
 
 Nothing heavy is imported until a subcommand runs: ``demo`` must decide whether to switch
 Triton's interpreter on before triton is first imported.
@@ -127,30 +127,100 @@ def cmd_demo(args) -> int:
     return 0
 
 
+# Linear layers of a few model families, from a Hugging Face config: (name, out, in, activation,
+# bias, gated). "gated" rows are gate+up projections run as one gated_linear (out = 2 x F).
+def _model_linears(cfg: dict) -> list[tuple]:
+    h = cfg.get("hidden_size") or cfg.get("n_embd") or cfg.get("d_model")
+    if not h:
+        raise ValueError("the config names no hidden size (hidden_size / n_embd / d_model)")
+    inter = cfg.get("intermediate_size") or cfg.get("n_inner") or cfg.get("d_ff") or 4 * h
+    heads = cfg.get("num_attention_heads") or cfg.get("n_head") or 1
+    kv = (cfg.get("num_key_value_heads") or heads) * (cfg.get("head_dim") or h // heads)
+    kind = cfg.get("model_type", "")
+    if kind == "gpt2":
+        return [("c_attn", 3 * h, h, None, True, False), ("attn.c_proj", h, h, None, True, False),
+                ("c_fc", inter, h, "gelu_tanh", True, False), ("mlp.c_proj", h, inter, None, True, False)]
+    if kind in ("bert", "roberta", "distilbert", "electra"):
+        act = {"gelu": "gelu", "gelu_new": "gelu_tanh", "relu": "relu"}.get(cfg.get("hidden_act", "gelu"), "gelu")
+        return [("query/key/value/output", h, h, None, True, False), ("intermediate", inter, h, act, True, False),
+                ("output", h, inter, None, True, False)]
+    if kind in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3"):
+        act = {"silu": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}.get(
+            cfg.get("hidden_act") or cfg.get("hidden_activation") or "silu", "silu")
+        bias = bool(cfg.get("attention_bias", False))
+        rows = [("q_proj/o_proj", h, h, None, bias, False), ("gate_up_proj", 2 * inter, h, act, False, True),
+                ("down_proj", h, inter, None, False, False)]
+        if kv != h:
+            rows.insert(1, ("k_proj/v_proj", kv, h, None, bias, False))
+        return rows
+    raise ValueError(f"model_type {kind!r} is not one tritonic tune knows (gpt2, bert, llama-like); "
+                     f"list the shapes with --shapes instead")
+
+
+_PRESETS = {  # configs of common models, so that --model works without the network
+    "gpt2": {"model_type": "gpt2", "n_embd": 768, "n_head": 12},
+    "bert-base": {"model_type": "bert", "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072},
+    "llama-3-8b": {"model_type": "llama", "hidden_size": 4096, "num_attention_heads": 32, "num_key_value_heads": 8,
+                   "intermediate_size": 14336},
+}
+
+
+def _model_shapes(model: str, tokens: list[int], dtype: str) -> list[dict]:
+    """The linear shapes of ``model``: a preset name, a config.json, or a folder holding one."""
+    import json
+    import os
+
+    if model in _PRESETS:
+        cfg = _PRESETS[model]
+    else:
+        path = os.path.join(model, "config.json") if os.path.isdir(model) else model
+        if not os.path.exists(path):
+            raise ValueError(f"{model!r} is neither a preset ({', '.join(_PRESETS)}) nor a config.json or a folder "
+                             f"with one")
+        with open(path) as f:
+            cfg = json.load(f)
+    shapes = []
+    for name, n, k, act, bias, gated in _model_linears(cfg):
+        for m in tokens:
+            shapes.append({"op": "gated_linear" if gated else "linear", "M": m, "N": n, "K": k, "dtype": dtype,
+                           "activation": act, "bias": bias, "name": name})
+    return shapes
+
+
 def cmd_tune(args) -> int:
-    """Warm the autotune cache for the shapes in a JSON file, so later processes start tuned."""
+    """Warm the autotune cache for the shapes of a model or a JSON file, so later processes
+    (and, copied into the package, other machines with this GPU) start tuned."""
     import json
 
     import torch
 
+    shapes = []
     try:
-        with open(args.shapes) as f:
-            shapes = json.load(f)
-        if not isinstance(shapes, list):
-            raise ValueError("expected a JSON list of shapes")
+        if args.shapes:
+            with open(args.shapes) as f:
+                shapes = json.load(f)
+            if not isinstance(shapes, list):
+                raise ValueError("expected a JSON list of shapes")
+        tokens = [int(t) for t in args.tokens.split(",") if t.strip()]
+        for model in args.model or []:
+            shapes += _model_shapes(model, tokens, args.dtype)
     except (OSError, ValueError) as e:
-        print(f"tritonic tune: cannot read {args.shapes}: {e}", file=sys.stderr)
+        print(f"tritonic tune: {e}", file=sys.stderr)
+        return 1
+    if not shapes:
+        print("tritonic tune: nothing to tune; pass --model and/or --shapes", file=sys.stderr)
         return 1
     if not torch.cuda.is_available():
         print("tritonic tune: needs a CUDA GPU (tuning times the kernels on the GPU they will run on)",
               file=sys.stderr)
         return 1
-    from tritonic.ops import linear
+    from tritonic.ops import gated_linear, linear
     from tritonic.runtime import autotune
 
     for i, s in enumerate(shapes, 1):
-        if s.get("op", "linear") != "linear":
-            print(f"tritonic tune: shape {i}: op {s.get('op')!r} is not tunable yet (only 'linear')", file=sys.stderr)
+        op = s.get("op", "linear")
+        if op not in ("linear", "gated_linear"):
+            print(f"tritonic tune: shape {i}: op {op!r} is not tunable yet (linear, gated_linear)", file=sys.stderr)
             return 1
         try:
             dtype = getattr(torch, s.get("dtype", "bfloat16"))
@@ -158,16 +228,38 @@ def cmd_tune(args) -> int:
         except (KeyError, AttributeError, TypeError, ValueError) as e:
             print(f"tritonic tune: shape {i} needs M, N, K and a torch dtype name: {s} ({e!r})", file=sys.stderr)
             return 1
-        x = torch.randn(M, K, device="cuda", dtype=dtype)
-        w = torch.randn(N, K, device="cuda", dtype=dtype)
-        b = torch.randn(N, device="cuda", dtype=dtype) if s.get("bias", True) else None
+        grad = args.backward
+        x = torch.randn(M, K, device="cuda", dtype=dtype, requires_grad=grad)
+        w = (torch.randn(N, K, device="cuda", dtype=dtype) / K ** 0.5).requires_grad_(grad)
+        b = torch.randn(N, device="cuda", dtype=dtype, requires_grad=grad) if s.get("bias", True) and \
+            op == "linear" else None
         before = autotune.tuning_seconds
-        with torch.no_grad():
-            linear(x, w, b, activation=s.get("activation"))
+        with torch.set_grad_enabled(grad):
+            if op == "linear":
+                y = linear(x, w, b, activation=s.get("activation"))
+            else:
+                y = gated_linear(x, w, activation=s.get("activation") or "silu")
+            if grad:
+                y.backward(torch.randn_like(y))
         torch.cuda.synchronize()
-        print(f"[{i}/{len(shapes)}] linear M={M} N={N} K={K} {dtype}: "
-              f"{autotune.tuning_seconds - before:.1f} s tuning")
+        label = f" ({s['name']})" if s.get("name") else ""
+        print(f"[{i}/{len(shapes)}] {op}{label} M={M} N={N} K={K} {s.get('dtype', 'bfloat16')}"
+              f"{' fwd+bwd' if grad else ''}: {autotune.tuning_seconds - before:.1f} s tuning", flush=True)
     print(f"tuning time in this process: {autotune.tuning_seconds:.1f} s; cache: {autotune.cache_dir()}")
+    if args.export:  # the cache of this GPU and Triton, as a table to ship in runtime/tables/<gpu>.json
+        import triton
+
+        from tritonic.runtime import device_name
+
+        cache = autotune._cache_for(device_name(), triton.__version__)
+        try:
+            table = json.loads(cache.path.read_text())
+            with open(args.export, "w") as f:
+                json.dump(table, f, indent=0, sort_keys=True)
+        except (OSError, ValueError) as e:
+            print(f"tritonic tune: cannot export {cache.path} to {args.export}: {e}", file=sys.stderr)
+            return 1
+        print(f"exported {len(table)} tuned entries to {args.export}")
     return 0
 
 
@@ -178,10 +270,19 @@ def main(argv=None) -> int:
     demo = sub.add_parser("demo", help="run the norm kernels on a real tensor against PyTorch")
     demo.add_argument("--cpu", action="store_true", help="use Triton's interpreter even when a GPU is present")
     demo.set_defaults(func=cmd_demo)
-    tune = sub.add_parser("tune", help="warm the autotune cache for a list of shapes")
-    tune.add_argument("--shapes", required=True,
+    tune = sub.add_parser("tune", help="warm the autotune cache for a model's or a list's shapes")
+    tune.add_argument("--shapes",
                       help='JSON list like [{"op": "linear", "M": 4096, "N": 4096, "K": 4096, "dtype": "bfloat16", '
-                           '"activation": "gelu"}]')
+                           '"activation": "gelu"}] (op: linear or gated_linear)')
+    tune.add_argument("--model", action="append",
+                      help=f"a preset ({', '.join(_PRESETS)}), a Hugging Face config.json or a folder with one; "
+                           f"repeatable")
+    tune.add_argument("--tokens", default="16,4096", help="token counts (M) to tune each layer of --model at")
+    tune.add_argument("--dtype", default="bfloat16", help="dtype of --model's layers (default bfloat16)")
+    tune.add_argument("--backward", action="store_true", help="also tune the backward's kernels (training)")
+    tune.add_argument("--export", metavar="FILE",
+                      help="afterwards, write every tuned entry of this GPU's cache to FILE (a table to ship as "
+                           "src/tritonic/runtime/tables/<gpu>.json)")
     tune.set_defaults(func=cmd_tune)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -54,16 +54,11 @@ _TMA_CONFIGS = [Config.of(num_warps=w, num_stages=s, BLOCK_M=bm, BLOCK_N=bn, BLO
 # other keeps the tensor cores busy. Smaller pipelines, so that two fit in shared memory.
 _TMA_CONFIGS += [Config.of(num_warps=w, num_stages=s, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=64, GROUP_M=8, PER_SM=2)
                  for bm, bn, w, s in [(128, 128, 4, 2), (128, 64, 4, 3), (64, 128, 4, 3)]]
-# ... and with 8 warps, capped at 128 registers so that two programs' 512 threads fit.
-_TMA_CONFIGS += [Config.of(num_warps=8, num_stages=2, BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, PER_SM=2,
-                           maxnreg=128)]
 # Gated products keep two accumulators (gate and up): half-width tiles of the same area.
 _TMA_GATED_CONFIGS = [Config.of(num_warps=w, num_stages=s, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
                       for bm, bn, bk, w, s in [(128, 128, 64, 8, 3), (128, 64, 64, 8, 4), (128, 64, 64, 4, 4),
                                                (64, 128, 64, 4, 4), (256, 64, 64, 8, 3), (128, 128, 64, 8, 4)]]
-_TMA_GATED_CONFIGS += [Config.of(num_warps=4, num_stages=3, BLOCK_M=128, BLOCK_N=64, BLOCK_K=64, GROUP_M=8, PER_SM=2),
-                       Config.of(num_warps=8, num_stages=2, BLOCK_M=128, BLOCK_N=64, BLOCK_K=64, GROUP_M=8, PER_SM=2,
-                                 maxnreg=128)]
+_TMA_GATED_CONFIGS += [Config.of(num_warps=4, num_stages=3, BLOCK_M=128, BLOCK_N=64, BLOCK_K=64, GROUP_M=8, PER_SM=2)]
 _INTERPRETER_CONFIG = Config.of(num_warps=4, num_stages=1, BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, GROUP_M=4)
 _tuner = Autotuner("matmul", _CONFIGS)
 # The activation's backward (elementwise, memory-bound): rows x columns per program.
