@@ -144,3 +144,53 @@ def test_no_fast_binder_for_unknown_kinds():
     fk = L._FastKernel(_kernel(("X", False), ("BLOCK", True)))
     fk.make_fast_binder((object(),))
     assert fk.bind_fast is None
+
+
+# ----------------------------------------------------------------------------- the C launcher
+
+
+def _compiled(signature, **meta):
+    base = dict(num_ctas=1, launch_cooperative_grid=False, launch_pdl=False, global_scratch_size=0,
+                profile_scratch_size=0, num_warps=4, shared=0)
+    return SimpleNamespace(src=SimpleNamespace(signature=signature), metadata=SimpleNamespace(**{**base, **meta}))
+
+
+def test_c_launcher_kinds_follow_the_signature():
+    from tritonic.runtime import claunch
+
+    sig = {"X": "*bf16", "Y": "*fp32", "n": "i32", "big": "i64", "eps": "fp32", "flag": "i1", "one": "constexpr",
+           "BLOCK": "constexpr"}
+    assert claunch.kinds_for(_compiled(sig)) == b"PPilfb--"
+
+
+@pytest.mark.parametrize("why", ["cluster", "cooperative", "scratch", "descriptor", "fp16 scalar"])
+def test_c_launcher_leaves_other_kernels_to_triton(why):
+    from tritonic.runtime import claunch
+
+    sig, meta = {"X": "*fp16", "n": "i32"}, {}
+    if why == "cluster":
+        meta["num_ctas"] = 2
+    elif why == "cooperative":
+        meta["launch_cooperative_grid"] = True
+    elif why == "scratch":
+        meta["global_scratch_size"] = 128
+    elif why == "descriptor":
+        sig["D"] = "tensordesc<fp16[64, 64]>"
+    else:
+        sig["h"] = "fp16"
+    assert claunch.kinds_for(_compiled(sig, **meta)) is None
+
+
+@pytest.mark.gpu
+def test_c_launcher_runs_the_norm_kernel():
+    import torch.nn.functional as F
+
+    from tritonic.kernels.norm import _norm_fwd
+    from tritonic.ops import layer_norm
+
+    x = torch.randn(37, 300, device="cuda")
+    w = torch.randn(300, device="cuda")
+    for _ in range(3):  # compile, then relaunch through the fast path
+        torch.testing.assert_close(layer_norm(x, w), F.layer_norm(x, (300,), w), atol=1e-5, rtol=1e-5)
+    modes = {entry[0] for entry in L._fast[_norm_fwd].compiled.values() if entry}
+    assert "c" in modes, modes
