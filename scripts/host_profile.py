@@ -44,7 +44,7 @@ def main():
     L.launch(_axpby12, (1,), *args, BLOCK=256)
     fast = L._fast_kernel(_axpby12)
     key, all_args = fast.bind_fast(*args, BLOCK=256)
-    entry = fast.compiled[key]
+    launch_c, coop, pdl, fn, meta, compiled = fast.compiled[key]
     stream = fast.stream(0)
     rows = [
         ("empty loop", lambda: None),
@@ -53,7 +53,8 @@ def main():
         ("torch.cuda.current_device()", torch.cuda.current_device),
         ("raw stream lookup", lambda: fast.stream(0)),
         ("torch.cuda.is_available()", torch.cuda.is_available),
-        (f"C launcher only ({entry[0]}, prebound)", lambda: fast._run(entry, (1,), 0, all_args)),
+        ("C launcher only (prebound)", lambda: launch_c(1, 1, 1, stream, fn, coop, pdl, None, None, meta, None, None,
+                                                         None, *all_args)),
         ("L.launch (whole fast path)", lambda: L.launch(_axpby12, (1,), *args, BLOCK=256)),
         ("kernel[grid] (triton)", lambda: _axpby12[(1,)](*args, BLOCK=256)),
         ("torch.empty(16x768 bf16, cuda)", lambda: torch.empty((16, 768), dtype=torch.bfloat16, device="cuda")),

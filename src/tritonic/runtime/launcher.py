@@ -35,7 +35,6 @@ except ImportError:  # a Triton without host-side tensor descriptors
     class _TensorDescriptor:  # noqa: D401 - placeholder nothing is an instance of
         pass
 
-from tritonic.runtime import claunch
 from tritonic.runtime.checks import warn_once
 from tritonic.runtime.device import interpreter_active
 
@@ -208,43 +207,31 @@ class _FastKernel:
                 self.make_fast_binder(args)
 
     def _run(self, entry, grid, device, launch_args) -> None:
+        launch_c, coop, pdl, function, metadata, compiled = entry
         stream = self.stream(device)
         g1 = grid[1] if len(grid) > 1 else 1
         g2 = grid[2] if len(grid) > 2 else 1
-        mode = entry[0]
-        if mode == "c":  # tritonic's C launcher (claunch.py)
-            _, launch_c, kinds, function, threads, shared = entry
-            launch_c(function, grid[0], g1, g2, threads, shared, stream, device, kinds, launch_args)
-        elif mode == "t":  # Triton's C launcher, called directly: no scratch buffers to allocate
-            _, launch_c, coop, pdl, function, metadata = entry
+        if launch_c is not None:  # no scratch buffers to allocate: straight into the C launcher
             launch_c(grid[0], g1, g2, stream, function, coop, pdl, None, None, metadata, None, None, None,
                      *launch_args)
         else:
-            compiled = entry[1]
-            compiled.run(grid[0], g1, g2, stream, compiled.function, compiled.packed_metadata, None, None, None,
-                         *launch_args)
+            compiled.run(grid[0], g1, g2, stream, function, metadata, None, None, None, *launch_args)
 
 
 def _direct(compiled):
-    """How to relaunch a compiled kernel: ("c", tritonic's C launch, kinds, function handle,
-    threads, shared memory) where claunch.py applies; ("t", Triton's C launch function,
-    cooperative-grid and PDL flags, function handle, packed metadata) where the kernel
-    needs no scratch buffers; ("r", compiled kernel) otherwise (its ``run`` allocates
-    them); or False where this Triton's compiled kernel lacks what the fast path uses."""
+    """What a relaunch needs: (the C launch function, or None when the kernel needs scratch
+    buffers allocated per launch; cooperative-grid and PDL flags; function handle; packed
+    metadata; the compiled kernel), or False where this Triton's compiled kernel lacks
+    the attributes the fast path relies on."""
     if not all(hasattr(compiled, a) for a in ("run", "function", "packed_metadata")):
         return False
     run = compiled.run  # (a property that loads the module: function is set after it)
-    if claunch.enabled():
-        kinds = claunch.kinds_for(compiled)
-        launch_c = claunch.get() if kinds is not None else None
-        if launch_c is not None:
-            meta = compiled.metadata
-            return "c", launch_c, kinds, compiled.function, 32 * meta.num_warps, meta.shared
-    if (all(hasattr(run, a) for a in ("launch", "launch_cooperative_grid", "launch_pdl"))
-            and getattr(run, "global_scratch_size", 1) == 0 and getattr(run, "profile_scratch_size", 1) == 0):
-        return "t", run.launch, run.launch_cooperative_grid, run.launch_pdl, compiled.function, \
-            compiled.packed_metadata
-    return ("r", compiled)
+    direct = (all(hasattr(run, a) for a in ("launch", "launch_cooperative_grid", "launch_pdl"))
+              and getattr(run, "global_scratch_size", 1) == 0 and getattr(run, "profile_scratch_size", 1) == 0)
+    if direct:
+        return run.launch, run.launch_cooperative_grid, run.launch_pdl, compiled.function, \
+            compiled.packed_metadata, compiled
+    return None, None, None, compiled.function, compiled.packed_metadata, compiled
 
 
 _knobs = None  # triton.knobs.runtime (or triton.compiler.CompiledKernel on older releases)
