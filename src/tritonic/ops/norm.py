@@ -88,12 +88,14 @@ _BWD = {1024: (8, 4, 1), 2048: (4, 8, 1), 4096: (4, 16, 1), 8192: (2, 16, 1), 16
 _CHUNKED = (1, 8)  # (BLOCK_M, warps) of the chunked path, CHUNK columns per step
 
 
-@functools.lru_cache(maxsize=None)
+_OVERRIDE = os.environ.get("TRITONIC_NORM_FWD_TABLE") or None  # read at import: sweeps set it before
+
+
 def _fwd_override(block_n: int):
     """A forward launch from the JSON file named by TRITONIC_NORM_FWD_TABLE, if any:
     ``{"<BLOCK_N>": [single_pass, BLOCK_M, BLOCK_N or chunk, num_warps]}``. For tuning
     experiments (scripts/sweep_norm.py writes such a file); read once per width."""
-    path = os.environ.get("TRITONIC_NORM_FWD_TABLE")
+    path = _OVERRIDE
     if not path:
         return None
     with open(path) as f:
@@ -101,8 +103,10 @@ def _fwd_override(block_n: int):
     return None if entry is None else (bool(entry[0]), int(entry[1]), int(entry[2]), int(entry[3]))
 
 
-def _fwd_config(N: int):
-    """(single_pass, BLOCK_M, BLOCK_N, num_warps) of the forward for rows of N columns."""
+@functools.lru_cache(maxsize=None)
+def _fwd_config(N: int, override_file: str | None = None):
+    """(single_pass, BLOCK_M, BLOCK_N, num_warps) of the forward for rows of N columns
+    (cached per width and override file: this runs on every call)."""
     block_n = 1 << (N - 1).bit_length()  # next power of two
     override = _fwd_override(block_n)
     if override is not None:
@@ -132,7 +136,7 @@ def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast, store_st
     s = empty_like(x) if residual is not None else None
     mean = empty((M,), dtype=torch.float32, device=x.device) if store_stats and not is_rms else None
     rstd = empty((M,), dtype=torch.float32, device=x.device) if store_stats else None
-    single, block_m, block_n, num_warps = _fwd_config(N)
+    single, block_m, block_n, num_warps = _fwd_config(N, _OVERRIDE)
     grid = (_cdiv(M, block_m),)
     launch(
         _norm_fwd, grid, x, residual, weight, bias, y, s, mean, rstd,
