@@ -12,7 +12,8 @@ the GEMM work (2·M·N·K per product; the backward does two products). Cases:
   GELU (PyTorch: ``F.linear`` then ``F.gelu``), forward and backward;
 - ``llama-mlp``: gated MLP up-projection, 4096 tokens, 4096 -> 2x14336, bfloat16,
   ``silu(gate) * up`` (PyTorch: one ``F.linear`` against the concatenated weight, then
-  the SiLU-multiply), forward and backward;
+  the SiLU-multiply), forward and backward; ``llama-mlp interleaved``: the same with the
+  weight's gate and up rows alternating (PyTorch takes the even and odd output columns);
 - ``decode m=<m>``: inference at batch 1..16 tokens, 4096 -> 4096 and 4096 -> 14336,
   bfloat16, forward only.
 
@@ -45,15 +46,18 @@ def _mm(dtype, n, autotune=False):
             "modes": ("fwd",), "autotune": autotune}
 
 
-def _lin(name, kind, m, n, k, dtype, act=None, bias=False, modes=("fwd", "bwd", "fwd+bwd"), autotune=False):
+def _lin(name, kind, m, n, k, dtype, act=None, bias=False, modes=("fwd", "bwd", "fwd+bwd"), autotune=False,
+         layout="concat"):
     return {"name": name, "kind": kind, "M": m, "N": n, "K": k, "dtype": dtype, "act": act, "bias": bias,
-            "modes": modes, "autotune": autotune}
+            "modes": modes, "autotune": autotune, "layout": layout}
 
 
 CASES = [
     _mm(BF16, 4096, autotune=True), _mm(FP16, 4096), _mm(BF16, 8192), _mm(FP16, 8192),
     _lin("bert-ffn 4096x768->3072 gelu", "linear", 4096, 3072, 768, FP16, act="gelu", bias=True, autotune=True),
     _lin("llama-mlp 4096x4096->2x14336 silu", "gated", 4096, 2 * 14336, 4096, BF16, act="silu"),
+    _lin("llama-mlp interleaved 4096x4096->2x14336 silu", "gated", 4096, 2 * 14336, 4096, BF16, act="silu",
+         layout="interleaved"),
     *(_lin(f"decode m={m} 4096->{n}", "linear", m, n, 4096, BF16, modes=("fwd",))
       for m in (1, 16) for n in (4096, 14336)),
 ]
@@ -61,6 +65,7 @@ SMOKE_CASES = [
     _mm(torch.float32, 32),
     _lin("ffn smoke", "linear", 16, 32, 24, torch.float32, act="gelu", bias=True),
     _lin("gated smoke", "gated", 16, 32, 24, torch.float32, act="silu"),
+    _lin("gated interleaved smoke", "gated", 16, 32, 24, torch.float32, act="silu", layout="interleaved"),
 ]
 
 
@@ -78,7 +83,8 @@ def torch_op(case):
     act = _act(case["act"])
     if case["kind"] == "gated":
         def gated(x, w):
-            gate, up = F.linear(x, w).chunk(2, dim=-1)
+            y = F.linear(x, w)
+            gate, up = y.chunk(2, dim=-1) if case["layout"] == "concat" else (y[..., 0::2], y[..., 1::2])
             return act(gate) * up
         return gated
     return lambda x, w, *b: act(F.linear(x, w, *b))
@@ -92,7 +98,7 @@ def tritonic_op(case):
     if case["kind"] == "gated":
         if not hasattr(ops, "gated_linear"):
             return None
-        return lambda x, w: ops.gated_linear(x, w, activation=case["act"])
+        return lambda x, w: ops.gated_linear(x, w, activation=case["act"], layout=case["layout"])
     return lambda x, w, *b: ops.linear(x, w, *b, activation=case["act"])
 
 

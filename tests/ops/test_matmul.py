@@ -175,7 +175,7 @@ def test_tma_path_skips_unaligned(device, tma):
 
 # ----------------------------------------------------------------------------- gated_linear
 
-from tritonic.ops import gated_linear, gated_linear_reference  # noqa: E402
+from tritonic.ops import gated_linear, gated_linear_reference, interleave_gate_up  # noqa: E402
 
 
 @pytest.mark.parametrize("act", ["silu", "gelu", "gelu_tanh", "relu"])
@@ -195,6 +195,25 @@ def test_gated_linear_float16(path, device, monkeypatch):
              grads=["x", "weight_gate_up"], atol_ulps=ULPS)
 
 
+@pytest.mark.parametrize("path,dtype", [("portable", torch.float32), ("portable", torch.float16),
+                                        ("tma", torch.float16)])
+@pytest.mark.parametrize("act", ["silu", "gelu"])
+def test_gated_linear_interleaved(path, dtype, act, device, monkeypatch):
+    monkeypatch.setenv("TRITONIC_GEMM", path)
+    w = interleave_gate_up(torch.randn(2 * 40, 48, dtype=dtype, device=device) / 48 ** 0.5)
+    a = dict(x=torch.randn(2, 20, 48, dtype=dtype, device=device), weight_gate_up=w)
+    check_op(lambda **k: gated_linear(**k, activation=act, layout="interleaved"),
+             lambda **k: gated_linear_reference(**k, activation=act, layout="interleaved"), a,
+             grads=["x", "weight_gate_up"], atol_ulps=ULPS)
+
+
+def test_interleaved_and_concat_layouts_agree(device):
+    wc = torch.randn(2 * 24, 40, device=device) / 7
+    x = torch.randn(9, 40, device=device)
+    torch.testing.assert_close(gated_linear(x, interleave_gate_up(wc), layout="interleaved"), gated_linear(x, wc),
+                               atol=1e-5, rtol=1e-5)
+
+
 def test_gated_linear_bad_input(device):
     x = torch.randn(4, 8, device=device)
     with pytest.raises(ValueError, match="gate rows over the up rows"):
@@ -205,3 +224,5 @@ def test_gated_linear_bad_input(device):
         gated_linear(x, torch.randn(6, 8, device=device), activation="tanh")
     with pytest.raises(TypeError, match="dtype"):
         gated_linear(x, torch.randn(6, 8, device=device, dtype=torch.float16))
+    with pytest.raises(ValueError, match="layout must be"):
+        gated_linear(x, torch.randn(6, 8, device=device), layout="blocked")

@@ -61,16 +61,17 @@ def test_compile_and_graphs():
         torch.testing.assert_close(out, linear(x, w, activation="silu"))
 
 
+@pytest.mark.parametrize("layout", ["concat", "interleaved"])
 @pytest.mark.parametrize("path", ["auto", "portable"])
 @pytest.mark.parametrize("M", [5, 300])
-def test_gated_linear_bf16(M, path, monkeypatch):
+def test_gated_linear_bf16(M, path, layout, monkeypatch):
     from tritonic.ops import gated_linear, gated_linear_reference
 
     monkeypatch.setenv("TRITONIC_GEMM", path)
     a = dict(x=torch.randn(M, 512, device="cuda", dtype=torch.bfloat16),
              weight_gate_up=torch.randn(2 * 1000, 512, device="cuda", dtype=torch.bfloat16) / 512 ** 0.5)
-    check_op(lambda **k: gated_linear(**k), lambda **k: gated_linear_reference(**k), a,
-             grads=["x", "weight_gate_up"], atol_ulps=8)
+    check_op(lambda **k: gated_linear(**k, layout=layout), lambda **k: gated_linear_reference(**k, layout=layout),
+             a, grads=["x", "weight_gate_up"], atol_ulps=8)
 
 
 @pytest.mark.parametrize("path", ["auto", "portable"])

@@ -2,7 +2,8 @@
 interpreter).
 
     C[b] = act(A[b] @ B[b] + bias) + residual
-    C    = act(A @ B_gate) * (A @ B_up)               if GATED (SwiGLU / GeGLU)
+    C    = act(A @ B_gate) * (A @ B_up)               if GATED (SwiGLU / GeGLU; B's gate and up
+                                                      columns either in two halves or alternating)
 
 ``_matmul`` is the portable kernel (pointers and masks; any GPU and the interpreter),
 ``_matmul_tma`` the Hopper one (tensor descriptors, persistent grid) with the same
@@ -93,12 +94,12 @@ def _tile_coords(tile, n_m, n_n, GROUP_M: tl.constexpr):
 def _matmul(
     A,  # (batch, M, K) left operand, strides stride_ab / stride_am / stride_ak
     B,  # (batch, K, N) right operand, strides stride_bb / stride_bk / stride_bn (0 batch stride: shared)
-        # GATED: (K, 2N), the gate columns then the up columns
+        # GATED 1: (K, 2N), the gate columns then the up columns; GATED 2: (K, N) alternating
     C,  # (batch, M, N) output, strides stride_cb / stride_cm / stride_cn
     BIAS,  # (N,) added before the activation; read only if HAS_BIAS
     RES,  # (M, N) added after the activation, strides stride_rm / stride_rn; read only if HAS_RESIDUAL
     Z,  # (M, N) pre-activation written for the backward, same strides as C; written only if STORE_Z
-        # GATED: (M, 2N), gate pre-activation then up, row stride stride_zm
+        # GATED 1: (M, 2N), gate pre-activation then up; GATED 2: (M, N) as B; row stride stride_zm
     M, N, K,  # problem size
     stride_ab, stride_am, stride_ak,
     stride_bb, stride_bk, stride_bn,
@@ -109,7 +110,8 @@ def _matmul(
     HAS_BIAS: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr,
     STORE_Z: tl.constexpr,  # keep the pre-activation (the backward needs it)
-    GATED: tl.constexpr,  # C = act(A @ B_gate) * (A @ B_up): two accumulators share the A tile
+    GATED: tl.constexpr,  # 1: C = act(A @ B_gate) * (A @ B_up), two accumulators share the A tile;
+                          # 2: the same with B's columns alternating gate, up (N counts both)
     PRECISION: tl.constexpr,  # tl.dot input precision for float32 operands: "tf32" or "ieee"
     ROUND_TF32: tl.constexpr,  # round float32 operands to TF32 before the product (GPU only)
     BLOCK_M: tl.constexpr,
@@ -128,7 +130,7 @@ def _matmul(
     a_ptr = A + batch * stride_ab + rm[:, None] * stride_am + rk[None, :] * stride_ak
     b_ptr = B + batch * stride_bb + rk[:, None] * stride_bk + rn[None, :] * stride_bn
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-    if GATED:
+    if GATED == 1:
         acc_u = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     for k in range(0, K, BLOCK_K):
         a_mask = (rm[:, None] < M) & (rk[None, :] < K - k)
@@ -139,7 +141,7 @@ def _matmul(
             a = _round_tf32(a)
             b = _round_tf32(b)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
-        if GATED:
+        if GATED == 1:
             b_u = tl.load(b_ptr + N * stride_bn, mask=b_mask, other=0.0)
             if ROUND_TF32:
                 b_u = _round_tf32(b_u)
@@ -148,23 +150,33 @@ def _matmul(
         b_ptr += BLOCK_K * stride_bk
 
     mask = (rm[:, None] < M) & (rn[None, :] < N)
-    if HAS_BIAS:
-        acc += tl.load(BIAS + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
-    if STORE_Z:
-        if GATED:
-            z_ptr = Z + rm[:, None] * stride_zm + rn[None, :]
-            tl.store(z_ptr, acc.to(Z.dtype.element_ty), mask=mask)
-            tl.store(z_ptr + N, acc_u.to(Z.dtype.element_ty), mask=mask)
-        else:
-            tl.store(Z + batch * stride_cb + rm[:, None] * stride_cm + rn[None, :] * stride_cn,
-                     acc.to(Z.dtype.element_ty), mask=mask)
-    acc = _activation(acc, ACT)
-    if GATED:
-        acc = acc * acc_u
-    if HAS_RESIDUAL:
-        acc += tl.load(RES + rm[:, None] * stride_rm + rn[None, :] * stride_rn, mask=mask, other=0.0).to(tl.float32)
-    tl.store(C + batch * stride_cb + rm[:, None] * stride_cm + rn[None, :] * stride_cn,
-             acc.to(C.dtype.element_ty), mask=mask)
+    if GATED == 2:  # columns alternate gate, up: each thread holds the pairs, split them
+        if STORE_Z:
+            tl.store(Z + rm[:, None] * stride_zm + rn[None, :], acc.to(Z.dtype.element_ty), mask=mask)
+        gate, up = tl.split(tl.reshape(acc, [BLOCK_M, BLOCK_N // 2, 2]))
+        rc = pid_n * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
+        tl.store(C + rm[:, None] * stride_cm + rc[None, :] * stride_cn,
+                 (_activation(gate, ACT) * up).to(C.dtype.element_ty),
+                 mask=(rm[:, None] < M) & (rc[None, :] < N // 2))
+    else:
+        if HAS_BIAS:
+            acc += tl.load(BIAS + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+        if STORE_Z:
+            if GATED == 1:
+                z_ptr = Z + rm[:, None] * stride_zm + rn[None, :]
+                tl.store(z_ptr, acc.to(Z.dtype.element_ty), mask=mask)
+                tl.store(z_ptr + N, acc_u.to(Z.dtype.element_ty), mask=mask)
+            else:
+                tl.store(Z + batch * stride_cb + rm[:, None] * stride_cm + rn[None, :] * stride_cn,
+                         acc.to(Z.dtype.element_ty), mask=mask)
+        acc = _activation(acc, ACT)
+        if GATED == 1:
+            acc = acc * acc_u
+        if HAS_RESIDUAL:
+            acc += tl.load(RES + rm[:, None] * stride_rm + rn[None, :] * stride_rn, mask=mask,
+                           other=0.0).to(tl.float32)
+        tl.store(C + batch * stride_cb + rm[:, None] * stride_cm + rn[None, :] * stride_cn,
+                 acc.to(C.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -202,7 +214,7 @@ def _matmul_tma(
         pid_m, pid_n = _tile_coords(tile, n_m, n_n, GROUP_M)
         off_m, off_n = pid_m * BLOCK_M, pid_n * BLOCK_N
         acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-        if GATED:
+        if GATED == 1:
             acc_u = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
         for kk in range(k_tiles):
             off_k = kk * BLOCK_K
@@ -215,24 +227,30 @@ def _matmul_tma(
             else:
                 b = B_DESC.load([off_k, off_n])
             acc = tl.dot(a, b, acc)
-            if GATED:
+            if GATED == 1:
                 acc_u = tl.dot(a, B_DESC.load([N + off_n, off_k]).T, acc_u)
 
-        rm = (off_m + tl.arange(0, BLOCK_M)).to(tl.int64)
-        rn = off_n + tl.arange(0, BLOCK_N)
-        if HAS_BIAS:
-            acc += tl.load(BIAS + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
-        if STORE_Z:
-            Z_DESC.store([off_m, off_n], acc.to(Z_DESC.dtype))
-            if GATED:
-                ZU_DESC.store([off_m, off_n], acc_u.to(ZU_DESC.dtype))
-        acc = _activation(acc, ACT)
-        if GATED:
-            acc = acc * acc_u
-        if HAS_RESIDUAL:
-            acc += tl.load(RES + rm[:, None] * stride_rm + rn[None, :],
-                           mask=(rm[:, None] < M) & (rn[None, :] < N), other=0.0).to(tl.float32)
-        C_DESC.store([off_m, off_n], acc.to(C_DESC.dtype))
+        if GATED == 2:  # columns alternate gate, up: one wide product, split in registers
+            if STORE_Z:
+                Z_DESC.store([off_m, off_n], acc.to(Z_DESC.dtype))
+            gate, up = tl.split(tl.reshape(acc, [BLOCK_M, BLOCK_N // 2, 2]))
+            C_DESC.store([off_m, off_n // 2], (_activation(gate, ACT) * up).to(C_DESC.dtype))
+        else:
+            rm = (off_m + tl.arange(0, BLOCK_M)).to(tl.int64)
+            rn = off_n + tl.arange(0, BLOCK_N)
+            if HAS_BIAS:
+                acc += tl.load(BIAS + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+            if STORE_Z:
+                Z_DESC.store([off_m, off_n], acc.to(Z_DESC.dtype))
+                if GATED == 1:
+                    ZU_DESC.store([off_m, off_n], acc_u.to(ZU_DESC.dtype))
+            acc = _activation(acc, ACT)
+            if GATED == 1:
+                acc = acc * acc_u
+            if HAS_RESIDUAL:
+                acc += tl.load(RES + rm[:, None] * stride_rm + rn[None, :],
+                               mask=(rm[:, None] < M) & (rn[None, :] < N), other=0.0).to(tl.float32)
+            C_DESC.store([off_m, off_n], acc.to(C_DESC.dtype))
 
 
 @triton.jit
@@ -242,21 +260,27 @@ def _gated_grad(
     DZ,  # (M, 2N) out: d gate = dh * up * act'(gate), d up = dh * act(gate), row stride stride_z
     M, N, stride_dh, stride_z,
     ACT: tl.constexpr,
+    INTERLEAVED: tl.constexpr,  # gate and up columns alternate (gate j at 2j, up j at 2j + 1)
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
     """The elementwise backward of a gated product, between the forward's stored
-    pre-activations and the two GEMMs of the backward (dX = dZ @ W, dW = dZ^T @ X)."""
+    pre-activations and the two GEMMs of the backward (dX = dZ @ W, dW = dZ^T @ X); dZ has
+    Z's layout, which is the weight rows' layout."""
     rm = (tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
     rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     mask = (rm[:, None] < M) & (rn[None, :] < N)
     dh = tl.load(DH + rm[:, None] * stride_dh + rn[None, :], mask=mask, other=0.0).to(tl.float32)
-    z_ptr = Z + rm[:, None] * stride_z + rn[None, :]
-    g = tl.load(z_ptr, mask=mask, other=0.0).to(tl.float32)
-    u = tl.load(z_ptr + N, mask=mask, other=0.0).to(tl.float32)
-    dz_ptr = DZ + rm[:, None] * stride_z + rn[None, :]
-    tl.store(dz_ptr, (dh * u * _activation_grad(g, ACT)).to(DZ.dtype.element_ty), mask=mask)
-    tl.store(dz_ptr + N, (dh * _activation(g, ACT)).to(DZ.dtype.element_ty), mask=mask)
+    if INTERLEAVED:
+        gate_col, up_col = 2 * rn, 2 * rn + 1
+    else:
+        gate_col, up_col = rn, rn + N
+    z_row = Z + rm[:, None] * stride_z
+    g = tl.load(z_row + gate_col[None, :], mask=mask, other=0.0).to(tl.float32)
+    u = tl.load(z_row + up_col[None, :], mask=mask, other=0.0).to(tl.float32)
+    dz_row = DZ + rm[:, None] * stride_z
+    tl.store(dz_row + gate_col[None, :], (dh * u * _activation_grad(g, ACT)).to(DZ.dtype.element_ty), mask=mask)
+    tl.store(dz_row + up_col[None, :], (dh * _activation(g, ACT)).to(DZ.dtype.element_ty), mask=mask)
 
 
 @triton.jit

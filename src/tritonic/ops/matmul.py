@@ -35,7 +35,8 @@ from tritonic.runtime.autotune import Autotuner, Config, bucket
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
 from tritonic.runtime.launcher import is_traced, launch
 
-__all__ = ["linear", "gated_linear", "matmul", "linear_reference", "gated_linear_reference", "ACTIVATIONS"]
+__all__ = ["linear", "gated_linear", "matmul", "linear_reference", "gated_linear_reference", "interleave_gate_up",
+           "ACTIVATIONS"]
 
 ACTIVATIONS = {None: 0, "relu": 1, "gelu": 2, "gelu_tanh": 3, "silu": 4}
 
@@ -102,8 +103,10 @@ def _use_tma(a, b, out, z, batch, gated=False) -> bool:
         return False
     a2, b2, c2 = a[0], b[0], out[0]
     ok = (_tma_layout(a2, 1) or _tma_layout(a2, 0)) and (_tma_layout(b2, 0) or _tma_layout(b2, 1))
-    if gated:  # the weight (2N, K) must be K-major, and the up half of z 16-byte aligned too
+    if gated == 1:  # the weight (2N, K) must be K-major, and the up half of z 16-byte aligned too
         ok = ok and _tma_layout(b2, 0) and (z is None or (_tma_layout(z, 1) and _tma_layout(z[:, c2.shape[1]:], 1)))
+    elif gated == 2:
+        ok = ok and _tma_layout(b2, 0) and (z is None or _tma_layout(z, 1))
     else:
         ok = ok and (z is None or (z.stride() == out.stride()[1:] and _tma_layout(z, 1)))
     return ok and _tma_layout(c2, 1)
@@ -129,10 +132,11 @@ def linear_reference(x, weight, bias=None, activation=None, residual=None):
 def _gemm(a, b, out, *, bias=None, residual=None, z=None, act=0, batch=1, gated=False):
     """out[i] = act(a[i] @ b[i] + bias) + residual, as strided 3-D views (batch, rows, cols).
 
-    ``z``: keep the pre-activation; ``gated``: ``b`` holds the gate columns then the up
-    columns and out = act(a @ gate) * (a @ up) (z then has both halves)."""
+    ``z``: keep the pre-activation; ``gated``: out = act(a @ gate) * (a @ up) where ``b``
+    holds the gate columns then the up columns (1) or the two alternating (2); z then holds
+    both, in ``b``'s column order."""
     _, M, K = a.shape
-    N = b.shape[2] // 2 if gated else b.shape[2]
+    N = b.shape[2] // 2 if gated == 1 else b.shape[2]
     precision = "tf32" if a.dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32 else "ieee"
     args = (a, b, out, bias, residual, z, M, N, K,
             a.stride(0), a.stride(1), a.stride(2), b.stride(0), b.stride(1), b.stride(2),
@@ -151,7 +155,7 @@ def _gemm(a, b, out, *, bias=None, residual=None, z=None, act=0, batch=1, gated=
     tuner = _tuner
     if not is_traced(a, b) and _use_tma(a, b, out, z, batch, gated):
         run = _tma_runner(a, b, out, bias, residual, z, act, gated)
-        tuner = _tma_gated_tuner if gated else _tma_tuner
+        tuner = _tma_gated_tuner if gated == 1 else _tma_tuner
     elif M <= SMALL_M:
         tuner = _small_tuner
     key = None
@@ -182,7 +186,7 @@ def _tma_runner(a, b, out, bias, residual, z, act, gated):
     """A launch of the Hopper kernel for one config (descriptors depend on the block shape)."""
     a2, b2, c2 = a[0], b[0], out[0]
     M, K = a2.shape
-    N = c2.shape[1]
+    N = b2.shape[1] if gated == 2 else c2.shape[1]  # the kernel's N: columns of the product
     a_kmajor = _tma_layout(a2, 1)
     b_kmajor = not _tma_layout(b2, 1)  # B (K, N) with unit stride along K: a Linear weight
 
@@ -200,11 +204,11 @@ def _tma_runner(a, b, out, bias, residual, z, act, gated):
         # B is (K, N); "kmajor" descriptors run over its transpose, the (N, K) weight
         b_desc = desc(b2.t(), True, bn, bk) if b_kmajor else TensorDescriptor(
             b2, [K, N], [b2.stride(0), 1], [bk, bn])
-        c_desc = TensorDescriptor(c2, [M, N], [c2.stride(0), 1], [bm, bn])
+        c_desc = TensorDescriptor(c2, [M, c2.shape[1]], [c2.stride(0), 1], [bm, bn // 2 if gated == 2 else bn])
         z_desc = zu_desc = None
         if z is not None:
             z_desc = TensorDescriptor(z, [M, N], [z.stride(0), 1], [bm, bn])
-            if gated:
+            if gated == 1:
                 zu_desc = TensorDescriptor(z[:, N:], [M, N], [z.stride(0), 1], [bm, bn])
         tiles = _cdiv(M, bm) * _cdiv(N, bn)
         programs = max(1, min(tiles, per_sm * num_sms(a.device.index)))
@@ -354,27 +358,35 @@ def linear(x, weight, bias=None, activation=None, residual=None):
 # ----------------------------------------------------------------------------- gated_linear
 
 
-def gated_linear_reference(x, weight_gate_up, activation="silu"):
-    """PyTorch: one ``F.linear`` against the concatenated weight, then ``act(gate) * up``."""
-    gate, up = F.linear(x, weight_gate_up).chunk(2, dim=-1)
+def gated_linear_reference(x, weight_gate_up, activation="silu", layout="concat"):
+    """PyTorch: one ``F.linear`` against the stacked weight, then ``act(gate) * up``."""
+    y = F.linear(x, weight_gate_up)
+    gate, up = y.chunk(2, dim=-1) if layout == "concat" else (y[..., 0::2], y[..., 1::2])
     return _act_torch(gate, activation) * up
 
 
-def _gated_fwd(x: torch.Tensor, weight: torch.Tensor, act: int, keep_z: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def interleave_gate_up(weight_gate_up: torch.Tensor) -> torch.Tensor:
+    """``torch.cat([w_gate, w_up])`` (2F, K) -> rows alternating gate, up (``layout="interleaved"``)."""
+    F2, K = weight_gate_up.shape
+    return weight_gate_up.view(2, F2 // 2, K).transpose(0, 1).reshape(F2, K)
+
+
+def _gated_fwd(x: torch.Tensor, weight: torch.Tensor, act: int, keep_z: bool,
+               interleaved: bool) -> tuple[torch.Tensor, torch.Tensor]:
     M, F2 = x.shape[0], weight.shape[0]
     h = empty((M, F2 // 2), dtype=x.dtype, device=x.device)
     z = empty((M, F2), dtype=x.dtype, device=x.device) if keep_z else None
-    _gemm(x[None], weight.t()[None], h[None], z=z, act=act, gated=True)
+    _gemm(x[None], weight.t()[None], h[None], z=z, act=act, gated=2 if interleaved else 1)
     return h, (z if z is not None else x.new_empty(0))
 
 
 def _gated_bwd(dh: torch.Tensor, z: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, act: int,
-               need_dx: bool, need_dw: bool) -> tuple[torch.Tensor, torch.Tensor]:
+               interleaved: bool, need_dx: bool, need_dw: bool) -> tuple[torch.Tensor, torch.Tensor]:
     M, F2 = z.shape
     dz = empty((M, F2), dtype=z.dtype, device=z.device)
     block_m, block_n = (16, 16) if interpreter_active() else (32, 128)
     launch(_gated_grad, (_cdiv(M, block_m), _cdiv(F2 // 2, block_n)), dh, z, dz, M, F2 // 2, dh.stride(0),
-           z.stride(0), ACT=act, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4)
+           z.stride(0), ACT=act, INTERLEAVED=interleaved, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4)
     dx = dw = x.new_empty(0)
     if need_dx:  # dZ @ W
         dx = empty(tuple(x.shape), dtype=x.dtype, device=x.device)
@@ -386,8 +398,8 @@ def _gated_bwd(dh: torch.Tensor, z: torch.Tensor, x: torch.Tensor, weight: torch
 
 
 def _gated_setup(ctx, inputs, output, backward_impl):
-    x, weight, act, _ = inputs
-    ctx.act, ctx.backward_impl = act, backward_impl
+    x, weight, act, _, interleaved = inputs
+    ctx.act, ctx.interleaved, ctx.backward_impl = act, interleaved, backward_impl
     ctx.save_for_backward(x, weight, output[1])
 
 
@@ -395,8 +407,8 @@ def _gated_grad_fn(ctx, dh, _dz):
     x, weight, z = ctx.saved_tensors
     need_x, need_w = ctx.needs_input_grad[:2]
     dh = torch.zeros(z.shape[0], z.shape[1] // 2, dtype=z.dtype, device=z.device) if dh is None else _rows(dh)
-    dx, dw = ctx.backward_impl(dh, z, x, weight, ctx.act, need_x, need_w)
-    return (dx if need_x else None), (dw if need_w else None), None, None
+    dx, dw = ctx.backward_impl(dh, z, x, weight, ctx.act, ctx.interleaved, need_x, need_w)
+    return (dx if need_x else None), (dw if need_w else None), None, None, None
 
 
 _GatedFn = register("gated_linear", _gated_fwd, _gated_bwd, _gated_setup, _gated_grad_fn, n_nondiff=1)
@@ -404,12 +416,16 @@ _GatedFn = register("gated_linear", _gated_fwd, _gated_bwd, _gated_setup, _gated
 GATED_ACTIVATIONS = ("silu", "gelu", "gelu_tanh", "relu")
 
 
-def gated_linear(x, weight_gate_up, activation="silu"):
+def gated_linear(x, weight_gate_up, activation="silu", layout="concat"):
     """``act(x @ W_gate.T) * (x @ W_up.T)`` for gated MLPs (SwiGLU with "silu", GeGLU with
-    "gelu"/"gelu_tanh"), from one GEMM against ``weight_gate_up``, the gate rows stacked
-    over the up rows (``torch.cat([w_gate, w_up])``, shape ``(2 * F, K)``). The epilogue
-    multiplies the two halves, so neither reaches memory unless a gradient needs them."""
+    "gelu"/"gelu_tanh"), from one GEMM against ``weight_gate_up`` of shape ``(2 * F, K)``.
+    The epilogue multiplies gate and up, so neither reaches memory unless a gradient needs
+    them. ``layout="concat"``: the gate rows over the up rows (``torch.cat([w_gate, w_up])``);
+    ``layout="interleaved"``: rows alternate gate, up (:func:`interleave_gate_up`), which lets
+    one wide tile product serve both and is faster on Hopper (docs/matmul.md)."""
     op = "gated_linear"
+    if layout not in ("concat", "interleaved"):
+        raise ValueError(f"gated_linear: layout must be 'concat' or 'interleaved', got {layout!r}")
     check_tensor(op, "x", x, min_dim=1)
     check_tensor(op, "weight_gate_up", weight_gate_up)
     w = weight_gate_up
@@ -429,18 +445,19 @@ def gated_linear(x, weight_gate_up, activation="silu"):
         if x.dtype not in KERNEL_DTYPES:
             warn_once((op, "dtype"), f"gated_linear: the kernels take float16, bfloat16 and float32; got "
                       f"{x.dtype}, so PyTorch's implementation runs instead")
-        return gated_linear_reference(x, w, activation)
+        return gated_linear_reference(x, w, activation, layout)
     lead, K = x.shape[:-1], x.shape[-1]
     x2 = _rows(x.reshape(-1, K))
     w2 = _rows(w)
     act = ACTIVATIONS[activation]
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)
+    inter = layout == "interleaved"
     if torch.compiler.is_compiling() or is_traced(x, w):
-        h, _ = torch.ops.tritonic.gated_linear(x2, w2, act, needs_grad)
+        h, _ = torch.ops.tritonic.gated_linear(x2, w2, act, needs_grad, inter)
     elif needs_grad:
-        h, _ = _GatedFn.apply(x2, w2, act, True)
+        h, _ = _GatedFn.apply(x2, w2, act, True, inter)
     else:
-        h, _ = _gated_fwd(x2, w2, act, False)
+        h, _ = _gated_fwd(x2, w2, act, False, inter)
     return h.view(*lead, w.shape[0] // 2)
 
 
