@@ -271,16 +271,21 @@ def _gated_grad(
     rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     mask = (rm[:, None] < M) & (rn[None, :] < N)
     dh = tl.load(DH + rm[:, None] * stride_dh + rn[None, :], mask=mask, other=0.0).to(tl.float32)
-    if INTERLEAVED:
-        gate_col, up_col = 2 * rn, 2 * rn + 1
+    if INTERLEAVED:  # contiguous [BLOCK_M, 2 * BLOCK_N] tiles, split into and joined from pairs
+        rc = tl.program_id(1) * (2 * BLOCK_N) + tl.arange(0, 2 * BLOCK_N)
+        mask2 = (rm[:, None] < M) & (rc[None, :] < 2 * N)
+        z = tl.load(Z + rm[:, None] * stride_z + rc[None, :], mask=mask2, other=0.0).to(tl.float32)
+        g, u = tl.split(tl.reshape(z, [BLOCK_M, BLOCK_N, 2]))
+        dz = tl.reshape(tl.join(dh * u * _activation_grad(g, ACT), dh * _activation(g, ACT)),
+                        [BLOCK_M, 2 * BLOCK_N])
+        tl.store(DZ + rm[:, None] * stride_z + rc[None, :], dz.to(DZ.dtype.element_ty), mask=mask2)
     else:
-        gate_col, up_col = rn, rn + N
-    z_row = Z + rm[:, None] * stride_z
-    g = tl.load(z_row + gate_col[None, :], mask=mask, other=0.0).to(tl.float32)
-    u = tl.load(z_row + up_col[None, :], mask=mask, other=0.0).to(tl.float32)
-    dz_row = DZ + rm[:, None] * stride_z
-    tl.store(dz_row + gate_col[None, :], (dh * u * _activation_grad(g, ACT)).to(DZ.dtype.element_ty), mask=mask)
-    tl.store(dz_row + up_col[None, :], (dh * _activation(g, ACT)).to(DZ.dtype.element_ty), mask=mask)
+        z_row = Z + rm[:, None] * stride_z + rn[None, :]
+        g = tl.load(z_row, mask=mask, other=0.0).to(tl.float32)
+        u = tl.load(z_row + N, mask=mask, other=0.0).to(tl.float32)
+        dz_row = DZ + rm[:, None] * stride_z + rn[None, :]
+        tl.store(dz_row, (dh * u * _activation_grad(g, ACT)).to(DZ.dtype.element_ty), mask=mask)
+        tl.store(dz_row + N, (dh * _activation(g, ACT)).to(DZ.dtype.element_ty), mask=mask)
 
 
 @triton.jit
