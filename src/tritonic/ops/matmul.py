@@ -23,13 +23,11 @@ import os
 
 import torch
 import torch.nn.functional as F
-from triton.tools.tensor_descriptor import TensorDescriptor
-
 from triton.runtime.errors import OutOfResources
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonic.kernels.matmul import _act_grad, _gated_grad, _matmul, _matmul_tma
 from tritonic.ops._register import register
-
 from tritonic.runtime import empty, interpreter_active, num_sms, warn_once
 from tritonic.runtime.autotune import Autotuner, Config, bucket
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
