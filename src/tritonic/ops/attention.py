@@ -1,0 +1,189 @@
+"""Scaled dot-product attention in the SDPA layout ``(B, H, S, D)``.
+
+    o = attention(q, k, v, causal=True)                       # GPT-2 / Llama
+    o = attention(q, k, v, mask=key_padding[:, None, None])   # BERT: True = attend
+    o = attention(q, k, v, bias=position_bias, scale=1.0)     # T5: additive bias, no 1/sqrt(d)
+    o = attention(q, k, v, alibi_slopes=slopes, causal=True)  # ALiBi
+    o = attention(q, k, v, causal=True, window=4096)          # sliding window (Mistral)
+
+``k``/``v`` may have fewer heads than ``q`` (GQA/MQA) when that number divides H. Causal
+and window limits are aligned to the bottom-right corner when Sq != Sk (query i sits at key
+position i + Sk - Sq). Rows whose keys are all masked give zeros.
+
+Status: the forward is a Triton flash-attention kernel (``kernels/attention.py``); the
+backward is not written yet, so gradients come from PyTorch's reference recomputed in
+the backward (correct, not fast), and ``torch.compile`` traces the reference.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from tritonic.kernels.attention import _attn_fwd
+from tritonic.runtime import empty, interpreter_active, warn_once
+from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
+from tritonic.runtime.launcher import is_traced, launch
+
+__all__ = ["attention", "attention_reference"]
+
+MAX_HEAD_DIM = 256
+
+
+def attention_reference(q, k, v, *, causal=False, mask=None, bias=None, alibi_slopes=None, window=None,
+                        scale=None):
+    """PyTorch: the full score matrix, in the inputs' dtype (float64 inputs for a reference)."""
+    B, H, Sq, D = q.shape
+    Hk, Sk = k.shape[1], k.shape[2]
+    if Hk != H:
+        k = k.repeat_interleave(H // Hk, dim=1)
+        v = v.repeat_interleave(H // Hk, dim=1)
+    scale = 1.0 / math.sqrt(D) if scale is None else scale
+    s = torch.matmul(q, k.transpose(-1, -2)) * scale
+    pos = torch.arange(Sq, device=q.device)[:, None] + (Sk - Sq)
+    key = torch.arange(Sk, device=q.device)[None, :]
+    keep = torch.ones(Sq, Sk, dtype=torch.bool, device=q.device)
+    if causal:
+        keep = keep & (key <= pos)
+    if window is not None:
+        keep = keep & (key > pos - window)
+        if not causal:
+            keep = keep & (key < pos + window)
+    keep = keep.expand(B, H, Sq, Sk)
+    if mask is not None:
+        keep = keep & mask
+    if bias is not None:
+        s = s + bias
+    if alibi_slopes is not None:
+        s = s - alibi_slopes.to(s.dtype)[None, :, None, None] * (pos - key).abs().to(s.dtype)
+    s = s.masked_fill(~keep, float("-inf"))
+    p = torch.softmax(s, dim=-1).nan_to_num(0.0)  # rows with every key masked: zeros
+    return torch.matmul(p, v)
+
+
+def _bcast(name, t, B, H, Sq, Sk):
+    """``t`` expanded to (B, H, Sq, Sk), or an error that shows both shapes."""
+    try:
+        return t.expand(B, H, Sq, Sk) if t.dim() <= 4 else None
+    except RuntimeError:
+        pass
+    raise ValueError(f"attention: {name} of shape {tuple(t.shape)} does not broadcast to (B, H, Sq, Sk) = "
+                     f"{(B, H, Sq, Sk)}")
+
+
+def _check(q, k, v, mask, bias, alibi_slopes, window, scale):
+    op = "attention"
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_tensor(op, name, t)
+        if t.dim() != 4:
+            raise ValueError(f"attention: {name} must be 4-D (B, H, S, D), got shape {tuple(t.shape)}")
+    B, H, Sq, D = q.shape
+    if k.shape[0] != B or v.shape[0] != B or k.shape[1] != v.shape[1] or k.shape[2] != v.shape[2]:
+        raise ValueError(f"attention: q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} disagree on "
+                         f"batch, key/value heads or key length")
+    if k.shape[3] != D or v.shape[3] != D:
+        raise ValueError(f"attention: head dims differ: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
+    if H % k.shape[1]:
+        raise ValueError(f"attention: q has {H} heads, which {k.shape[1]} key/value heads do not divide "
+                         f"(grouped-query attention needs H % H_kv == 0)")
+    if q.dtype != k.dtype or q.dtype != v.dtype:
+        raise TypeError(f"attention: q, k, v must have one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if D > MAX_HEAD_DIM:
+        raise ValueError(f"attention: head dim {D} is above {MAX_HEAD_DIM}, the largest the kernel takes")
+    Sk = k.shape[2]
+    if mask is not None:
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            raise TypeError("attention: mask must be a boolean tensor (True = attend); add a float mask as bias")
+        _bcast("mask", mask, B, H, Sq, Sk)
+    if bias is not None:
+        check_tensor(op, "bias", bias)
+        _bcast("bias", bias, B, H, Sq, Sk)
+    if alibi_slopes is not None:
+        check_tensor(op, "alibi_slopes", alibi_slopes)
+        if tuple(alibi_slopes.shape) != (H,):
+            raise ValueError(f"attention: alibi_slopes must have shape ({H},) (one per query head), "
+                             f"got {tuple(alibi_slopes.shape)}")
+    if window is not None and (not isinstance(window, int) or window < 1):
+        raise ValueError(f"attention: window must be a positive int, got {window!r}")
+    if scale is not None and not isinstance(scale, (int, float)):
+        raise TypeError(f"attention: scale must be a number, got {type(scale).__name__}")
+    check_same_device(op, "q", q, k=k, v=v, mask=mask, bias=bias, alibi_slopes=alibi_slopes)
+    check_kernel_device(op, "q", q)
+    if q.dtype not in KERNEL_DTYPES:
+        warn_once((op, "dtype"), f"attention: the kernels take float16, bfloat16 and float32; got {q.dtype}, "
+                  f"so PyTorch's implementation runs instead")
+        return False
+    return q.numel() > 0 and k.numel() > 0
+
+
+def _forward_impl(q, k, v, mask, bias, alibi_slopes, window, scale, causal):
+    """(output, row log-sum-exp) from the Triton kernel."""
+    B, H, Sq, D = q.shape
+    Hk, Sk = k.shape[1], k.shape[2]
+    o = empty((B, H, Sq, D), dtype=q.dtype, device=q.device)
+    lse = empty((B, H, Sq), dtype=torch.float32, device=q.device)
+    m = None if mask is None else mask.expand(B, H, Sq, Sk)
+    bb = None if bias is None else bias.expand(B, H, Sq, Sk)
+    slopes = None if alibi_slopes is None else alibi_slopes.to(torch.float32).contiguous()
+    block_d = max(16, 1 << (D - 1).bit_length())
+    if interpreter_active():
+        block_m = block_n = 16
+        warps = 4
+    else:
+        block_m, block_n = (128, 64) if block_d <= 128 else (64, 32)
+        warps = 8 if block_d >= 128 else 4
+    precision = "tf32" if q.dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32 else "ieee"
+    zeros4 = (0, 0, 0, 0)
+    launch(_attn_fwd, ((Sq + block_m - 1) // block_m, B * H), q, k, v, o, lse, m, bb, slopes,
+           *q.stride(), *k.stride(), *v.stride(), *o.stride(),
+           *(m.stride() if m is not None else zeros4), *(bb.stride() if bb is not None else zeros4),
+           H, H // Hk, Sq, Sk, D, float(1.0 / math.sqrt(D) if scale is None else scale),
+           int(window) if window is not None else 0,
+           CAUSAL=bool(causal), HAS_MASK=m is not None, HAS_BIAS=bb is not None, HAS_ALIBI=slopes is not None,
+           HAS_WINDOW=window is not None, PRECISION=precision, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
+           num_warps=warps, num_stages=2 if interpreter_active() else 3)
+    return o, lse
+
+
+class _AttentionFn(torch.autograd.Function):
+    """Kernel forward; the backward recomputes PyTorch's reference (no backward kernel yet)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias, mask, alibi_slopes, window, scale, causal):
+        ctx.save_for_backward(q, k, v, bias, mask, alibi_slopes)
+        ctx.opts = dict(window=window, scale=scale, causal=causal)
+        return _forward_impl(q, k, v, mask, bias, alibi_slopes, window, scale, causal)[0]
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, bias, mask, alibi_slopes = ctx.saved_tensors
+        inputs = [t.detach().requires_grad_(need) if t is not None else None
+                  for t, need in zip((q, k, v, bias), ctx.needs_input_grad[:4])]
+        with torch.enable_grad():
+            o = attention_reference(*inputs[:3], mask=mask, bias=inputs[3], alibi_slopes=alibi_slopes,
+                                    **ctx.opts)
+            wanted = [t for t, need in zip(inputs, ctx.needs_input_grad[:4]) if t is not None and need]
+            grads = iter(torch.autograd.grad(o, wanted, do))
+        out = [next(grads) if t is not None and need else None for t, need in zip(inputs, ctx.needs_input_grad[:4])]
+        if out[3] is not None and out[3].shape != bias.shape:  # a broadcast bias: sum over the broadcast dims
+            out[3] = out[3].sum_to_size(bias.shape)
+        return (*out, None, None, None, None, None)
+
+
+def attention(q, k, v, *, causal=False, mask=None, bias=None, alibi_slopes=None, window=None, scale=None):
+    """``softmax(scale * q @ k^T + bias + alibi, masked) @ v`` for ``(B, H, S, D)`` tensors.
+
+    ``mask``: boolean, True = attend, broadcastable to (B, H, Sq, Sk). ``bias``: additive,
+    broadcastable the same way (gradients flow to it). ``alibi_slopes``: (H,), adds
+    ``-slope * |i - j|``. ``window``: keys more than ``window - 1`` positions before the
+    query (and, without ``causal``, after it) are masked. ``scale`` defaults to 1/sqrt(D)."""
+    if not _check(q, k, v, mask, bias, alibi_slopes, window, scale):
+        return attention_reference(q, k, v, causal=causal, mask=mask, bias=bias, alibi_slopes=alibi_slopes,
+                                   window=window, scale=scale)
+    if torch.compiler.is_compiling() or is_traced(q, k, v, mask, bias):
+        return attention_reference(q, k, v, causal=causal, mask=mask, bias=bias, alibi_slopes=alibi_slopes,
+                                   window=window, scale=scale)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, bias)):
+        return _AttentionFn.apply(q, k, v, bias, mask, alibi_slopes, window, scale, causal)
+    return _forward_impl(q, k, v, mask, bias, alibi_slopes, window, scale, causal)[0]

@@ -1,0 +1,95 @@
+"""attention (forward kernel) against a float64 reference: masks, bias, ALiBi, windows,
+GQA, Sq != Sk, odd lengths, fully masked rows, bad input. Gradients come from the
+reference recomputed in the backward until the backward kernel exists; they are checked
+too (shapes, broadcast bias)."""
+
+import pytest
+import torch
+
+from tests.helpers import check_op
+from tritonic.ops import attention, attention_reference
+
+ULPS = 8
+
+
+def _qkv(B, H, Hk, Sq, Sk, D, dtype, device):
+    return dict(q=torch.randn(B, H, Sq, D, dtype=dtype, device=device),
+                k=torch.randn(B, Hk, Sk, D, dtype=dtype, device=device),
+                v=torch.randn(B, Hk, Sk, D, dtype=dtype, device=device))
+
+
+def _check(args, grads=(), **kw):
+    check_op(lambda **a: attention(**a, **kw), lambda **a: attention_reference(**a, **kw), args, grads=grads,
+             atol_ulps=ULPS)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("Sq,Sk", [(1, 7), (7, 7), (33, 20), (20, 33)])
+def test_plain_and_causal(Sq, Sk, causal, device):
+    _check(_qkv(2, 2, 2, Sq, Sk, 16, torch.float32, device), causal=causal)
+
+
+@pytest.mark.parametrize("D", [8, 40])
+def test_head_dims_padded(D, device):
+    _check(_qkv(1, 2, 2, 17, 19, D, torch.float32, device), causal=True)
+
+
+def test_gqa_and_float16(device):
+    _check(_qkv(1, 4, 2, 19, 23, 16, torch.float16, device), causal=True)
+    _check(_qkv(1, 4, 1, 9, 9, 16, torch.float32, device))  # MQA
+
+
+def test_key_padding_mask_with_fully_masked_rows(device):
+    args = _qkv(2, 2, 2, 10, 12, 16, torch.float32, device)
+    mask = torch.rand(2, 1, 10, 12, device=device) > 0.4
+    mask[0, 0, 3] = False  # a query row that sees no key: zeros, not NaN
+    mask[1] = mask[1, :, :, :1].expand(1, 10, 12) & False  # a whole batch entry masked
+    _check(args, mask=mask)
+    out = attention(**args, mask=mask)
+    assert torch.isfinite(out).all() and (out[0, :, 3] == 0).all() and (out[1] == 0).all()
+
+
+def test_bias_broadcast_scale_and_gradients(device):
+    args = _qkv(2, 2, 2, 9, 11, 16, torch.float32, device)
+    args["bias"] = torch.randn(1, 2, 9, 11, device=device)  # T5: per head, shared over the batch
+    _check(args, grads=["q", "k", "v", "bias"], scale=1.0)
+
+
+def test_alibi_and_window(device):
+    args = _qkv(1, 2, 2, 21, 21, 16, torch.float32, device)
+    slopes = torch.tensor([0.5, 0.125], device=device)
+    _check(args, alibi_slopes=slopes, causal=True)
+    _check(args, causal=True, window=5)
+    _check(args, window=4)
+    _check(_qkv(1, 2, 2, 6, 40, 16, torch.float32, device), causal=True, window=9)  # Sq < Sk
+
+
+def test_bad_input(device):
+    q = torch.randn(1, 4, 5, 16, device=device)
+    with pytest.raises(ValueError, match="head dims differ"):
+        attention(q, torch.randn(1, 4, 5, 8, device=device), torch.randn(1, 4, 5, 8, device=device))
+    with pytest.raises(ValueError, match="do not divide"):
+        attention(q, torch.randn(1, 3, 5, 16, device=device), torch.randn(1, 3, 5, 16, device=device))
+    with pytest.raises(ValueError, match="does not broadcast"):
+        attention(q, q, q, mask=torch.ones(2, 1, 5, 5, dtype=torch.bool, device=device))
+    with pytest.raises(TypeError, match="boolean"):
+        attention(q, q, q, mask=torch.ones(5, 5, device=device))
+    with pytest.raises(ValueError, match="4-D"):
+        attention(q[0], q, q)
+    with pytest.raises(ValueError, match="window"):
+        attention(q, q, q, window=0)
+
+
+def test_the_kernel_runs(device, monkeypatch):
+    """The comparisons above are against the reference: make sure they compared the kernel."""
+    import importlib
+
+    mod = importlib.import_module("tritonic.ops.attention")
+    calls = []
+    real = mod._forward_impl
+    monkeypatch.setattr(mod, "_forward_impl", lambda *a, **k: calls.append(1) or real(*a, **k))
+    args = _qkv(1, 2, 2, 5, 5, 16, torch.float32, device)
+    attention(**args)
+    args["q"].requires_grad_(True)
+    attention(**args).sum().backward()
+    assert len(calls) == 2

@@ -1,0 +1,45 @@
+"""GPU-only attention checks: bfloat16 (the interpreter's tl.dot is wrong for it), real
+sizes and head dims, CUDA graphs."""
+
+import pytest
+import torch
+
+from tests.helpers import check_op
+from tritonic.ops import attention, attention_reference
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.mark.parametrize("D", [64, 80, 128, 256])
+@pytest.mark.parametrize("causal", [False, True])
+def test_bf16_sizes(D, causal):
+    a = dict(q=torch.randn(2, 8, 1000, D, device="cuda", dtype=torch.bfloat16),
+             k=torch.randn(2, 2, 1000, D, device="cuda", dtype=torch.bfloat16),
+             v=torch.randn(2, 2, 1000, D, device="cuda", dtype=torch.bfloat16))
+    check_op(lambda **k: attention(**k, causal=causal), lambda **k: attention_reference(**k, causal=causal), a,
+             atol_ulps=8)
+
+
+def test_bert_mask_and_t5_bias_bf16():
+    q, k, v = (torch.randn(2, 4, 129, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    mask = torch.rand(2, 1, 1, 129, device="cuda") > 0.3
+    check_op(lambda **a: attention(**a, mask=mask), lambda **a: attention_reference(**a, mask=mask),
+             dict(q=q, k=k, v=v), atol_ulps=8)
+    bias = torch.randn(1, 4, 129, 129, device="cuda", dtype=torch.bfloat16)
+    check_op(lambda **a: attention(**a, scale=1.0), lambda **a: attention_reference(**a, scale=1.0),
+             dict(q=q, k=k, v=v, bias=bias), atol_ulps=8)
+
+
+def test_cuda_graph():
+    q, k, v = (torch.randn(1, 4, 256, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        attention(q, k, v, causal=True)
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        out = attention(q, k, v, causal=True)
+    q.copy_(torch.randn_like(q))
+    g.replay()
+    torch.testing.assert_close(out, attention(q, k, v, causal=True))
