@@ -9,8 +9,6 @@ layout (B, H, S, D). TFLOP/s counts 4·B·H·Sq·Sk·D per forward (halved when 
 a BERT key-padding mask (S = 512, 2048; a quarter of the keys padded) and a T5 additive
 bias (S = 512, 2048), where SDPA has to take its masked path.
 
-Only the forward is timed for tritonic until its backward kernel exists (its backward is
-PyTorch's reference recomputed, which would not be a measurement of anything tritonic).
 """
 
 from __future__ import annotations
@@ -88,10 +86,8 @@ def tritonic_op(case):
     return fn
 
 
-def provider(make, fwd_only=False):
+def provider(make):
     def factory(case, mode, n_sets):
-        if fwd_only and mode != "fwd":
-            return None
         fn = make(case)
         if fn is None:
             return None
@@ -131,7 +127,7 @@ BENCH = Benchmark(
         "sdpa": provider(sdpa(None)),
         "sdpa-flash": provider(sdpa("flash")),
         "sdpa-cudnn": provider(sdpa("cudnn")),
-        "tritonic": provider(tritonic_op, fwd_only=True),
+        "tritonic": provider(tritonic_op),
     },
     bytes=attn_bytes,
     flops=attn_flops,

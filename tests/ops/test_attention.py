@@ -1,7 +1,6 @@
-"""attention (forward kernel) against a float64 reference: masks, bias, ALiBi, windows,
-GQA, Sq != Sk, odd lengths, fully masked rows, bad input. Gradients come from the
-reference recomputed in the backward until the backward kernel exists; they are checked
-too (shapes, broadcast bias)."""
+"""attention (forward and backward kernels) against a float64 reference: masks, bias,
+ALiBi, windows, GQA, Sq != Sk, odd lengths, fully masked rows, gradients of q, k, v and a
+broadcast bias, bad input."""
 
 import pytest
 import torch
@@ -18,7 +17,10 @@ def _qkv(B, H, Hk, Sq, Sk, D, dtype, device):
                 v=torch.randn(B, Hk, Sk, D, dtype=dtype, device=device))
 
 
-def _check(args, grads=(), **kw):
+QKV = ["q", "k", "v"]
+
+
+def _check(args, grads=QKV, **kw):
     check_op(lambda **a: attention(**a, **kw), lambda **a: attention_reference(**a, **kw), args, grads=grads,
              atol_ulps=ULPS)
 
@@ -45,8 +47,11 @@ def test_key_padding_mask_with_fully_masked_rows(device):
     mask[0, 0, 3] = False  # a query row that sees no key: zeros, not NaN
     mask[1] = mask[1, :, :, :1].expand(1, 10, 12) & False  # a whole batch entry masked
     _check(args, mask=mask)
+    args = {name: t.clone().requires_grad_(True) for name, t in args.items()}
     out = attention(**args, mask=mask)
     assert torch.isfinite(out).all() and (out[0, :, 3] == 0).all() and (out[1] == 0).all()
+    out.sum().backward()
+    assert (args["q"].grad[0, :, 3] == 0).all() and (args["k"].grad[1] == 0).all()  # zero gradients, no NaN
 
 
 def test_bias_broadcast_scale_and_gradients(device):
@@ -90,6 +95,9 @@ def test_the_kernel_runs(device, monkeypatch):
     monkeypatch.setattr(mod, "_forward_impl", lambda *a, **k: calls.append(1) or real(*a, **k))
     args = _qkv(1, 2, 2, 5, 5, 16, torch.float32, device)
     attention(**args)
+    back = []
+    real_back = mod._backward_impl
+    monkeypatch.setattr(mod, "_backward_impl", lambda *a, **k: back.append(1) or real_back(*a, **k))
     args["q"].requires_grad_(True)
     attention(**args).sum().backward()
-    assert len(calls) == 2
+    assert len(calls) == 2 and len(back) == 1

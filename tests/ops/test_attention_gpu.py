@@ -17,7 +17,7 @@ def test_bf16_sizes(D, causal):
              k=torch.randn(2, 2, 1000, D, device="cuda", dtype=torch.bfloat16),
              v=torch.randn(2, 2, 1000, D, device="cuda", dtype=torch.bfloat16))
     check_op(lambda **k: attention(**k, causal=causal), lambda **k: attention_reference(**k, causal=causal), a,
-             atol_ulps=8)
+             grads=["q", "k", "v"], atol_ulps=8)
 
 
 def test_bert_mask_and_t5_bias_bf16():
@@ -27,7 +27,7 @@ def test_bert_mask_and_t5_bias_bf16():
              dict(q=q, k=k, v=v), atol_ulps=8)
     bias = torch.randn(1, 4, 129, 129, device="cuda", dtype=torch.bfloat16)
     check_op(lambda **a: attention(**a, scale=1.0), lambda **a: attention_reference(**a, scale=1.0),
-             dict(q=q, k=k, v=v, bias=bias), atol_ulps=8)
+             dict(q=q, k=k, v=v, bias=bias), grads=["q", "k", "v", "bias"], atol_ulps=8)
 
 
 def test_cuda_graph():

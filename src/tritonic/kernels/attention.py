@@ -22,6 +22,31 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
+def _masked_scores(s, rm, rn, pos, b, h, MASK, BIAS, stride_mb, stride_mh, stride_mm, stride_mn,
+                   stride_bb, stride_bh, stride_bm, stride_bn, Sq, Sk, window, slope,
+                   CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ALIBI: tl.constexpr,
+                   HAS_WINDOW: tl.constexpr):
+    """Scores (base 2) of query rows rm against keys rn with the mask, causal limit and window
+    applied as -inf, then the bias and ALiBi (slope already in base 2) added."""
+    keep = (rm[:, None] < Sq) & (rn[None, :] < Sk)
+    if HAS_MASK:
+        m_ptr = MASK + b * stride_mb + h * stride_mh + rm[:, None].to(tl.int64) * stride_mm + rn[None, :] * stride_mn
+        keep = keep & (tl.load(m_ptr, mask=keep, other=0) != 0)
+    if CAUSAL:
+        keep = keep & (rn[None, :] <= pos[:, None])
+    if HAS_WINDOW:
+        keep = keep & (rn[None, :] > pos[:, None] - window)
+        if not CAUSAL:
+            keep = keep & (rn[None, :] < pos[:, None] + window)
+    if HAS_BIAS:
+        b_ptr = BIAS + b * stride_bb + h * stride_bh + rm[:, None].to(tl.int64) * stride_bm + rn[None, :] * stride_bn
+        s += tl.load(b_ptr, mask=keep, other=0.0).to(tl.float32) * 1.4426950408889634
+    if HAS_ALIBI:
+        s -= slope * tl.abs(pos[:, None] - rn[None, :]).to(tl.float32)
+    return tl.where(keep, s, float("-inf"))
+
+
+@triton.jit
 def _attn_fwd(
     Q, K, V, O,  # (B, H, Sq, D) / (B, H_KV, Sk, D) / (B, H_KV, Sk, D) / (B, H, Sq, D), any strides
     LSE,  # (B, H, Sq) float32 out: log-sum-exp of each row's scores (natural log); -inf for empty rows
@@ -67,6 +92,7 @@ def _attn_fwd(
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     pos = rm + (Sk - Sq)  # each query's position among the keys (bottom-right alignment)
+    slope = 0.0
     if HAS_ALIBI:
         slope = tl.load(SLOPES + h) * 1.4426950408889634
 
@@ -85,22 +111,9 @@ def _attn_fwd(
         kv_mask = (rn[:, None] < Sk) & (rd[None, :] < D)
         k = tl.load(k_base + rn[:, None].to(tl.int64) * stride_kn + rd[None, :] * stride_kd, mask=kv_mask, other=0.0)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-        keep = (rm[:, None] < Sq) & (rn[None, :] < Sk)
-        if HAS_MASK:
-            m_ptr = MASK + b * stride_mb + h * stride_mh + rm[:, None].to(tl.int64) * stride_mm + rn[None, :] * stride_mn
-            keep = keep & (tl.load(m_ptr, mask=keep, other=0) != 0)
-        if CAUSAL:
-            keep = keep & (rn[None, :] <= pos[:, None])
-        if HAS_WINDOW:
-            keep = keep & (rn[None, :] > pos[:, None] - window)
-            if not CAUSAL:
-                keep = keep & (rn[None, :] < pos[:, None] + window)
-        if HAS_BIAS:
-            b_ptr = BIAS + b * stride_bb + h * stride_bh + rm[:, None].to(tl.int64) * stride_bm + rn[None, :] * stride_bn
-            s += tl.load(b_ptr, mask=keep, other=0.0).to(tl.float32) * 1.4426950408889634
-        if HAS_ALIBI:
-            s -= slope * tl.abs(pos[:, None] - rn[None, :]).to(tl.float32)
-        s = tl.where(keep, s, float("-inf"))
+        s = _masked_scores(s, rm, rn, pos, b, h, MASK, BIAS, stride_mb, stride_mh, stride_mm, stride_mn,
+                           stride_bb, stride_bh, stride_bm, stride_bn, Sq, Sk, window, slope,
+                           CAUSAL, HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW)
 
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # empty so far: exponentials of -inf are 0
@@ -117,3 +130,141 @@ def _attn_fwd(
     tl.store(o_ptr, out.to(O.dtype.element_ty), mask=(rm[:, None] < Sq) & (rd[None, :] < D))
     lse = tl.where(empty, float("-inf"), (m_i + tl.log2(tl.where(empty, 1.0, l_i))) / 1.4426950408889634)
     tl.store(LSE + bh.to(tl.int64) * Sq + rm, lse, mask=rm < Sq)
+
+
+@triton.jit
+def _attn_bwd_dkdv(
+    Q, K, V, DO, LSE, DELTA,  # as in the forward; DO like O; DELTA (B, H, Sq) float32 = rowsum(dO * O)
+    DK, DV,  # (B, H_KV, Sk, D) out, contiguous
+    DBIAS,  # (B, H, Sq, Sk) float32 out, contiguous: the scores' gradient; if HAS_DBIAS
+    MASK, BIAS, SLOPES,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_om, stride_od,  # of DO
+    stride_mb, stride_mh, stride_mm, stride_mn,
+    stride_bb, stride_bh, stride_bm, stride_bn,
+    H, GROUP, Sq, Sk, D, scale, window,
+    CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ALIBI: tl.constexpr,
+    HAS_WINDOW: tl.constexpr, HAS_DBIAS: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """dK and dV of one key block of one key/value head: the scores are recomputed against
+    every query block of every query head in its group (FlashAttention-2's backward)."""
+    pid_n = tl.program_id(0)
+    bhk = tl.program_id(1)
+    H_KV = H // GROUP
+    b = (bhk // H_KV).to(tl.int64)
+    h_kv = (bhk % H_KV).to(tl.int64)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rd = tl.arange(0, BLOCK_D)
+    kv_mask = (rn[:, None] < Sk) & (rd[None, :] < D)
+    k = tl.load(K + b * stride_kb + h_kv * stride_kh + rn[:, None].to(tl.int64) * stride_kn + rd[None, :] * stride_kd,
+                mask=kv_mask, other=0.0)
+    v = tl.load(V + b * stride_vb + h_kv * stride_vh + rn[:, None].to(tl.int64) * stride_vn + rd[None, :] * stride_vd,
+                mask=kv_mask, other=0.0)
+    dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    qk_scale = scale * 1.4426950408889634
+    lo = 0
+    if CAUSAL:  # queries before this key block's first key see none of it
+        lo = tl.maximum(0, pid_n * BLOCK_N - (Sk - Sq))
+        lo = (lo // BLOCK_M) * BLOCK_M
+    for g in range(GROUP):
+        h = h_kv * GROUP + g
+        slope = 0.0
+        if HAS_ALIBI:
+            slope = tl.load(SLOPES + h) * 1.4426950408889634
+        for start in range(lo, Sq, BLOCK_M):
+            rm = start + tl.arange(0, BLOCK_M)
+            q_mask = (rm[:, None] < Sq) & (rd[None, :] < D)
+            q = tl.load(Q + b * stride_qb + h * stride_qh + rm[:, None].to(tl.int64) * stride_qm + rd[None, :] * stride_qd,
+                        mask=q_mask, other=0.0)
+            do = tl.load(DO + b * stride_ob + h * stride_oh + rm[:, None].to(tl.int64) * stride_om
+                         + rd[None, :] * stride_od, mask=q_mask, other=0.0)
+            row = (b * H + h) * Sq + rm
+            lse = tl.load(LSE + row, mask=rm < Sq, other=float("-inf")) * 1.4426950408889634
+            delta = tl.load(DELTA + row, mask=rm < Sq, other=0.0)
+            s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+            s = _masked_scores(s, rm, rn, rm + (Sk - Sq), b, h, MASK, BIAS, stride_mb, stride_mh, stride_mm,
+                               stride_mn, stride_bb, stride_bh, stride_bm, stride_bn, Sq, Sk, window, slope,
+                               CAUSAL, HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW)
+            p = tl.exp2(s - tl.where(lse == float("-inf"), 0.0, lse)[:, None])  # rows with no key: p = 0
+            dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)
+            dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+            ds = p * (dp - delta[:, None])  # gradient of the (natural-log) scores
+            if HAS_DBIAS:
+                tl.store(DBIAS + ((b * H + h) * Sq + rm[:, None].to(tl.int64)) * Sk + rn[None, :], ds,
+                         mask=(rm[:, None] < Sq) & (rn[None, :] < Sk))
+            dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)
+    out = ((b * H_KV + h_kv) * Sk + rn[:, None].to(tl.int64)) * D + rd[None, :]
+    tl.store(DK + out, (dk * scale).to(DK.dtype.element_ty), mask=kv_mask)
+    tl.store(DV + out, dv.to(DV.dtype.element_ty), mask=kv_mask)
+
+
+@triton.jit
+def _attn_bwd_dq(
+    Q, K, V, DO, LSE, DELTA,
+    DQ,  # (B, H, Sq, D) out, contiguous
+    MASK, BIAS, SLOPES,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_om, stride_od,
+    stride_mb, stride_mh, stride_mm, stride_mn,
+    stride_bb, stride_bh, stride_bm, stride_bn,
+    H, GROUP, Sq, Sk, D, scale, window,
+    CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ALIBI: tl.constexpr,
+    HAS_WINDOW: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """dQ of one query block of one head, recomputing its scores block by block."""
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = (bh // H).to(tl.int64)
+    h = bh % H
+    h_kv = (h // GROUP).to(tl.int64)
+    h = h.to(tl.int64)
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rd = tl.arange(0, BLOCK_D)
+    q_mask = (rm[:, None] < Sq) & (rd[None, :] < D)
+    q = tl.load(Q + b * stride_qb + h * stride_qh + rm[:, None].to(tl.int64) * stride_qm + rd[None, :] * stride_qd,
+                mask=q_mask, other=0.0)
+    do = tl.load(DO + b * stride_ob + h * stride_oh + rm[:, None].to(tl.int64) * stride_om + rd[None, :] * stride_od,
+                 mask=q_mask, other=0.0)
+    row = bh.to(tl.int64) * Sq + rm
+    lse = tl.load(LSE + row, mask=rm < Sq, other=float("-inf")) * 1.4426950408889634
+    lse = tl.where(lse == float("-inf"), 0.0, lse)
+    delta = tl.load(DELTA + row, mask=rm < Sq, other=0.0)
+    qk_scale = scale * 1.4426950408889634
+    slope = 0.0
+    if HAS_ALIBI:
+        slope = tl.load(SLOPES + h) * 1.4426950408889634
+    pos = rm + (Sk - Sq)
+    dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    lo = 0
+    hi = Sk
+    if CAUSAL:
+        hi = tl.minimum(Sk, pid_m * BLOCK_M + BLOCK_M + (Sk - Sq))
+    if HAS_WINDOW:
+        lo = tl.maximum(0, pid_m * BLOCK_M + (Sk - Sq) - window + 1)
+        lo = (lo // BLOCK_N) * BLOCK_N
+        if not CAUSAL:
+            hi = tl.minimum(Sk, pid_m * BLOCK_M + BLOCK_M + (Sk - Sq) + window - 1)
+    k_base = K + b * stride_kb + h_kv * stride_kh
+    v_base = V + b * stride_vb + h_kv * stride_vh
+    for start in range(lo, hi, BLOCK_N):
+        rn = start + tl.arange(0, BLOCK_N)
+        kv_mask = (rn[:, None] < Sk) & (rd[None, :] < D)
+        k = tl.load(k_base + rn[:, None].to(tl.int64) * stride_kn + rd[None, :] * stride_kd, mask=kv_mask, other=0.0)
+        v = tl.load(v_base + rn[:, None].to(tl.int64) * stride_vn + rd[None, :] * stride_vd, mask=kv_mask, other=0.0)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+        s = _masked_scores(s, rm, rn, pos, b, h, MASK, BIAS, stride_mb, stride_mh, stride_mm, stride_mn,
+                           stride_bb, stride_bh, stride_bm, stride_bn, Sq, Sk, window, slope,
+                           CAUSAL, HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW)
+        p = tl.exp2(s - lse[:, None])
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
+    tl.store(DQ + (bh.to(tl.int64) * Sq + rm[:, None]) * D + rd[None, :], (dq * scale).to(DQ.dtype.element_ty),
+             mask=q_mask)

@@ -10,9 +10,9 @@
 and window limits are aligned to the bottom-right corner when Sq != Sk (query i sits at key
 position i + Sk - Sq). Rows whose keys are all masked give zeros.
 
-Status: the forward is a Triton flash-attention kernel (``kernels/attention.py``); the
-backward is not written yet, so gradients come from PyTorch's reference recomputed in
-the backward (correct, not fast), and ``torch.compile`` traces the reference.
+Forward and backward are Triton flash-attention kernels (``kernels/attention.py``); the
+bias gets its gradient when it requires one. ``torch.compile`` traces the PyTorch reference
+for now.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from tritonic.kernels.attention import _attn_fwd
+from tritonic.kernels.attention import _attn_bwd_dkdv, _attn_bwd_dq, _attn_fwd
 from tritonic.runtime import empty, interpreter_active, warn_once
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
 from tritonic.runtime.launcher import is_traced, launch
@@ -120,55 +120,92 @@ def _check(q, k, v, mask, bias, alibi_slopes, window, scale):
 def _forward_impl(q, k, v, mask, bias, alibi_slopes, window, scale, causal):
     """(output, row log-sum-exp) from the Triton kernel."""
     B, H, Sq, D = q.shape
-    Hk, Sk = k.shape[1], k.shape[2]
+    m, bb, slopes, strides, scalars, precision, block_d = _launch_setup(q, k, mask, bias, alibi_slopes, window,
+                                                                         scale)
     o = empty((B, H, Sq, D), dtype=q.dtype, device=q.device)
     lse = empty((B, H, Sq), dtype=torch.float32, device=q.device)
-    m = None if mask is None else mask.expand(B, H, Sq, Sk)
-    bb = None if bias is None else bias.expand(B, H, Sq, Sk)
-    slopes = None if alibi_slopes is None else alibi_slopes.to(torch.float32).contiguous()
-    block_d = max(16, 1 << (D - 1).bit_length())
     if interpreter_active():
         block_m = block_n = 16
         warps = 4
     else:
         block_m, block_n = (128, 64) if block_d <= 128 else (64, 32)
         warps = 8 if block_d >= 128 else 4
-    precision = "tf32" if q.dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32 else "ieee"
-    zeros4 = (0, 0, 0, 0)
     launch(_attn_fwd, ((Sq + block_m - 1) // block_m, B * H), q, k, v, o, lse, m, bb, slopes,
-           *q.stride(), *k.stride(), *v.stride(), *o.stride(),
-           *(m.stride() if m is not None else zeros4), *(bb.stride() if bb is not None else zeros4),
-           H, H // Hk, Sq, Sk, D, float(1.0 / math.sqrt(D) if scale is None else scale),
-           int(window) if window is not None else 0,
+           *q.stride(), *k.stride(), *v.stride(), *o.stride(), *strides, *scalars,
            CAUSAL=bool(causal), HAS_MASK=m is not None, HAS_BIAS=bb is not None, HAS_ALIBI=slopes is not None,
            HAS_WINDOW=window is not None, PRECISION=precision, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
            num_warps=warps, num_stages=2 if interpreter_active() else 3)
     return o, lse
 
 
+def _launch_setup(q, k, mask, bias, alibi_slopes, window, scale):
+    """What the forward and backward launches share: broadcast views, slopes, scalars, blocks."""
+    B, H, Sq, D = q.shape
+    Hk, Sk = k.shape[1], k.shape[2]
+    m = None if mask is None else mask.expand(B, H, Sq, Sk)
+    bb = None if bias is None else bias.expand(B, H, Sq, Sk)
+    slopes = None if alibi_slopes is None else alibi_slopes.to(torch.float32).contiguous()
+    zeros4 = (0, 0, 0, 0)
+    strides = (*(m.stride() if m is not None else zeros4), *(bb.stride() if bb is not None else zeros4))
+    scalars = (H, H // Hk, Sq, Sk, D, float(1.0 / math.sqrt(D) if scale is None else scale),
+               int(window) if window is not None else 0)
+    precision = "tf32" if q.dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32 else "ieee"
+    block_d = max(16, 1 << (D - 1).bit_length())
+    return m, bb, slopes, strides, scalars, precision, block_d
+
+
+def _backward_impl(do, q, k, v, o, lse, mask, bias, alibi_slopes, window, scale, causal, need_dbias):
+    """(dq, dk, dv, dbias as (B, H, Sq, Sk) float32 or None) from the two backward kernels."""
+    B, H, Sq, D = q.shape
+    Hk, Sk = k.shape[1], k.shape[2]
+    m, bb, slopes, strides, scalars, precision, block_d = _launch_setup(q, k, mask, bias, alibi_slopes, window,
+                                                                         scale)
+    delta = (do.float() * o.float()).sum(-1)  # (B, H, Sq): rowsum(dO * O)
+    dq = empty((B, H, Sq, D), dtype=q.dtype, device=q.device)
+    dk = empty((B, Hk, Sk, D), dtype=k.dtype, device=k.device)
+    dv = empty((B, Hk, Sk, D), dtype=v.dtype, device=v.device)
+    dbias = torch.zeros((B, H, Sq, Sk), dtype=torch.float32, device=q.device) if need_dbias else None
+    flags = dict(CAUSAL=bool(causal), HAS_MASK=m is not None, HAS_BIAS=bb is not None,
+                 HAS_ALIBI=slopes is not None, HAS_WINDOW=window is not None, PRECISION=precision)
+    if interpreter_active():
+        block_m = block_n = 16
+        warps = 4
+    else:
+        block_m, block_n = (64, 64) if block_d <= 128 else (32, 32)
+        warps = 4 if block_d <= 64 else 8
+    common = (*q.stride(), *k.stride(), *v.stride(), *do.stride(), *strides, *scalars)
+    launch(_attn_bwd_dkdv, ((Sk + block_n - 1) // block_n, B * Hk), q, k, v, do, lse, delta, dk, dv, dbias,
+           m, bb, slopes, *common, **flags, HAS_DBIAS=need_dbias, BLOCK_M=block_m, BLOCK_N=block_n,
+           BLOCK_D=block_d, num_warps=warps, num_stages=1 if interpreter_active() else 2)
+    launch(_attn_bwd_dq, ((Sq + block_m - 1) // block_m, B * H), q, k, v, do, lse, delta, dq, m, bb, slopes,
+           *common, **flags, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps,
+           num_stages=1 if interpreter_active() else 2)
+    return dq, dk, dv, dbias
+
+
 class _AttentionFn(torch.autograd.Function):
-    """Kernel forward; the backward recomputes PyTorch's reference (no backward kernel yet)."""
+    """The forward and backward kernels (FlashAttention-2 style: the backward recomputes the
+    scores from Q, K and each row's log-sum-exp)."""
 
     @staticmethod
     def forward(ctx, q, k, v, bias, mask, alibi_slopes, window, scale, causal):
-        ctx.save_for_backward(q, k, v, bias, mask, alibi_slopes)
-        ctx.opts = dict(window=window, scale=scale, causal=causal)
-        return _forward_impl(q, k, v, mask, bias, alibi_slopes, window, scale, causal)[0]
+        o, lse = _forward_impl(q, k, v, mask, bias, alibi_slopes, window, scale, causal)
+        ctx.save_for_backward(q, k, v, o, lse, bias, mask, alibi_slopes)
+        ctx.opts = (window, scale, causal)
+        return o
 
     @staticmethod
     def backward(ctx, do):
-        q, k, v, bias, mask, alibi_slopes = ctx.saved_tensors
-        inputs = [t.detach().requires_grad_(need) if t is not None else None
-                  for t, need in zip((q, k, v, bias), ctx.needs_input_grad[:4])]
-        with torch.enable_grad():
-            o = attention_reference(*inputs[:3], mask=mask, bias=inputs[3], alibi_slopes=alibi_slopes,
-                                    **ctx.opts)
-            wanted = [t for t, need in zip(inputs, ctx.needs_input_grad[:4]) if t is not None and need]
-            grads = iter(torch.autograd.grad(o, wanted, do))
-        out = [next(grads) if t is not None and need else None for t, need in zip(inputs, ctx.needs_input_grad[:4])]
-        if out[3] is not None and out[3].shape != bias.shape:  # a broadcast bias: sum over the broadcast dims
-            out[3] = out[3].sum_to_size(bias.shape)
-        return (*out, None, None, None, None, None)
+        q, k, v, o, lse, bias, mask, alibi_slopes = ctx.saved_tensors
+        window, scale, causal = ctx.opts
+        need_dbias = bias is not None and ctx.needs_input_grad[3]
+        dq, dk, dv, dbias = _backward_impl(do.contiguous(), q, k, v, o, lse, mask, bias, alibi_slopes, window,
+                                           scale, causal, need_dbias)
+        if need_dbias:  # a broadcast bias: sum over the broadcast dimensions
+            dbias = dbias.sum_to_size(bias.shape).to(bias.dtype)
+        need = ctx.needs_input_grad
+        return (dq if need[0] else None, dk if need[1] else None, dv if need[2] else None, dbias,
+                None, None, None, None, None)
 
 
 def attention(q, k, v, *, causal=False, mask=None, bias=None, alibi_slopes=None, window=None, scale=None):
