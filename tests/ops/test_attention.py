@@ -77,6 +77,8 @@ def test_bad_input(device):
         attention(q, torch.randn(1, 3, 5, 16, device=device), torch.randn(1, 3, 5, 16, device=device))
     with pytest.raises(ValueError, match="does not broadcast"):
         attention(q, q, q, mask=torch.ones(2, 1, 5, 5, dtype=torch.bool, device=device))
+    with pytest.raises(ValueError, match="does not broadcast"):
+        attention(q, q, q, bias=torch.zeros(1, 1, 4, 5, 5, device=device))
     with pytest.raises(TypeError, match="boolean"):
         attention(q, q, q, mask=torch.ones(5, 5, device=device))
     with pytest.raises(ValueError, match="4-D"):

@@ -64,10 +64,11 @@ def attention_reference(q, k, v, *, causal=False, mask=None, bias=None, alibi_sl
 
 def _bcast(name, t, B, H, Sq, Sk):
     """``t`` expanded to (B, H, Sq, Sk), or an error that shows both shapes."""
-    try:
-        return t.expand(B, H, Sq, Sk) if t.dim() <= 4 else None
-    except RuntimeError:
-        pass
+    if t.dim() <= 4:
+        try:
+            return t.expand(B, H, Sq, Sk)
+        except RuntimeError:
+            pass
     raise ValueError(f"attention: {name} of shape {tuple(t.shape)} does not broadcast to (B, H, Sq, Sk) = "
                      f"{(B, H, Sq, Sk)}")
 
