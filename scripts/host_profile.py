@@ -10,7 +10,6 @@ import cProfile
 import io
 import pstats
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -18,22 +17,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import torch  # noqa: E402
 
 from launch import _axpby12  # noqa: E402
+from tritonic.bench.harness import host_us  # noqa: E402
 from tritonic.ops import layer_norm  # noqa: E402
 from tritonic.runtime import launcher as L  # noqa: E402
 
 
-def us(fn, n=2000, trials=5):
-    for _ in range(100):
-        fn()
-    torch.cuda.synchronize()
-    best = float("inf")
-    for _ in range(trials):
-        t = time.perf_counter()
-        for _ in range(n):
-            fn()
-        best = min(best, time.perf_counter() - t)
-        torch.cuda.synchronize()
-    return best / n * 1e6
+def us(fn):
+    return host_us(fn, n=2000, trials=5)
 
 
 def main():

@@ -22,6 +22,30 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
+def _heads(bh, H, GROUP):
+    """(batch, query head, key/value head) of program axis 1, as int64 for offsets."""
+    h = bh % H
+    return (bh // H).to(tl.int64), h.to(tl.int64), (h // GROUP).to(tl.int64)
+
+
+@triton.jit
+def _key_range(pid_m, Sq, Sk, window, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, BLOCK_M: tl.constexpr,
+               BLOCK_N: tl.constexpr):
+    """[lo, hi): the keys that some query row of block pid_m may see (causal limit, window),
+    lo rounded down to a key block."""
+    lo = 0
+    hi = Sk
+    if CAUSAL:
+        hi = tl.minimum(Sk, pid_m * BLOCK_M + BLOCK_M + (Sk - Sq))
+    if HAS_WINDOW:
+        lo = tl.maximum(0, pid_m * BLOCK_M + (Sk - Sq) - window + 1)
+        lo = (lo // BLOCK_N) * BLOCK_N
+        if not CAUSAL:
+            hi = tl.minimum(Sk, pid_m * BLOCK_M + BLOCK_M + (Sk - Sq) + window - 1)
+    return lo, hi
+
+
+@triton.jit
 def _masked_scores(s, rm, rn, pos, b, h, MASK, BIAS, stride_mb, stride_mh, stride_mm, stride_mn,
                    stride_bb, stride_bh, stride_bm, stride_bn, Sq, Sk, window, slope,
                    CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ALIBI: tl.constexpr,
@@ -75,10 +99,7 @@ def _attn_fwd(
 ):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
-    b = (bh // H).to(tl.int64)
-    h = bh % H
-    h_kv = (h // GROUP).to(tl.int64)
-    h = h.to(tl.int64)
+    b, h, h_kv = _heads(bh, H, GROUP)
 
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rd = tl.arange(0, BLOCK_D)
@@ -96,16 +117,7 @@ def _attn_fwd(
     if HAS_ALIBI:
         slope = tl.load(SLOPES + h) * 1.4426950408889634
 
-    # key blocks that can hold an unmasked key for some row of this block
-    lo = 0
-    hi = Sk
-    if CAUSAL:
-        hi = tl.minimum(Sk, pid_m * BLOCK_M + BLOCK_M + (Sk - Sq))
-    if HAS_WINDOW:
-        lo = tl.maximum(0, pid_m * BLOCK_M + (Sk - Sq) - window + 1)
-        lo = (lo // BLOCK_N) * BLOCK_N
-        if not CAUSAL:
-            hi = tl.minimum(Sk, pid_m * BLOCK_M + BLOCK_M + (Sk - Sq) + window - 1)
+    lo, hi = _key_range(pid_m, Sq, Sk, window, CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
     for start in range(lo, hi, BLOCK_N):
         rn = start + tl.arange(0, BLOCK_N)
         kv_mask = (rn[:, None] < Sk) & (rd[None, :] < D)
@@ -221,10 +233,7 @@ def _attn_bwd_dq(
     """dQ of one query block of one head, recomputing its scores block by block."""
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
-    b = (bh // H).to(tl.int64)
-    h = bh % H
-    h_kv = (h // GROUP).to(tl.int64)
-    h = h.to(tl.int64)
+    b, h, h_kv = _heads(bh, H, GROUP)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rd = tl.arange(0, BLOCK_D)
     q_mask = (rm[:, None] < Sq) & (rd[None, :] < D)
@@ -242,15 +251,7 @@ def _attn_bwd_dq(
         slope = tl.load(SLOPES + h) * 1.4426950408889634
     pos = rm + (Sk - Sq)
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    lo = 0
-    hi = Sk
-    if CAUSAL:
-        hi = tl.minimum(Sk, pid_m * BLOCK_M + BLOCK_M + (Sk - Sq))
-    if HAS_WINDOW:
-        lo = tl.maximum(0, pid_m * BLOCK_M + (Sk - Sq) - window + 1)
-        lo = (lo // BLOCK_N) * BLOCK_N
-        if not CAUSAL:
-            hi = tl.minimum(Sk, pid_m * BLOCK_M + BLOCK_M + (Sk - Sq) + window - 1)
+    lo, hi = _key_range(pid_m, Sq, Sk, window, CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
     k_base = K + b * stride_kb + h_kv * stride_kh
     v_base = V + b * stride_vb + h_kv * stride_vh
     for start in range(lo, hi, BLOCK_N):
