@@ -103,3 +103,43 @@ def test_the_kernel_runs(device, monkeypatch):
     args["q"].requires_grad_(True)
     attention(**args).sum().backward()
     assert len(calls) == 2 and len(back) == 1
+
+
+# ----------------------------------------------------------------------------- decode
+
+from tritonic.ops import attention_decode, attention_decode_reference  # noqa: E402
+
+
+@pytest.mark.parametrize("Sq,causal", [(1, True), (3, True), (3, False)])
+@pytest.mark.parametrize("splits", [None, 1, 3])
+def test_decode_over_a_cache(Sq, causal, splits, device):
+    B, H, Hk, S_max, D = 3, 4, 2, 70, 16
+    q = torch.randn(B, H, Sq, D, device=device)
+    k = torch.randn(B, Hk, S_max, D, device=device)
+    v = torch.randn(B, Hk, S_max, D, device=device)
+    seqlens = torch.tensor([70, 5, 33], dtype=torch.int32, device=device)
+    check_op(lambda q, k, v: attention_decode(q, k, v, seqlens, causal=causal, num_splits=splits),
+             lambda q, k, v: attention_decode_reference(q, k, v, seqlens, causal=causal), dict(q=q, k=k, v=v),
+             atol_ulps=ULPS)
+
+
+def test_decode_window_float16_and_empty_cache(device):
+    q = torch.randn(2, 2, 1, 16, dtype=torch.float16, device=device)
+    k = torch.randn(2, 1, 40, 16, dtype=torch.float16, device=device)
+    v = torch.randn(2, 1, 40, 16, dtype=torch.float16, device=device)
+    seqlens = torch.tensor([40, 17], device=device)
+    check_op(lambda q, k, v: attention_decode(q, k, v, seqlens, window=8),
+             lambda q, k, v: attention_decode_reference(q, k, v, seqlens, window=8), dict(q=q, k=k, v=v),
+             atol_ulps=ULPS)
+    out = attention_decode(q, k, v, torch.tensor([0, 17], device=device))  # an empty cache: zeros
+    assert (out[0] == 0).all() and torch.isfinite(out).all()
+
+
+def test_decode_bad_input(device):
+    q = torch.randn(1, 4, 1, 16, device=device)
+    k = torch.randn(1, 3, 8, 16, device=device)
+    with pytest.raises(ValueError, match="do not divide"):
+        attention_decode(q, k, k, torch.tensor([8], device=device))
+    k = torch.randn(1, 2, 8, 16, device=device)
+    with pytest.raises(ValueError, match="cache_seqlens"):
+        attention_decode(q, k, k, torch.tensor([8.0], device=device))

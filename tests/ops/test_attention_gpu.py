@@ -43,3 +43,15 @@ def test_cuda_graph():
     q.copy_(torch.randn_like(q))
     g.replay()
     torch.testing.assert_close(out, attention(q, k, v, causal=True))
+
+
+@pytest.mark.parametrize("B,L", [(1, 4096), (8, 1000)])
+def test_decode_bf16_gqa(B, L):
+    from tritonic.ops import attention_decode, attention_decode_reference
+
+    q = torch.randn(B, 32, 1, 128, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(B, 8, L + 17, 128, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn(B, 8, L + 17, 128, device="cuda", dtype=torch.bfloat16)
+    lens = torch.randint(1, L + 17, (B,), device="cuda", dtype=torch.int32)
+    check_op(lambda q, k, v: attention_decode(q, k, v, lens), lambda q, k, v: attention_decode_reference(q, k, v, lens),
+             dict(q=q, k=k, v=v), atol_ulps=8)

@@ -21,12 +21,13 @@ import math
 
 import torch
 
-from tritonic.kernels.attention import _attn_bwd_dkdv, _attn_bwd_dq, _attn_fwd
-from tritonic.runtime import empty, interpreter_active, warn_once
+from tritonic.kernels.attention import (_attn_bwd_dkdv, _attn_bwd_dq, _attn_decode_combine, _attn_decode_split,
+                                        _attn_fwd)
+from tritonic.runtime import empty, interpreter_active, num_sms, warn_once
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
 from tritonic.runtime.launcher import is_traced, launch
 
-__all__ = ["attention", "attention_reference"]
+__all__ = ["attention", "attention_reference", "attention_decode", "attention_decode_reference"]
 
 MAX_HEAD_DIM = 256
 
@@ -225,3 +226,77 @@ def attention(q, k, v, *, causal=False, mask=None, bias=None, alibi_slopes=None,
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, bias)):
         return _AttentionFn.apply(q, k, v, bias, mask, alibi_slopes, window, scale, causal)
     return _forward_impl(q, k, v, mask, bias, alibi_slopes, window, scale, causal)[0]
+
+
+# ----------------------------------------------------------------------------- decode
+
+
+def attention_decode_reference(q, k_cache, v_cache, cache_seqlens, *, causal=True, window=None, scale=None):
+    """PyTorch, one sequence at a time over its valid cache length."""
+    outs = []
+    for b in range(q.shape[0]):
+        n = int(cache_seqlens[b])
+        outs.append(attention_reference(q[b:b + 1], k_cache[b:b + 1, :, :n], v_cache[b:b + 1, :, :n],
+                                        causal=causal, window=window, scale=scale))
+    return torch.cat(outs)
+
+
+def attention_decode(q, k_cache, v_cache, cache_seqlens, *, causal=True, window=None, scale=None,
+                     num_splits=None):
+    """Attention of a few new tokens per sequence over a KV cache (flash-decoding).
+
+    ``q``: (B, H, Sq, D), the new tokens (Sq = 1 for plain decoding); ``k_cache``/``v_cache``:
+    (B, H_kv, S_max, D), already holding the new tokens' keys and values; ``cache_seqlens``:
+    (B,) integers on the device, each sequence's valid length (new tokens included). The new
+    tokens sit at the last ``Sq`` valid positions; ``causal`` masks later ones among them.
+    The cache is split along its length so that a batch of one still fills the GPU; grid
+    and buffers depend only on the shapes, never on ``cache_seqlens``, so no host sync
+    happens and the call can be captured in a CUDA graph."""
+    op = "attention_decode"
+    for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
+        check_tensor(op, name, t)
+        if t.dim() != 4:
+            raise ValueError(f"attention_decode: {name} must be 4-D, got shape {tuple(t.shape)}")
+    B, H, Sq, D = q.shape
+    if k_cache.shape != v_cache.shape or k_cache.shape[0] != B or k_cache.shape[3] != D:
+        raise ValueError(f"attention_decode: q {tuple(q.shape)}, k_cache {tuple(k_cache.shape)} and v_cache "
+                         f"{tuple(v_cache.shape)} disagree on batch, head dim or cache shape")
+    Hk, S_max = k_cache.shape[1], k_cache.shape[2]
+    if H % Hk:
+        raise ValueError(f"attention_decode: q has {H} heads, which {Hk} key/value heads do not divide")
+    if not isinstance(cache_seqlens, torch.Tensor) or cache_seqlens.shape != (B,) or \
+            cache_seqlens.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"attention_decode: cache_seqlens must be an int32/int64 tensor of shape ({B},)")
+    if q.dtype != k_cache.dtype or q.dtype != v_cache.dtype:
+        raise TypeError(f"attention_decode: q, k_cache, v_cache must have one dtype, got {q.dtype}, "
+                        f"{k_cache.dtype}, {v_cache.dtype}")
+    if D > MAX_HEAD_DIM:
+        raise ValueError(f"attention_decode: head dim {D} is above {MAX_HEAD_DIM}")
+    check_same_device(op, "q", q, k_cache=k_cache, v_cache=v_cache, cache_seqlens=cache_seqlens)
+    check_kernel_device(op, "q", q)
+    if q.dtype not in KERNEL_DTYPES or q.numel() == 0 or S_max == 0:
+        return attention_decode_reference(q, k_cache, v_cache, cache_seqlens, causal=causal, window=window,
+                                          scale=scale)
+    group = H // Hk
+    block_m = max(16, 1 << (group * Sq - 1).bit_length())
+    block_d = max(16, 1 << (D - 1).bit_length())
+    block_n = 16 if interpreter_active() else 64
+    n_blocks = (S_max + block_n - 1) // block_n
+    if num_splits is None:  # enough programs for every SM twice over, at least one key block each
+        num_splits = max(1, min(n_blocks, (2 * num_sms(q.device.index) + B * Hk - 1) // (B * Hk)))
+    split_len = ((n_blocks + num_splits - 1) // num_splits) * block_n
+    num_splits = (S_max + split_len - 1) // split_len
+    po = torch.empty((B, Hk, num_splits, group * Sq, D), dtype=torch.float32, device=q.device)
+    plse = torch.empty((B, Hk, num_splits, group * Sq), dtype=torch.float32, device=q.device)
+    out = empty((B, H, Sq, D), dtype=q.dtype, device=q.device)
+    precision = "tf32" if q.dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32 else "ieee"
+    seqlens = cache_seqlens.to(torch.int32)
+    launch(_attn_decode_split, (num_splits, B * Hk), q, k_cache, v_cache, seqlens, po, plse,
+           *q.stride(), *k_cache.stride(), *v_cache.stride(),
+           Hk, group, Sq, D, float(1.0 / math.sqrt(D) if scale is None else scale),
+           int(window) if window is not None else 0, split_len,
+           CAUSAL=bool(causal), HAS_WINDOW=window is not None, PRECISION=precision, BLOCK_M=block_m,
+           BLOCK_N=block_n, BLOCK_D=block_d, num_warps=4, num_stages=1 if interpreter_active() else 3)
+    launch(_attn_decode_combine, (group * Sq, B * Hk), po, plse, out, Hk, group, Sq, D, num_splits,
+           BLOCK_S=max(2, 1 << (num_splits - 1).bit_length()), BLOCK_D=block_d, num_warps=4)
+    return out
