@@ -143,3 +143,34 @@ def test_decode_bad_input(device):
     k = torch.randn(1, 2, 8, 16, device=device)
     with pytest.raises(ValueError, match="cache_seqlens"):
         attention_decode(q, k, k, torch.tensor([8.0], device=device))
+
+
+# ----------------------------------------------------------------------------- varlen
+
+from tritonic.ops import attention_varlen, attention_varlen_reference  # noqa: E402
+
+
+@pytest.mark.parametrize("causal,window", [(False, None), (True, None), (True, 6)])
+def test_varlen_packed_sequences(causal, window, device):
+    lq, lk = [5, 1, 23, 17], [5, 9, 23, 30]
+    cu_q = torch.tensor([0] + list(torch.tensor(lq).cumsum(0)), dtype=torch.int32, device=device)
+    cu_k = torch.tensor([0] + list(torch.tensor(lk).cumsum(0)), dtype=torch.int32, device=device)
+    H, Hk, D = 4, 2, 16
+    a = dict(q=torch.randn(sum(lq), H, D, device=device), k=torch.randn(sum(lk), Hk, D, device=device),
+             v=torch.randn(sum(lk), Hk, D, device=device))
+    kw = dict(causal=causal, window=window)
+    check_op(lambda **t: attention_varlen(**t, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=max(lq),
+                                          max_seqlen_k=max(lk), **kw),
+             lambda **t: attention_varlen_reference(**t, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, **kw), a,
+             grads=QKV, atol_ulps=ULPS)
+
+
+def test_varlen_bad_input(device):
+    q = torch.randn(10, 4, 16, device=device)
+    cu = torch.tensor([0, 10], dtype=torch.int32, device=device)
+    with pytest.raises(ValueError, match="3-D"):
+        attention_varlen(q[None], q, q, cu, cu, 10, 10)
+    with pytest.raises(ValueError, match="cu_seqlens_q"):
+        attention_varlen(q, q, q, cu.float(), cu, 10, 10)
+    with pytest.raises(ValueError, match="one per sequence"):
+        attention_varlen(q, q, q, cu, torch.tensor([0, 5, 10], dtype=torch.int32, device=device), 10, 10)

@@ -29,6 +29,23 @@ def _heads(bh, H, GROUP):
 
 
 @triton.jit
+def _sequence(b, CU_Q, CU_K, Sq, Sk, VARLEN: tl.constexpr):
+    """(first query row, query rows, first key, keys) of sequence b: packed sequences read
+    their bounds from the cumulative lengths; otherwise (0, Sq, 0, Sk)."""
+    if VARLEN:
+        q0 = tl.load(CU_Q + b).to(tl.int64)
+        k0 = tl.load(CU_K + b).to(tl.int64)
+        sq = (tl.load(CU_Q + b + 1) - q0).to(tl.int32)
+        sk = (tl.load(CU_K + b + 1) - k0).to(tl.int32)
+    else:
+        q0 = 0
+        k0 = 0
+        sq = Sq
+        sk = Sk
+    return q0, sq, k0, sk
+
+
+@triton.jit
 def _key_range(pid_m, Sq, Sk, window, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, BLOCK_M: tl.constexpr,
                BLOCK_N: tl.constexpr):
     """[lo, hi): the keys that some query row of block pid_m may see (causal limit, window),
@@ -73,10 +90,12 @@ def _masked_scores(s, rm, rn, pos, b, h, MASK, BIAS, stride_mb, stride_mh, strid
 @triton.jit
 def _attn_fwd(
     Q, K, V, O,  # (B, H, Sq, D) / (B, H_KV, Sk, D) / (B, H_KV, Sk, D) / (B, H, Sq, D), any strides
-    LSE,  # (B, H, Sq) float32 out: log-sum-exp of each row's scores (natural log); -inf for empty rows
+    LSE,  # float32 out, rows by stride_lb/lh/lm: log-sum-exp of each row's scores (natural log); -inf if empty
     MASK,  # bool, broadcast to (B, H, Sq, Sk) through its strides (0 where broadcast); if HAS_MASK
     BIAS,  # additive, broadcast the same way; if HAS_BIAS
     SLOPES,  # (H,) float32 ALiBi slopes; if HAS_ALIBI
+    CU_Q, CU_K,  # (B + 1,) int32 cumulative sequence lengths of packed (total, H, D) tensors; if VARLEN
+    stride_lb, stride_lh, stride_lm,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -84,9 +103,10 @@ def _attn_fwd(
     stride_mb, stride_mh, stride_mm, stride_mn,
     stride_bb, stride_bh, stride_bm, stride_bn,
     H, GROUP,  # query heads; query heads per key/value head (GQA)
-    Sq, Sk, D,
+    Sq, Sk, D,  # VARLEN: the longest sequences (per sequence lengths come from CU_Q / CU_K)
     scale,  # applied to Q K^T (not to the bias)
     window,  # keys further than this before (or, without CAUSAL, after) the query are masked; if HAS_WINDOW
+    VARLEN: tl.constexpr,  # packed sequences (batch strides are 0; rows start at CU_Q[b], keys at CU_K[b])
     CAUSAL: tl.constexpr,
     HAS_MASK: tl.constexpr,
     HAS_BIAS: tl.constexpr,
@@ -100,6 +120,12 @@ def _attn_fwd(
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b, h, h_kv = _heads(bh, H, GROUP)
+    q0, Sq, k0, Sk = _sequence(b, CU_Q, CU_K, Sq, Sk, VARLEN)
+    Q += q0 * stride_qm
+    O += q0 * stride_om
+    LSE += q0 * stride_lm
+    K += k0 * stride_kn
+    V += k0 * stride_vn
 
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rd = tl.arange(0, BLOCK_D)
@@ -141,15 +167,17 @@ def _attn_fwd(
     o_ptr = O + b * stride_ob + h * stride_oh + rm[:, None].to(tl.int64) * stride_om + rd[None, :] * stride_od
     tl.store(o_ptr, out.to(O.dtype.element_ty), mask=(rm[:, None] < Sq) & (rd[None, :] < D))
     lse = tl.where(empty, float("-inf"), (m_i + tl.log2(tl.where(empty, 1.0, l_i))) / 1.4426950408889634)
-    tl.store(LSE + bh.to(tl.int64) * Sq + rm, lse, mask=rm < Sq)
+    tl.store(LSE + b * stride_lb + h * stride_lh + rm * stride_lm, lse, mask=rm < Sq)
 
 
 @triton.jit
 def _attn_bwd_dkdv(
     Q, K, V, DO, LSE, DELTA,  # as in the forward; DO like O; DELTA (B, H, Sq) float32 = rowsum(dO * O)
-    DK, DV,  # (B, H_KV, Sk, D) out, contiguous
+    DK, DV,  # out, laid out like K (strides stride_gb / stride_gh / stride_gn, unit along D)
     DBIAS,  # (B, H, Sq, Sk) float32 out, contiguous: the scores' gradient; if HAS_DBIAS
-    MASK, BIAS, SLOPES,
+    MASK, BIAS, SLOPES, CU_Q, CU_K,
+    stride_lb, stride_lh, stride_lm,  # of LSE and DELTA
+    stride_gb, stride_gh, stride_gn,  # of DK and DV
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -157,6 +185,7 @@ def _attn_bwd_dkdv(
     stride_mb, stride_mh, stride_mm, stride_mn,
     stride_bb, stride_bh, stride_bm, stride_bn,
     H, GROUP, Sq, Sk, D, scale, window,
+    VARLEN: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ALIBI: tl.constexpr,
     HAS_WINDOW: tl.constexpr, HAS_DBIAS: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -168,6 +197,15 @@ def _attn_bwd_dkdv(
     H_KV = H // GROUP
     b = (bhk // H_KV).to(tl.int64)
     h_kv = (bhk % H_KV).to(tl.int64)
+    q0, Sq, k0, Sk = _sequence(b, CU_Q, CU_K, Sq, Sk, VARLEN)
+    Q += q0 * stride_qm
+    DO += q0 * stride_om
+    LSE += q0 * stride_lm
+    DELTA += q0 * stride_lm
+    K += k0 * stride_kn
+    V += k0 * stride_vn
+    DK += k0 * stride_gn
+    DV += k0 * stride_gn
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rd = tl.arange(0, BLOCK_D)
     kv_mask = (rn[:, None] < Sk) & (rd[None, :] < D)
@@ -194,7 +232,7 @@ def _attn_bwd_dkdv(
                         mask=q_mask, other=0.0)
             do = tl.load(DO + b * stride_ob + h * stride_oh + rm[:, None].to(tl.int64) * stride_om
                          + rd[None, :] * stride_od, mask=q_mask, other=0.0)
-            row = (b * H + h) * Sq + rm
+            row = b * stride_lb + h * stride_lh + rm * stride_lm
             lse = tl.load(LSE + row, mask=rm < Sq, other=float("-inf")) * 1.4426950408889634
             delta = tl.load(DELTA + row, mask=rm < Sq, other=0.0)
             s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
@@ -209,7 +247,7 @@ def _attn_bwd_dkdv(
                 tl.store(DBIAS + ((b * H + h) * Sq + rm[:, None].to(tl.int64)) * Sk + rn[None, :], ds,
                          mask=(rm[:, None] < Sq) & (rn[None, :] < Sk))
             dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)
-    out = ((b * H_KV + h_kv) * Sk + rn[:, None].to(tl.int64)) * D + rd[None, :]
+    out = b * stride_gb + h_kv * stride_gh + rn[:, None].to(tl.int64) * stride_gn + rd[None, :]
     tl.store(DK + out, (dk * scale).to(DK.dtype.element_ty), mask=kv_mask)
     tl.store(DV + out, dv.to(DV.dtype.element_ty), mask=kv_mask)
 
@@ -217,8 +255,10 @@ def _attn_bwd_dkdv(
 @triton.jit
 def _attn_bwd_dq(
     Q, K, V, DO, LSE, DELTA,
-    DQ,  # (B, H, Sq, D) out, contiguous
-    MASK, BIAS, SLOPES,
+    DQ,  # out, laid out like Q (strides stride_gb / stride_gh / stride_gm, unit along D)
+    MASK, BIAS, SLOPES, CU_Q, CU_K,
+    stride_lb, stride_lh, stride_lm,
+    stride_gb, stride_gh, stride_gm,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -226,6 +266,7 @@ def _attn_bwd_dq(
     stride_mb, stride_mh, stride_mm, stride_mn,
     stride_bb, stride_bh, stride_bm, stride_bn,
     H, GROUP, Sq, Sk, D, scale, window,
+    VARLEN: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ALIBI: tl.constexpr,
     HAS_WINDOW: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -234,6 +275,14 @@ def _attn_bwd_dq(
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b, h, h_kv = _heads(bh, H, GROUP)
+    q0, Sq, k0, Sk = _sequence(b, CU_Q, CU_K, Sq, Sk, VARLEN)
+    Q += q0 * stride_qm
+    DO += q0 * stride_om
+    LSE += q0 * stride_lm
+    DELTA += q0 * stride_lm
+    DQ += q0 * stride_gm
+    K += k0 * stride_kn
+    V += k0 * stride_vn
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rd = tl.arange(0, BLOCK_D)
     q_mask = (rm[:, None] < Sq) & (rd[None, :] < D)
@@ -241,7 +290,7 @@ def _attn_bwd_dq(
                 mask=q_mask, other=0.0)
     do = tl.load(DO + b * stride_ob + h * stride_oh + rm[:, None].to(tl.int64) * stride_om + rd[None, :] * stride_od,
                  mask=q_mask, other=0.0)
-    row = bh.to(tl.int64) * Sq + rm
+    row = b * stride_lb + h * stride_lh + rm * stride_lm
     lse = tl.load(LSE + row, mask=rm < Sq, other=float("-inf")) * 1.4426950408889634
     lse = tl.where(lse == float("-inf"), 0.0, lse)
     delta = tl.load(DELTA + row, mask=rm < Sq, other=0.0)
@@ -267,8 +316,8 @@ def _attn_bwd_dq(
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
-    tl.store(DQ + (bh.to(tl.int64) * Sq + rm[:, None]) * D + rd[None, :], (dq * scale).to(DQ.dtype.element_ty),
-             mask=q_mask)
+    tl.store(DQ + b * stride_gb + h * stride_gh + rm[:, None].to(tl.int64) * stride_gm + rd[None, :],
+             (dq * scale).to(DQ.dtype.element_ty), mask=q_mask)
 
 
 @triton.jit

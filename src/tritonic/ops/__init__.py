@@ -5,10 +5,12 @@ registered torch custom op with autograd, and falls back to its PyTorch referenc
 (``*_reference``) where the kernels do not apply.
 """
 
-from tritonic.ops.attention import attention, attention_decode, attention_decode_reference, attention_reference
+from tritonic.ops.attention import (attention, attention_decode, attention_decode_reference, attention_reference,
+                                    attention_varlen, attention_varlen_reference)
 from tritonic.ops.matmul import (gated_linear, gated_linear_reference, interleave_gate_up, linear,
                                  linear_reference, matmul)
 from tritonic.ops.norm import layer_norm, layer_norm_reference, rms_norm, rms_norm_reference
 
-__all__ = ["attention", "attention_decode", "attention_decode_reference", "attention_reference", "gated_linear", "gated_linear_reference", "interleave_gate_up", "layer_norm", "layer_norm_reference", "linear", "linear_reference", "matmul", "rms_norm",
+__all__ = ["attention", "attention_decode", "attention_decode_reference", "attention_reference", "attention_varlen",
+           "attention_varlen_reference", "gated_linear", "gated_linear_reference", "interleave_gate_up", "layer_norm", "layer_norm_reference", "linear", "linear_reference", "matmul", "rms_norm",
            "rms_norm_reference"]

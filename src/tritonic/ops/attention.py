@@ -27,7 +27,8 @@ from tritonic.runtime import empty, interpreter_active, num_sms, warn_once
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
 from tritonic.runtime.launcher import is_traced, launch
 
-__all__ = ["attention", "attention_reference", "attention_decode", "attention_decode_reference"]
+__all__ = ["attention", "attention_reference", "attention_varlen", "attention_varlen_reference", "attention_decode",
+           "attention_decode_reference"]
 
 MAX_HEAD_DIM = 256
 
@@ -119,31 +120,51 @@ def _check(q, k, v, mask, bias, alibi_slopes, window, scale):
     return q.numel() > 0 and k.numel() > 0
 
 
-def _forward_impl(q, k, v, mask, bias, alibi_slopes, window, scale, causal):
-    """(output, row log-sum-exp) from the Triton kernel."""
-    B, H, Sq, D = q.shape
+def _bhm(t: torch.Tensor, varlen) -> tuple:
+    """Strides of ``t`` as (batch, head, row[, d]): packed (total, H[, D]) tensors have no batch
+    stride (rows of sequence b start at its cumulative offset)."""
+    if varlen is None:
+        return t.stride()
+    st = t.stride()
+    return (0, st[1], st[0], *st[2:])
+
+
+def _forward_impl(q, k, v, mask, bias, alibi_slopes, window, scale, causal, varlen=None):
+    """(output, row log-sum-exp) from the Triton kernel. ``varlen``: (cu_seqlens_q,
+    cu_seqlens_k, max_seqlen_q, max_seqlen_k) for packed (total, H, D) tensors."""
+    B, H, Sq, Sk, D, Hk = _dims(q, k, varlen)
     m, bb, slopes, strides, scalars, precision, block_d = _launch_setup(q, k, mask, bias, alibi_slopes, window,
-                                                                         scale)
-    o = empty((B, H, Sq, D), dtype=q.dtype, device=q.device)
-    lse = empty((B, H, Sq), dtype=torch.float32, device=q.device)
+                                                                         scale, varlen)
+    o = empty(tuple(q.shape), dtype=q.dtype, device=q.device)
+    lse = empty(tuple(q.shape[:-1]), dtype=torch.float32, device=q.device)
     if interpreter_active():
         block_m = block_n = 16
         warps = 4
     else:
         block_m, block_n = (128, 64) if block_d <= 128 else (64, 32)
         warps = 8 if block_d >= 128 else 4
-    launch(_attn_fwd, ((Sq + block_m - 1) // block_m, B * H), q, k, v, o, lse, m, bb, slopes,
-           *q.stride(), *k.stride(), *v.stride(), *o.stride(), *strides, *scalars,
+    cu_q, cu_k = (varlen[0], varlen[1]) if varlen is not None else (None, None)
+    launch(_attn_fwd, ((Sq + block_m - 1) // block_m, B * H), q, k, v, o, lse, m, bb, slopes, cu_q, cu_k,
+           *_bhm(lse, varlen), *_bhm(q, varlen), *_bhm(k, varlen), *_bhm(v, varlen), *_bhm(o, varlen), *strides,
+           *scalars, VARLEN=varlen is not None,
            CAUSAL=bool(causal), HAS_MASK=m is not None, HAS_BIAS=bb is not None, HAS_ALIBI=slopes is not None,
            HAS_WINDOW=window is not None, PRECISION=precision, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
            num_warps=warps, num_stages=2 if interpreter_active() else 3)
     return o, lse
 
 
-def _launch_setup(q, k, mask, bias, alibi_slopes, window, scale):
+def _dims(q, k, varlen):
+    """(B, H, Sq, Sk, D, H_kv); with ``varlen`` the lengths are the longest sequences'."""
+    if varlen is None:
+        B, H, Sq, D = q.shape
+        return B, H, Sq, k.shape[2], D, k.shape[1]
+    cu_q, _, max_q, max_k = varlen
+    return cu_q.shape[0] - 1, q.shape[1], max_q, max_k, q.shape[2], k.shape[1]
+
+
+def _launch_setup(q, k, mask, bias, alibi_slopes, window, scale, varlen=None):
     """What the forward and backward launches share: broadcast views, slopes, scalars, blocks."""
-    B, H, Sq, D = q.shape
-    Hk, Sk = k.shape[1], k.shape[2]
+    B, H, Sq, Sk, D, Hk = _dims(q, k, varlen)
     m = None if mask is None else mask.expand(B, H, Sq, Sk)
     bb = None if bias is None else bias.expand(B, H, Sq, Sk)
     slopes = None if alibi_slopes is None else alibi_slopes.to(torch.float32).contiguous()
@@ -156,18 +177,17 @@ def _launch_setup(q, k, mask, bias, alibi_slopes, window, scale):
     return m, bb, slopes, strides, scalars, precision, block_d
 
 
-def _backward_impl(do, q, k, v, o, lse, mask, bias, alibi_slopes, window, scale, causal, need_dbias):
+def _backward_impl(do, q, k, v, o, lse, mask, bias, alibi_slopes, window, scale, causal, need_dbias, varlen=None):
     """(dq, dk, dv, dbias as (B, H, Sq, Sk) float32 or None) from the two backward kernels."""
-    B, H, Sq, D = q.shape
-    Hk, Sk = k.shape[1], k.shape[2]
+    B, H, Sq, Sk, D, Hk = _dims(q, k, varlen)
     m, bb, slopes, strides, scalars, precision, block_d = _launch_setup(q, k, mask, bias, alibi_slopes, window,
-                                                                         scale)
-    delta = (do.float() * o.float()).sum(-1)  # (B, H, Sq): rowsum(dO * O)
-    dq = empty((B, H, Sq, D), dtype=q.dtype, device=q.device)
-    dk = empty((B, Hk, Sk, D), dtype=k.dtype, device=k.device)
-    dv = empty((B, Hk, Sk, D), dtype=v.dtype, device=v.device)
+                                                                         scale, varlen)
+    delta = (do.float() * o.float()).sum(-1)  # rowsum(dO * O), laid out like lse
+    dq = empty(tuple(q.shape), dtype=q.dtype, device=q.device)
+    dk = empty(tuple(k.shape), dtype=k.dtype, device=k.device)
+    dv = empty(tuple(v.shape), dtype=v.dtype, device=v.device)
     dbias = torch.zeros((B, H, Sq, Sk), dtype=torch.float32, device=q.device) if need_dbias else None
-    flags = dict(CAUSAL=bool(causal), HAS_MASK=m is not None, HAS_BIAS=bb is not None,
+    flags = dict(VARLEN=varlen is not None, CAUSAL=bool(causal), HAS_MASK=m is not None, HAS_BIAS=bb is not None,
                  HAS_ALIBI=slopes is not None, HAS_WINDOW=window is not None, PRECISION=precision)
     if interpreter_active():
         block_m = block_n = 16
@@ -175,13 +195,15 @@ def _backward_impl(do, q, k, v, o, lse, mask, bias, alibi_slopes, window, scale,
     else:
         block_m, block_n = (64, 64) if block_d <= 128 else (32, 32)
         warps = 4 if block_d <= 64 else 8
-    common = (*q.stride(), *k.stride(), *v.stride(), *do.stride(), *strides, *scalars)
+    cu_q, cu_k = (varlen[0], varlen[1]) if varlen is not None else (None, None)
+    common = (*_bhm(q, varlen), *_bhm(k, varlen), *_bhm(v, varlen), *_bhm(do, varlen), *strides, *scalars)
     launch(_attn_bwd_dkdv, ((Sk + block_n - 1) // block_n, B * Hk), q, k, v, do, lse, delta, dk, dv, dbias,
-           m, bb, slopes, *common, **flags, HAS_DBIAS=need_dbias, BLOCK_M=block_m, BLOCK_N=block_n,
-           BLOCK_D=block_d, num_warps=warps, num_stages=1 if interpreter_active() else 2)
-    launch(_attn_bwd_dq, ((Sq + block_m - 1) // block_m, B * H), q, k, v, do, lse, delta, dq, m, bb, slopes,
-           *common, **flags, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps,
+           m, bb, slopes, cu_q, cu_k, *_bhm(lse, varlen), *_bhm(dk, varlen)[:3], *common, **flags,
+           HAS_DBIAS=need_dbias, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps,
            num_stages=1 if interpreter_active() else 2)
+    launch(_attn_bwd_dq, ((Sq + block_m - 1) // block_m, B * H), q, k, v, do, lse, delta, dq, m, bb, slopes,
+           cu_q, cu_k, *_bhm(lse, varlen), *_bhm(dq, varlen)[:3], *common, **flags, BLOCK_M=block_m,
+           BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps, num_stages=1 if interpreter_active() else 2)
     return dq, dk, dv, dbias
 
 
@@ -226,6 +248,82 @@ def attention(q, k, v, *, causal=False, mask=None, bias=None, alibi_slopes=None,
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, bias)):
         return _AttentionFn.apply(q, k, v, bias, mask, alibi_slopes, window, scale, causal)
     return _forward_impl(q, k, v, mask, bias, alibi_slopes, window, scale, causal)[0]
+
+
+# ----------------------------------------------------------------------------- varlen
+
+
+def attention_varlen_reference(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max_seqlen_k=None, *,
+                               causal=False, alibi_slopes=None, window=None, scale=None):
+    """PyTorch, one packed sequence at a time."""
+    outs = []
+    for b in range(cu_seqlens_q.shape[0] - 1):
+        q0, q1, k0, k1 = (int(x) for x in (cu_seqlens_q[b], cu_seqlens_q[b + 1], cu_seqlens_k[b], cu_seqlens_k[b + 1]))
+        o = attention_reference(q[q0:q1].transpose(0, 1)[None], k[k0:k1].transpose(0, 1)[None],
+                                v[k0:k1].transpose(0, 1)[None], causal=causal, alibi_slopes=alibi_slopes,
+                                window=window, scale=scale)
+        outs.append(o[0].transpose(0, 1))
+    return torch.cat(outs)
+
+
+class _VarlenFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, cu_q, cu_k, max_q, max_k, alibi_slopes, window, scale, causal):
+        varlen = (cu_q, cu_k, max_q, max_k)
+        o, lse = _forward_impl(q, k, v, None, None, alibi_slopes, window, scale, causal, varlen)
+        ctx.save_for_backward(q, k, v, o, lse, cu_q, cu_k, alibi_slopes)
+        ctx.opts = (max_q, max_k, window, scale, causal)
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, o, lse, cu_q, cu_k, alibi_slopes = ctx.saved_tensors
+        max_q, max_k, window, scale, causal = ctx.opts
+        dq, dk, dv, _ = _backward_impl(do.contiguous(), q, k, v, o, lse, None, None, alibi_slopes, window, scale,
+                                       causal, False, (cu_q, cu_k, max_q, max_k))
+        need = ctx.needs_input_grad
+        return (dq if need[0] else None, dk if need[1] else None, dv if need[2] else None, *([None] * 8))
+
+
+def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *, causal=False,
+                     alibi_slopes=None, window=None, scale=None):
+    """Attention over packed variable-length sequences, with no padding: ``q`` (total_q, H, D),
+    ``k``/``v`` (total_k, H_kv, D); sequence b holds query rows ``cu_seqlens_q[b]:cu_seqlens_q[b+1]``
+    and keys ``cu_seqlens_k[b]:cu_seqlens_k[b+1]`` (int32 tensors of B + 1 cumulative lengths
+    on the device); ``max_seqlen_q``/``max_seqlen_k`` (ints) size the grid. Causal, ALiBi,
+    window, GQA and scale as in :func:`attention`; forward and backward."""
+    op = "attention_varlen"
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_tensor(op, name, t)
+        if t.dim() != 3:
+            raise ValueError(f"attention_varlen: {name} must be 3-D (total, heads, D), got shape {tuple(t.shape)}")
+    if k.shape != v.shape or k.shape[2] != q.shape[2]:
+        raise ValueError(f"attention_varlen: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} disagree "
+                         f"on heads or head dim")
+    if q.shape[1] % k.shape[1]:
+        raise ValueError(f"attention_varlen: q has {q.shape[1]} heads, which {k.shape[1]} key/value heads do not "
+                         f"divide")
+    for name, cu in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
+        if not isinstance(cu, torch.Tensor) or cu.dim() != 1 or cu.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"attention_varlen: {name} must be a 1-D int32/int64 tensor of B + 1 offsets")
+    if cu_seqlens_q.shape != cu_seqlens_k.shape:
+        raise ValueError(f"attention_varlen: cu_seqlens_q has {cu_seqlens_q.shape[0]} offsets, cu_seqlens_k "
+                         f"{cu_seqlens_k.shape[0]}: one per sequence plus one each")
+    if q.dtype != k.dtype or q.dtype != v.dtype:
+        raise TypeError(f"attention_varlen: q, k, v must have one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if q.shape[2] > MAX_HEAD_DIM:
+        raise ValueError(f"attention_varlen: head dim {q.shape[2]} is above {MAX_HEAD_DIM}")
+    check_same_device(op, "q", q, k=k, v=v, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k)
+    check_kernel_device(op, "q", q)
+    kw = dict(causal=causal, alibi_slopes=alibi_slopes, window=window, scale=scale)
+    if q.dtype not in KERNEL_DTYPES or q.numel() == 0 or k.numel() == 0 or torch.compiler.is_compiling():
+        return attention_varlen_reference(q, k, v, cu_seqlens_q, cu_seqlens_k, **kw)
+    cu_q, cu_k = cu_seqlens_q.to(torch.int32), cu_seqlens_k.to(torch.int32)
+    args = (q, k, v, cu_q, cu_k, int(max_seqlen_q), int(max_seqlen_k), alibi_slopes, window, scale, causal)
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        return _VarlenFn.apply(*args)
+    return _forward_impl(q, k, v, None, None, alibi_slopes, window, scale, causal,
+                         (cu_q, cu_k, int(max_seqlen_q), int(max_seqlen_k)))[0]
 
 
 # ----------------------------------------------------------------------------- decode
