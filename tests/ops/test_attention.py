@@ -174,3 +174,11 @@ def test_varlen_bad_input(device):
         attention_varlen(q, q, q, cu.float(), cu, 10, 10)
     with pytest.raises(ValueError, match="one per sequence"):
         attention_varlen(q, q, q, cu, torch.tensor([0, 5, 10], dtype=torch.int32, device=device), 10, 10)
+
+
+def test_the_registered_op_matches(device):
+    """tritonic::attention (what torch.compile records) runs the same kernels."""
+    q, k, v = (torch.randn(1, 2, 9, 16, device=device) for _ in range(3))
+    o, lse = torch.ops.tritonic.attention(q, k, v, None, None, None, 0, 0.25, True)
+    torch.testing.assert_close(o, attention(q, k, v, causal=True, scale=0.25))
+    assert lse.shape == (1, 2, 9)

@@ -55,3 +55,16 @@ def test_decode_bf16_gqa(B, L):
     lens = torch.randint(1, L + 17, (B,), device="cuda", dtype=torch.int32)
     check_op(lambda q, k, v: attention_decode(q, k, v, lens), lambda q, k, v: attention_decode_reference(q, k, v, lens),
              dict(q=q, k=k, v=v), atol_ulps=8)
+
+
+def test_torch_compile_fwd_bwd():
+    q, k, v = (torch.randn(2, 4, 200, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    bias = torch.randn(1, 4, 200, 200, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    f = torch.compile(lambda q, k, v, b: attention(q, k, v, causal=True, bias=b), fullgraph=True)
+    y = f(q, k, v, bias)
+    ref = attention(q, k, v, causal=True, bias=bias)
+    torch.testing.assert_close(y, ref)
+    g = torch.autograd.grad(y.float().sum(), (q, k, v, bias))
+    r = torch.autograd.grad(ref.float().sum(), (q, k, v, bias))
+    for a, b in zip(g, r):
+        torch.testing.assert_close(a, b)

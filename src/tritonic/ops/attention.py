@@ -11,8 +11,9 @@ and window limits are aligned to the bottom-right corner when Sq != Sk (query i 
 position i + Sk - Sq). Rows whose keys are all masked give zeros.
 
 Forward and backward are Triton flash-attention kernels (``kernels/attention.py``); the
-bias gets its gradient when it requires one. ``torch.compile`` traces the PyTorch reference
-for now.
+bias gets its gradient when it requires one. ``attention`` is registered as the custom op
+``tritonic::attention`` (with its backward) for ``torch.compile``; ``attention_varlen``
+and ``attention_decode`` are not registered yet (``torch.compile`` traces their references).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 
 from tritonic.kernels.attention import (_attn_bwd_dkdv, _attn_bwd_dq, _attn_decode_combine, _attn_decode_split,
                                         _attn_fwd)
+from tritonic.ops._register import register
 from tritonic.runtime import empty, interpreter_active, num_sms, warn_once
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
 from tritonic.runtime.launcher import is_traced, launch
@@ -207,29 +209,51 @@ def _backward_impl(do, q, k, v, o, lse, mask, bias, alibi_slopes, window, scale,
     return dq, dk, dv, dbias
 
 
-class _AttentionFn(torch.autograd.Function):
-    """The forward and backward kernels (FlashAttention-2 style: the backward recomputes the
-    scores from Q, K and each row's log-sum-exp)."""
+# ----------------------------------------------------------------------------- ops
+# Registered as tritonic::attention / tritonic::attention_backward (torch.compile sees the
+# Triton kernels); in eager mode the Function returned by register() runs the same code.
+# window <= 0 stands for "no window" (custom op schemas take plain ints).
 
-    @staticmethod
-    def forward(ctx, q, k, v, bias, mask, alibi_slopes, window, scale, causal):
-        o, lse = _forward_impl(q, k, v, mask, bias, alibi_slopes, window, scale, causal)
-        ctx.save_for_backward(q, k, v, o, lse, bias, mask, alibi_slopes)
-        ctx.opts = (window, scale, causal)
-        return o
 
-    @staticmethod
-    def backward(ctx, do):
-        q, k, v, o, lse, bias, mask, alibi_slopes = ctx.saved_tensors
-        window, scale, causal = ctx.opts
-        need_dbias = bias is not None and ctx.needs_input_grad[3]
-        dq, dk, dv, dbias = _backward_impl(do.contiguous(), q, k, v, o, lse, mask, bias, alibi_slopes, window,
-                                           scale, causal, need_dbias)
-        if need_dbias:  # a broadcast bias: sum over the broadcast dimensions
-            dbias = dbias.sum_to_size(bias.shape).to(bias.dtype)
-        need = ctx.needs_input_grad
-        return (dq if need[0] else None, dk if need[1] else None, dv if need[2] else None, dbias,
-                None, None, None, None, None)
+def _attn_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+             bias: torch.Tensor | None, alibi_slopes: torch.Tensor | None, window: int, scale: float,
+             causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    return _forward_impl(q, k, v, mask, bias, alibi_slopes, window if window > 0 else None, scale, causal)
+
+
+def _attn_op_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor,
+                 lse: torch.Tensor, mask: torch.Tensor | None, bias: torch.Tensor | None,
+                 alibi_slopes: torch.Tensor | None, window: int, scale: float, causal: bool,
+                 need_dbias: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    dq, dk, dv, dbias = _backward_impl(do, q, k, v, o, lse, mask, bias, alibi_slopes,
+                                       window if window > 0 else None, scale, causal, need_dbias)
+    if dbias is None:
+        dbias = q.new_empty(0)
+    elif bias is not None:  # a broadcast bias: sum over the broadcast dimensions
+        dbias = dbias.sum_to_size(bias.shape).to(bias.dtype)
+    return dq, dk, dv, dbias
+
+
+def _attn_setup(ctx, inputs, output, backward_impl):
+    q, k, v, mask, bias, alibi_slopes, window, scale, causal = inputs
+    o, lse = output
+    ctx.save_for_backward(q, k, v, o, lse, mask, bias, alibi_slopes)
+    ctx.opts, ctx.backward_impl = (window, scale, causal), backward_impl
+
+
+def _attn_grad(ctx, do, _dlse):
+    q, k, v, o, lse, mask, bias, alibi_slopes = ctx.saved_tensors
+    window, scale, causal = ctx.opts
+    need = ctx.needs_input_grad
+    need_dbias = bias is not None and need[4]
+    do = torch.zeros_like(o) if do is None else do.contiguous()
+    dq, dk, dv, dbias = ctx.backward_impl(do, q, k, v, o, lse, mask, bias, alibi_slopes, window, scale, causal,
+                                          need_dbias)
+    return (dq if need[0] else None, dk if need[1] else None, dv if need[2] else None, None,
+            dbias if need_dbias else None, None, None, None, None)
+
+
+_AttentionFn = register("attention", _attn_op, _attn_op_bwd, _attn_setup, _attn_grad, n_nondiff=1)
 
 
 def attention(q, k, v, *, causal=False, mask=None, bias=None, alibi_slopes=None, window=None, scale=None):
@@ -242,12 +266,13 @@ def attention(q, k, v, *, causal=False, mask=None, bias=None, alibi_slopes=None,
     if not _check(q, k, v, mask, bias, alibi_slopes, window, scale):
         return attention_reference(q, k, v, causal=causal, mask=mask, bias=bias, alibi_slopes=alibi_slopes,
                                    window=window, scale=scale)
-    if torch.compiler.is_compiling() or is_traced(q, k, v, mask, bias):
-        return attention_reference(q, k, v, causal=causal, mask=mask, bias=bias, alibi_slopes=alibi_slopes,
-                                   window=window, scale=scale)
+    args = (q, k, v, mask, bias, alibi_slopes, window if window is not None else 0,
+            float(1.0 / math.sqrt(q.shape[-1]) if scale is None else scale), bool(causal))
+    if torch.compiler.is_compiling() or is_traced(q, k, v, mask, bias, alibi_slopes):
+        return torch.ops.tritonic.attention(*args)[0]
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, bias)):
-        return _AttentionFn.apply(q, k, v, bias, mask, alibi_slopes, window, scale, causal)
-    return _forward_impl(q, k, v, mask, bias, alibi_slopes, window, scale, causal)[0]
+        return _AttentionFn.apply(*args)[0]
+    return _attn_op(*args)[0]
 
 
 # ----------------------------------------------------------------------------- varlen
