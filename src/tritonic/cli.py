@@ -1,7 +1,7 @@
 """The ``tritonic`` command.
 
     tritonic env     what this machine has: GPU, versions, interpreter, cache
-    tritonic demo    run the norm kernels on a real tensor and show their error against PyTorch
+    tritonic demo    run the norm, GEMM and attention kernels on real tensors; their error against PyTorch
     tritonic tune    warm the autotune cache for a model (--model) or a list of shapes (--shapes FILE)
 
 Nothing heavy is imported until a subcommand runs: ``demo`` must decide whether to switch
@@ -80,7 +80,8 @@ def cmd_demo(args) -> int:
         print("No CUDA GPU in use: running tritonic's kernels in Triton's interpreter on the CPU, "
               "at a small size (slow, but the same kernel code).")
     import tritonic
-    from tritonic.ops import layer_norm, layer_norm_reference, rms_norm, rms_norm_reference
+    from tritonic.ops import (attention, attention_reference, gated_linear, gated_linear_reference, layer_norm,
+                              layer_norm_reference, linear, linear_reference, rms_norm, rms_norm_reference)
 
     device = "cuda" if gpu else "cpu"
     dtype = torch.bfloat16 if gpu else torch.float32
@@ -90,6 +91,10 @@ def cmd_demo(args) -> int:
     h = torch.randn(B, S, H, device=device, dtype=dtype)
     w = 1 + 0.1 * torch.randn(H, device=device, dtype=dtype)
     b = 0.1 * torch.randn(H, device=device, dtype=dtype)
+    w1 = torch.randn(H, H, device=device, dtype=dtype) / H ** 0.5
+    w_gu = torch.randn(2 * H, H, device=device, dtype=dtype) / H ** 0.5
+    heads = H // (128 if gpu else 64)
+    q = x.view(B, S, heads, H // heads).transpose(1, 2)  # (B, heads, S, d)
     print(f"tritonic {tritonic.__version__} on {torch.cuda.get_device_name() if gpu else 'cpu'}: "
           f"hidden states {B}x{S}x{H} in {str(dtype).replace('torch.', '')}")
 
@@ -100,8 +105,13 @@ def cmd_demo(args) -> int:
         ("rms_norm(x, w)", lambda: rms_norm(x, w), lambda t: rms_norm_reference(t[0], t[1])),
         ("rms_norm(x, w, residual=h)", lambda: rms_norm(x, w, residual=h)[0],
          lambda t: rms_norm_reference(t[0], t[1], 1e-6, t[3])[0]),
+        ("linear(x, w1, activation='gelu')", lambda: linear(x, w1, activation="gelu"),
+         lambda t: linear_reference(t[0], t[4], activation="gelu")),
+        ("gated_linear(x, w_gate_up)", lambda: gated_linear(x, w_gu), lambda t: gated_linear_reference(t[0], t[5])),
+        ("attention(q, q, q, causal=True)", lambda: attention(q, q, q, causal=True),
+         lambda t: attention_reference(t[6], t[6], t[6], causal=True)),
     ]
-    inputs = (x, w, b, h)
+    inputs = (x, w, b, h, w1, w_gu, q)
     inputs64 = tuple(t.double() for t in inputs)
     print(f"{'op':<34} {'max |err| vs float64':>22} {'PyTorch same dtype':>20}"
           + (f" {'PyTorch ms':>11} {'tritonic ms':>12}" if gpu else ""))
@@ -267,7 +277,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="tritonic", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("env", help="show the GPU, versions, interpreter and cache").set_defaults(func=cmd_env)
-    demo = sub.add_parser("demo", help="run the norm kernels on a real tensor against PyTorch")
+    demo = sub.add_parser("demo", help="run the norm, GEMM and attention kernels on real tensors against PyTorch")
     demo.add_argument("--cpu", action="store_true", help="use Triton's interpreter even when a GPU is present")
     demo.set_defaults(func=cmd_demo)
     tune = sub.add_parser("tune", help="warm the autotune cache for a model's or a list's shapes")
