@@ -1,4 +1,6 @@
-"""Attention: tritonic against PyTorch SDPA (flash and cuDNN backends) and FlexAttention.
+"""Attention: tritonic against PyTorch SDPA (default, flash and cuDNN backends) and
+FlexAttention (compiled, with a block mask for causal and key padding, a score
+modification for T5's bias).
 
     python benchmarks/attention.py [--out DIR] [--only d128] [--modes fwd] [--quick]
     python benchmarks/attention.py --dry-run      # CPU smoke run of the code paths, no GPU
@@ -77,6 +79,35 @@ def sdpa(backend):
     return make
 
 
+def flex(case):
+    """FlexAttention (compiled): the causal limit and key padding as a block mask, T5's bias as
+    a score modification. None off the GPU."""
+    if case["device"] != "cuda":
+        return None
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    compiled = torch.compile(flex_attention, dynamic=False)
+    B, H, S = case["B"], case["H"], case["S"]
+    pad_from = 3 * S // 4 if case["extra"] == "mask" else S
+    causal = case["causal"]
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        keep = kv_idx < pad_from
+        return keep & (q_idx >= kv_idx) if causal else keep
+
+    block_mask = create_block_mask(mask_mod, B, None, S, S, device="cuda")
+
+    def fn(q, k, v, mask=None, bias=None):
+        if bias is None:
+            return compiled(q, k, v, block_mask=block_mask)
+
+        def score_mod(score, b, h, q_idx, kv_idx):
+            return score + bias[0, h, q_idx, kv_idx]
+
+        return compiled(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=1.0)
+    return fn
+
+
 def tritonic_op(case):
     from tritonic.ops import attention
 
@@ -127,12 +158,13 @@ BENCH = Benchmark(
         "sdpa": provider(sdpa(None)),
         "sdpa-flash": provider(sdpa("flash")),
         "sdpa-cudnn": provider(sdpa("cudnn")),
+        "flex": provider(flex),
         "tritonic": provider(tritonic_op),
     },
     bytes=attn_bytes,
     flops=attn_flops,
     modes=("fwd", "fwd+bwd"),
-    baselines=("sdpa", "sdpa-flash", "sdpa-cudnn"),
+    baselines=("sdpa", "sdpa-flash", "sdpa-cudnn", "flex"),
     subject="tritonic",
 )
 
