@@ -30,6 +30,7 @@ from tritonic.kernels.matmul import _act_grad, _gated_grad, _matmul, _matmul_tma
 from tritonic.ops._register import register
 from tritonic.runtime import empty, interpreter_active, num_sms, warn_once
 from tritonic.runtime.autotune import Autotuner, Config, bucket
+from tritonic.runtime import checks as _checks
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
 from tritonic.runtime.launcher import is_traced, launch
 
@@ -69,6 +70,7 @@ _small_tuner = Autotuner("matmul_small_m", _SMALL_M_CONFIGS)
 _tma_tuner = Autotuner("matmul_tma", _TMA_CONFIGS)
 _tma_gated_tuner = Autotuner("matmul_tma_gated", _TMA_GATED_CONFIGS)
 SMALL_M = 32  # at most this many rows: the small-M configs
+_DTYPE_NAMES = {torch.float16: "torch.float16", torch.bfloat16: "torch.bfloat16", torch.float32: "torch.float32"}
 
 
 def _gemm_choice() -> str:
@@ -94,12 +96,12 @@ def _use_tma(a, b, out, z, batch, gated=False) -> bool:
     choice = _gemm_choice()
     if choice == "portable" or batch != 1 or a.dtype not in (torch.float16, torch.bfloat16):
         return False
+    a2, b2, c2 = (a, b, out) if a.dim() == 2 else (a[0], b[0], out[0])
     if interpreter_active():
         if choice != "tma":
             return False
-    elif choice != "tma" and (a.shape[1] <= SMALL_M or not _has_tma(a.device.index or 0)):
+    elif choice != "tma" and (a2.shape[0] <= SMALL_M or not _has_tma(a.device.index or 0)):
         return False
-    a2, b2, c2 = a[0], b[0], out[0]
     ok = (_tma_layout(a2, 1) or _tma_layout(a2, 0)) and (_tma_layout(b2, 0) or _tma_layout(b2, 1))
     if gated == 1:  # the weight (2N, K) must be K-major, and the up half of z 16-byte aligned too
         ok = ok and _tma_layout(b2, 0) and (z is None or (_tma_layout(z, 1) and _tma_layout(z[:, c2.shape[1]:], 1)))
@@ -128,18 +130,23 @@ def linear_reference(x, weight, bias=None, activation=None, residual=None):
 
 
 def _gemm(a, b, out, *, bias=None, residual=None, z=None, act=0, batch=1, gated=False):
-    """out[i] = act(a[i] @ b[i] + bias) + residual, as strided 3-D views (batch, rows, cols).
+    """out[i] = act(a[i] @ b[i] + bias) + residual for strided 3-D views (batch, rows, cols),
+    or 2-D ones (one product).
 
     ``z``: keep the pre-activation; ``gated``: out = act(a @ gate) * (a @ up) where ``b``
     holds the gate columns then the up columns (1) or the two alternating (2); z then holds
     both, in ``b``'s column order."""
-    _, M, K = a.shape
-    N = b.shape[2] // 2 if gated == 1 else b.shape[2]
+    if a.dim() == 2:  # one product: batch strides 0 (no [None] views: they cost host time)
+        (M, K), N2 = a.shape, b.shape[1]
+        sa, sb, so = (0, *a.stride()), (0, *b.stride()), (0, *out.stride())
+    else:
+        _, M, K = a.shape
+        N2 = b.shape[2]
+        sa, sb, so = a.stride(), b.stride(), out.stride()
+    N = N2 // 2 if gated == 1 else N2
     precision = "tf32" if a.dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32 else "ieee"
-    args = (a, b, out, bias, residual, z, M, N, K,
-            a.stride(0), a.stride(1), a.stride(2), b.stride(0), b.stride(1), b.stride(2),
-            out.stride(0), out.stride(1), out.stride(2),
-            residual.stride(0) if residual is not None else 0, residual.stride(1) if residual is not None else 0,
+    sr = residual.stride() if residual is not None else (0, 0)
+    args = (a, b, out, bias, residual, z, M, N, K, *sa, *sb, *so, *sr,
             z.stride(0) if z is not None and gated else 0)
     flags = dict(ACT=act, HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, STORE_Z=z is not None,
                  GATED=gated, PRECISION=precision,
@@ -151,19 +158,21 @@ def _gemm(a, b, out, *, bias=None, residual=None, z=None, act=0, batch=1, gated=
         launch(_matmul, grid, *args, **flags, **meta)
 
     tuner = _tuner
-    if not is_traced(a, b) and _use_tma(a, b, out, z, batch, gated):
+    traced = is_traced(a, b)
+    if not traced and _use_tma(a, b, out, z, batch, gated):
         run = _tma_runner(a, b, out, bias, residual, z, act, gated)
         tuner = _tma_gated_tuner if gated == 1 else _tma_tuner
     elif M <= SMALL_M:
         tuner = _small_tuner
     key = None
-    if interpreter_active() or is_traced(a, b):
+    if interpreter_active() or traced:
         config = _INTERPRETER_CONFIG if interpreter_active() else tuner.configs[0]
     else:
-        key = (bucket(M), N, K, str(a.dtype), precision, act, bias is not None, residual is not None,
+        key = (bucket(M), N, K, _DTYPE_NAMES[a.dtype], precision, act, bias is not None, residual is not None,
                z is not None, gated)
-        capturing = torch.cuda.is_current_stream_capturing()  # no timing inside a CUDA graph
-        config = tuner.pick(key, lambda c: _time(run, c), may_tune=not capturing)
+        config = tuner.chosen.get(key)
+        if config is None:  # not decided in this process yet (no timing inside a CUDA graph)
+            config = tuner.pick(key, lambda c: _time(run, c), may_tune=not torch.cuda.is_current_stream_capturing())
     try:
         run(config)
     except OutOfResources:  # an untuned first config too large for this GPU: the first that fits
@@ -182,7 +191,7 @@ def _gemm(a, b, out, *, bias=None, residual=None, z=None, act=0, batch=1, gated=
 
 def _tma_runner(a, b, out, bias, residual, z, act, gated):
     """A launch of the Hopper kernel for one config (descriptors depend on the block shape)."""
-    a2, b2, c2 = a[0], b[0], out[0]
+    a2, b2, c2 = (a, b, out) if a.dim() == 2 else (a[0], b[0], out[0])
     M, K = a2.shape
     N = b2.shape[1] if gated == 2 else c2.shape[1]  # the kernel's N: columns of the product
     a_kmajor = _tma_layout(a2, 1)
@@ -233,7 +242,7 @@ def _linear_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     M, N = x.shape[0], weight.shape[0]
     y = empty((M, N), dtype=x.dtype, device=x.device)
     z = empty((M, N), dtype=x.dtype, device=x.device) if keep_z else None
-    _gemm(x[None], weight.t()[None], y[None], bias=bias, residual=residual, z=None if z is None else z, act=act)
+    _gemm(x, weight.t(), y, bias=bias, residual=residual, z=z, act=act)
     return y, (z if z is not None else x.new_empty(0))
 
 
@@ -266,10 +275,10 @@ def _linear_bwd(dy: torch.Tensor, z: torch.Tensor, x: torch.Tensor, weight: torc
             db = partials[0].sum(0).to(weight.dtype)
     if need_dx:  # G @ W
         dx = empty((M, K), dtype=x.dtype, device=x.device)
-        _gemm(g[None], weight[None], dx[None])
+        _gemm(g, weight, dx)
     if need_dw:  # G^T @ X
         dw = empty((N, K), dtype=weight.dtype, device=x.device)
-        _gemm(g.t()[None], x[None], dw[None])
+        _gemm(g.t(), x, dw)
     return dx, dw, db
 
 
@@ -296,6 +305,17 @@ _LinearFn = register("linear", _linear_fwd, _linear_bwd, _setup, _grad, n_nondif
 
 
 def _check_linear(x, weight, bias, activation, residual) -> bool:
+    """Validate; True when the kernels run it. The common case passes a few cheap
+    comparisons (this runs on every call); anything else takes the full checks, which name
+    the bad argument."""
+    if (residual is None and isinstance(x, torch.Tensor) and isinstance(weight, torch.Tensor) and x.dim() >= 1
+            and weight.dim() == 2 and x.shape[-1] == weight.shape[1] and x.dtype in KERNEL_DTYPES
+            and weight.dtype == x.dtype and weight.device == x.device and activation in ACTIVATIONS
+            and (bias is None or (isinstance(bias, torch.Tensor) and bias.dim() == 1
+                                  and bias.shape[0] == weight.shape[0] and bias.dtype == x.dtype
+                                  and bias.device == x.device))
+            and _checks.can_run_kernels(x.device) and x.numel() > 0 and weight.numel() > 0):
+        return True
     op = "linear"
     check_tensor(op, "x", x, min_dim=1)
     check_tensor(op, "weight", weight)
@@ -337,20 +357,23 @@ def linear(x, weight, bias=None, activation=None, residual=None):
     flow to x, weight, bias and residual."""
     if not _check_linear(x, weight, bias, activation, residual):
         return linear_reference(x, weight, bias, activation, residual)
-    lead, K, N = x.shape[:-1], x.shape[-1], weight.shape[0]
-    x2 = x.reshape(-1, K)
-    r2 = None if residual is None else residual.reshape(-1, N)
+    K, N = x.shape[-1], weight.shape[0]
+    flat = x.dim() == 2
+    x2 = x if flat else x.reshape(-1, K)
+    r2 = None if residual is None else (residual if flat else residual.reshape(-1, N))
     act = ACTIVATIONS[activation]
-    tensors = (x, weight, bias, residual)
-    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                              or (bias is not None and bias.requires_grad)
+                                              or (residual is not None and residual.requires_grad))
     args = (x2, weight, bias, r2, act, bool(act) and needs_grad)
-    if torch.compiler.is_compiling() or is_traced(*tensors):
+    if torch.compiler.is_compiling() or is_traced(x, weight, bias, residual):
         y, _ = torch.ops.tritonic.linear(*args)
     elif needs_grad:
         y, _ = _LinearFn.apply(*args)
-    else:
-        y, _ = _linear_fwd(*args)
-    return y.view(*lead, N)
+    else:  # no autograd and no pre-activation to keep: the product alone
+        y = empty((x2.shape[0], N), dtype=x.dtype, device=x.device)
+        _gemm(x2, weight.t(), y, bias=bias, residual=r2, act=act)
+    return y if flat else y.view(*x.shape[:-1], N)
 
 
 # ----------------------------------------------------------------------------- gated_linear
@@ -374,7 +397,7 @@ def _gated_fwd(x: torch.Tensor, weight: torch.Tensor, act: int, keep_z: bool,
     M, F2 = x.shape[0], weight.shape[0]
     h = empty((M, F2 // 2), dtype=x.dtype, device=x.device)
     z = empty((M, F2), dtype=x.dtype, device=x.device) if keep_z else None
-    _gemm(x[None], weight.t()[None], h[None], z=z, act=act, gated=2 if interleaved else 1)
+    _gemm(x, weight.t(), h, z=z, act=act, gated=2 if interleaved else 1)
     return h, (z if z is not None else x.new_empty(0))
 
 
@@ -388,10 +411,10 @@ def _gated_bwd(dh: torch.Tensor, z: torch.Tensor, x: torch.Tensor, weight: torch
     dx = dw = x.new_empty(0)
     if need_dx:  # dZ @ W
         dx = empty(tuple(x.shape), dtype=x.dtype, device=x.device)
-        _gemm(dz[None], weight[None], dx[None])
+        _gemm(dz, weight, dx)
     if need_dw:  # dZ^T @ X
         dw = empty(tuple(weight.shape), dtype=weight.dtype, device=x.device)
-        _gemm(dz.t()[None], x[None], dw[None])
+        _gemm(dz.t(), x, dw)
     return dx, dw
 
 

@@ -69,7 +69,7 @@ class Config:
         return Config(tuple(sorted(kwargs.items())), num_warps, num_stages)
 
     def meta(self) -> dict:
-        """Keyword arguments for the launch: the constexprs and the options."""
+        """Keyword arguments for the launch: the constexprs and the options (a fresh dict)."""
         return dict(self.kwargs, num_warps=self.num_warps, num_stages=self.num_stages)
 
     def to_json(self) -> dict:
