@@ -24,8 +24,11 @@ import torch
 
 from tritonic.kernels.attention import (_attn_bwd_dkdv, _attn_bwd_dq, _attn_decode_combine, _attn_decode_split,
                                         _attn_fwd)
+from triton.runtime.errors import OutOfResources
+
 from tritonic.ops._register import register
 from tritonic.runtime import empty, interpreter_active, num_sms, warn_once
+from tritonic.runtime.autotune import Autotuner, Config, bucket
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
 from tritonic.runtime.launcher import is_traced, launch
 
@@ -139,20 +142,76 @@ def _forward_impl(q, k, v, mask, bias, alibi_slopes, window, scale, causal, varl
                                                                          scale, varlen)
     o = empty(tuple(q.shape), dtype=q.dtype, device=q.device)
     lse = empty(tuple(q.shape[:-1]), dtype=torch.float32, device=q.device)
-    if interpreter_active():
-        block_m = block_n = 16
-        warps = 4
-    else:
-        block_m, block_n = (128, 64) if block_d <= 128 else (64, 32)
-        warps = 8 if block_d >= 128 else 4
     cu_q, cu_k = (varlen[0], varlen[1]) if varlen is not None else (None, None)
-    launch(_attn_fwd, ((Sq + block_m - 1) // block_m, B * H), q, k, v, o, lse, m, bb, slopes, cu_q, cu_k,
-           *_bhm(lse, varlen), *_bhm(q, varlen), *_bhm(k, varlen), *_bhm(v, varlen), *_bhm(o, varlen), *strides,
-           *scalars, VARLEN=varlen is not None,
-           CAUSAL=bool(causal), HAS_MASK=m is not None, HAS_BIAS=bb is not None, HAS_ALIBI=slopes is not None,
-           HAS_WINDOW=window is not None, PRECISION=precision, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
-           num_warps=warps, num_stages=2 if interpreter_active() else 3)
+    flags = dict(VARLEN=varlen is not None, CAUSAL=bool(causal), HAS_MASK=m is not None, HAS_BIAS=bb is not None,
+                 HAS_ALIBI=slopes is not None, HAS_WINDOW=window is not None, PRECISION=precision)
+
+    def run(config):
+        meta = config.meta()
+        launch(_attn_fwd, ((Sq + meta["BLOCK_M"] - 1) // meta["BLOCK_M"], B * H), q, k, v, o, lse, m, bb, slopes,
+               cu_q, cu_k, *_bhm(lse, varlen), *_bhm(q, varlen), *_bhm(k, varlen), *_bhm(v, varlen),
+               *_bhm(o, varlen), *strides, *scalars, **flags, BLOCK_D=block_d, **meta)
+
+    _tuned_run(_fwd_tuner(block_d), run, (q.dtype, Sq, Sk, block_d, tuple(flags.values())))
     return o, lse
+
+
+# Launch parameters (BLOCK_M, BLOCK_N, warps, stages), autotuned per (dtype, bucketed lengths,
+# head dim, flags); the lists for wide heads hold smaller tiles (shared memory).
+def _attn_configs(rows):
+    return [Config.of(num_warps=w, num_stages=st, BLOCK_M=bm, BLOCK_N=bn) for bm, bn, w, st in rows]
+
+
+_FWD_TUNERS = {
+    "narrow": Autotuner("attention_fwd", _attn_configs([(128, 64, 8, 3), (128, 128, 8, 2), (64, 64, 4, 3),
+                                                        (128, 32, 4, 3), (64, 128, 4, 2), (128, 64, 4, 3)])),
+    "wide": Autotuner("attention_fwd_d256", _attn_configs([(64, 32, 4, 2), (64, 64, 8, 2), (128, 32, 8, 2)])),
+}
+_BWD_TUNERS = {
+    "narrow": Autotuner("attention_bwd", _attn_configs([(64, 64, 4, 2), (64, 64, 8, 2), (128, 64, 8, 2),
+                                                        (64, 128, 8, 2), (32, 64, 4, 2), (64, 32, 4, 2)])),
+    "wide": Autotuner("attention_bwd_d256", _attn_configs([(32, 32, 4, 2), (32, 32, 8, 1), (64, 32, 8, 1)])),
+}
+_INTERPRETER_CONFIG = Config.of(num_warps=4, num_stages=1, BLOCK_M=16, BLOCK_N=16)
+
+
+def _fwd_tuner(block_d):
+    return _FWD_TUNERS["wide" if block_d > 128 else "narrow"]
+
+
+def _bwd_tuner(block_d):
+    return _BWD_TUNERS["wide" if block_d > 128 else "narrow"]
+
+
+def _tuned_run(tuner, run, key) -> None:
+    """Run with the tuned config for ``key`` (times the configs the first time, outside
+    CUDA-graph capture); an untuned first config that runs out of shared memory falls back
+    to the first one that fits."""
+    if interpreter_active():
+        run(_INTERPRETER_CONFIG)
+        return
+    dtype, Sq, Sk, *rest = key
+    key = (str(dtype), bucket(Sq), bucket(Sk), *rest)
+    config = tuner.chosen.get(key)
+    if config is None:
+        config = tuner.pick(key, lambda c: _time(run, c), may_tune=not torch.cuda.is_current_stream_capturing())
+    try:
+        run(config)
+    except OutOfResources:
+        for other in tuner.configs:
+            try:
+                run(other)
+            except OutOfResources:
+                continue
+            tuner.chosen[key] = other
+            return
+        raise
+
+
+def _time(run, config) -> float:
+    from triton.testing import do_bench
+
+    return do_bench(lambda: run(config), warmup=5, rep=20, return_mode="median")
 
 
 def _dims(q, k, varlen):
@@ -191,21 +250,19 @@ def _backward_impl(do, q, k, v, o, lse, mask, bias, alibi_slopes, window, scale,
     dbias = torch.zeros((B, H, Sq, Sk), dtype=torch.float32, device=q.device) if need_dbias else None
     flags = dict(VARLEN=varlen is not None, CAUSAL=bool(causal), HAS_MASK=m is not None, HAS_BIAS=bb is not None,
                  HAS_ALIBI=slopes is not None, HAS_WINDOW=window is not None, PRECISION=precision)
-    if interpreter_active():
-        block_m = block_n = 16
-        warps = 4
-    else:
-        block_m, block_n = (64, 64) if block_d <= 128 else (32, 32)
-        warps = 4 if block_d <= 64 else 8
     cu_q, cu_k = (varlen[0], varlen[1]) if varlen is not None else (None, None)
     common = (*_bhm(q, varlen), *_bhm(k, varlen), *_bhm(v, varlen), *_bhm(do, varlen), *strides, *scalars)
-    launch(_attn_bwd_dkdv, ((Sk + block_n - 1) // block_n, B * Hk), q, k, v, do, lse, delta, dk, dv, dbias,
-           m, bb, slopes, cu_q, cu_k, *_bhm(lse, varlen), *_bhm(dk, varlen)[:3], *common, **flags,
-           HAS_DBIAS=need_dbias, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps,
-           num_stages=1 if interpreter_active() else 2)
-    launch(_attn_bwd_dq, ((Sq + block_m - 1) // block_m, B * H), q, k, v, do, lse, delta, dq, m, bb, slopes,
-           cu_q, cu_k, *_bhm(lse, varlen), *_bhm(dq, varlen)[:3], *common, **flags, BLOCK_M=block_m,
-           BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps, num_stages=1 if interpreter_active() else 2)
+
+    def run(config):  # both kernels under one config (timed together)
+        meta = config.meta()
+        bm, bn = meta["BLOCK_M"], meta["BLOCK_N"]
+        launch(_attn_bwd_dkdv, ((Sk + bn - 1) // bn, B * Hk), q, k, v, do, lse, delta, dk, dv, dbias,
+               m, bb, slopes, cu_q, cu_k, *_bhm(lse, varlen), *_bhm(dk, varlen)[:3], *common, **flags,
+               HAS_DBIAS=need_dbias, BLOCK_D=block_d, **meta)
+        launch(_attn_bwd_dq, ((Sq + bm - 1) // bm, B * H), q, k, v, do, lse, delta, dq, m, bb, slopes,
+               cu_q, cu_k, *_bhm(lse, varlen), *_bhm(dq, varlen)[:3], *common, **flags, BLOCK_D=block_d, **meta)
+
+    _tuned_run(_bwd_tuner(block_d), run, (q.dtype, Sq, Sk, block_d, need_dbias, tuple(flags.values())))
     return dq, dk, dv, dbias
 
 
