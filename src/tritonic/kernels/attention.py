@@ -29,6 +29,14 @@ def _heads(bh, H, GROUP):
 
 
 @triton.jit
+def _tile(BASE, rows, rd, stride_r, stride_d, n_rows, D):
+    """A [rows, BLOCK_D] tile of one (batch, head)'s (rows, D) matrix at BASE; zeros past
+    n_rows and D."""
+    return tl.load(BASE + rows[:, None].to(tl.int64) * stride_r + rd[None, :] * stride_d,
+                   mask=(rows[:, None] < n_rows) & (rd[None, :] < D), other=0.0)
+
+
+@triton.jit
 def _sequence(b, CU_Q, CU_K, Sq, Sk, VARLEN: tl.constexpr):
     """(first query row, query rows, first key, keys) of sequence b: packed sequences read
     their bounds from the cumulative lengths; otherwise (0, Sq, 0, Sk)."""
@@ -129,8 +137,7 @@ def _attn_fwd(
 
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rd = tl.arange(0, BLOCK_D)
-    q_ptr = Q + b * stride_qb + h * stride_qh + rm[:, None].to(tl.int64) * stride_qm + rd[None, :] * stride_qd
-    q = tl.load(q_ptr, mask=(rm[:, None] < Sq) & (rd[None, :] < D), other=0.0)
+    q = _tile(Q + b * stride_qb + h * stride_qh, rm, rd, stride_qm, stride_qd, Sq, D)
     k_base = K + b * stride_kb + h_kv * stride_kh
     v_base = V + b * stride_vb + h_kv * stride_vh
 
@@ -146,8 +153,7 @@ def _attn_fwd(
     lo, hi = _key_range(pid_m, Sq, Sk, window, CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
     for start in range(lo, hi, BLOCK_N):
         rn = start + tl.arange(0, BLOCK_N)
-        kv_mask = (rn[:, None] < Sk) & (rd[None, :] < D)
-        k = tl.load(k_base + rn[:, None].to(tl.int64) * stride_kn + rd[None, :] * stride_kd, mask=kv_mask, other=0.0)
+        k = _tile(k_base, rn, rd, stride_kn, stride_kd, Sk, D)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
         s = _masked_scores(s, rm, rn, pos, b, h, MASK, BIAS, stride_mb, stride_mh, stride_mm, stride_mn,
                            stride_bb, stride_bh, stride_bm, stride_bn, Sq, Sk, window, slope,
@@ -158,7 +164,7 @@ def _attn_fwd(
         p = tl.exp2(s - m_use[:, None])
         alpha = tl.exp2(m_i - m_use)
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        v = tl.load(v_base + rn[:, None].to(tl.int64) * stride_vn + rd[None, :] * stride_vd, mask=kv_mask, other=0.0)
+        v = _tile(v_base, rn, rd, stride_vn, stride_vd, Sk, D)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         m_i = m_new
 
@@ -209,10 +215,8 @@ def _attn_bwd_dkdv(
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rd = tl.arange(0, BLOCK_D)
     kv_mask = (rn[:, None] < Sk) & (rd[None, :] < D)
-    k = tl.load(K + b * stride_kb + h_kv * stride_kh + rn[:, None].to(tl.int64) * stride_kn + rd[None, :] * stride_kd,
-                mask=kv_mask, other=0.0)
-    v = tl.load(V + b * stride_vb + h_kv * stride_vh + rn[:, None].to(tl.int64) * stride_vn + rd[None, :] * stride_vd,
-                mask=kv_mask, other=0.0)
+    k = _tile(K + b * stride_kb + h_kv * stride_kh, rn, rd, stride_kn, stride_kd, Sk, D)
+    v = _tile(V + b * stride_vb + h_kv * stride_vh, rn, rd, stride_vn, stride_vd, Sk, D)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     qk_scale = scale * 1.4426950408889634
@@ -227,11 +231,8 @@ def _attn_bwd_dkdv(
             slope = tl.load(SLOPES + h) * 1.4426950408889634
         for start in range(lo, Sq, BLOCK_M):
             rm = start + tl.arange(0, BLOCK_M)
-            q_mask = (rm[:, None] < Sq) & (rd[None, :] < D)
-            q = tl.load(Q + b * stride_qb + h * stride_qh + rm[:, None].to(tl.int64) * stride_qm + rd[None, :] * stride_qd,
-                        mask=q_mask, other=0.0)
-            do = tl.load(DO + b * stride_ob + h * stride_oh + rm[:, None].to(tl.int64) * stride_om
-                         + rd[None, :] * stride_od, mask=q_mask, other=0.0)
+            q = _tile(Q + b * stride_qb + h * stride_qh, rm, rd, stride_qm, stride_qd, Sq, D)
+            do = _tile(DO + b * stride_ob + h * stride_oh, rm, rd, stride_om, stride_od, Sq, D)
             row = b * stride_lb + h * stride_lh + rm * stride_lm
             lse = tl.load(LSE + row, mask=rm < Sq, other=float("-inf")) * 1.4426950408889634
             delta = tl.load(DELTA + row, mask=rm < Sq, other=0.0)
@@ -286,10 +287,8 @@ def _attn_bwd_dq(
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rd = tl.arange(0, BLOCK_D)
     q_mask = (rm[:, None] < Sq) & (rd[None, :] < D)
-    q = tl.load(Q + b * stride_qb + h * stride_qh + rm[:, None].to(tl.int64) * stride_qm + rd[None, :] * stride_qd,
-                mask=q_mask, other=0.0)
-    do = tl.load(DO + b * stride_ob + h * stride_oh + rm[:, None].to(tl.int64) * stride_om + rd[None, :] * stride_od,
-                 mask=q_mask, other=0.0)
+    q = _tile(Q + b * stride_qb + h * stride_qh, rm, rd, stride_qm, stride_qd, Sq, D)
+    do = _tile(DO + b * stride_ob + h * stride_oh, rm, rd, stride_om, stride_od, Sq, D)
     row = b * stride_lb + h * stride_lh + rm * stride_lm
     lse = tl.load(LSE + row, mask=rm < Sq, other=float("-inf")) * 1.4426950408889634
     lse = tl.where(lse == float("-inf"), 0.0, lse)
@@ -305,9 +304,8 @@ def _attn_bwd_dq(
     v_base = V + b * stride_vb + h_kv * stride_vh
     for start in range(lo, hi, BLOCK_N):
         rn = start + tl.arange(0, BLOCK_N)
-        kv_mask = (rn[:, None] < Sk) & (rd[None, :] < D)
-        k = tl.load(k_base + rn[:, None].to(tl.int64) * stride_kn + rd[None, :] * stride_kd, mask=kv_mask, other=0.0)
-        v = tl.load(v_base + rn[:, None].to(tl.int64) * stride_vn + rd[None, :] * stride_vd, mask=kv_mask, other=0.0)
+        k = _tile(k_base, rn, rd, stride_kn, stride_kd, Sk, D)
+        v = _tile(v_base, rn, rd, stride_vn, stride_vd, Sk, D)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
         s = _masked_scores(s, rm, rn, pos, b, h, MASK, BIAS, stride_mb, stride_mh, stride_mm, stride_mn,
                            stride_bb, stride_bh, stride_bm, stride_bn, Sq, Sk, window, slope,
@@ -367,8 +365,7 @@ def _attn_decode_split(
     hi = tl.minimum(lo + split_len, Sk)
     for start in range(lo, hi, BLOCK_N):
         rn = start + tl.arange(0, BLOCK_N)
-        kv_mask = (rn[:, None] < hi) & (rd[None, :] < D)
-        k = tl.load(k_base + rn[:, None].to(tl.int64) * stride_kn + rd[None, :] * stride_kd, mask=kv_mask, other=0.0)
+        k = _tile(k_base, rn, rd, stride_kn, stride_kd, hi, D)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
         keep = row_ok[:, None] & (rn[None, :] < hi)
         if CAUSAL:
@@ -381,7 +378,7 @@ def _attn_decode_split(
         p = tl.exp2(s - m_use[:, None])
         alpha = tl.exp2(m_i - m_use)
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        v = tl.load(v_base + rn[:, None].to(tl.int64) * stride_vn + rd[None, :] * stride_vd, mask=kv_mask, other=0.0)
+        v = _tile(v_base, rn, rd, stride_vn, stride_vd, hi, D)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         m_i = m_new
     empty = l_i == 0.0

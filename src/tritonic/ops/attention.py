@@ -80,25 +80,33 @@ def _bcast(name, t, B, H, Sq, Sk):
                      f"{(B, H, Sq, Sk)}")
 
 
+def _check_qkv(op, named, layout, head_axis):
+    """What every attention entry point checks of its three inputs: tensors of the rank
+    ``layout`` names, one dtype, key/value heads (at ``head_axis``) that divide the query
+    heads, a head dim the kernels take."""
+    for name, t in named:
+        check_tensor(op, name, t)
+        if t.dim() != layout.count(",") + 1:
+            raise ValueError(f"{op}: {name} must be {layout.count(',') + 1}-D {layout}, got shape {tuple(t.shape)}")
+    (qn, q), (kn, k), (vn, v) = named
+    if q.dtype != k.dtype or q.dtype != v.dtype:
+        raise TypeError(f"{op}: {qn}, {kn}, {vn} must have one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if q.shape[head_axis] % k.shape[head_axis]:
+        raise ValueError(f"{op}: {qn} has {q.shape[head_axis]} heads, which {k.shape[head_axis]} key/value heads do "
+                         f"not divide (grouped-query attention needs H % H_kv == 0)")
+    if q.shape[-1] > MAX_HEAD_DIM:
+        raise ValueError(f"{op}: head dim {q.shape[-1]} is above {MAX_HEAD_DIM}, the largest the kernels take")
+
+
 def _check(q, k, v, mask, bias, alibi_slopes, window, scale):
     op = "attention"
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        check_tensor(op, name, t)
-        if t.dim() != 4:
-            raise ValueError(f"attention: {name} must be 4-D (B, H, S, D), got shape {tuple(t.shape)}")
+    _check_qkv(op, (("q", q), ("k", k), ("v", v)), "(B, H, S, D)", 1)
     B, H, Sq, D = q.shape
     if k.shape[0] != B or v.shape[0] != B or k.shape[1] != v.shape[1] or k.shape[2] != v.shape[2]:
         raise ValueError(f"attention: q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} disagree on "
                          f"batch, key/value heads or key length")
     if k.shape[3] != D or v.shape[3] != D:
         raise ValueError(f"attention: head dims differ: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
-    if H % k.shape[1]:
-        raise ValueError(f"attention: q has {H} heads, which {k.shape[1]} key/value heads do not divide "
-                         f"(grouped-query attention needs H % H_kv == 0)")
-    if q.dtype != k.dtype or q.dtype != v.dtype:
-        raise TypeError(f"attention: q, k, v must have one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
-    if D > MAX_HEAD_DIM:
-        raise ValueError(f"attention: head dim {D} is above {MAX_HEAD_DIM}, the largest the kernel takes")
     Sk = k.shape[2]
     if mask is not None:
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
@@ -375,26 +383,16 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     on the device); ``max_seqlen_q``/``max_seqlen_k`` (ints) size the grid. Causal, ALiBi,
     window, GQA and scale as in :func:`attention`; forward and backward."""
     op = "attention_varlen"
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        check_tensor(op, name, t)
-        if t.dim() != 3:
-            raise ValueError(f"attention_varlen: {name} must be 3-D (total, heads, D), got shape {tuple(t.shape)}")
+    _check_qkv(op, (("q", q), ("k", k), ("v", v)), "(total, heads, D)", 1)
     if k.shape != v.shape or k.shape[2] != q.shape[2]:
         raise ValueError(f"attention_varlen: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} disagree "
                          f"on heads or head dim")
-    if q.shape[1] % k.shape[1]:
-        raise ValueError(f"attention_varlen: q has {q.shape[1]} heads, which {k.shape[1]} key/value heads do not "
-                         f"divide")
     for name, cu in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
         if not isinstance(cu, torch.Tensor) or cu.dim() != 1 or cu.dtype not in (torch.int32, torch.int64):
             raise ValueError(f"attention_varlen: {name} must be a 1-D int32/int64 tensor of B + 1 offsets")
     if cu_seqlens_q.shape != cu_seqlens_k.shape:
         raise ValueError(f"attention_varlen: cu_seqlens_q has {cu_seqlens_q.shape[0]} offsets, cu_seqlens_k "
                          f"{cu_seqlens_k.shape[0]}: one per sequence plus one each")
-    if q.dtype != k.dtype or q.dtype != v.dtype:
-        raise TypeError(f"attention_varlen: q, k, v must have one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
-    if q.shape[2] > MAX_HEAD_DIM:
-        raise ValueError(f"attention_varlen: head dim {q.shape[2]} is above {MAX_HEAD_DIM}")
     check_same_device(op, "q", q, k=k, v=v, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k)
     check_kernel_device(op, "q", q)
     kw = dict(causal=causal, alibi_slopes=alibi_slopes, window=window, scale=scale)
@@ -433,25 +431,15 @@ def attention_decode(q, k_cache, v_cache, cache_seqlens, *, causal=True, window=
     and buffers depend only on the shapes, never on ``cache_seqlens``, so no host sync
     happens and the call can be captured in a CUDA graph."""
     op = "attention_decode"
-    for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
-        check_tensor(op, name, t)
-        if t.dim() != 4:
-            raise ValueError(f"attention_decode: {name} must be 4-D, got shape {tuple(t.shape)}")
+    _check_qkv(op, (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)), "(B, H, S, D)", 1)
     B, H, Sq, D = q.shape
     if k_cache.shape != v_cache.shape or k_cache.shape[0] != B or k_cache.shape[3] != D:
         raise ValueError(f"attention_decode: q {tuple(q.shape)}, k_cache {tuple(k_cache.shape)} and v_cache "
                          f"{tuple(v_cache.shape)} disagree on batch, head dim or cache shape")
     Hk, S_max = k_cache.shape[1], k_cache.shape[2]
-    if H % Hk:
-        raise ValueError(f"attention_decode: q has {H} heads, which {Hk} key/value heads do not divide")
     if not isinstance(cache_seqlens, torch.Tensor) or cache_seqlens.shape != (B,) or \
             cache_seqlens.dtype not in (torch.int32, torch.int64):
         raise ValueError(f"attention_decode: cache_seqlens must be an int32/int64 tensor of shape ({B},)")
-    if q.dtype != k_cache.dtype or q.dtype != v_cache.dtype:
-        raise TypeError(f"attention_decode: q, k_cache, v_cache must have one dtype, got {q.dtype}, "
-                        f"{k_cache.dtype}, {v_cache.dtype}")
-    if D > MAX_HEAD_DIM:
-        raise ValueError(f"attention_decode: head dim {D} is above {MAX_HEAD_DIM}")
     check_same_device(op, "q", q, k_cache=k_cache, v_cache=v_cache, cache_seqlens=cache_seqlens)
     check_kernel_device(op, "q", q)
     if q.dtype not in KERNEL_DTYPES or q.numel() == 0 or S_max == 0:
