@@ -85,6 +85,11 @@ def test_bad_input(device):
         attention(q[0], q, q)
     with pytest.raises(ValueError, match="window"):
         attention(q, q, q, window=0)
+    for bad in (0.0, -0.5, float("nan"), float("inf")):  # the kernels fold the scale into the row maximum
+        with pytest.raises(ValueError, match="scale must be positive"):
+            attention(q, q, q, scale=bad)
+    with pytest.raises(TypeError, match="scale must be a number"):
+        attention(q, q, q, scale="0.1")
 
 
 def test_the_kernel_runs(device, monkeypatch):

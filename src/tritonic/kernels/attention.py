@@ -96,6 +96,48 @@ def _masked_scores(s, rm, rn, pos, b, h, MASK, BIAS, stride_mb, stride_mh, strid
 
 
 @triton.jit
+def _fwd_block(acc, l_i, m_i, q, k_base, v_base, start, rm, rd, pos, b, h, MASK, BIAS,
+               stride_kn, stride_kd, stride_vn, stride_vd,
+               stride_mb, stride_mh, stride_mm, stride_mn, stride_bb, stride_bh, stride_bm, stride_bn,
+               Sq, Sk, D, window, qk_scale, slope, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
+               HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_WINDOW: tl.constexpr,
+               PRECISION: tl.constexpr, BLOCK_N: tl.constexpr):
+    """One key block of the online softmax: (acc, l_i, m_i) updated with keys start + [0, BLOCK_N).
+    MASKED: apply the bounds/causal/window/boolean masks (rows may end up empty); otherwise
+    every score is finite and the scale folds into one multiply-add per score."""
+    rn = start + tl.arange(0, BLOCK_N)
+    k = _tile(k_base, rn, rd, stride_kn, stride_kd, Sk, D)
+    s = tl.dot(q, tl.trans(k), input_precision=PRECISION)
+    if MASKED:
+        s = _masked_scores(s * qk_scale, rm, rn, pos, b, h, MASK, BIAS, stride_mb, stride_mh, stride_mm, stride_mn,
+                           stride_bb, stride_bh, stride_bm, stride_bn, Sq, Sk, window, slope,
+                           CAUSAL, HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW)
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # empty so far: exponentials of -inf are 0
+        p = tl.exp2(s - m_use[:, None])
+        alpha = tl.exp2(m_i - m_use)
+    elif HAS_BIAS or HAS_ALIBI:
+        s = s * qk_scale
+        if HAS_BIAS:
+            b_ptr = BIAS + b * stride_bb + h * stride_bh + rm[:, None].to(tl.int64) * stride_bm + rn[None, :] * stride_bn
+            s += tl.load(b_ptr, mask=(rm[:, None] < Sq) & (rn[None, :] < Sk), other=0.0).to(tl.float32) \
+                * 1.4426950408889634
+        if HAS_ALIBI:
+            s -= slope * tl.abs(pos[:, None] - rn[None, :]).to(tl.float32)
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        p = tl.exp2(s - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
+    else:
+        m_new = tl.maximum(m_i, tl.max(s, axis=1) * qk_scale)
+        p = tl.exp2(s * qk_scale - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    v = _tile(v_base, rn, rd, stride_vn, stride_vd, Sk, D)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+    return acc, l_i, m_new
+
+
+@triton.jit
 def _attn_fwd(
     Q, K, V, O,  # (B, H, Sq, D) / (B, H_KV, Sk, D) / (B, H_KV, Sk, D) / (B, H, Sq, D), any strides
     LSE,  # float32 out, rows by stride_lb/lh/lm: log-sum-exp of each row's scores (natural log); -inf if empty
@@ -141,6 +183,7 @@ def _attn_fwd(
     k_base = K + b * stride_kb + h_kv * stride_kh
     v_base = V + b * stride_vb + h_kv * stride_vh
 
+    scale = tl.cast(scale, tl.float32)  # torch.compile hands Python floats over as float64
     qk_scale = scale * 1.4426950408889634  # work in base 2
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -151,22 +194,27 @@ def _attn_fwd(
         slope = tl.load(SLOPES + h) * 1.4426950408889634
 
     lo, hi = _key_range(pid_m, Sq, Sk, window, CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
-    for start in range(lo, hi, BLOCK_N):
-        rn = start + tl.arange(0, BLOCK_N)
-        k = _tile(k_base, rn, rd, stride_kn, stride_kd, Sk, D)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-        s = _masked_scores(s, rm, rn, pos, b, h, MASK, BIAS, stride_mb, stride_mh, stride_mm, stride_mn,
-                           stride_bb, stride_bh, stride_bm, stride_bn, Sq, Sk, window, slope,
-                           CAUSAL, HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW)
-
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # empty so far: exponentials of -inf are 0
-        p = tl.exp2(s - m_use[:, None])
-        alpha = tl.exp2(m_i - m_use)
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        v = _tile(v_base, rn, rd, stride_vn, stride_vd, Sk, D)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-        m_i = m_new
+    # Key blocks [lo, mid) need no mask at all: every key exists and every query row of the
+    # block may see it (rows past Sq read zeros and are never stored). Only [mid, hi) pays
+    # for the bounds, causal and window tests. A boolean mask is tested everywhere.
+    mid = lo
+    if not HAS_MASK and not HAS_WINDOW:
+        mid = (Sk // BLOCK_N) * BLOCK_N
+        if CAUSAL:  # keys up to the block's first query position are visible to all its rows
+            mid = tl.minimum(mid, ((pid_m * BLOCK_M + (Sk - Sq) + 1) // BLOCK_N) * BLOCK_N)
+        mid = tl.maximum(lo, tl.minimum(mid, hi))
+    for start in range(lo, mid, BLOCK_N):
+        acc, l_i, m_i = _fwd_block(acc, l_i, m_i, q, k_base, v_base, start, rm, rd, pos, b, h, MASK, BIAS,
+                                   stride_kn, stride_kd, stride_vn, stride_vd,
+                                   stride_mb, stride_mh, stride_mm, stride_mn, stride_bb, stride_bh, stride_bm,
+                                   stride_bn, Sq, Sk, D, window, qk_scale, slope, False, CAUSAL, HAS_MASK, HAS_BIAS,
+                                   HAS_ALIBI, HAS_WINDOW, PRECISION, BLOCK_N)
+    for start in range(mid, hi, BLOCK_N):
+        acc, l_i, m_i = _fwd_block(acc, l_i, m_i, q, k_base, v_base, start, rm, rd, pos, b, h, MASK, BIAS,
+                                   stride_kn, stride_kd, stride_vn, stride_vd,
+                                   stride_mb, stride_mh, stride_mm, stride_mn, stride_bb, stride_bh, stride_bm,
+                                   stride_bn, Sq, Sk, D, window, qk_scale, slope, True, CAUSAL, HAS_MASK, HAS_BIAS,
+                                   HAS_ALIBI, HAS_WINDOW, PRECISION, BLOCK_N)
 
     empty = l_i == 0.0
     out = acc / tl.where(empty, 1.0, l_i)[:, None]
@@ -174,6 +222,60 @@ def _attn_fwd(
     tl.store(o_ptr, out.to(O.dtype.element_ty), mask=(rm[:, None] < Sq) & (rd[None, :] < D))
     lse = tl.where(empty, float("-inf"), (m_i + tl.log2(tl.where(empty, 1.0, l_i))) / 1.4426950408889634)
     tl.store(LSE + b * stride_lb + h * stride_lh + rm * stride_lm, lse, mask=rm < Sq)
+
+
+@triton.jit
+def _attn_bwd_delta(O, DO, DELTA, rows, D, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    """DELTA[r] = sum_d O[r, d] * DO[r, d] in float32, for contiguous (rows, D) views of the
+    output and its gradient (the backward's rowsum(dO * O), laid out like the log-sum-exp)."""
+    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    d = tl.arange(0, BLOCK_D)
+    ok = (r[:, None] < rows) & (d[None, :] < D)
+    at = r[:, None].to(tl.int64) * D + d[None, :]
+    o = tl.load(O + at, mask=ok, other=0.0).to(tl.float32)
+    do = tl.load(DO + at, mask=ok, other=0.0).to(tl.float32)
+    tl.store(DELTA + r, tl.sum(o * do, axis=1), mask=r < rows)
+
+
+@triton.jit
+def _dkdv_block(dk, dv, k, v, q_base, do_base, LSE, DELTA, DBIAS, start, rn, rd, b, h, MASK, BIAS,
+                stride_lb, stride_lh, stride_lm, stride_qm, stride_qd, stride_om, stride_od,
+                stride_mb, stride_mh, stride_mm, stride_mn, stride_bb, stride_bh, stride_bm, stride_bn,
+                H, Sq, Sk, D, window, qk_scale, slope, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
+                HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_WINDOW: tl.constexpr,
+                HAS_DBIAS: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr):
+    """dK, dV of one key block updated with the query rows start + [0, BLOCK_M) of head h.
+    MASKED: bounds/causal/window/boolean masks (and rows with no key); otherwise every row
+    and key exists and is visible."""
+    rm = start + tl.arange(0, BLOCK_M)
+    q = _tile(q_base, rm, rd, stride_qm, stride_qd, Sq, D)
+    do = _tile(do_base, rm, rd, stride_om, stride_od, Sq, D)
+    row = b * stride_lb + h * stride_lh + rm * stride_lm
+    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+    if MASKED:
+        lse = tl.load(LSE + row, mask=rm < Sq, other=float("-inf")) * 1.4426950408889634
+        delta = tl.load(DELTA + row, mask=rm < Sq, other=0.0)
+        s = _masked_scores(s, rm, rn, rm + (Sk - Sq), b, h, MASK, BIAS, stride_mb, stride_mh, stride_mm,
+                           stride_mn, stride_bb, stride_bh, stride_bm, stride_bn, Sq, Sk, window, slope,
+                           CAUSAL, HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW)
+        p = tl.exp2(s - tl.where(lse == float("-inf"), 0.0, lse)[:, None])  # rows with no key: p = 0
+    else:
+        lse = tl.load(LSE + row) * 1.4426950408889634
+        delta = tl.load(DELTA + row)
+        if HAS_BIAS:
+            b_ptr = BIAS + b * stride_bb + h * stride_bh + rm[:, None].to(tl.int64) * stride_bm + rn[None, :] * stride_bn
+            s += tl.load(b_ptr).to(tl.float32) * 1.4426950408889634
+        if HAS_ALIBI:
+            s -= slope * tl.abs(rm[:, None] + (Sk - Sq) - rn[None, :]).to(tl.float32)
+        p = tl.exp2(s - lse[:, None])
+    dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)
+    dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+    ds = p * (dp - delta[:, None])  # gradient of the (natural-log) scores
+    if HAS_DBIAS:
+        tl.store(DBIAS + ((b * H + h) * Sq + rm[:, None].to(tl.int64)) * Sk + rn[None, :], ds,
+                 mask=(rm[:, None] < Sq) & (rn[None, :] < Sk))
+    dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)
+    return dk, dv
 
 
 @triton.jit
@@ -219,38 +321,81 @@ def _attn_bwd_dkdv(
     v = _tile(V + b * stride_vb + h_kv * stride_vh, rn, rd, stride_vn, stride_vd, Sk, D)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    scale = tl.cast(scale, tl.float32)  # torch.compile hands Python floats over as float64
     qk_scale = scale * 1.4426950408889634
     lo = 0
     if CAUSAL:  # queries before this key block's first key see none of it
         lo = tl.maximum(0, pid_n * BLOCK_N - (Sk - Sq))
         lo = (lo // BLOCK_M) * BLOCK_M
+    # Query blocks [m1, m2) need no mask: the key block is full, every row exists and sees
+    # every key of it (causal: from the first query block past the diagonal). The rest,
+    # [lo, m1) and [m2, Sq), is masked; a boolean mask or a window masks everything.
+    m1 = lo
+    m2 = lo
+    if not HAS_MASK and not HAS_WINDOW:
+        if pid_n * BLOCK_N + BLOCK_N <= Sk:
+            m2 = (Sq // BLOCK_M) * BLOCK_M
+            if CAUSAL:
+                m1 = ((pid_n * BLOCK_N + BLOCK_N - 1 - (Sk - Sq) + BLOCK_M - 1) // BLOCK_M) * BLOCK_M
+            m1 = tl.minimum(tl.maximum(m1, lo), m2)
     for g in range(GROUP):
         h = h_kv * GROUP + g
         slope = 0.0
         if HAS_ALIBI:
             slope = tl.load(SLOPES + h) * 1.4426950408889634
-        for start in range(lo, Sq, BLOCK_M):
-            rm = start + tl.arange(0, BLOCK_M)
-            q = _tile(Q + b * stride_qb + h * stride_qh, rm, rd, stride_qm, stride_qd, Sq, D)
-            do = _tile(DO + b * stride_ob + h * stride_oh, rm, rd, stride_om, stride_od, Sq, D)
-            row = b * stride_lb + h * stride_lh + rm * stride_lm
-            lse = tl.load(LSE + row, mask=rm < Sq, other=float("-inf")) * 1.4426950408889634
-            delta = tl.load(DELTA + row, mask=rm < Sq, other=0.0)
-            s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-            s = _masked_scores(s, rm, rn, rm + (Sk - Sq), b, h, MASK, BIAS, stride_mb, stride_mh, stride_mm,
-                               stride_mn, stride_bb, stride_bh, stride_bm, stride_bn, Sq, Sk, window, slope,
-                               CAUSAL, HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW)
-            p = tl.exp2(s - tl.where(lse == float("-inf"), 0.0, lse)[:, None])  # rows with no key: p = 0
-            dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)
-            dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
-            ds = p * (dp - delta[:, None])  # gradient of the (natural-log) scores
-            if HAS_DBIAS:
-                tl.store(DBIAS + ((b * H + h) * Sq + rm[:, None].to(tl.int64)) * Sk + rn[None, :], ds,
-                         mask=(rm[:, None] < Sq) & (rn[None, :] < Sk))
-            dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)
+        q_base = Q + b * stride_qb + h * stride_qh
+        do_base = DO + b * stride_ob + h * stride_oh
+        for start in range(lo, m1, BLOCK_M):
+            dk, dv = _dkdv_block(dk, dv, k, v, q_base, do_base, LSE, DELTA, DBIAS, start, rn, rd, b, h, MASK, BIAS,
+                                 stride_lb, stride_lh, stride_lm, stride_qm, stride_qd, stride_om, stride_od,
+                                 stride_mb, stride_mh, stride_mm, stride_mn, stride_bb, stride_bh, stride_bm,
+                                 stride_bn, H, Sq, Sk, D, window, qk_scale, slope, True, CAUSAL, HAS_MASK,
+                                 HAS_BIAS, HAS_ALIBI, HAS_WINDOW, HAS_DBIAS, PRECISION, BLOCK_M)
+        for start in range(m1, m2, BLOCK_M):
+            dk, dv = _dkdv_block(dk, dv, k, v, q_base, do_base, LSE, DELTA, DBIAS, start, rn, rd, b, h, MASK, BIAS,
+                                 stride_lb, stride_lh, stride_lm, stride_qm, stride_qd, stride_om, stride_od,
+                                 stride_mb, stride_mh, stride_mm, stride_mn, stride_bb, stride_bh, stride_bm,
+                                 stride_bn, H, Sq, Sk, D, window, qk_scale, slope, False, CAUSAL, HAS_MASK,
+                                 HAS_BIAS, HAS_ALIBI, HAS_WINDOW, HAS_DBIAS, PRECISION, BLOCK_M)
+        for start in range(m2, Sq, BLOCK_M):
+            dk, dv = _dkdv_block(dk, dv, k, v, q_base, do_base, LSE, DELTA, DBIAS, start, rn, rd, b, h, MASK, BIAS,
+                                 stride_lb, stride_lh, stride_lm, stride_qm, stride_qd, stride_om, stride_od,
+                                 stride_mb, stride_mh, stride_mm, stride_mn, stride_bb, stride_bh, stride_bm,
+                                 stride_bn, H, Sq, Sk, D, window, qk_scale, slope, True, CAUSAL, HAS_MASK,
+                                 HAS_BIAS, HAS_ALIBI, HAS_WINDOW, HAS_DBIAS, PRECISION, BLOCK_M)
     out = b * stride_gb + h_kv * stride_gh + rn[:, None].to(tl.int64) * stride_gn + rd[None, :]
     tl.store(DK + out, (dk * scale).to(DK.dtype.element_ty), mask=kv_mask)
     tl.store(DV + out, dv.to(DV.dtype.element_ty), mask=kv_mask)
+
+
+@triton.jit
+def _dq_block(dq, q, do, lse, delta, k_base, v_base, start, rm, rd, pos, b, h, MASK, BIAS,
+              stride_kn, stride_kd, stride_vn, stride_vd, stride_mb, stride_mh, stride_mm, stride_mn,
+              stride_bb, stride_bh, stride_bm, stride_bn, Sq, Sk, D, window, qk_scale, slope,
+              MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr,
+              HAS_ALIBI: tl.constexpr, HAS_WINDOW: tl.constexpr, PRECISION: tl.constexpr, BLOCK_N: tl.constexpr):
+    """dQ of one query block updated with keys start + [0, BLOCK_N). Unmasked blocks hold
+    only existing, visible keys (rows past Sq read zeros and are never stored)."""
+    rn = start + tl.arange(0, BLOCK_N)
+    k = _tile(k_base, rn, rd, stride_kn, stride_kd, Sk, D)
+    v = _tile(v_base, rn, rd, stride_vn, stride_vd, Sk, D)
+    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+    if MASKED:
+        s = _masked_scores(s, rm, rn, pos, b, h, MASK, BIAS, stride_mb, stride_mh, stride_mm, stride_mn,
+                           stride_bb, stride_bh, stride_bm, stride_bn, Sq, Sk, window, slope,
+                           CAUSAL, HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW)
+    else:
+        if HAS_BIAS:
+            b_ptr = BIAS + b * stride_bb + h * stride_bh + rm[:, None].to(tl.int64) * stride_bm + rn[None, :] * stride_bn
+            s += tl.load(b_ptr, mask=(rm[:, None] < Sq) & (rn[None, :] < Sk), other=0.0).to(tl.float32) \
+                * 1.4426950408889634
+        if HAS_ALIBI:
+            s -= slope * tl.abs(pos[:, None] - rn[None, :]).to(tl.float32)
+    p = tl.exp2(s - lse[:, None])
+    dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+    ds = p * (dp - delta[:, None])
+    dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
+    return dq
 
 
 @triton.jit
@@ -293,6 +438,7 @@ def _attn_bwd_dq(
     lse = tl.load(LSE + row, mask=rm < Sq, other=float("-inf")) * 1.4426950408889634
     lse = tl.where(lse == float("-inf"), 0.0, lse)
     delta = tl.load(DELTA + row, mask=rm < Sq, other=0.0)
+    scale = tl.cast(scale, tl.float32)  # torch.compile hands Python floats over as float64
     qk_scale = scale * 1.4426950408889634
     slope = 0.0
     if HAS_ALIBI:
@@ -302,18 +448,22 @@ def _attn_bwd_dq(
     lo, hi = _key_range(pid_m, Sq, Sk, window, CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
     k_base = K + b * stride_kb + h_kv * stride_kh
     v_base = V + b * stride_vb + h_kv * stride_vh
-    for start in range(lo, hi, BLOCK_N):
-        rn = start + tl.arange(0, BLOCK_N)
-        k = _tile(k_base, rn, rd, stride_kn, stride_kd, Sk, D)
-        v = _tile(v_base, rn, rd, stride_vn, stride_vd, Sk, D)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-        s = _masked_scores(s, rm, rn, pos, b, h, MASK, BIAS, stride_mb, stride_mh, stride_mm, stride_mn,
-                           stride_bb, stride_bh, stride_bm, stride_bn, Sq, Sk, window, slope,
-                           CAUSAL, HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW)
-        p = tl.exp2(s - lse[:, None])
-        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
-        ds = p * (dp - delta[:, None])
-        dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
+    mid = lo  # [lo, mid): no mask needed, as in the forward
+    if not HAS_MASK and not HAS_WINDOW:
+        mid = (Sk // BLOCK_N) * BLOCK_N
+        if CAUSAL:
+            mid = tl.minimum(mid, ((pid_m * BLOCK_M + (Sk - Sq) + 1) // BLOCK_N) * BLOCK_N)
+        mid = tl.maximum(lo, tl.minimum(mid, hi))
+    for start in range(lo, mid, BLOCK_N):
+        dq = _dq_block(dq, q, do, lse, delta, k_base, v_base, start, rm, rd, pos, b, h, MASK, BIAS,
+                       stride_kn, stride_kd, stride_vn, stride_vd, stride_mb, stride_mh, stride_mm, stride_mn,
+                       stride_bb, stride_bh, stride_bm, stride_bn, Sq, Sk, D, window, qk_scale, slope, False, CAUSAL,
+                       HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW, PRECISION, BLOCK_N)
+    for start in range(mid, hi, BLOCK_N):
+        dq = _dq_block(dq, q, do, lse, delta, k_base, v_base, start, rm, rd, pos, b, h, MASK, BIAS,
+                       stride_kn, stride_kd, stride_vn, stride_vd, stride_mb, stride_mh, stride_mm, stride_mn,
+                       stride_bb, stride_bh, stride_bm, stride_bn, Sq, Sk, D, window, qk_scale, slope, True, CAUSAL,
+                       HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW, PRECISION, BLOCK_N)
     tl.store(DQ + b * stride_gb + h * stride_gh + rm[:, None].to(tl.int64) * stride_gm + rd[None, :],
              (dq * scale).to(DQ.dtype.element_ty), mask=q_mask)
 
@@ -355,6 +505,7 @@ def _attn_decode_split(
     q = tl.load(Q + b * stride_qb + h[:, None] * stride_qh + t[:, None] * stride_qm + rd[None, :] * stride_qd,
                 mask=row_ok[:, None] & (rd[None, :] < D), other=0.0)
     pos = t + (Sk - Sq)  # the new tokens are the last Sq entries of the cache
+    scale = tl.cast(scale, tl.float32)  # torch.compile hands Python floats over as float64
     qk_scale = scale * 1.4426950408889634
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)

@@ -22,8 +22,8 @@ import math
 
 import torch
 
-from tritonic.kernels.attention import (_attn_bwd_dkdv, _attn_bwd_dq, _attn_decode_combine, _attn_decode_split,
-                                        _attn_fwd)
+from tritonic.kernels.attention import (_attn_bwd_delta, _attn_bwd_dkdv, _attn_bwd_dq, _attn_decode_combine,
+                                        _attn_decode_split, _attn_fwd)
 from triton.runtime.errors import OutOfResources
 
 from tritonic.ops._register import register
@@ -80,10 +80,15 @@ def _bcast(name, t, B, H, Sq, Sk):
                      f"{(B, H, Sq, Sk)}")
 
 
-def _check_qkv(op, named, layout, head_axis):
+def _check_qkv(op, named, layout, head_axis, scale):
     """What every attention entry point checks of its three inputs: tensors of the rank
     ``layout`` names, one dtype, key/value heads (at ``head_axis``) that divide the query
-    heads, a head dim the kernels take."""
+    heads, a head dim the kernels take; and a positive, finite ``scale`` (or None)."""
+    if scale is not None:
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+            raise TypeError(f"{op}: scale must be a number, got {type(scale).__name__}")
+        if not (0 < scale < math.inf):
+            raise ValueError(f"{op}: scale must be positive and finite, got {scale!r}")
     for name, t in named:
         check_tensor(op, name, t)
         if t.dim() != layout.count(",") + 1:
@@ -100,7 +105,7 @@ def _check_qkv(op, named, layout, head_axis):
 
 def _check(q, k, v, mask, bias, alibi_slopes, window, scale):
     op = "attention"
-    _check_qkv(op, (("q", q), ("k", k), ("v", v)), "(B, H, S, D)", 1)
+    _check_qkv(op, (("q", q), ("k", k), ("v", v)), "(B, H, S, D)", 1, scale)
     B, H, Sq, D = q.shape
     if k.shape[0] != B or v.shape[0] != B or k.shape[1] != v.shape[1] or k.shape[2] != v.shape[2]:
         raise ValueError(f"attention: q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} disagree on "
@@ -122,8 +127,6 @@ def _check(q, k, v, mask, bias, alibi_slopes, window, scale):
                              f"got {tuple(alibi_slopes.shape)}")
     if window is not None and (not isinstance(window, int) or window < 1):
         raise ValueError(f"attention: window must be a positive int, got {window!r}")
-    if scale is not None and not isinstance(scale, (int, float)):
-        raise TypeError(f"attention: scale must be a number, got {type(scale).__name__}")
     check_same_device(op, "q", q, k=k, v=v, mask=mask, bias=bias, alibi_slopes=alibi_slopes)
     check_kernel_device(op, "q", q)
     if q.dtype not in KERNEL_DTYPES:
@@ -246,12 +249,24 @@ def _launch_setup(q, k, mask, bias, alibi_slopes, window, scale, varlen=None):
     return m, bb, slopes, strides, scalars, precision, block_d
 
 
+def _delta(do, o, block_d):
+    """rowsum(dO * O) in float32, shaped like the log-sum-exp: one small kernel."""
+    if not (do.is_contiguous() and o.is_contiguous()):
+        return (do.float() * o.float()).sum(-1)
+    delta = empty(tuple(o.shape[:-1]), dtype=torch.float32, device=o.device)
+    rows, D = delta.numel(), o.shape[-1]
+    block_r = max(1, 4096 // block_d)
+    launch(_attn_bwd_delta, ((rows + block_r - 1) // block_r,), o, do, delta, rows, D, BLOCK_R=block_r,
+           BLOCK_D=block_d, num_warps=4)
+    return delta
+
+
 def _backward_impl(do, q, k, v, o, lse, mask, bias, alibi_slopes, window, scale, causal, need_dbias, varlen=None):
     """(dq, dk, dv, dbias as (B, H, Sq, Sk) float32 or None) from the two backward kernels."""
     B, H, Sq, Sk, D, Hk = _dims(q, k, varlen)
     m, bb, slopes, strides, scalars, precision, block_d = _launch_setup(q, k, mask, bias, alibi_slopes, window,
                                                                          scale, varlen)
-    delta = (do.float() * o.float()).sum(-1)  # rowsum(dO * O), laid out like lse
+    delta = _delta(do, o, block_d)  # rowsum(dO * O), laid out like lse
     dq = empty(tuple(q.shape), dtype=q.dtype, device=q.device)
     dk = empty(tuple(k.shape), dtype=k.dtype, device=k.device)
     dv = empty(tuple(v.shape), dtype=v.dtype, device=v.device)
@@ -383,7 +398,7 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     on the device); ``max_seqlen_q``/``max_seqlen_k`` (ints) size the grid. Causal, ALiBi,
     window, GQA and scale as in :func:`attention`; forward and backward."""
     op = "attention_varlen"
-    _check_qkv(op, (("q", q), ("k", k), ("v", v)), "(total, heads, D)", 1)
+    _check_qkv(op, (("q", q), ("k", k), ("v", v)), "(total, heads, D)", 1, scale)
     if k.shape != v.shape or k.shape[2] != q.shape[2]:
         raise ValueError(f"attention_varlen: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} disagree "
                          f"on heads or head dim")
@@ -431,7 +446,7 @@ def attention_decode(q, k_cache, v_cache, cache_seqlens, *, causal=True, window=
     and buffers depend only on the shapes, never on ``cache_seqlens``, so no host sync
     happens and the call can be captured in a CUDA graph."""
     op = "attention_decode"
-    _check_qkv(op, (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)), "(B, H, S, D)", 1)
+    _check_qkv(op, (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)), "(B, H, S, D)", 1, scale)
     B, H, Sq, D = q.shape
     if k_cache.shape != v_cache.shape or k_cache.shape[0] != B or k_cache.shape[3] != D:
         raise ValueError(f"attention_decode: q {tuple(q.shape)}, k_cache {tuple(k_cache.shape)} and v_cache "
