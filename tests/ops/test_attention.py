@@ -41,6 +41,20 @@ def test_gqa_and_float16(device):
     _check(_qkv(1, 4, 1, 9, 9, 16, torch.float32, device))  # MQA
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_key_padding_broadcast_mask(causal, device):
+    """A (B, 1, 1, Sk) mask: the kernels stop at each batch entry's last kept key (right
+    padding of different lengths, a hole before it, an entry with no key at all)."""
+    args = _qkv(4, 2, 2, 37, 37, 16, torch.float32, device)
+    mask = torch.ones(4, 1, 1, 37, dtype=torch.bool, device=device)
+    mask[0, ..., 20:] = False  # padded after 20 keys: two of the 16-key blocks skipped
+    mask[1, ..., 5:9] = False  # a hole, no padding
+    mask[1, ..., 33:] = False
+    mask[2] = False  # nothing to attend to: zeros and zero gradients
+    _check(args, mask=mask, causal=causal)
+    _check(args, mask=mask[:1], causal=causal)  # one row of keys shared by the batch
+
+
 def test_key_padding_mask_with_fully_masked_rows(device):
     args = _qkv(2, 2, 2, 10, 12, 16, torch.float32, device)
     mask = torch.rand(2, 1, 10, 12, device=device) > 0.4

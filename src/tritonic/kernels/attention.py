@@ -71,6 +71,18 @@ def _key_range(pid_m, Sq, Sk, window, CAUSAL: tl.constexpr, HAS_WINDOW: tl.const
 
 
 @triton.jit
+def _kept_len(MASK, b, stride_mb, stride_mn, Sk, BLOCK: tl.constexpr):
+    """One past the last key that batch b's key-padding mask keeps (0 if none): the keys
+    after it are masked for every query, so no block past it needs visiting."""
+    n = tl.full([], 0, tl.int32)
+    for start in range(0, Sk, BLOCK):
+        rn = start + tl.arange(0, BLOCK)
+        keep = tl.load(MASK + b * stride_mb + rn.to(tl.int64) * stride_mn, mask=rn < Sk, other=0) != 0
+        n = tl.maximum(n, tl.max(tl.where(keep, rn + 1, 0), axis=0))
+    return n
+
+
+@triton.jit
 def _masked_scores(s, rm, rn, pos, b, h, MASK, BIAS, stride_mb, stride_mh, stride_mm, stride_mn,
                    stride_bb, stride_bh, stride_bm, stride_bn, Sq, Sk, window, slope,
                    CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ALIBI: tl.constexpr,
@@ -159,6 +171,7 @@ def _attn_fwd(
     VARLEN: tl.constexpr,  # packed sequences (batch strides are 0; rows start at CU_Q[b], keys at CU_K[b])
     CAUSAL: tl.constexpr,
     HAS_MASK: tl.constexpr,
+    KEY_PADDING: tl.constexpr,  # the mask is a (B, 1, 1, Sk) key-padding mask (broadcast over heads, queries)
     HAS_BIAS: tl.constexpr,
     HAS_ALIBI: tl.constexpr,
     HAS_WINDOW: tl.constexpr,
@@ -194,6 +207,8 @@ def _attn_fwd(
         slope = tl.load(SLOPES + h) * 1.4426950408889634
 
     lo, hi = _key_range(pid_m, Sq, Sk, window, CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
+    if KEY_PADDING:  # padded keys at the end: stop at the last kept one
+        hi = tl.minimum(hi, _kept_len(MASK, b, stride_mb, stride_mn, Sk, 1024))
     # Key blocks [lo, mid) need no mask at all: every key exists and every query row of the
     # block may see it (rows past Sq read zeros and are never stored). Only [mid, hi) pays
     # for the bounds, causal and window tests. A boolean mask is tested everywhere.
@@ -294,7 +309,9 @@ def _attn_bwd_dkdv(
     stride_bb, stride_bh, stride_bm, stride_bn,
     H, GROUP, Sq, Sk, D, scale, window,
     VARLEN: tl.constexpr,
-    CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ALIBI: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr,
+    KEY_PADDING: tl.constexpr,  # the mask is a (B, 1, 1, Sk) key-padding mask
+    HAS_BIAS: tl.constexpr, HAS_ALIBI: tl.constexpr,
     HAS_WINDOW: tl.constexpr, HAS_DBIAS: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
@@ -327,6 +344,8 @@ def _attn_bwd_dkdv(
     if CAUSAL:  # queries before this key block's first key see none of it
         lo = tl.maximum(0, pid_n * BLOCK_N - (Sk - Sq))
         lo = (lo // BLOCK_M) * BLOCK_M
+    if KEY_PADDING:  # a key block past the last kept key: no query sees it, dK = dV = 0
+        lo = tl.where(pid_n * BLOCK_N < _kept_len(MASK, b, stride_mb, stride_mn, Sk, 1024), lo, Sq)
     # Query blocks [m1, m2) need no mask: the key block is full, every row exists and sees
     # every key of it (causal: from the first query block past the diagonal). The rest,
     # [lo, m1) and [m2, Sq), is masked; a boolean mask or a window masks everything.
@@ -413,7 +432,9 @@ def _attn_bwd_dq(
     stride_bb, stride_bh, stride_bm, stride_bn,
     H, GROUP, Sq, Sk, D, scale, window,
     VARLEN: tl.constexpr,
-    CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ALIBI: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr,
+    KEY_PADDING: tl.constexpr,  # the mask is a (B, 1, 1, Sk) key-padding mask
+    HAS_BIAS: tl.constexpr, HAS_ALIBI: tl.constexpr,
     HAS_WINDOW: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
@@ -446,6 +467,8 @@ def _attn_bwd_dq(
     pos = rm + (Sk - Sq)
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     lo, hi = _key_range(pid_m, Sq, Sk, window, CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
+    if KEY_PADDING:
+        hi = tl.minimum(hi, _kept_len(MASK, b, stride_mb, stride_mn, Sk, 1024))
     k_base = K + b * stride_kb + h_kv * stride_kh
     v_base = V + b * stride_vb + h_kv * stride_vh
     mid = lo  # [lo, mid): no mask needed, as in the forward
