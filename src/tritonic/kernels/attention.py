@@ -108,17 +108,21 @@ def _masked_scores(s, rm, rn, pos, b, h, MASK, BIAS, stride_mb, stride_mh, strid
 
 
 @triton.jit
-def _fwd_block(acc, l_i, m_i, q, k_base, v_base, start, rm, rd, pos, b, h, MASK, BIAS,
+def _fwd_block(acc, l_i, m_i, q, k_base, v_base, K_DESC, V_DESC, start, rm, rd, pos, b, h, h_kv, MASK, BIAS,
                stride_kn, stride_kd, stride_vn, stride_vd,
                stride_mb, stride_mh, stride_mm, stride_mn, stride_bb, stride_bh, stride_bm, stride_bn,
                Sq, Sk, D, window, qk_scale, slope, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
                HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_WINDOW: tl.constexpr,
-               PRECISION: tl.constexpr, BLOCK_N: tl.constexpr):
+               PRECISION: tl.constexpr, TMA_KV: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     """One key block of the online softmax: (acc, l_i, m_i) updated with keys start + [0, BLOCK_N).
     MASKED: apply the bounds/causal/window/boolean masks (rows may end up empty); otherwise
-    every score is finite and the scale folds into one multiply-add per score."""
+    every score is finite and the scale folds into one multiply-add per score. TMA_KV: K and
+    V tiles come through (B, H_kv, Sk, D) tensor descriptors (zeros past Sk and D)."""
     rn = start + tl.arange(0, BLOCK_N)
-    k = _tile(k_base, rn, rd, stride_kn, stride_kd, Sk, D)
+    if TMA_KV:
+        k = K_DESC.load([b.to(tl.int32), h_kv.to(tl.int32), start, 0]).reshape(BLOCK_N, BLOCK_D)
+    else:
+        k = _tile(k_base, rn, rd, stride_kn, stride_kd, Sk, D)
     s = tl.dot(q, tl.trans(k), input_precision=PRECISION)
     if MASKED:
         s = _masked_scores(s * qk_scale, rm, rn, pos, b, h, MASK, BIAS, stride_mb, stride_mh, stride_mm, stride_mn,
@@ -144,7 +148,10 @@ def _fwd_block(acc, l_i, m_i, q, k_base, v_base, start, rm, rd, pos, b, h, MASK,
         p = tl.exp2(s * qk_scale - m_new[:, None])
         alpha = tl.exp2(m_i - m_new)
     l_i = l_i * alpha + tl.sum(p, axis=1)
-    v = _tile(v_base, rn, rd, stride_vn, stride_vd, Sk, D)
+    if TMA_KV:
+        v = V_DESC.load([b.to(tl.int32), h_kv.to(tl.int32), start, 0]).reshape(BLOCK_N, BLOCK_D)
+    else:
+        v = _tile(v_base, rn, rd, stride_vn, stride_vd, Sk, D)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
     return acc, l_i, m_new
 
@@ -157,6 +164,7 @@ def _attn_fwd(
     BIAS,  # additive, broadcast the same way; if HAS_BIAS
     SLOPES,  # (H,) float32 ALiBi slopes; if HAS_ALIBI
     CU_Q, CU_K,  # (B + 1,) int32 cumulative sequence lengths of packed (total, H, D) tensors; if VARLEN
+    K_DESC, V_DESC,  # tensor descriptors of K and V as (B, H_KV, Sk, D), block [1, 1, BLOCK_N, BLOCK_D]; if TMA_KV
     stride_lb, stride_lh, stride_lm,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
@@ -175,7 +183,8 @@ def _attn_fwd(
     HAS_BIAS: tl.constexpr,
     HAS_ALIBI: tl.constexpr,
     HAS_WINDOW: tl.constexpr,
-    PRECISION: tl.constexpr,  # tl.dot input precision for float32: "tf32" or "ieee"
+    PRECISION: tl.constexpr,
+    TMA_KV: tl.constexpr,  # K/V through K_DESC/V_DESC (dense inputs on Hopper and later)  # tl.dot input precision for float32: "tf32" or "ieee"
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,  # D rounded up to a power of two
@@ -219,17 +228,19 @@ def _attn_fwd(
             mid = tl.minimum(mid, ((pid_m * BLOCK_M + (Sk - Sq) + 1) // BLOCK_N) * BLOCK_N)
         mid = tl.maximum(lo, tl.minimum(mid, hi))
     for start in range(lo, mid, BLOCK_N):
-        acc, l_i, m_i = _fwd_block(acc, l_i, m_i, q, k_base, v_base, start, rm, rd, pos, b, h, MASK, BIAS,
+        acc, l_i, m_i = _fwd_block(acc, l_i, m_i, q, k_base, v_base, K_DESC, V_DESC, start, rm, rd, pos, b, h, h_kv,
+                                   MASK, BIAS,
                                    stride_kn, stride_kd, stride_vn, stride_vd,
                                    stride_mb, stride_mh, stride_mm, stride_mn, stride_bb, stride_bh, stride_bm,
                                    stride_bn, Sq, Sk, D, window, qk_scale, slope, False, CAUSAL, HAS_MASK, HAS_BIAS,
-                                   HAS_ALIBI, HAS_WINDOW, PRECISION, BLOCK_N)
+                                   HAS_ALIBI, HAS_WINDOW, PRECISION, TMA_KV, BLOCK_N, BLOCK_D)
     for start in range(mid, hi, BLOCK_N):
-        acc, l_i, m_i = _fwd_block(acc, l_i, m_i, q, k_base, v_base, start, rm, rd, pos, b, h, MASK, BIAS,
+        acc, l_i, m_i = _fwd_block(acc, l_i, m_i, q, k_base, v_base, K_DESC, V_DESC, start, rm, rd, pos, b, h, h_kv,
+                                   MASK, BIAS,
                                    stride_kn, stride_kd, stride_vn, stride_vd,
                                    stride_mb, stride_mh, stride_mm, stride_mn, stride_bb, stride_bh, stride_bm,
                                    stride_bn, Sq, Sk, D, window, qk_scale, slope, True, CAUSAL, HAS_MASK, HAS_BIAS,
-                                   HAS_ALIBI, HAS_WINDOW, PRECISION, BLOCK_N)
+                                   HAS_ALIBI, HAS_WINDOW, PRECISION, TMA_KV, BLOCK_N, BLOCK_D)
 
     empty = l_i == 0.0
     out = acc / tl.where(empty, 1.0, l_i)[:, None]

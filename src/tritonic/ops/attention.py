@@ -18,13 +18,16 @@ and ``attention_decode`` are not registered yet (``torch.compile`` traces their 
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 
 import torch
 
 from tritonic.kernels.attention import (_attn_bwd_delta, _attn_bwd_dkdv, _attn_bwd_dq, _attn_decode_combine,
                                         _attn_decode_split, _attn_fwd)
 from triton.runtime.errors import OutOfResources
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonic.ops._register import register
 from tritonic.runtime import empty, interpreter_active, num_sms, warn_once
@@ -145,6 +148,26 @@ def _bhm(t: torch.Tensor, varlen) -> tuple:
     return (0, st[1], st[0], *st[2:])
 
 
+@functools.lru_cache(maxsize=None)
+def _has_tma(device_index: int) -> bool:
+    return torch.cuda.get_device_capability(device_index)[0] >= 9
+
+
+def _tma_kv(k, v, varlen) -> bool:
+    """Load K/V tiles through tensor descriptors? TRITONIC_ATTENTION_TMA: "auto" (default:
+    dense inputs on Hopper or later whose layout a descriptor can address), "1" (also in the
+    interpreter, for tests), "0" (never)."""
+    choice = os.environ.get("TRITONIC_ATTENTION_TMA", "auto").strip().lower()
+    if choice in ("0", "off", "false") or varlen is not None or is_traced(k, v):
+        return False
+    if choice not in ("1", "on", "true"):
+        if interpreter_active() or k.device.type != "cuda" or not _has_tma(k.device.index or 0):
+            return False
+    size = k.element_size()
+    return all(t.stride(-1) == 1 and t.data_ptr() % 16 == 0 and all(st * size % 16 == 0 for st in t.stride()[:-1])
+               for t in (k, v))
+
+
 def _forward_impl(q, k, v, mask, bias, alibi_slopes, window, scale, causal, varlen=None):
     """(output, row log-sum-exp) from the Triton kernel. ``varlen``: (cu_seqlens_q,
     cu_seqlens_k, max_seqlen_q, max_seqlen_k) for packed (total, H, D) tensors."""
@@ -158,10 +181,18 @@ def _forward_impl(q, k, v, mask, bias, alibi_slopes, window, scale, causal, varl
                  KEY_PADDING=_key_padding(m), HAS_BIAS=bb is not None,
                  HAS_ALIBI=slopes is not None, HAS_WINDOW=window is not None, PRECISION=precision)
 
+    tma = _tma_kv(k, v, varlen)
+    flags["TMA_KV"] = tma
+
     def run(config):
         meta = config.meta()
+        kd = vd = None
+        if tma:  # the descriptors' block follows the config's BLOCK_N
+            block = [1, 1, meta["BLOCK_N"], block_d]
+            kd = TensorDescriptor(k, list(k.shape), list(k.stride()), block)
+            vd = TensorDescriptor(v, list(v.shape), list(v.stride()), block)
         launch(_attn_fwd, ((Sq + meta["BLOCK_M"] - 1) // meta["BLOCK_M"], B * H), q, k, v, o, lse, m, bb, slopes,
-               cu_q, cu_k, *_bhm(lse, varlen), *_bhm(q, varlen), *_bhm(k, varlen), *_bhm(v, varlen),
+               cu_q, cu_k, kd, vd, *_bhm(lse, varlen), *_bhm(q, varlen), *_bhm(k, varlen), *_bhm(v, varlen),
                *_bhm(o, varlen), *strides, *scalars, **flags, BLOCK_D=block_d, **meta)
 
     _tuned_run(_fwd_tuner(block_d), run, (q.dtype, Sq, Sk, block_d, tuple(flags.values())))
