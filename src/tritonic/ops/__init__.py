@@ -9,8 +9,11 @@ from tritonic.ops.attention import (attention, attention_decode, attention_decod
                                     attention_varlen, attention_varlen_reference)
 from tritonic.ops.matmul import (gated_linear, gated_linear_reference, interleave_gate_up, linear,
                                  linear_reference, matmul)
+from tritonic.ops.loss import (cross_entropy, cross_entropy_reference, fused_linear_cross_entropy,
+                              fused_linear_cross_entropy_reference)
 from tritonic.ops.norm import layer_norm, layer_norm_reference, rms_norm, rms_norm_reference
 
-__all__ = ["attention", "attention_decode", "attention_decode_reference", "attention_reference", "attention_varlen",
+__all__ = ["cross_entropy", "cross_entropy_reference", "fused_linear_cross_entropy",
+           "fused_linear_cross_entropy_reference", "attention", "attention_decode", "attention_decode_reference", "attention_reference", "attention_varlen",
            "attention_varlen_reference", "gated_linear", "gated_linear_reference", "interleave_gate_up", "layer_norm", "layer_norm_reference", "linear", "linear_reference", "matmul", "rms_norm",
            "rms_norm_reference"]

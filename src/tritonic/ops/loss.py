@@ -1,0 +1,320 @@
+"""Cross-entropy over the last dimension: the functional API, its checks, custom ops and autograd.
+
+    loss = cross_entropy(logits, target)                                  # like F.cross_entropy
+    loss = cross_entropy(logits, target, label_smoothing=0.1, z_loss=1e-4, softcap=30.0)
+    loss = fused_linear_cross_entropy(hidden, lm_head.weight, target)      # no (N, V) logits
+
+``logits`` is ``(..., V)`` with the classes last and ``target`` its leading shape (for 2-D
+logits this is exactly ``F.cross_entropy``'s layout). The forward reads the logits once
+and keeps one log-sum-exp per row; the backward reads them once more and writes their
+gradient: three passes over (N, V) in all, where PyTorch makes about six. Registered as
+``tritonic::cross_entropy`` (and its backward), so it works under ``torch.compile`` and in
+CUDA graphs.
+
+Targets outside ``[0, V)`` that are not ``ignore_index`` raise a ``ValueError``: checking
+costs one device-to-host sync, which ``check_targets=False`` (and CUDA-graph capture or
+``torch.compile``, where a sync is impossible) skips; unchecked, such a row's loss is NaN and
+no memory outside the logits is read.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from tritonic.kernels.loss import _ce_bwd, _ce_fwd
+from tritonic.ops._register import register
+from tritonic.runtime import empty, warn_once
+from tritonic.runtime.alloc import empty_like
+from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
+from tritonic.runtime.launcher import is_traced, launch
+
+__all__ = ["cross_entropy", "cross_entropy_reference", "fused_linear_cross_entropy",
+           "fused_linear_cross_entropy_reference"]
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+# ----------------------------------------------------------------------------- references
+
+
+def cross_entropy_reference(logits, target, ignore_index=-100, reduction="mean", label_smoothing=0.0, z_loss=0.0,
+                            softcap=None):
+    """PyTorch, computed in at least float32, with the same options and result dtype."""
+    acc = torch.promote_types(logits.dtype, torch.float32)
+    z = logits.to(acc)
+    if softcap is not None:
+        z = softcap * torch.tanh(z / softcap)
+    V = z.shape[-1]
+    z2, t = z.reshape(-1, V), target.reshape(-1)
+    loss = F.cross_entropy(z2, t.long(), ignore_index=ignore_index, reduction="none",
+                           label_smoothing=label_smoothing)
+    valid = t != ignore_index
+    if z_loss:
+        loss = loss + z_loss * torch.logsumexp(z2, -1).pow(2) * valid
+    return _reduce(loss, valid, reduction, target.shape).to(logits.dtype)
+
+
+def _reduce(loss_rows, valid, reduction, shape):
+    if reduction == "none":
+        return loss_rows.reshape(shape)
+    total = loss_rows.sum()
+    return total if reduction == "sum" else total / valid.sum()  # no valid row: 0 / 0 = NaN, as PyTorch
+
+
+# ----------------------------------------------------------------------------- launches
+
+
+def _block_v(V: int) -> int:
+    return min(8192 if not _interpreting() else 64, max(16, 1 << (V - 1).bit_length()))
+
+
+def _interpreting() -> bool:
+    from tritonic.runtime import interpreter_active
+
+    return interpreter_active()
+
+
+def _flags(smoothing, z_coef, softcap):
+    return dict(HAS_SMOOTHING=smoothing != 0.0, HAS_Z=z_coef != 0.0, HAS_SOFTCAP=softcap != 0.0)
+
+
+def _launch_fwd(logits, target, ignore_index, smoothing, z_coef, softcap):
+    N, V = logits.shape
+    loss = empty((N,), dtype=torch.float32, device=logits.device)
+    lse = empty((N, 2), dtype=torch.float32, device=logits.device)  # (max, log-sum-exp past it) per row
+    if N:
+        launch(_ce_fwd, (N,), logits, target, loss, lse, logits.stride(0), V, ignore_index, smoothing, z_coef,
+               softcap, **_flags(smoothing, z_coef, softcap), BLOCK_V=_block_v(V), num_warps=8 if V > 4096 else 4)
+    return loss, lse
+
+
+def _launch_bwd(dloss, logits, target, lse, ignore_index, smoothing, z_coef, softcap, out=None):
+    """The logits' gradient; ``out`` (an (N, V) buffer, possibly ``logits`` itself) receives it."""
+    N, V = logits.shape
+    out = empty_like(logits) if out is None else out
+    if N:
+        launch(_ce_bwd, (N,), logits, target, lse, dloss, out, logits.stride(0), out.stride(0),
+               dloss.stride(0) if dloss.dim() else 0, V, ignore_index, smoothing, z_coef, softcap,
+               **_flags(smoothing, z_coef, softcap), BLOCK_V=_block_v(V), num_warps=8 if V > 4096 else 4)
+    return out
+
+
+# ----------------------------------------------------------------------------- ops
+# softcap 0.0 stands for "none" (custom op schemas take plain floats).
+
+
+def _ce_op(logits: torch.Tensor, target: torch.Tensor, ignore_index: int, smoothing: float, z_coef: float,
+           softcap: float) -> tuple[torch.Tensor, torch.Tensor]:
+    return _launch_fwd(logits, target, ignore_index, smoothing, z_coef, softcap)
+
+
+def _ce_op_bwd(dloss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, lse: torch.Tensor,
+               ignore_index: int, smoothing: float, z_coef: float, softcap: float) -> torch.Tensor:
+    return _launch_bwd(dloss, logits, target, lse, ignore_index, smoothing, z_coef, softcap)
+
+
+def _ce_setup(ctx, inputs, output, backward_impl):
+    logits, target, ignore_index, smoothing, z_coef, softcap = inputs
+    ctx.save_for_backward(logits, target, output[1])
+    ctx.opts, ctx.backward_impl = (ignore_index, smoothing, z_coef, softcap), backward_impl
+
+
+def _ce_grad(ctx, dloss, _dlse):
+    logits, target, lse = ctx.saved_tensors
+    if dloss is None or not ctx.needs_input_grad[0]:
+        return None, None, None, None, None, None
+    if dloss.dim() and dloss.stride(0) not in (0, 1):
+        dloss = dloss.contiguous()
+    return ctx.backward_impl(dloss, logits, target, lse, *ctx.opts), None, None, None, None, None
+
+
+_CrossEntropyFn = register("cross_entropy", _ce_op, _ce_op_bwd, _ce_setup, _ce_grad, n_nondiff=1)
+
+
+def _check(op, logits, target, ignore_index, reduction, label_smoothing, z_loss, softcap) -> None:
+    check_tensor(op, "logits", logits, min_dim=1)
+    if not isinstance(target, torch.Tensor) or target.dtype not in (torch.int64, torch.int32):
+        got = target.dtype if isinstance(target, torch.Tensor) else type(target).__name__
+        raise TypeError(f"{op}: target must be an int64 (or int32) tensor of class indices, got {got}")
+    if tuple(target.shape) != tuple(logits.shape[:-1]):
+        raise ValueError(f"{op}: target must have the shape of logits without its last (class) dimension, "
+                         f"{tuple(logits.shape[:-1])}, got {tuple(target.shape)}")
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise TypeError(f"{op}: ignore_index must be an int, got {type(ignore_index).__name__}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{op}: label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
+    if not isinstance(z_loss, (int, float)) or not 0.0 <= z_loss < math.inf:
+        raise ValueError(f"{op}: z_loss must be a finite number >= 0, got {z_loss!r}")
+    if softcap is not None and (not isinstance(softcap, (int, float)) or not 0.0 < softcap < math.inf):
+        raise ValueError(f"{op}: softcap must be None or a positive finite number, got {softcap!r}")
+    check_same_device(op, "logits", logits, target=target)
+
+
+def _check_targets(op, target, V, ignore_index, check: bool) -> None:
+    """Targets in [0, V) or ignore_index: one small reduction and a sync, where a sync is allowed."""
+    if not check or target.numel() == 0 or is_traced(target) or torch.compiler.is_compiling():
+        return
+    if target.is_cuda and torch.cuda.is_current_stream_capturing():
+        return
+    bad = (target != ignore_index) & ((target < 0) | (target >= V))
+    if bool(bad.any()):
+        first = int(target[bad][0])
+        raise ValueError(f"{op}: target holds class {first}, outside [0, {V}) and not ignore_index "
+                         f"({ignore_index}); {int(bad.sum())} such target(s)")
+
+
+def cross_entropy(logits, target, ignore_index=-100, reduction="mean", label_smoothing=0.0, z_loss=0.0,
+                  softcap=None, *, check_targets=True):
+    """Cross-entropy of ``logits`` ``(..., V)`` against class indices ``target`` ``(...)``.
+
+    As ``F.cross_entropy(logits, target, ignore_index=..., reduction=..., label_smoothing=...)``
+    for 2-D logits, plus ``z_loss`` (adds ``z_loss * logsumexp(logits)^2`` per row, PaLM's
+    auxiliary loss) and ``softcap`` (logits become ``softcap * tanh(logits / softcap)`` first,
+    as in Gemma 2). Rows targeting ``ignore_index`` count for nothing; ``"mean"`` divides by
+    the number of other rows (NaN when there is none, as PyTorch). The result has the
+    logits' dtype."""
+    op = "cross_entropy"
+    _check(op, logits, target, ignore_index, reduction, label_smoothing, z_loss, softcap)
+    V = logits.shape[-1]
+    _check_targets(op, target, V, ignore_index, check_targets)
+    kw = dict(ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss,
+              softcap=softcap)
+    if logits.dtype not in KERNEL_DTYPES:
+        warn_once((op, logits.dtype), f"{op}: the kernels take float16, bfloat16 and float32; got {logits.dtype}, "
+                  f"so PyTorch's implementation runs instead")
+        return cross_entropy_reference(logits, target, **kw)
+    if logits.numel() == 0:
+        return cross_entropy_reference(logits, target, **kw)
+    check_kernel_device(op, "logits", logits)
+    rows = logits.reshape(-1, V)
+    if rows.stride(-1) != 1:
+        rows = rows.contiguous()
+    t = target.reshape(-1)
+    args = (rows, t, int(ignore_index), float(label_smoothing), float(z_loss), float(softcap or 0.0))
+    if torch.compiler.is_compiling() or is_traced(rows, t):
+        loss_rows = torch.ops.tritonic.cross_entropy(*args)[0]
+    elif torch.is_grad_enabled() and logits.requires_grad:
+        loss_rows = _CrossEntropyFn.apply(*args)[0]
+    else:
+        loss_rows = _launch_fwd(*args)[0]
+    return _reduce(loss_rows, t != ignore_index, reduction, target.shape).to(logits.dtype)
+
+
+# ----------------------------------------------------------------------------- fused linear
+
+
+def fused_linear_cross_entropy_reference(hidden, weight, target, bias=None, ignore_index=-100, reduction="mean",
+                                         label_smoothing=0.0, z_loss=0.0, softcap=None):
+    """``cross_entropy_reference(F.linear(hidden, weight, bias), target, ...)``: all logits at once."""
+    return cross_entropy_reference(F.linear(hidden, weight, bias), target, ignore_index, reduction, label_smoothing,
+                                   z_loss, softcap)
+
+
+def _chunk_rows(N: int, V: int, H: int) -> int:
+    """Tokens per chunk: about as many logits as the hidden states hold (at least 256 rows,
+    a multiple of 256), so a chunk's logits never outweigh the inputs."""
+    rows = max(256, (max(1, H * N // max(V, 1)) // 256) * 256)
+    return min(N, rows)
+
+
+class _FusedLinearCE(torch.autograd.Function):
+    """Forward computes the loss and, chunk by chunk, the gradients of hidden, weight and
+    bias for an upstream gradient of 1 (each chunk's logits become their own gradient in
+    place); backward only scales them. Peak extra memory: one chunk of logits plus the
+    gradients. In half precision the weight gradient accumulates over chunks in the
+    weight's dtype (each chunk's product itself in float32)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, target, ignore_index, reduction, smoothing, z_coef, softcap, chunk):
+        N, H = hidden.shape
+        V = weight.shape[0]
+        valid = target != ignore_index
+        need = ctx.needs_input_grad
+        # the per-row gradient weight: 1 for "sum", 1 / (number of valid rows) for "mean"
+        scale = valid.sum().to(torch.float32).reciprocal() if reduction == "mean" else \
+            torch.ones((), dtype=torch.float32, device=hidden.device)
+        loss_rows = empty((N,), dtype=torch.float32, device=hidden.device)
+        grad_needed = any(need[:3])
+        dh = torch.empty_like(hidden) if need[0] else None
+        # dW in the weight's dtype (like PyTorch's own weight gradient): a float32 copy of a
+        # 128k x 4096 head would cost 2 GiB more than the unfused loss
+        dw = torch.zeros_like(weight) if need[1] else None
+        db = torch.zeros((V,), dtype=torch.float32, device=weight.device) if bias is not None and need[2] else None
+        for lo in range(0, N, chunk):
+            hi = min(N, lo + chunk)
+            h, t = hidden[lo:hi], target[lo:hi]
+            logits = F.linear(h, weight, bias)
+            if logits.stride(-1) != 1:
+                logits = logits.contiguous()
+            rows, lse = _launch_fwd(logits, t, ignore_index, smoothing, z_coef, softcap)
+            loss_rows[lo:hi] = rows
+            if grad_needed:
+                g = _launch_bwd(scale.expand(hi - lo), logits, t, lse, ignore_index, smoothing, z_coef, softcap,
+                                out=logits)  # the logits are not needed again: their gradient overwrites them
+                if dh is not None:
+                    torch.matmul(g, weight, out=dh[lo:hi])
+                if dw is not None:  # the GEMM accumulates in float32; the running sum is kept in dw's dtype
+                    dw.addmm_(g.t(), h)
+                if db is not None:
+                    db.add_(g.sum(0, dtype=torch.float32))
+        ctx.save_for_backward(dh, dw, None if db is None else db.to(bias.dtype))
+        return _reduce(loss_rows, valid, reduction, target.shape).to(hidden.dtype)
+
+    @staticmethod
+    def backward(ctx, dloss):
+        dh, dw, db = ctx.saved_tensors
+        # the loss is a scalar ("mean", "sum"): the upstream gradient is one number
+        g = dloss.to(torch.float32)
+        return (None if dh is None else (dh * g).to(dh.dtype), None if dw is None else (dw * g).to(dw.dtype),
+                None if db is None else (db * g).to(db.dtype), None, None, None, None, None, None, None)
+
+
+def fused_linear_cross_entropy(hidden, weight, target, bias=None, ignore_index=-100, reduction="mean",
+                               label_smoothing=0.0, z_loss=0.0, softcap=None, *, chunk_rows=None,
+                               check_targets=True):
+    """``cross_entropy(F.linear(hidden, weight, bias), target, ...)`` without the (N, V) logits.
+
+    ``hidden`` ``(..., H)``, ``weight`` ``(V, H)`` (the language-model head), ``target``
+    ``(...)``. Tokens go through in chunks of ``chunk_rows`` (default: about as many logits
+    as ``hidden`` has elements); the gradients of ``hidden``, ``weight`` and ``bias`` are
+    computed during the forward and scaled by the upstream gradient in the backward, so
+    only one chunk of logits ever exists. ``reduction`` is ``"mean"`` or ``"sum"``."""
+    op = "fused_linear_cross_entropy"
+    check_tensor(op, "hidden", hidden, min_dim=1)
+    check_tensor(op, "weight", weight, min_dim=2)
+    if weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
+        raise ValueError(f"{op}: weight must be (V, H) with H = hidden.shape[-1] = {hidden.shape[-1]}, "
+                         f"got {tuple(weight.shape)}")
+    if weight.dtype != hidden.dtype:
+        raise TypeError(f"{op}: weight must have hidden's dtype ({hidden.dtype}), got {weight.dtype}")
+    if bias is not None:
+        check_tensor(op, "bias", bias)
+        if tuple(bias.shape) != (weight.shape[0],) or bias.dtype != hidden.dtype:
+            raise ValueError(f"{op}: bias must be ({weight.shape[0]},) in {hidden.dtype}, got "
+                             f"{tuple(bias.shape)} {bias.dtype}")
+    fake_logits = hidden.new_empty(()).expand(*hidden.shape[:-1], weight.shape[0])  # for the shared checks
+    _check(op, fake_logits, target, ignore_index, reduction, label_smoothing, z_loss, softcap)
+    if reduction == "none":
+        raise ValueError(f"{op}: reduction must be 'mean' or 'sum' (the gradients are computed in the forward "
+                         f"for one scalar loss); use cross_entropy for per-token losses")
+    check_same_device(op, "hidden", hidden, weight=weight, bias=bias, target=target)
+    V, H = weight.shape
+    _check_targets(op, target, V, ignore_index, check_targets)
+    kw = dict(ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss,
+              softcap=softcap)
+    if hidden.dtype not in KERNEL_DTYPES or hidden.numel() == 0 or torch.compiler.is_compiling() or \
+            is_traced(hidden, weight, target):
+        return fused_linear_cross_entropy_reference(hidden, weight, target, bias, **kw)
+    check_kernel_device(op, "hidden", hidden)
+    h2, t2 = hidden.reshape(-1, H), target.reshape(-1)
+    N = h2.shape[0]
+    chunk = int(chunk_rows) if chunk_rows is not None else _chunk_rows(N, V, H)
+    if chunk < 1:
+        raise ValueError(f"{op}: chunk_rows must be a positive int, got {chunk_rows!r}")
+    return _FusedLinearCE.apply(h2, weight, bias, t2, int(ignore_index), reduction, float(label_smoothing),
+                                float(z_loss), float(softcap or 0.0), chunk)

@@ -1,0 +1,156 @@
+"""Cross-entropy and fused linear cross-entropy against float64 references (tests/helpers.py)."""
+
+import pytest
+import torch
+
+from tests.helpers import check_op
+from tritonic.nn.loss import CrossEntropyLoss, FusedLinearCrossEntropyLoss
+from tritonic.ops.loss import (cross_entropy, cross_entropy_reference, fused_linear_cross_entropy,
+                               fused_linear_cross_entropy_reference)
+
+
+def _targets(N, V, device, ignored=()):
+    t = torch.randint(0, V, (N,), device=device)
+    for i in ignored:
+        t[i] = -100
+    return t
+
+
+def _check(logits, target, **kw):
+    check_op(lambda logits, target: cross_entropy(logits, target, **kw),
+             lambda logits, target: cross_entropy_reference(logits, target, **kw),
+             dict(logits=logits, target=target), grads=["logits"])
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("V", [1, 7, 100, 333])
+def test_plain(V, reduction, device):
+    _check(torch.randn(9, V, device=device) * 3, _targets(9, V, device, ignored=(2,)), reduction=reduction)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision(dtype, device):
+    _check(torch.randn(6, 150, device=device).to(dtype) * 4, _targets(6, 150, device, ignored=(0,)))
+
+
+@pytest.mark.parametrize("opts", [dict(label_smoothing=0.1), dict(z_loss=1e-3), dict(softcap=5.0),
+                                  dict(label_smoothing=0.2, z_loss=1e-2, softcap=3.0, reduction="sum"),
+                                  dict(label_smoothing=1.0, reduction="none")])
+def test_options(opts, device):
+    _check(torch.randn(7, 130, device=device) * 4, _targets(7, 130, device, ignored=(3,)), **opts)
+
+
+def test_leading_dims_and_strided_rows(device):
+    logits = torch.randn(2, 5, 90, device=device)
+    _check(logits, torch.randint(0, 90, (2, 5), device=device))
+    wide = torch.randn(8, 200, device=device)[:, 10:110]  # rows with a stride, unit stride along V
+    _check(wide, _targets(8, 100, device))
+    _check(torch.randn(100, 6, device=device).t(), _targets(6, 100, device))  # column-major: copied
+
+
+def test_extreme_logits(device):
+    logits = torch.randn(5, 77, device=device)
+    logits[0, 3] = 1e4
+    logits[1, :] = -1e4
+    logits[2, 10:] = float("-inf")  # masked vocabulary entries
+    target = torch.tensor([3, 5, 4, 0, -100], device=device)
+    _check(logits, target)
+    _check(logits, target, softcap=30.0)
+
+
+def test_all_ignored_matches_pytorch(device):
+    logits = torch.randn(4, 10, device=device, requires_grad=True)
+    target = torch.full((4,), -100, device=device)
+    mean = cross_entropy(logits, target)
+    assert torch.isnan(mean) and torch.isnan(torch.nn.functional.cross_entropy(logits, target))
+    total = cross_entropy(logits, target, reduction="sum")
+    assert total.item() == 0.0
+    total.backward()
+    assert (logits.grad == 0).all()
+
+
+def test_bad_input(device):
+    logits = torch.randn(4, 10, device=device)
+    with pytest.raises(ValueError, match="outside \\[0, 10\\)"):
+        cross_entropy(logits, torch.tensor([1, 2, 10, 3], device=device))
+    with pytest.raises(ValueError, match="outside"):
+        cross_entropy(logits, torch.tensor([1, -5, 0, 3], device=device))
+    with pytest.raises(TypeError, match="int64"):
+        cross_entropy(logits, torch.tensor([1.0, 2, 3, 4], device=device))
+    with pytest.raises(ValueError, match="shape of logits"):
+        cross_entropy(logits, torch.tensor([1, 2, 3], device=device))
+    with pytest.raises(ValueError, match="reduction"):
+        cross_entropy(logits, torch.tensor([1, 2, 3, 4], device=device), reduction="avg")
+    with pytest.raises(ValueError, match="label_smoothing"):
+        cross_entropy(logits, torch.tensor([1, 2, 3, 4], device=device), label_smoothing=1.5)
+    with pytest.raises(ValueError, match="softcap"):
+        cross_entropy(logits, torch.tensor([1, 2, 3, 4], device=device), softcap=0.0)
+    # unchecked, an out-of-range target gives a NaN loss and reads nothing outside the row
+    out = cross_entropy(logits, torch.tensor([1, 2, 10, 3], device=device), reduction="none", check_targets=False)
+    assert torch.isnan(out[2]) and torch.isfinite(out[[0, 1, 3]]).all()
+
+
+def test_the_kernel_runs(device, monkeypatch):
+    import importlib
+
+    mod = importlib.import_module("tritonic.ops.loss")
+    calls = []
+    for name in ("_launch_fwd", "_launch_bwd"):
+        real = getattr(mod, name)
+        monkeypatch.setattr(mod, name, lambda *a, real=real, name=name, **k: calls.append(name) or real(*a, **k))
+    logits = torch.randn(3, 20, device=device, requires_grad=True)
+    cross_entropy(logits, _targets(3, 20, device)).backward()
+    assert calls == ["_launch_fwd", "_launch_bwd"]
+
+
+# ----------------------------------------------------------------------------- fused linear
+
+
+def _check_fused(N, H, V, dtype, device, bias=False, grads=("hidden", "weight"), **kw):
+    args = dict(hidden=torch.randn(N, H, device=device).to(dtype), weight=(torch.randn(V, H, device=device) / H ** 0.5)
+                .to(dtype), target=_targets(N, V, device, ignored=(1,)))
+    if bias:
+        args["bias"] = torch.randn(V, device=device).to(dtype)
+        grads = (*grads, "bias")
+    check_op(lambda **a: fused_linear_cross_entropy(**a, **kw), lambda **a: fused_linear_cross_entropy_reference(**a, **{
+        k: v for k, v in kw.items() if k != "chunk_rows"}), args, grads=list(grads))
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 3, 5])
+def test_fused_linear(chunk_rows, device):
+    _check_fused(11, 16, 37, torch.float32, device, chunk_rows=chunk_rows)
+
+
+def test_fused_linear_options_and_bias(device):
+    _check_fused(9, 16, 50, torch.float32, device, bias=True, chunk_rows=4, label_smoothing=0.1, z_loss=1e-3,
+                 softcap=4.0, reduction="sum")
+    _check_fused(8, 32, 40, torch.float16, device, chunk_rows=3)
+
+
+def test_fused_linear_leading_dims_and_errors(device):
+    hidden = torch.randn(2, 3, 8, device=device, requires_grad=True)
+    weight = torch.randn(12, 8, device=device, requires_grad=True)
+    target = torch.randint(0, 12, (2, 3), device=device)
+    loss = fused_linear_cross_entropy(hidden, weight, target, chunk_rows=4)
+    ref = cross_entropy_reference(hidden.double() @ weight.double().t(), target)
+    torch.testing.assert_close(loss.double(), ref)
+    loss.backward()
+    assert hidden.grad.shape == hidden.shape and weight.grad.shape == weight.shape
+    with pytest.raises(ValueError, match="reduction must be 'mean' or 'sum'"):
+        fused_linear_cross_entropy(hidden, weight, target, reduction="none")
+    with pytest.raises(ValueError, match="weight must be \\(V, H\\)"):
+        fused_linear_cross_entropy(hidden, weight.t(), target)
+    with pytest.raises(ValueError, match="outside"):
+        fused_linear_cross_entropy(hidden, weight, target + 12)
+
+
+def test_modules(device):
+    logits = torch.randn(5, 30, device=device)
+    target = _targets(5, 30, device, ignored=(4,))
+    ours = CrossEntropyLoss(label_smoothing=0.1)
+    theirs = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+    torch.testing.assert_close(ours(logits, target), theirs(logits, target))
+    head = torch.nn.Linear(16, 30, bias=False, device=device)
+    hidden = torch.randn(5, 16, device=device)
+    fused = FusedLinearCrossEntropyLoss()
+    torch.testing.assert_close(fused(hidden, head.weight, target), theirs.__class__()(head(hidden), target))
