@@ -1,7 +1,8 @@
 """``nn.Module`` drop-ins that subclass the torch modules they replace."""
 
+from tritonic.nn.activation import GEGLU, GELU, SiLU, SwiGLU
 from tritonic.nn.linear import Linear, LinearAct
 from tritonic.nn.loss import CrossEntropyLoss, FusedLinearCrossEntropyLoss
 from tritonic.nn.norm import LayerNorm, RMSNorm
 
-__all__ = ["CrossEntropyLoss", "FusedLinearCrossEntropyLoss", "LayerNorm", "Linear", "LinearAct", "RMSNorm"]
+__all__ = ["GEGLU", "GELU", "SiLU", "SwiGLU", "CrossEntropyLoss", "FusedLinearCrossEntropyLoss", "LayerNorm", "Linear", "LinearAct", "RMSNorm"]
