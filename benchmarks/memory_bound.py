@@ -1,12 +1,14 @@
-"""Memory-bound ops: cross-entropy (and, with --flce, the fused linear cross-entropy).
+"""Memory-bound ops: cross-entropy, activations (and, with --flce, the fused linear cross-entropy).
 
     python benchmarks/memory_bound.py [--out DIR] [--only ce] [--modes fwd] [--quick]
     python benchmarks/memory_bound.py --flce [--out DIR]    # LM head + loss: time and peak memory
     python benchmarks/memory_bound.py --dry-run             # CPU smoke run, no GPU
 
-"memory_bound": bfloat16, against PyTorch eager, torch.compile and Liger-Kernel; GB/s counts
-the bytes the op must move (cross-entropy forward: the logits once; forward+backward: read
-them twice and write their gradient).
+"memory_bound": bfloat16, against PyTorch eager, torch.compile and Liger-Kernel (where it has
+the op); GB/s counts the bytes the op must move (cross-entropy forward: the logits once;
+forward+backward: read them twice and write their gradient; elementwise ops: every input
+and output once per pass). The forward+backward of an elementwise op is timed as
+``autograd.grad`` of a fresh forward.
 
 "fused_linear_ce" (--flce): 8192 tokens, hidden 4096, vocabulary 128256, bfloat16; eager is
 ``F.cross_entropy(F.linear(h, W), t)``; TFLOP/s counts the three GEMMs (6·N·H·V). It also
@@ -36,64 +38,153 @@ def _ce(N, V):
     return {"name": f"ce {N}x{V}", "op": "ce", "N": N, "V": V}
 
 
-CASES = [_ce(8192, 32000), _ce(8192, 128256)]
-SMOKE_CASES = [_ce(16, 100)]
+def _ew(op, M, N):
+    return {"name": f"{op} {M}x{N}", "op": op, "M": M, "N": N}
 
 
-# ----------------------------------------------------------------------------- cross-entropy
+def _rope(B, H, Hk, S, D):
+    return {"name": f"rope {B}x{H}/{Hk}x{S}x{D}", "op": "rope", "B": B, "H": H, "Hk": Hk, "S": S, "D": D}
 
 
-def _ce_fn(kind):
+CASES = [_ce(8192, 32000), _ce(8192, 128256),
+         _ew("gelu", 16384, 4096), _ew("swiglu", 8192, 14336), _ew("geglu_tanh", 8192, 14336),
+         _rope(4, 32, 8, 4096, 128)]  # Llama-3-8B prefill
+SMOKE_CASES = [_ce(16, 100), _ew("gelu", 8, 64), _ew("swiglu", 8, 64), _ew("geglu_tanh", 8, 64),
+               _rope(1, 4, 2, 8, 16)]
+
+
+def _rotate_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+def _rope_eager(q, k, cos, sin):  # Hugging Face Llama's formula, cos/sin (B, S, D)
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+
+
+# ----------------------------------------------------------------------------- the ops
+# fn(kind, op) -> a function of the op's inputs, or None where the provider lacks the op.
+
+
+def _eager(op):
+    return {
+        "ce": F.cross_entropy,
+        "gelu": F.gelu,
+        "swiglu": lambda g, u: F.silu(g) * u,
+        "geglu_tanh": lambda g, u: F.gelu(g, approximate="tanh") * u,
+        "rope": _rope_eager,
+    }[op]
+
+
+def _liger(op):
+    try:
+        if op == "ce":
+            from liger_kernel.transformers.functional import liger_cross_entropy
+            return liger_cross_entropy  # note: writes the gradient into the logits in place
+        if op == "swiglu":
+            from liger_kernel.ops.swiglu import LigerSiLUMulFunction
+            return LigerSiLUMulFunction.apply
+        if op == "geglu_tanh":  # Liger's GeGLU uses the tanh form
+            from liger_kernel.ops.geglu import LigerGELUMulFunction
+            return LigerGELUMulFunction.apply
+        if op == "rope":
+            from liger_kernel.transformers.rope import liger_rotary_pos_emb
+            return liger_rotary_pos_emb
+    except Exception:
+        return None
+    return None
+
+
+def _tritonic(op):
+    import tritonic.ops as T
+
+    return {
+        "ce": lambda x, t: T.cross_entropy(x, t, check_targets=False),  # the check's sync is not the kernel's cost
+        "gelu": T.gelu,
+        "swiglu": T.swiglu,
+        "geglu_tanh": lambda g, u: T.geglu(g, u, approximate="tanh"),
+        "rope": T.rope,
+    }[op]
+
+
+def _fn(kind, op):
     if kind == "eager":
-        return F.cross_entropy
+        return _eager(op)
     if kind == "torch.compile":
         torch._dynamo.reset()
-        return torch.compile(F.cross_entropy, dynamic=False)
+        return torch.compile(_eager(op), dynamic=False)
     if kind == "liger":
-        try:
-            from liger_kernel.transformers.functional import liger_cross_entropy
-        except Exception:
-            return None
-        return liger_cross_entropy  # note: writes the gradient into the logits in place
-    from tritonic.ops.loss import cross_entropy
-
-    return lambda x, t: cross_entropy(x, t, check_targets=False)  # the check's sync is not the kernel's cost
+        return _liger(op)
+    return _tritonic(op)
 
 
-def ce_provider(kind):
+def _inputs(case, grad):
+    """(differentiable inputs, other inputs) of one call."""
+    dev = case["device"]
+    dt = DT if dev == "cuda" else torch.float32
+    if case["op"] == "ce":
+        N, V = case["N"], case["V"]
+        t = torch.randint(0, V, (N,), device=dev)
+        t[::17] = -100
+        return [torch.randn(N, V, dtype=dt, device=dev, requires_grad=grad)], [t]
+    if case["op"] == "rope":
+        B, H, Hk, S, D = (case[x] for x in ("B", "H", "Hk", "S", "D"))
+        q = torch.randn(B, H, S, D, dtype=dt, device=dev, requires_grad=grad)
+        k = torch.randn(B, Hk, S, D, dtype=dt, device=dev, requires_grad=grad)
+        angle = torch.arange(S, device=dev)[:, None] * torch.rand(D // 2, device=dev).repeat(2)
+        return [q, k], [angle.cos().to(dt)[None], angle.sin().to(dt)[None]]
+    M, N = case["M"], case["N"]
+    n = 1 if case["op"] == "gelu" else 2
+    return [torch.randn(M, N, dtype=dt, device=dev, requires_grad=grad) for _ in range(n)], []
+
+
+def provider(kind):
     def factory(case, mode, n_sets):
         if kind == "liger" and case["device"] != "cuda":
             return None
-        fn = _ce_fn(kind)
+        fn = _fn(kind, case["op"])
         if fn is None:
             return None
-        N, V, dev = case["N"], case["V"], case["device"]
-        dt = DT if dev == "cuda" else torch.float32
         out = []
         for _ in range(n_sets):
-            x = torch.randn(N, V, dtype=dt, device=dev, requires_grad=mode != "fwd")
-            t = torch.randint(0, V, (N,), device=dev)
-            t[::17] = -100
+            diff, other = _inputs(case, mode != "fwd")
             if mode == "fwd":
-                out.append(lambda x=x, t=t: fn(x, t))
-            else:
-                out.append(lambda x=x, t=t: torch.autograd.grad(fn(x, t), (x,)))
+                out.append(lambda d=diff, o=other: fn(*d, *o))
+                continue
+            y = fn(*diff, *other) if case["op"] != "ce" else None
+            dy = None if y is None else (tuple(map(torch.randn_like, y)) if isinstance(y, tuple)
+                                         else torch.randn_like(y))
+            del y
+            out.append(lambda d=diff, o=other, dy=dy: torch.autograd.grad(fn(*d, *o), d, dy))
         return out
     return factory
 
 
-def ce_bytes(case, mode):
-    one = case["N"] * case["V"] * 2  # bfloat16 logits
-    return {"fwd": one, "fwd+bwd": 3 * one}[mode]
+def mb_bytes(case, mode):
+    """bfloat16 bytes one call must move. Cross-entropy: the logits once forward, three
+    times forward+backward. Elementwise: inputs read and outputs written, dy read and
+    input gradients written in the backward."""
+    if case["op"] == "ce":
+        one = case["N"] * case["V"] * 2
+        return {"fwd": one, "fwd+bwd": 3 * one}[mode]
+    if case["op"] == "rope":  # q and k read and written (the angles are small)
+        qk = case["B"] * (case["H"] + case["Hk"]) * case["S"] * case["D"] * 2
+        return {"fwd": 2 * qk, "fwd+bwd": 4 * qk}[mode]
+    one = case["M"] * case["N"] * 2
+    n_in = 1 if case["op"] == "gelu" else 2
+    fwd = (n_in + 1) * one
+    bwd = (n_in + 1 + n_in) * one  # read inputs and dy, write the input gradients
+    return {"fwd": fwd, "fwd+bwd": fwd + bwd}[mode]
 
 
 BENCH = Benchmark(
     name="memory_bound",
     cases=CASES,
     smoke_cases=SMOKE_CASES,
-    providers={"eager": ce_provider("eager"), "torch.compile": ce_provider("torch.compile"),
-               "liger": ce_provider("liger"), "tritonic": ce_provider("tritonic")},
-    bytes=ce_bytes,
+    providers={"eager": provider("eager"), "torch.compile": provider("torch.compile"),
+               "liger": provider("liger"), "tritonic": provider("tritonic")},
+    bytes=mb_bytes,
     modes=("fwd", "fwd+bwd"),
     baselines=("eager", "torch.compile", "liger"),
 )
