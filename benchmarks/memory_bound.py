@@ -48,8 +48,9 @@ def _rope(B, H, Hk, S, D):
 
 CASES = [_ce(8192, 32000), _ce(8192, 128256),
          _ew("gelu", 16384, 4096), _ew("swiglu", 8192, 14336), _ew("geglu_tanh", 8192, 14336),
+         _ew("softmax", 16384, 4096), _ew("softmax", 4096, 131072),
          _rope(4, 32, 8, 4096, 128)]  # Llama-3-8B prefill
-SMOKE_CASES = [_ce(16, 100), _ew("gelu", 8, 64), _ew("swiglu", 8, 64), _ew("geglu_tanh", 8, 64),
+SMOKE_CASES = [_ce(16, 100), _ew("softmax", 8, 64), _ew("gelu", 8, 64), _ew("swiglu", 8, 64), _ew("geglu_tanh", 8, 64),
                _rope(1, 4, 2, 8, 16)]
 
 
@@ -71,6 +72,7 @@ def _eager(op):
     return {
         "ce": F.cross_entropy,
         "gelu": F.gelu,
+        "softmax": lambda x: torch.softmax(x, -1),
         "swiglu": lambda g, u: F.silu(g) * u,
         "geglu_tanh": lambda g, u: F.gelu(g, approximate="tanh") * u,
         "rope": _rope_eager,
@@ -88,6 +90,9 @@ def _liger(op):
         if op == "geglu_tanh":  # Liger's GeGLU uses the tanh form
             from liger_kernel.ops.geglu import LigerGELUMulFunction
             return LigerGELUMulFunction.apply
+        if op == "softmax":
+            from liger_kernel.ops.softmax import LigerSoftmaxFunction
+            return LigerSoftmaxFunction.apply
         if op == "rope":
             from liger_kernel.transformers.rope import liger_rotary_pos_emb
             return liger_rotary_pos_emb
@@ -102,6 +107,7 @@ def _tritonic(op):
     return {
         "ce": lambda x, t: T.cross_entropy(x, t, check_targets=False),  # the check's sync is not the kernel's cost
         "gelu": T.gelu,
+        "softmax": T.softmax,
         "swiglu": T.swiglu,
         "geglu_tanh": lambda g, u: T.geglu(g, u, approximate="tanh"),
         "rope": T.rope,
@@ -135,7 +141,7 @@ def _inputs(case, grad):
         angle = torch.arange(S, device=dev)[:, None] * torch.rand(D // 2, device=dev).repeat(2)
         return [q, k], [angle.cos().to(dt)[None], angle.sin().to(dt)[None]]
     M, N = case["M"], case["N"]
-    n = 1 if case["op"] == "gelu" else 2
+    n = 1 if case["op"] in ("gelu", "softmax") else 2
     return [torch.randn(M, N, dtype=dt, device=dev, requires_grad=grad) for _ in range(n)], []
 
 
@@ -172,9 +178,9 @@ def mb_bytes(case, mode):
         qk = case["B"] * (case["H"] + case["Hk"]) * case["S"] * case["D"] * 2
         return {"fwd": 2 * qk, "fwd+bwd": 4 * qk}[mode]
     one = case["M"] * case["N"] * 2
-    n_in = 1 if case["op"] == "gelu" else 2
+    n_in = 1 if case["op"] in ("gelu", "softmax") else 2
     fwd = (n_in + 1) * one
-    bwd = (n_in + 1 + n_in) * one  # read inputs and dy, write the input gradients
+    bwd = (n_in + 1 + n_in) * one  # read inputs (softmax: its output) and dy, write the input gradients
     return {"fwd": fwd, "fwd+bwd": fwd + bwd}[mode]
 
 
