@@ -2,15 +2,17 @@
 tables with position ids, GQA, strided q/k, in place, gradients, Hugging Face's formula,
 the module, fallbacks and bad input."""
 
+import importlib
 import math
 
 import pytest
 import torch
 
-from tritonic.nn.rope import RotaryEmbedding
-from tritonic.ops import rope as rope_ops
-from tritonic.ops.rope import rope, rope_reference
 from tests.helpers import check_op
+from tritonic.nn.rope import RotaryEmbedding
+from tritonic.ops.rope import rope, rope_reference
+
+rope_ops = importlib.import_module("tritonic.ops.rope")  # the module (tritonic.ops.rope is also the function)
 
 DTYPES = [torch.float32, torch.float16]
 # (B, Hq, Hk, S, D, rotary_dim): GQA and MQA, odd sequence lengths, head dims that are not
