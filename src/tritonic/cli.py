@@ -1,7 +1,7 @@
 """The ``tritonic`` command.
 
     tritonic env     what this machine has: GPU, versions, interpreter, cache
-    tritonic demo    run the norm, GEMM and attention kernels on real tensors; their error against PyTorch
+    tritonic demo    run the norm, GEMM, attention, RoPE, softmax, SwiGLU and loss kernels on real tensors; their error against PyTorch
     tritonic tune    warm the autotune cache for a model (--model) or a list of shapes (--shapes FILE)
 
 Nothing heavy is imported until a subcommand runs: ``demo`` must decide whether to switch
@@ -80,8 +80,10 @@ def cmd_demo(args) -> int:
         print("No CUDA GPU in use: running tritonic's kernels in Triton's interpreter on the CPU, "
               "at a small size (slow, but the same kernel code).")
     import tritonic
-    from tritonic.ops import (attention, attention_reference, gated_linear, gated_linear_reference, layer_norm,
-                              layer_norm_reference, linear, linear_reference, rms_norm, rms_norm_reference)
+    from tritonic.ops import (attention, attention_reference, cross_entropy, cross_entropy_reference, gated_linear,
+                              gated_linear_reference, layer_norm, layer_norm_reference, linear, linear_reference,
+                              rms_norm, rms_norm_reference, rope, rope_reference, softmax, softmax_reference,
+                              swiglu, swiglu_reference)
 
     device = "cuda" if gpu else "cpu"
     dtype = torch.bfloat16 if gpu else torch.float32
@@ -95,6 +97,10 @@ def cmd_demo(args) -> int:
     w_gu = torch.randn(2 * H, H, device=device, dtype=dtype) / H ** 0.5
     heads = H // (128 if gpu else 64)
     q = x.view(B, S, heads, H // heads).transpose(1, 2)  # (B, heads, S, d)
+    angle = torch.arange(S, device=device)[:, None] * (1e4 ** (-torch.arange(0, H // heads, 2, device=device)
+                                                            / (H // heads))).repeat(2)
+    cos, sin = angle.cos().to(dtype), angle.sin().to(dtype)  # (S, d), as Hugging Face builds them
+    target = torch.randint(0, H, (B * S,), device=device)
     print(f"tritonic {tritonic.__version__} on {torch.cuda.get_device_name() if gpu else 'cpu'}: "
           f"hidden states {B}x{S}x{H} in {str(dtype).replace('torch.', '')}")
 
@@ -110,9 +116,14 @@ def cmd_demo(args) -> int:
         ("gated_linear(x, w_gate_up)", lambda: gated_linear(x, w_gu), lambda t: gated_linear_reference(t[0], t[5])),
         ("attention(q, q, q, causal=True)", lambda: attention(q, q, q, causal=True),
          lambda t: attention_reference(t[6], t[6], t[6], causal=True)),
+        ("rope(q, q, cos, sin)", lambda: rope(q, q, cos, sin)[0], lambda t: rope_reference(t[6], t[6], t[7], t[8])[0]),
+        ("softmax(x)", lambda: softmax(x), lambda t: softmax_reference(t[0])),
+        ("swiglu(x, h)", lambda: swiglu(x, h), lambda t: swiglu_reference(t[0], t[3])),
+        ("cross_entropy(x as logits, target)", lambda: cross_entropy(x.view(-1, H), target),
+         lambda t: cross_entropy_reference(t[0].view(-1, H), t[9])),
     ]
-    inputs = (x, w, b, h, w1, w_gu, q)
-    inputs64 = tuple(t.double() for t in inputs)
+    inputs = (x, w, b, h, w1, w_gu, q, cos, sin, target)
+    inputs64 = tuple(t.double() if t.is_floating_point() else t for t in inputs)
     print(f"{'op':<34} {'max |err| vs float64':>22} {'PyTorch same dtype':>20}"
           + (f" {'PyTorch ms':>11} {'tritonic ms':>12}" if gpu else ""))
     worst = 0.0
@@ -277,7 +288,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="tritonic", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("env", help="show the GPU, versions, interpreter and cache").set_defaults(func=cmd_env)
-    demo = sub.add_parser("demo", help="run the norm, GEMM and attention kernels on real tensors against PyTorch")
+    demo = sub.add_parser("demo", help="run the norm, GEMM, attention, RoPE, softmax, SwiGLU and loss kernels on real "
+                                       "tensors against PyTorch")
     demo.add_argument("--cpu", action="store_true", help="use Triton's interpreter even when a GPU is present")
     demo.set_defaults(func=cmd_demo)
     tune = sub.add_parser("tune", help="warm the autotune cache for a model's or a list's shapes")
