@@ -154,3 +154,19 @@ def test_modules(device):
     hidden = torch.randn(5, 16, device=device)
     fused = FusedLinearCrossEntropyLoss()
     torch.testing.assert_close(fused(hidden, head.weight, target), theirs.__class__()(head(hidden), target))
+
+
+def test_fused_linear_under_torch_compile(device):
+    """An opaque custom op: torch.compile keeps its chunked loop (and its memory) as it is."""
+    hidden = torch.randn(10, 16, device=device, requires_grad=True)
+    weight = torch.randn(40, 16, device=device, requires_grad=True)
+    target = _targets(10, 40, device, ignored=(3,))
+    fn = lambda h, w, t: fused_linear_cross_entropy(h, w, t, chunk_rows=4, label_smoothing=0.1)  # noqa: E731
+    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager" if device == "cpu" else "inductor")
+    loss = compiled(hidden, weight, target)
+    ref = fn(hidden, weight, target)
+    torch.testing.assert_close(loss, ref)
+    g = torch.autograd.grad(loss * 3, (hidden, weight))
+    r = torch.autograd.grad(ref * 3, (hidden, weight))
+    for a, b in zip(g, r):
+        torch.testing.assert_close(a, b)

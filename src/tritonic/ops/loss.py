@@ -222,56 +222,79 @@ def _chunk_rows(N: int, V: int, H: int) -> int:
     return min(N, rows)
 
 
-class _FusedLinearCE(torch.autograd.Function):
-    """Forward computes the loss and, chunk by chunk, the gradients of hidden, weight and
-    bias for an upstream gradient of 1 (each chunk's logits become their own gradient in
-    place); backward only scales them. Peak extra memory: one chunk of logits plus the
-    gradients. In half precision the weight gradient accumulates over chunks in the
-    weight's dtype (each chunk's product itself in float32)."""
+def _flce_forward(hidden, weight, bias, target, ignore_index, mean, smoothing, z_coef, softcap, chunk, need_dh,
+                  need_dw, need_db):
+    """(float32 loss, dh, dw, db) with the gradients for an upstream gradient of 1 (empty
+    tensors where not needed). Chunk by chunk: logits, loss, then the logits' gradient written
+    over the logits themselves, then its products into dh, dW and db."""
+    N, H = hidden.shape
+    V = weight.shape[0]
+    valid = target != ignore_index
+    # the per-row gradient weight: 1 for "sum", 1 / (number of valid rows) for "mean"; on the device
+    scale = valid.sum().to(torch.float32).reciprocal() if mean else \
+        torch.ones((), dtype=torch.float32, device=hidden.device)
+    loss_rows = empty((N,), dtype=torch.float32, device=hidden.device)
+    # dW in the weight's dtype (like PyTorch's own weight gradient): a float32 copy of a
+    # 128k x 4096 head would cost 2 GiB more than the unfused loss
+    dh = empty_like(hidden) if need_dh else hidden.new_empty(0)
+    dw = torch.zeros_like(weight) if need_dw else weight.new_empty(0)
+    db = torch.zeros((V,), dtype=torch.float32, device=weight.device) if need_db else weight.new_empty(0)
+    for lo in range(0, N, chunk):
+        hi = min(N, lo + chunk)
+        h, t = hidden[lo:hi], target[lo:hi]
+        logits = F.linear(h, weight, bias)
+        if logits.stride(-1) != 1:
+            logits = logits.contiguous()
+        rows, lse = _launch_fwd(logits, t, ignore_index, smoothing, z_coef, softcap)
+        loss_rows[lo:hi] = rows
+        if need_dh or need_dw or need_db:
+            g = _launch_bwd(scale.expand(hi - lo), logits, t, lse, ignore_index, smoothing, z_coef, softcap,
+                            out=logits)  # the logits are not needed again: their gradient overwrites them
+            if need_dh:
+                dh[lo:hi] = g @ weight
+            if need_dw:  # the GEMM accumulates in float32; the running sum is kept in dw's dtype
+                dw.addmm_(g.t(), h)
+            if need_db:
+                db += g.sum(0, dtype=torch.float32)
+    total = loss_rows.sum()
+    loss = total * scale if mean else total  # no valid row: 0 * inf = NaN, as PyTorch's 0 / 0
+    return loss, dh, dw, db.to(weight.dtype) if need_db else db
 
-    @staticmethod
-    def forward(ctx, hidden, weight, bias, target, ignore_index, reduction, smoothing, z_coef, softcap, chunk):
-        N, H = hidden.shape
-        V = weight.shape[0]
-        valid = target != ignore_index
-        need = ctx.needs_input_grad
-        # the per-row gradient weight: 1 for "sum", 1 / (number of valid rows) for "mean"
-        scale = valid.sum().to(torch.float32).reciprocal() if reduction == "mean" else \
-            torch.ones((), dtype=torch.float32, device=hidden.device)
-        loss_rows = empty((N,), dtype=torch.float32, device=hidden.device)
-        grad_needed = any(need[:3])
-        dh = torch.empty_like(hidden) if need[0] else None
-        # dW in the weight's dtype (like PyTorch's own weight gradient): a float32 copy of a
-        # 128k x 4096 head would cost 2 GiB more than the unfused loss
-        dw = torch.zeros_like(weight) if need[1] else None
-        db = torch.zeros((V,), dtype=torch.float32, device=weight.device) if bias is not None and need[2] else None
-        for lo in range(0, N, chunk):
-            hi = min(N, lo + chunk)
-            h, t = hidden[lo:hi], target[lo:hi]
-            logits = F.linear(h, weight, bias)
-            if logits.stride(-1) != 1:
-                logits = logits.contiguous()
-            rows, lse = _launch_fwd(logits, t, ignore_index, smoothing, z_coef, softcap)
-            loss_rows[lo:hi] = rows
-            if grad_needed:
-                g = _launch_bwd(scale.expand(hi - lo), logits, t, lse, ignore_index, smoothing, z_coef, softcap,
-                                out=logits)  # the logits are not needed again: their gradient overwrites them
-                if dh is not None:
-                    torch.matmul(g, weight, out=dh[lo:hi])
-                if dw is not None:  # the GEMM accumulates in float32; the running sum is kept in dw's dtype
-                    dw.addmm_(g.t(), h)
-                if db is not None:
-                    db.add_(g.sum(0, dtype=torch.float32))
-        ctx.save_for_backward(dh, dw, None if db is None else db.to(bias.dtype))
-        return _reduce(loss_rows, valid, reduction, target.shape).to(hidden.dtype)
 
-    @staticmethod
-    def backward(ctx, dloss):
-        dh, dw, db = ctx.saved_tensors
-        # the loss is a scalar ("mean", "sum"): the upstream gradient is one number
-        g = dloss.to(torch.float32)
-        return (None if dh is None else (dh * g).to(dh.dtype), None if dw is None else (dw * g).to(dw.dtype),
-                None if db is None else (db * g).to(db.dtype), None, None, None, None, None, None, None)
+@torch.library.custom_op("tritonic::fused_linear_cross_entropy", mutates_args=())
+def _flce_op(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, target: torch.Tensor,
+             ignore_index: int, mean: bool, smoothing: float, z_coef: float, softcap: float, chunk: int,
+             need_dh: bool, need_dw: bool, need_db: bool
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    # an opaque op for torch.compile: its point is the memory of its chunked loop, which must
+    # not be traced into one graph that holds every chunk's logits
+    return _flce_forward(hidden, weight, bias, target, ignore_index, mean, smoothing, z_coef, softcap, chunk,
+                         need_dh, need_dw, need_db)
+
+
+@_flce_op.register_fake
+def _flce_fake(hidden, weight, bias, target, ignore_index, mean, smoothing, z_coef, softcap, chunk, need_dh,
+               need_dw, need_db):
+    return (hidden.new_empty((), dtype=torch.float32),
+            hidden.new_empty(hidden.shape) if need_dh else hidden.new_empty(0),
+            weight.new_empty(weight.shape) if need_dw else weight.new_empty(0),
+            weight.new_empty((weight.shape[0],)) if need_db else weight.new_empty(0))
+
+
+def _flce_setup(ctx, inputs, output):
+    ctx.save_for_backward(*output[1:])
+    ctx.has_bias = inputs[2] is not None
+
+
+def _flce_grad(ctx, dloss, _dh, _dw, _db):
+    dh, dw, db = ctx.saved_tensors
+    g = dloss.to(torch.float32)  # the loss is one number: so is its gradient
+    scaled = [None if t.numel() == 0 else (t * g).to(t.dtype) for t in (dh, dw, db)]
+    return (scaled[0], scaled[1], scaled[2] if ctx.has_bias else None, None, None, None, None, None, None, None,
+            None, None, None)
+
+
+_flce_op.register_autograd(_flce_grad, setup_context=_flce_setup)
 
 
 def fused_linear_cross_entropy(hidden, weight, target, bias=None, ignore_index=-100, reduction="mean",
@@ -283,7 +306,10 @@ def fused_linear_cross_entropy(hidden, weight, target, bias=None, ignore_index=-
     ``(...)``. Tokens go through in chunks of ``chunk_rows`` (default: about as many logits
     as ``hidden`` has elements); the gradients of ``hidden``, ``weight`` and ``bias`` are
     computed during the forward and scaled by the upstream gradient in the backward, so
-    only one chunk of logits ever exists. ``reduction`` is ``"mean"`` or ``"sum"``."""
+    only one chunk of logits ever exists. ``reduction`` is ``"mean"`` or ``"sum"``. The op
+    is ``tritonic::fused_linear_cross_entropy``, opaque to ``torch.compile`` (its chunked loop
+    is what saves the memory). In half precision ``dW`` accumulates over the chunks in the
+    weight's dtype (each chunk's product in float32 inside the GEMM)."""
     op = "fused_linear_cross_entropy"
     check_tensor(op, "hidden", hidden, min_dim=1)
     check_tensor(op, "weight", weight, min_dim=2)
@@ -307,8 +333,7 @@ def fused_linear_cross_entropy(hidden, weight, target, bias=None, ignore_index=-
     _check_targets(op, target, V, ignore_index, check_targets)
     kw = dict(ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss,
               softcap=softcap)
-    if hidden.dtype not in KERNEL_DTYPES or hidden.numel() == 0 or torch.compiler.is_compiling() or \
-            is_traced(hidden, weight, target):
+    if hidden.dtype not in KERNEL_DTYPES or hidden.numel() == 0:
         return fused_linear_cross_entropy_reference(hidden, weight, target, bias, **kw)
     check_kernel_device(op, "hidden", hidden)
     h2, t2 = hidden.reshape(-1, H), target.reshape(-1)
@@ -316,5 +341,10 @@ def fused_linear_cross_entropy(hidden, weight, target, bias=None, ignore_index=-
     chunk = int(chunk_rows) if chunk_rows is not None else _chunk_rows(N, V, H)
     if chunk < 1:
         raise ValueError(f"{op}: chunk_rows must be a positive int, got {chunk_rows!r}")
-    return _FusedLinearCE.apply(h2, weight, bias, t2, int(ignore_index), reduction, float(label_smoothing),
-                                float(z_loss), float(softcap or 0.0), chunk)
+    grad = torch.is_grad_enabled()
+    need = (grad and hidden.requires_grad, grad and weight.requires_grad,
+            grad and bias is not None and bias.requires_grad)
+    loss = torch.ops.tritonic.fused_linear_cross_entropy(h2, weight, bias, t2, int(ignore_index), reduction == "mean",
+                                                         float(label_smoothing), float(z_loss), float(softcap or 0.0),
+                                                         chunk, *need)[0]
+    return loss.to(hidden.dtype)
