@@ -12,7 +12,15 @@ can still choose Triton's interpreter (``TRITON_INTERPRET=1``) after ``import tr
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["nn", "ops", "runtime", "__version__"]
+__all__ = ["nn", "ops", "optimize", "runtime", "__version__"]
+
+
+def optimize(model, **kwargs):
+    """Make a Hugging Face ``transformers`` model use tritonic's kernels (see
+    :func:`tritonic.integrations.hf.optimize`)."""
+    from tritonic.integrations.hf import optimize as _optimize
+
+    return _optimize(model, **kwargs)
 
 
 def __getattr__(name):

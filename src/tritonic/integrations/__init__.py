@@ -1,1 +1,2 @@
-"""Integrations with other libraries (``hf.py``: ``optimize()`` for transformers). Not written yet."""
+"""Integrations with other libraries: ``hf.py`` makes ``transformers`` models use tritonic's kernels
+(``tritonic.optimize``)."""

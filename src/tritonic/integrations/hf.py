@@ -1,0 +1,148 @@
+"""Hugging Face ``transformers`` integration: attention through tritonic's kernels.
+
+    import tritonic
+    model = tritonic.optimize(model)        # attention now runs tritonic.ops.attention
+    print(model.tritonic_report)
+
+Attention is plugged in the way ``transformers`` intends, without patching model files: one
+function registered with its ``AttentionInterface`` under the name ``"tritonic"`` and, with
+its ``AttentionMaskInterface``, the mask function SDPA uses (boolean masks, True = attend,
+or None where causality alone describes the mask). Every model that dispatches through the
+interface is covered: BERT (key padding), GPT-2 (causal), T5 (``position_bias`` as an
+additive bias, no 1/sqrt(d) scaling; encoder, decoder and cross attention), Llama, Mistral,
+Qwen2 (causal, GQA), and others.
+
+What the kernels do not cover goes to ``transformers``' own SDPA function, and the report
+says so: attention dropout while training, ``output_attentions``, a ``softcap``, paged
+caches, key and value head dims that differ from the query's.
+
+Not yet (issue 7): swapping norms and MLPs for tritonic modules, CUDA graphs per shape
+bucket, and a captured decode step for ``generate()``.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import torch
+
+from tritonic.ops.attention import attention
+
+__all__ = ["ATTENTION_NAME", "optimize", "register", "tritonic_attention_forward"]
+
+ATTENTION_NAME = "tritonic"
+
+# (reason -> calls) of attention calls handed to SDPA instead of the kernels, this process
+FALLBACKS: collections.Counter = collections.Counter()
+
+
+def _sdpa(*args, **kwargs):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    return sdpa_attention_forward(*args, **kwargs)
+
+
+def _fallback_reason(module, query, key, value, dropout, kwargs) -> str | None:
+    if dropout and module.training:
+        return "attention dropout while training"
+    if kwargs.get("output_attentions"):
+        return "output_attentions=True (the kernels never form the attention weights)"
+    if kwargs.get("softcap") is not None:
+        return "softcap"
+    if kwargs.get("cache") is not None:
+        return "a paged cache"
+    if query.dim() != 4 or key.shape[-1] != query.shape[-1] or value.shape[-1] != query.shape[-1]:
+        return "query, key and value head dims differ"
+    return None
+
+
+def tritonic_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                               attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                               is_causal: bool | None = None, position_bias: torch.Tensor | None = None,
+                               **kwargs) -> tuple[torch.Tensor, None]:
+    """``transformers``' attention-function interface: query ``(B, H, Sq, D)``, key and value
+    ``(B, H_kv, Sk, D)`` (grouped-query attention is handled by the kernel, no ``repeat_kv``);
+    returns ``(output (B, Sq, H, D), None)``."""
+    reason = _fallback_reason(module, query, key, value, dropout, kwargs)
+    if reason is not None:
+        FALLBACKS[reason] += 1
+        return _sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                     is_causal=is_causal, position_bias=position_bias, **kwargs)
+    q_len, kv_len = query.shape[2], key.shape[2]
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    causal = bool(q_len > 1 and attention_mask is None and causal)  # a mask, when given, holds the causality
+    if causal and kv_len > q_len:
+        # prefill into an empty static cache: the slots past the prompt are empty, and
+        # transformers' causal convention here is top-left (ours is bottom-right)
+        key, value = key[:, :, :q_len], value[:, :, :q_len]
+        if position_bias is not None:
+            position_bias = position_bias[..., :q_len]
+    mask = bias = None
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            mask = attention_mask
+        else:  # an additive float mask (eager-style): a bias with -inf or dtype-min entries
+            bias = attention_mask
+    if position_bias is not None:
+        bias = position_bias if bias is None else bias + position_bias
+    out = attention(query, key, value, causal=causal, mask=mask, bias=bias, scale=scaling)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def register() -> None:
+    """Register ``"tritonic"`` with ``transformers``' attention and attention-mask interfaces
+    (idempotent)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(ATTENTION_NAME, tritonic_attention_forward)
+    AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
+
+
+def _attention_modules(model) -> int:
+    return sum(1 for m in model.modules() if hasattr(m, "config") and hasattr(m, "is_causal")
+               and m.__class__.__name__.endswith("Attention"))
+
+
+class Report:
+    """What :func:`optimize` did to a model: one line per change, plus what was kept and why."""
+
+    def __init__(self):
+        self.replaced: list[str] = []
+        self.kept: list[str] = []
+
+    def __str__(self) -> str:
+        lines = ["tritonic.optimize:"]
+        lines += [f"  replaced: {r}" for r in self.replaced] or ["  replaced: nothing"]
+        lines += [f"  kept:     {k}" for k in self.kept]
+        if FALLBACKS:
+            lines += [f"  attention calls handed to SDPA so far: {n} ({why})" for why, n in FALLBACKS.items()]
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+def optimize(model, **_reserved):
+    """Make a ``transformers`` model run tritonic's kernels, in place; returns the model.
+
+    Today this sets the model's attention implementation to ``"tritonic"`` (see the module
+    docstring), which every model using ``transformers``' attention interface honours. The
+    report is ``model.tritonic_report``."""
+    try:
+        import transformers  # noqa: F401
+    except ImportError as e:
+        raise ImportError("tritonic.optimize needs transformers (pip install 'tritonic[hf]')") from e
+    if not hasattr(model, "set_attn_implementation") or not hasattr(model, "config"):
+        raise TypeError(f"tritonic.optimize: expected a transformers PreTrainedModel, got {type(model).__name__}")
+    register()
+    report = Report()
+    before = getattr(model.config, "_attn_implementation", None)
+    try:
+        model.set_attn_implementation(ATTENTION_NAME)
+    except (ValueError, NotImplementedError) as e:  # a model that cannot take a custom function
+        report.kept.append(f"attention ({before}): {e}")
+    else:
+        report.replaced.append(f"attention: {before} -> {ATTENTION_NAME} ({_attention_modules(model)} modules "
+                               f"use the interface)")
+    model.tritonic_report = report
+    return model

@@ -1,0 +1,86 @@
+"""tritonic.optimize on small random Hugging Face models: outputs against the float64 model
+under the correctness rule (tests/helpers.py), padded batches, the fallbacks."""
+
+import copy
+import importlib
+
+import pytest
+import torch
+
+from tests.helpers import assert_close_to_reference
+
+transformers = pytest.importorskip("transformers")
+
+import tritonic  # noqa: E402
+
+hf = importlib.import_module("tritonic.integrations.hf")
+
+
+def _models():
+    from transformers import (BertConfig, BertModel, GPT2Config, GPT2Model, LlamaConfig, LlamaModel, T5Config,
+                              T5Model)
+
+    return {
+        "bert": (BertModel, BertConfig(vocab_size=97, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                       intermediate_size=96, max_position_embeddings=64)),
+        "gpt2": (GPT2Model, GPT2Config(vocab_size=97, n_embd=64, n_layer=2, n_head=4, n_positions=64)),
+        "llama": (LlamaModel, LlamaConfig(vocab_size=97, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                          num_key_value_heads=2, intermediate_size=96, max_position_embeddings=64)),
+        "t5": (T5Model, T5Config(vocab_size=97, d_model=64, d_kv=16, num_heads=4, num_layers=2, d_ff=96)),
+    }
+
+
+def _inputs(name, B, S, device, pad=0):
+    ids = torch.randint(1, 97, (B, S), device=device)
+    mask = torch.ones(B, S, dtype=torch.long, device=device)
+    if pad:
+        mask[0, S - pad:] = 0  # right padding on the first row
+    kw = dict(input_ids=ids, attention_mask=mask)
+    if name == "t5":
+        kw["decoder_input_ids"] = torch.randint(1, 97, (B, S - 2), device=device)
+    return kw
+
+
+def _run(model, kw):
+    with torch.no_grad():
+        return model(**kw).last_hidden_state
+
+
+@pytest.mark.parametrize("pad", [0, 3])
+@pytest.mark.parametrize("name", ["bert", "gpt2", "llama", "t5"])
+def test_outputs_match_the_original(name, pad, device, monkeypatch):
+    cls, config = _models()[name]
+    torch.manual_seed(0)
+    model = cls(config).to(device).eval()
+    model.set_attn_implementation("sdpa")
+    ref_model = copy.deepcopy(model).double()
+    kw = _inputs(name, 2, 11, device, pad)
+    theirs = _run(model, kw)
+    ref = _run(ref_model, kw)
+    calls = []
+    real = hf.attention
+    monkeypatch.setattr(hf, "attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    hf.FALLBACKS.clear()
+    ours_model = tritonic.optimize(model)
+    ours = _run(ours_model, kw)
+    assert calls and not hf.FALLBACKS, f"kernel calls {len(calls)}, fallbacks {dict(hf.FALLBACKS)}"
+    keep = kw["attention_mask"].bool() if name != "t5" else torch.ones_like(ours[..., 0], dtype=torch.bool)
+    if pad and name in ("gpt2", "llama"):  # padded query rows of causal models are not meaningful outputs
+        ours, theirs, ref = ours[keep], theirs[keep], ref[keep]
+    assert_close_to_reference(f"{name} last_hidden_state", ours, theirs, ref, atol_ulps=8)
+    assert "attention" in str(ours_model.tritonic_report)
+
+
+def test_fallbacks_are_counted_and_correct(device):
+    cls, config = _models()["bert"]
+    model = cls(config).to(device).train()  # attention dropout while training: SDPA takes the call
+    tritonic.optimize(model)
+    hf.FALLBACKS.clear()
+    model(**_inputs("bert", 2, 5, device))
+    assert hf.FALLBACKS["attention dropout while training"] > 0
+    assert "handed to SDPA" in str(model.tritonic_report)
+
+
+def test_bad_use():
+    with pytest.raises(TypeError, match="PreTrainedModel"):
+        tritonic.optimize(torch.nn.Linear(2, 2))
