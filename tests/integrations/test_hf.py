@@ -84,3 +84,31 @@ def test_fallbacks_are_counted_and_correct(device):
 def test_bad_use():
     with pytest.raises(TypeError, match="PreTrainedModel"):
         tritonic.optimize(torch.nn.Linear(2, 2))
+
+
+def test_norm_swaps_keep_the_state_dict_and_reject_lookalikes(device):
+    cls, config = _models()["llama"]
+    model = cls(config).to(device)
+    keys = list(model.state_dict())
+
+    class OddRMSNorm(torch.nn.Module):  # named like an RMSNorm, computes something else
+        def __init__(self, n):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(n, device=device))
+            self.variance_epsilon = 1e-6
+
+        def forward(self, x):
+            return x * self.weight + 1
+
+    model.norm = OddRMSNorm(config.hidden_size)
+    keys = list(model.state_dict())
+    tritonic.optimize(model)
+    assert list(model.state_dict()) == keys
+    report = str(model.tritonic_report)
+    assert "LlamaRMSNorm -> RMSNormLike (4)" in report, report
+    assert "norm (OddRMSNorm): probe error" in report, report
+    assert type(model.norm) is OddRMSNorm
+    from tritonic.integrations.swaps import RMSNormLike
+
+    swapped = model.layers[0].input_layernorm
+    assert isinstance(swapped, RMSNormLike) and swapped.weight is model.layers[0].input_layernorm.weight

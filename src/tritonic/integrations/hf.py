@@ -16,8 +16,9 @@ What the kernels do not cover goes to ``transformers``' own SDPA function, and t
 says so: attention dropout while training, ``output_attentions``, a ``softcap``, paged
 caches, key and value head dims that differ from the query's.
 
-Not yet (issue 7): swapping norms and MLPs for tritonic modules, CUDA graphs per shape
-bucket, and a captured decode step for ``generate()``.
+Norms are swapped for tritonic modules (``integrations/swaps.py``), each checked on a probe
+input. Not yet (issue 7): MLP swaps, CUDA graphs per shape bucket, and a captured decode
+step for ``generate()``.
 """
 
 from __future__ import annotations
@@ -126,8 +127,9 @@ def optimize(model, **_reserved):
     """Make a ``transformers`` model run tritonic's kernels, in place; returns the model.
 
     Today this sets the model's attention implementation to ``"tritonic"`` (see the module
-    docstring), which every model using ``transformers``' attention interface honours. The
-    report is ``model.tritonic_report``."""
+    docstring), which every model using ``transformers``' attention interface honours, and
+    swaps norms for tritonic modules where a probe input shows they compute the same thing
+    (:mod:`tritonic.integrations.swaps`). The report is ``model.tritonic_report``."""
     try:
         import transformers  # noqa: F401
     except ImportError as e:
@@ -144,5 +146,10 @@ def optimize(model, **_reserved):
     else:
         report.replaced.append(f"attention: {before} -> {ATTENTION_NAME} ({_attention_modules(model)} modules "
                                f"use the interface)")
+    from tritonic.integrations.swaps import swap_modules
+
+    replaced, kept = swap_modules(model)
+    report.replaced += replaced
+    report.kept += kept
     model.tritonic_report = report
     return model

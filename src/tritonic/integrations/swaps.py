@@ -1,0 +1,117 @@
+"""Swapping a model's modules for tritonic's, by what they do, each swap checked.
+
+A small registry maps a module to a replacement that computes the same function with
+tritonic's kernels: ``torch.nn.LayerNorm`` to :class:`tritonic.nn.LayerNorm`; RMSNorm
+modules of the common shapes (Llama/Mistral/Qwen2/T5 cast the normalised input back
+before the weight; Gemma scales by ``1 + weight`` in float32) to :class:`RMSNormLike`,
+which hands inputs of another dtype than its weight to the original module. A candidate shares the original's parameters (same ``state_dict``
+keys, the optimizer keeps working) and is kept only when, on a probe input, its error
+against the original module run in float64 is within the correctness rule (at most twice
+the original's own error, plus a few units in the last place); otherwise the original stays
+and the reason is recorded.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from tritonic import nn as tnn
+from tritonic import ops
+
+__all__ = ["RMSNormLike", "swap_modules"]
+
+
+class RMSNormLike(torch.nn.Module):
+    """An RMSNorm with a model family's rounding: ``upcast=False`` casts the normalised input
+    to its dtype before the weight (Llama), ``upcast=True`` scales in float32 and casts once
+    (Gemma, with ``offset=1``). The weight is the original module's parameter."""
+
+    def __init__(self, original: torch.nn.Module, weight: torch.nn.Parameter, eps: float, offset: float = 0.0,
+                 upcast: bool = False):
+        super().__init__()
+        self.weight = weight
+        self.eps, self.offset, self.upcast = eps, offset, upcast
+        self._original = (original,)  # not a submodule: its weight is this module's
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != self.weight.dtype:  # mixed precision: the family's own type promotion rules
+            return self._original[0](x)
+        return ops.rms_norm(x, self.weight, self.eps, offset=self.offset, upcast=self.upcast)
+
+    def extra_repr(self) -> str:
+        return f"{tuple(self.weight.shape)}, eps={self.eps}, offset={self.offset}, upcast={self.upcast}"
+
+
+def _layer_norm(m):
+    if type(m) is not torch.nn.LayerNorm:
+        return None
+    new = tnn.LayerNorm(m.normalized_shape, m.eps, elementwise_affine=m.elementwise_affine,
+                        bias=m.bias is not None, device="meta")
+    new.weight, new.bias = m.weight, m.bias  # shared parameters
+    return new
+
+
+def _rms_norm(m):
+    name = type(m).__name__
+    if not name.endswith("RMSNorm") and name != "T5LayerNorm":
+        return None
+    weight = getattr(m, "weight", None)
+    eps = getattr(m, "variance_epsilon", getattr(m, "eps", None))
+    if not isinstance(weight, torch.nn.Parameter) or weight.dim() != 1 or not isinstance(eps, float):
+        return None
+    if name.startswith("Gemma"):
+        return RMSNormLike(m, weight, eps, offset=1.0, upcast=True)
+    return RMSNormLike(m, weight, eps, upcast=False)  # Llama, Mistral, Qwen2, T5 (same dtypes)
+
+
+REGISTRY = [_layer_norm, _rms_norm]
+
+
+def _probe_ok(orig, new, hidden: int, dtype, device) -> str | None:
+    """None when ``new`` passes the correctness rule against ``orig`` on a probe input, else why not."""
+    torch.manual_seed(1234)
+    x = torch.randn(3, 5, hidden, device=device).to(dtype)
+    with torch.no_grad():
+        theirs = orig(x)
+        ref = copy.deepcopy(orig).double()(x.double())
+        try:
+            ours = new(x)
+        except Exception as e:  # a shape or dtype the replacement does not take
+            return f"{type(e).__name__}: {e}"
+    if ours.shape != theirs.shape or ours.dtype != theirs.dtype:
+        return f"output {tuple(ours.shape)} {ours.dtype}, the original gives {tuple(theirs.shape)} {theirs.dtype}"
+    err = (ours.double() - ref).abs().max().item()
+    err_theirs = (theirs.double() - ref).abs().max().item()
+    atol = 8 * torch.finfo(theirs.dtype).eps * max(ref.abs().max().item(), 1e-3)
+    if not err <= 2 * err_theirs + atol:
+        return f"probe error {err:.2e} against float64, the original's {err_theirs:.2e}"
+    return None
+
+
+def swap_modules(model: torch.nn.Module, dtype=None) -> tuple[list[str], list[str]]:
+    """Replace what the registry knows in ``model``, in place; returns (replaced, kept) lines."""
+    replaced: dict[str, int] = {}
+    kept: list[str] = []
+    for parent_name, parent in list(model.named_modules()):
+        for name, child in list(parent.named_children()):
+            for make in REGISTRY:
+                new = make(child)
+                if new is None:
+                    continue
+                weight = getattr(child, "weight", None)
+                hidden = weight.shape[0] if isinstance(weight, torch.Tensor) and weight.dim() == 1 else \
+                    child.normalized_shape[-1]
+                device = weight.device if isinstance(weight, torch.Tensor) else torch.device("cpu")
+                probe_dtype = dtype or (weight.dtype if isinstance(weight, torch.Tensor) else torch.float32)
+                why = _probe_ok(child, new, hidden, probe_dtype, device)
+                full = f"{parent_name}.{name}" if parent_name else name
+                if why is None:
+                    setattr(parent, name, new)
+                    key = f"{type(child).__name__} -> {type(new).__name__}"
+                    replaced[key] = replaced.get(key, 0) + 1
+                else:
+                    kept.append(f"{full} ({type(child).__name__}): {why}")
+                break
+    return [f"{k} ({n})" for k, n in replaced.items()], kept
