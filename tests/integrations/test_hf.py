@@ -68,7 +68,10 @@ def test_outputs_match_the_original(name, pad, device, monkeypatch):
     if pad and name in ("gpt2", "llama"):  # padded query rows of causal models are not meaningful outputs
         ours, theirs, ref = ours[keep], theirs[keep], ref[keep]
     assert_close_to_reference(f"{name} last_hidden_state", ours, theirs, ref, atol_ulps=8)
-    assert "attention" in str(ours_model.tritonic_report)
+    report = str(ours_model.tritonic_report)
+    expected = {"bert": "BertIntermediate -> LinearActBlock (2)", "llama": "LlamaMLP -> GatedMLPBlock (2)",
+                "gpt2": "LayerNorm -> LayerNorm (5)", "t5": "T5LayerNorm -> RMSNormLike"}[name]
+    assert "attention: sdpa -> tritonic" in report and expected in report, report
 
 
 def test_fallbacks_are_counted_and_correct(device):

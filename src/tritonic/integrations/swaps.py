@@ -1,7 +1,10 @@
 """Swapping a model's modules for tritonic's, by what they do, each swap checked.
 
 A small registry maps a module to a replacement that computes the same function with
-tritonic's kernels: ``torch.nn.LayerNorm`` to :class:`tritonic.nn.LayerNorm`; RMSNorm
+tritonic's kernels: a module made of one ``nn.Linear`` and one activation (BERT's
+intermediate layer) to :class:`LinearActBlock` (one GEMM, activation in the epilogue); a
+``gate_proj``/``up_proj``/``down_proj``/``act_fn`` MLP to :class:`GatedMLPBlock` (the gate
+product in one kernel); ``torch.nn.LayerNorm`` to :class:`tritonic.nn.LayerNorm`; RMSNorm
 modules of the common shapes (Llama/Mistral/Qwen2/T5 cast the normalised input back
 before the weight; Gemma scales by ``1 + weight`` in float32) to :class:`RMSNormLike`,
 which hands inputs of another dtype than its weight to the original module. A candidate shares the original's parameters (same ``state_dict``
@@ -66,7 +69,90 @@ def _rms_norm(m):
     return RMSNormLike(m, weight, eps, upcast=False)  # Llama, Mistral, Qwen2, T5 (same dtypes)
 
 
-REGISTRY = [_layer_norm, _rms_norm]
+def _activation_name(m) -> str | None:
+    """The tritonic name of an activation module (the probe confirms it), or None."""
+    name = type(m).__name__
+    if isinstance(m, torch.nn.SiLU) or name == "SiLUActivation":
+        return "silu"
+    if isinstance(m, torch.nn.ReLU):
+        return "relu"
+    if isinstance(m, torch.nn.GELU):
+        return "gelu_tanh" if m.approximate == "tanh" else "gelu"
+    if name == "GELUActivation":
+        return "gelu"
+    if name in ("NewGELUActivation", "GELUTanh", "PytorchGELUTanh", "GELUPytorchTanh"):
+        return "gelu_tanh"
+    return None
+
+
+class _Adopted(torch.nn.Module):
+    """A replacement that adopts the original's children under their names (same parameters,
+    same ``state_dict`` keys) and falls back to the original where its kernels do not apply."""
+
+    def __init__(self, original: torch.nn.Module):
+        super().__init__()
+        for n, c in original.named_children():
+            setattr(self, n, c)
+        self._original = (original,)  # not a submodule
+
+    def _kernels_apply(self, x, linear) -> bool:
+        from tritonic.runtime import can_run_kernels
+
+        return x.dtype == linear.weight.dtype and can_run_kernels(x.device)
+
+
+class LinearActBlock(_Adopted):
+    """``act(linear(x))`` (BERT's intermediate layer) as one GEMM with the activation in its epilogue."""
+
+    def __init__(self, original, linear_name: str, activation: str):
+        super().__init__(original)
+        self._linear, self.activation = linear_name, activation
+
+    def forward(self, x):
+        lin = getattr(self, self._linear)
+        if not self._kernels_apply(x, lin):
+            return self._original[0](x)
+        return ops.linear(x, lin.weight, lin.bias, activation=self.activation)
+
+
+class GatedMLPBlock(_Adopted):
+    """``down_proj(act(gate_proj(x)) * up_proj(x))`` (Llama-family MLPs) with the gate product in
+    one kernel (``swiglu`` / ``geglu``); the projections keep their own weights."""
+
+    def __init__(self, original, activation: str):
+        super().__init__(original)
+        self.activation = activation
+
+    def forward(self, x):
+        if not self._kernels_apply(x, self.gate_proj):
+            return self._original[0](x)
+        gate, up = self.gate_proj(x), self.up_proj(x)
+        if self.activation == "silu":
+            h = ops.swiglu(gate, up)
+        else:
+            h = ops.geglu(gate, up, approximate="tanh" if self.activation == "gelu_tanh" else "none")
+        return self.down_proj(h)
+
+
+def _linear_act(m):
+    children = dict(m.named_children())
+    linears = [n for n, c in children.items() if type(c) is torch.nn.Linear]
+    acts = {n: _activation_name(c) for n, c in children.items() if n not in linears}
+    if len(linears) != 1 or len(acts) != 1 or None in acts.values() or "gate_proj" in children:
+        return None  # only exactly one Linear and one known activation (no dropout, no norm)
+    return LinearActBlock(m, linears[0], next(iter(acts.values())))
+
+
+def _gated_mlp(m):
+    children = dict(m.named_children())
+    if set(children) != {"gate_proj", "up_proj", "down_proj", "act_fn"} or \
+            not all(type(children[n]) is torch.nn.Linear for n in ("gate_proj", "up_proj", "down_proj")):
+        return None
+    act = _activation_name(children["act_fn"])
+    return None if act not in ("silu", "gelu", "gelu_tanh") else GatedMLPBlock(m, act)
+
+
+REGISTRY = [_layer_norm, _rms_norm, _linear_act, _gated_mlp]
 
 
 def _probe_ok(orig, new, hidden: int, dtype, device) -> str | None:
@@ -101,8 +187,13 @@ def swap_modules(model: torch.nn.Module, dtype=None) -> tuple[list[str], list[st
                 if new is None:
                     continue
                 weight = getattr(child, "weight", None)
-                hidden = weight.shape[0] if isinstance(weight, torch.Tensor) and weight.dim() == 1 else \
-                    child.normalized_shape[-1]
+                if isinstance(new, _Adopted):  # the input width is the first Linear's
+                    first = next(c for c in child.children() if isinstance(c, torch.nn.Linear))
+                    weight, hidden = first.weight, first.in_features
+                elif isinstance(weight, torch.Tensor) and weight.dim() == 1:
+                    hidden = weight.shape[0]
+                else:
+                    hidden = child.normalized_shape[-1]
                 device = weight.device if isinstance(weight, torch.Tensor) else torch.device("cpu")
                 probe_dtype = dtype or (weight.dtype if isinstance(weight, torch.Tensor) else torch.float32)
                 why = _probe_ok(child, new, hidden, probe_dtype, device)

@@ -60,6 +60,10 @@ _TMA_GATED_CONFIGS = [Config.of(num_warps=w, num_stages=s, BLOCK_M=bm, BLOCK_N=b
                                                (64, 128, 64, 4, 4), (256, 64, 64, 8, 3), (128, 128, 64, 8, 4)]]
 _TMA_GATED_CONFIGS += [Config.of(num_warps=4, num_stages=3, BLOCK_M=128, BLOCK_N=64, BLOCK_K=64, GROUP_M=8, PER_SM=2)]
 _INTERPRETER_CONFIG = Config.of(num_warps=4, num_stages=1, BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, GROUP_M=4)
+# Products of real models in the interpreter (a MiniLM layer: 30 x 1536 x 384) take larger
+# tiles: numpy's cost is per tile, and 16-wide tiles made them 15x slower. Test shapes stay small.
+_INTERPRETER_CONFIG_LARGE = Config.of(num_warps=4, num_stages=1, BLOCK_M=32, BLOCK_N=64, BLOCK_K=64, GROUP_M=4)
+_INTERPRETER_LARGE_MNK = 2 ** 22
 _tuner = Autotuner("matmul", _CONFIGS)
 # The activation's backward (elementwise, memory-bound): rows x columns per program.
 _act_grad_tuner = Autotuner("act_grad", [Config.of(num_warps=w, num_stages=1, BLOCK_M=bm, BLOCK_N=bn)
@@ -166,7 +170,10 @@ def _gemm(a, b, out, *, bias=None, residual=None, z=None, act=0, batch=1, gated=
         tuner = _small_tuner
     key = None
     if interpreter_active() or traced:
-        config = _INTERPRETER_CONFIG if interpreter_active() else tuner.configs[0]
+        config = tuner.configs[0]
+        if interpreter_active():
+            config = _INTERPRETER_CONFIG_LARGE if M * N * K >= _INTERPRETER_LARGE_MNK and not gated \
+                else _INTERPRETER_CONFIG
     else:
         key = (bucket(M), N, K, _DTYPE_NAMES[a.dtype], precision, act, bias is not None, residual is not None,
                z is not None, gated)
