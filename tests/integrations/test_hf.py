@@ -115,3 +115,18 @@ def test_norm_swaps_keep_the_state_dict_and_reject_lookalikes(device):
 
     swapped = model.layers[0].input_layernorm
     assert isinstance(swapped, RMSNormLike) and swapped.weight is model.layers[0].input_layernorm.weight
+
+
+def test_models_the_kernels_cannot_take_are_left_alone(device, monkeypatch):
+    cls, config = _models()["bert"]
+    model = cls(config).to(device).double()  # float64: nothing to gain, nothing changed
+    tritonic.optimize(model)
+    assert "the model is in torch.float64" in str(model.tritonic_report)
+    assert model.config._attn_implementation != "tritonic"
+    import tritonic.runtime as rt
+
+    model = cls(config).to(device)
+    monkeypatch.setattr(hf, "register", lambda: pytest.fail("must not register"))
+    monkeypatch.setattr(rt, "can_run_kernels", lambda d: False)  # e.g. a CPU model on a GPU machine
+    tritonic.optimize(model)
+    assert "where tritonic's kernels cannot run" in str(model.tritonic_report)

@@ -136,8 +136,24 @@ def optimize(model, **_reserved):
         raise ImportError("tritonic.optimize needs transformers (pip install 'tritonic[hf]')") from e
     if not hasattr(model, "set_attn_implementation") or not hasattr(model, "config"):
         raise TypeError(f"tritonic.optimize: expected a transformers PreTrainedModel, got {type(model).__name__}")
-    register()
     report = Report()
+    param = next(model.parameters(), None)
+    if param is not None:
+        from tritonic.runtime import can_run_kernels, has_cuda
+
+        if not can_run_kernels(param.device):
+            hint = "move it to the GPU first (model.cuda())" if has_cuda() else \
+                "set TRITON_INTERPRET=1 before importing tritonic to run the kernels in Triton's interpreter"
+            report.kept.append(f"everything: the model is on {param.device}, where tritonic's kernels cannot run; "
+                               f"{hint}")
+            model.tritonic_report = report
+            return model
+        if param.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+            report.kept.append(f"everything: the model is in {param.dtype}; the kernels take float16, bfloat16 and "
+                               f"float32 (model.half() or model.bfloat16())")
+            model.tritonic_report = report
+            return model
+    register()
     before = getattr(model.config, "_attn_implementation", None)
     try:
         model.set_attn_implementation(ATTENTION_NAME)
