@@ -123,13 +123,15 @@ class Report:
     __repr__ = __str__
 
 
-def optimize(model, **_reserved):
+def optimize(model, *, training: bool = False, **_reserved):
     """Make a ``transformers`` model run tritonic's kernels, in place; returns the model.
 
     Today this sets the model's attention implementation to ``"tritonic"`` (see the module
     docstring), which every model using ``transformers``' attention interface honours, and
     swaps norms for tritonic modules where a probe input shows they compute the same thing
-    (:mod:`tritonic.integrations.swaps`). The report is ``model.tritonic_report``."""
+    (:mod:`tritonic.integrations.swaps`). With ``training=True``, causal LMs also compute their
+    loss with the fused linear cross-entropy, never forming the logits
+    (:mod:`tritonic.integrations.hf_training`). The report is ``model.tritonic_report``."""
     try:
         import transformers  # noqa: F401
     except ImportError as e:
@@ -167,5 +169,11 @@ def optimize(model, **_reserved):
     replaced, kept = swap_modules(model)
     report.replaced += replaced
     report.kept += kept
+    if training:
+        from tritonic.integrations.hf_training import install_fused_loss
+
+        replaced, kept = install_fused_loss(model)
+        report.replaced += replaced
+        report.kept += kept
     model.tritonic_report = report
     return model
