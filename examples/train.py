@@ -1,0 +1,291 @@
+"""Train a GPT (tritonic.models) or a Hugging Face causal LM with tritonic's kernels.
+
+    python examples/train.py --model gpt2-tiny --steps 200                       # one process
+    python examples/train.py --model llama-tiny --data input.txt --dtype bf16 --plot loss.png
+    python examples/train.py --model gpt2-124m --backend torch                  # the PyTorch twin
+    python examples/train.py --model hf:config.json                             # transformers + optimize(training=True)
+    torchrun --nproc_per_node 2 examples/train.py --dist fsdp --model gpt2-124m # FSDP2 over 2 GPUs (ddp also)
+
+Data: ``--data FILE`` (bytes of a text file, vocabulary 256) or a synthetic stream whose next
+token is a fixed function of the last two (learnable, so the loss falls). The global batch
+(``--batch`` sequences) is split across processes, so every process count sees the same
+tokens at a step and reports the same loss. A progress line shows loss and tokens/s;
+``--ckpt DIR`` saves model, optimizer and step every ``--ckpt-every`` steps and ``--resume``
+continues exactly where it stopped; ``--losses FILE`` writes the losses as JSON and ``--plot
+FILE`` draws the loss curve (matplotlib).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+try:
+    import tritonic  # noqa: F401
+except ImportError:  # run from a checkout without installing: use ./src
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import torch
+import torch.distributed as dist
+
+from tritonic.models import GPT, GPTConfig
+
+PRESETS = {
+    "gpt2-tiny": lambda v: GPTConfig(vocab_size=v, n_layer=2, n_head=2, d_model=32, max_seq=64),
+    "llama-tiny": lambda v: GPTConfig.llama(vocab_size=v, n_layer=2, n_head=4, n_kv_head=2, d_model=32, max_seq=64),
+    "gpt2-124m": lambda v: GPTConfig.gpt2_124m(vocab_size=v),
+    "llama-124m": lambda v: GPTConfig.llama(vocab_size=v, n_layer=12, n_head=12, n_kv_head=4, d_model=768,
+                                            max_seq=1024),
+}
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class Batches:
+    """Deterministic batches: ``get(step)`` is the same on every run and process count; each
+    rank takes its contiguous share of the global batch."""
+
+    def __init__(self, data: str | None, vocab: int, batch: int, seq: int, seed: int, rank: int, world: int):
+        if batch % world:
+            raise SystemExit(f"--batch {batch} must divide by the number of processes ({world})")
+        self.tokens = None
+        if data:
+            raw = Path(data).read_bytes()
+            if len(raw) < seq + 2:
+                raise SystemExit(f"--data {data}: {len(raw)} bytes, need at least {seq + 2}")
+            self.tokens = torch.frombuffer(bytearray(raw), dtype=torch.uint8).long()
+        self.vocab, self.batch, self.seq, self.seed = vocab, batch, seq, seed
+        self.share = slice(rank * batch // world, (rank + 1) * batch // world)
+
+    def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        if self.tokens is not None:
+            start = torch.randint(0, len(self.tokens) - self.seq - 1, (self.batch,), generator=gen)
+            rows = torch.stack([self.tokens[s:s + self.seq + 1] for s in start.tolist()])
+        else:  # x[t+1] = (3 x[t] + x[t-1] + 1) mod V from two random tokens
+            rows = torch.empty(self.batch, self.seq + 1, dtype=torch.long)
+            rows[:, :2] = torch.randint(0, self.vocab, (self.batch, 2), generator=gen)
+            for t in range(2, self.seq + 1):
+                rows[:, t] = (3 * rows[:, t - 1] + rows[:, t - 2] + 1) % self.vocab
+        rows = rows[self.share]
+        return rows[:, :-1], rows[:, 1:]
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def build_model(args, vocab: int, device):
+    if args.model.startswith("hf:"):
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        import tritonic as T
+
+        cfg = AutoConfig.from_pretrained(args.model[3:])
+        cfg.vocab_size = vocab
+        torch.manual_seed(args.seed)
+        model = AutoModelForCausalLM.from_config(cfg).to(device)
+        if args.backend == "tritonic":
+            T.optimize(model, training=True)
+            if rank0():
+                print(model.tritonic_report, file=sys.stderr)
+        return model, "hf"
+    if args.model not in PRESETS:
+        raise SystemExit(f"--model: one of {', '.join(PRESETS)} or hf:CONFIG, got {args.model!r}")
+    config = PRESETS[args.model](vocab)
+    model = GPT(config, backend=args.backend)
+    model.reset_parameters(seed=args.seed)  # the same start for both backends and every process count
+    return model.to(device), "gpt"
+
+
+def loss_of(model, kind, x, y):
+    if kind == "hf":  # transformers shifts the labels itself: give it the whole row
+        ids = torch.cat([x, y[:, -1:]], dim=1)
+        return model(input_ids=ids, labels=ids, use_cache=False).loss
+    return model(x, y)[1]
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+def rank0() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def setup_dist(args):
+    if args.dist == "none":
+        return 0, 1, torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
+    backend = "nccl" if torch.cuda.is_available() and not args.cpu else "gloo"
+    dist.init_process_group(backend)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
+        return rank, world, torch.device("cuda")
+    return rank, world, torch.device("cpu")
+
+
+def wrap(model, args, kind):
+    if args.dist == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model)
+    if args.dist == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        blocks = model.blocks if kind == "gpt" else [m for m in model.modules()
+                                                     if type(m).__name__.endswith("DecoderLayer")]
+        for block in blocks:
+            fully_shard(block)
+        fully_shard(model)
+    return model
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save(ckpt: Path, model, opt, step: int, losses: list, args):
+    if args.dist == "fsdp":
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        msd, osd = get_state_dict(model, opt)
+        dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(ckpt / "dcp"))
+    elif rank0():
+        inner = model.module if hasattr(model, "module") else model
+        torch.save({"model": inner.state_dict(), "optim": opt.state_dict()}, ckpt / "state.pt")
+    if rank0():
+        (ckpt / "progress.json").write_text(json.dumps({"step": step, "losses": losses}))
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def load(ckpt: Path, model, opt, args) -> tuple[int, list]:
+    meta = json.loads((ckpt / "progress.json").read_text())
+    if args.dist == "fsdp":
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        msd, osd = get_state_dict(model, opt)
+        state = {"model": msd, "optim": osd}
+        dcp.load(state, checkpoint_id=str(ckpt / "dcp"))
+        set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    else:
+        state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
+        inner = model.module if hasattr(model, "module") else model
+        inner.load_state_dict(state["model"])
+        opt.load_state_dict(state["optim"])
+    return meta["step"], meta["losses"]
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="gpt2-tiny", help=f"{', '.join(PRESETS)} or hf:CONFIG(.json or folder)")
+    p.add_argument("--backend", choices=("tritonic", "torch"), default="tritonic")
+    p.add_argument("--data", help="a text file (byte tokens); default: a synthetic stream")
+    p.add_argument("--vocab", type=int, default=None, help="vocabulary of the synthetic stream (default 256)")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--batch", type=int, default=8, help="global batch, in sequences")
+    p.add_argument("--seq", type=int, default=64)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast dtype")
+    p.add_argument("--dist", choices=("none", "ddp", "fsdp"), default="none", help="under torchrun")
+    p.add_argument("--ckpt", help="checkpoint folder")
+    p.add_argument("--ckpt-every", type=int, default=50)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--stop-after", type=int, help="leave after this many steps in this run (then --resume)")
+    p.add_argument("--losses", help="write the losses as JSON here")
+    p.add_argument("--plot", help="draw the loss curve into this PNG")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cpu", action="store_true", help="run on the CPU (Triton's interpreter for tritonic)")
+    p.add_argument("--quiet", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    rank, world, device = setup_dist(args)
+    vocab = 256 if args.data or args.vocab is None else args.vocab
+    data = Batches(args.data, vocab, args.batch, args.seq, args.seed, rank, world)
+    model, kind = build_model(args, vocab, device)
+    model = wrap(model, args, kind)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1, betas=(0.9, 0.95))
+    sched = lambda s: min(1.0, (s + 1) / max(1, args.warmup)) * 0.5 * (1 + math.cos(math.pi * s / args.steps))  # noqa
+    amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    scaler = torch.amp.GradScaler("cuda", enabled=amp is torch.float16)
+    ckpt = Path(args.ckpt) if args.ckpt else None
+    start, losses = 0, []
+    if ckpt is not None:
+        ckpt.mkdir(parents=True, exist_ok=True)
+        if args.resume and (ckpt / "progress.json").exists():
+            start, losses = load(ckpt, model, opt, args)
+            if rank0() and not args.quiet:
+                print(f"resumed at step {start}", file=sys.stderr)
+    tokens_per_step = args.batch * args.seq
+    t0, last = time.perf_counter(), start
+    end = args.steps if args.stop_after is None else min(args.steps, start + args.stop_after)
+    for step in range(start, end):
+        for group in opt.param_groups:
+            group["lr"] = args.lr * sched(step)
+        x, y = (t.to(device) for t in data.get(step))
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            loss = loss_of(model, kind, x, y)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+        value = loss.detach().float()
+        if dist.is_initialized():
+            dist.all_reduce(value)
+            value /= world
+        losses.append(value.item())
+        if rank0() and not args.quiet:
+            rate = tokens_per_step * (step + 1 - last) / max(time.perf_counter() - t0, 1e-9)
+            print(f"\rstep {step + 1}/{args.steps}  loss {losses[-1]:.4f}  {rate:,.0f} tokens/s", end="",
+                  file=sys.stderr, flush=True)
+        if ckpt is not None and (step + 1) % args.ckpt_every == 0:
+            save(ckpt, model, opt, step + 1, losses, args)
+    if rank0():
+        if not args.quiet:
+            print(file=sys.stderr)
+        if args.losses:
+            Path(args.losses).write_text(json.dumps({"args": vars(args), "losses": losses}))
+        if args.plot:
+            plot(losses, args.plot, f"{args.model} ({args.backend}, {args.dtype}, {world} process(es))")
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+def plot(losses, path, title, others: dict | None = None) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"no matplotlib: {path} not drawn (pip install 'tritonic[bench]')", file=sys.stderr)
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(range(1, len(losses) + 1), losses, label=title)
+    for name, other in (others or {}).items():
+        ax.plot(range(1, len(other) + 1), other, label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
