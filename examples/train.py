@@ -120,8 +120,10 @@ def rank0() -> bool:
 def setup_dist(args):
     if args.dist == "none":
         return 0, 1, torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
+    from datetime import timedelta
+
     backend = "nccl" if torch.cuda.is_available() and not args.cpu else "gloo"
-    dist.init_process_group(backend)
+    dist.init_process_group(backend, timeout=timedelta(minutes=5))  # a lost peer fails the run, not hangs it
     rank, world = dist.get_rank(), dist.get_world_size()
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
@@ -263,6 +265,7 @@ def main(argv=None) -> int:
         if args.plot:
             plot(losses, args.plot, f"{args.model} ({args.backend}, {args.dtype}, {world} process(es))")
     if dist.is_initialized():
+        dist.barrier()  # every rank is done with its collectives before the group goes (gloo can hang otherwise)
         dist.destroy_process_group()
     return 0
 
