@@ -70,3 +70,16 @@ def test_model_shapes_from_presets_and_configs(tmp_path):
 
     with pytest.raises(ValueError, match="not one tritonic tune knows"):
         _model_shapes(str(cfg), [4], "float16")
+
+
+def test_bench_runs_a_benchmark_and_charts_it(tmp_path):
+    import os
+
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    r = subprocess.run([sys.executable, "-m", "tritonic", "bench", "ops", "--only", "decode", "--dry-run", "--out",
+                        str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert list(tmp_path.glob("*/decode.json"))
+    assert "chart:" in r.stdout or "no chart" in r.stdout
+    bad = _run("bench", "ops", "--only", "nothing")
+    assert bad.returncode == 2 and "no benchmark matches" in bad.stderr

@@ -267,6 +267,50 @@ def _model_shapes(model: str, tokens: list[int], dtype: str) -> list[dict]:
     return shapes
 
 
+OPS_BENCHMARKS = ("norm", "matmul", "attention", "decode", "memory_bound", "launch")
+
+
+def cmd_bench(args) -> int:
+    """Run the benchmark scripts of a checkout's benchmarks/ folder, then chart each result."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "benchmarks"
+    if not root.is_dir():
+        print("tritonic bench: the benchmarks/ folder of a tritonic checkout is needed (install with pip install -e "
+              f"from a clone); looked in {root}", file=sys.stderr)
+        return 2
+    if args.what == "models":
+        script = root / "models.py"
+        if not script.exists():
+            print("tritonic bench models: benchmarks/models.py is not written yet (issue 7)", file=sys.stderr)
+            return 2
+        names = ["models"]
+    else:
+        names = [n for n in OPS_BENCHMARKS if args.only is None or args.only in n]
+        if not names:
+            print(f"tritonic bench: no benchmark matches {args.only!r}; choose from {', '.join(OPS_BENCHMARKS)}",
+                  file=sys.stderr)
+            return 2
+    out = Path(args.out)
+    failed = 0
+    for name in names:
+        cmd = [sys.executable, str(root / f"{name}.py"), "--out", str(out)]
+        if args.dry_run:
+            cmd.append("--dry-run")
+        if args.quick:
+            cmd.append("--quick")
+        print(f"=== {name}: {' '.join(cmd[1:])}", flush=True)
+        rc = subprocess.call(cmd)
+        failed += rc != 0
+        from tritonic.bench.chart import draw
+
+        for result in sorted(out.glob(f"*/{name}.json")):
+            png = draw(result, result.with_suffix(".png"))
+            print(f"chart: {png}" if png else f"no chart for {result} (matplotlib missing, or no baseline rows)")
+    return 1 if failed else 0
+
+
 def cmd_tune(args) -> int:
     """Warm the autotune cache for the shapes of a model or a JSON file, so later processes
     (and, copied into the package, other machines with this GPU) start tuned."""
@@ -351,6 +395,13 @@ def main(argv=None) -> int:
                                        "tensors against PyTorch")
     demo.add_argument("--cpu", action="store_true", help="use Triton's interpreter even when a GPU is present")
     demo.set_defaults(func=cmd_demo)
+    bench = sub.add_parser("bench", help="run the benchmarks (ops or models), print tables, write JSON and charts")
+    bench.add_argument("what", choices=("ops", "models"))
+    bench.add_argument("--only", help="only the benchmarks whose name contains this (norm, matmul, attention, ...)")
+    bench.add_argument("--out", default="benchmarks/results", help="results folder (default benchmarks/results)")
+    bench.add_argument("--quick", action="store_true", help="fewer repetitions")
+    bench.add_argument("--dry-run", action="store_true", help="tiny cases on the CPU, to check the set-up")
+    bench.set_defaults(func=cmd_bench)
     tune = sub.add_parser("tune", help="warm the autotune cache for a model's or a list's shapes")
     tune.add_argument("--shapes",
                       help='JSON list like [{"op": "linear", "M": 4096, "N": 4096, "K": 4096, "dtype": "bfloat16", '
