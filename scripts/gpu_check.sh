@@ -123,6 +123,12 @@ for script in benchmarks/*.py; do
     # shellcheck disable=SC2086  # BENCH_ARGS is a list of flags, e.g. "--graph always"
     python3 "$script" --out "$OUT/results" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench_$name.log"
     step "$script ($((SECONDS - start)) s) -> $OUT/bench_$name.log" $?
+    if [ "$name" = memory_bound ]; then  # the fused linear cross-entropy: time and peak memory
+        start=$SECONDS
+        # shellcheck disable=SC2086
+        python3 "$script" --flce --out "$OUT/results" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench_${name}_flce.log"
+        step "$script --flce ($((SECONDS - start)) s) -> $OUT/bench_${name}_flce.log" $?
+    fi
 done
 
 echo
