@@ -70,7 +70,7 @@ def test_outputs_match_the_original(name, pad, device, monkeypatch):
     assert_close_to_reference(f"{name} last_hidden_state", ours, theirs, ref, atol_ulps=8)
     report = str(ours_model.tritonic_report)
     expected = {"bert": "BertIntermediate -> LinearActBlock (2)", "llama": "LlamaMLP -> GatedMLPBlock (2)",
-                "gpt2": "LayerNorm -> LayerNorm (5)", "t5": "T5LayerNorm -> RMSNormLike"}[name]
+                "gpt2": "GPT2MLP -> Conv1DActBlock (2)", "t5": "T5LayerNorm -> RMSNormLike"}[name]
     assert "attention: sdpa -> tritonic" in report and expected in report, report
 
 

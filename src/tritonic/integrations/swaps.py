@@ -4,7 +4,7 @@ A small registry maps a module to a replacement that computes the same function 
 tritonic's kernels: a module made of one ``nn.Linear`` and one activation (BERT's
 intermediate layer) to :class:`LinearActBlock` (one GEMM, activation in the epilogue); a
 ``gate_proj``/``up_proj``/``down_proj``/``act_fn`` MLP to :class:`GatedMLPBlock` (the gate
-product in one kernel); ``torch.nn.LayerNorm`` to :class:`tritonic.nn.LayerNorm`; RMSNorm
+product in one kernel); GPT-2's ``Conv1D`` MLP to :class:`Conv1DActBlock`; ``torch.nn.LayerNorm`` to :class:`tritonic.nn.LayerNorm`; RMSNorm
 modules of the common shapes (Llama/Mistral/Qwen2/T5 cast the normalised input back
 before the weight; Gemma scales by ``1 + weight`` in float32) to :class:`RMSNormLike`,
 which hands inputs of another dtype than its weight to the original module. A candidate shares the original's parameters (same ``state_dict``
@@ -134,6 +134,31 @@ class GatedMLPBlock(_Adopted):
         return self.down_proj(h)
 
 
+class Conv1DActBlock(_Adopted):
+    """GPT-2's MLP, ``dropout(c_proj(act(c_fc(x))))`` with ``Conv1D`` layers (weights stored
+    (in, out)): the first product and its activation in one GEMM over the transposed view of
+    ``c_fc.weight``; ``c_proj`` and the dropout are the original modules."""
+
+    def __init__(self, original, activation: str):
+        super().__init__(original)
+        self.activation = activation
+
+    def forward(self, x):
+        if not self._kernels_apply(x, self.c_fc):
+            return self._original[0](x)
+        h = ops.linear(x, self.c_fc.weight.t(), self.c_fc.bias, activation=self.activation)
+        return self.dropout(self.c_proj(h))
+
+
+def _conv1d_mlp(m):
+    children = dict(m.named_children())
+    if set(children) != {"c_fc", "c_proj", "act", "dropout"} or type(children["c_fc"]).__name__ != "Conv1D" or \
+            not isinstance(children["dropout"], torch.nn.Dropout):
+        return None
+    act = _activation_name(children["act"])
+    return None if act is None else Conv1DActBlock(m, act)
+
+
 def _linear_act(m):
     children = dict(m.named_children())
     linears = [n for n, c in children.items() if type(c) is torch.nn.Linear]
@@ -152,7 +177,7 @@ def _gated_mlp(m):
     return None if act not in ("silu", "gelu", "gelu_tanh") else GatedMLPBlock(m, act)
 
 
-REGISTRY = [_layer_norm, _rms_norm, _linear_act, _gated_mlp]
+REGISTRY = [_layer_norm, _rms_norm, _linear_act, _gated_mlp, _conv1d_mlp]
 
 
 def _probe_ok(orig, new, hidden: int, dtype, device) -> str | None:
@@ -187,7 +212,10 @@ def swap_modules(model: torch.nn.Module, dtype=None) -> tuple[list[str], list[st
                 if new is None:
                     continue
                 weight = getattr(child, "weight", None)
-                if isinstance(new, _Adopted):  # the input width is the first Linear's
+                if isinstance(new, Conv1DActBlock):  # Conv1D weights are (in, out)
+                    weight = child.c_fc.weight
+                    hidden = weight.shape[0]
+                elif isinstance(new, _Adopted):  # the input width is the first Linear's
                     first = next(c for c in child.children() if isinstance(c, torch.nn.Linear))
                     weight, hidden = first.weight, first.in_features
                 elif isinstance(weight, torch.Tensor) and weight.dim() == 1:
