@@ -85,3 +85,24 @@ def check_op(ours_fn, torch_fn, args: dict, *, grads=(), ref_fn=None, atol_ulps:
         assert (o is None) == (r is None), f"grad of {k}: None mismatch"
         if r is not None:
             assert_close_to_reference(f"grad of {k}", o, t, r, atol_ulps)
+
+
+def assert_graph_replays(step, refill, **close) -> None:
+    """``step()`` (returning a tuple of tensors) captured in a CUDA graph after a warm-up on a
+    side stream; ``refill()`` writes new values into its inputs in place; the replay must give
+    what an eager ``step()`` gives on the new inputs (``close``: assert_close tolerances)."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        outs = step()
+    with torch.no_grad():
+        refill()
+    g.replay()
+    torch.cuda.synchronize()
+    for a, b in zip(outs, step()):
+        torch.testing.assert_close(a, b, **close)

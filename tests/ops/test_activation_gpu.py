@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from tritonic.nn.activation import GELU, SiLU, SwiGLU
 from tritonic.ops.activation import geglu, geglu_reference, gelu, silu, swiglu, swiglu_reference
-from tests.helpers import check_op
+from tests.helpers import assert_graph_replays, check_op
 
 pytestmark = pytest.mark.gpu
 
@@ -95,23 +95,11 @@ def test_cuda_graph_capture_and_replay():
         z = gelu(y)
         return (z,) + torch.autograd.grad(z, [x], dy)
 
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        outs = step()
-    with torch.no_grad():
+    def refill():
         x.copy_(torch.randn_like(x))
         dy.copy_(torch.randn_like(dy))
-    g.replay()
-    torch.cuda.synchronize()
-    expected = step()
-    for a, b in zip(outs, expected):
-        torch.testing.assert_close(a, b)
+
+    assert_graph_replays(step, refill)
 
 
 def test_cpu_tensor_on_a_gpu_machine():

@@ -5,7 +5,7 @@ import torch
 
 import tritonic
 from tritonic.ops import layer_norm, layer_norm_reference, rms_norm, rms_norm_reference
-from tests.helpers import check_op
+from tests.helpers import assert_graph_replays, check_op
 
 pytestmark = pytest.mark.gpu
 
@@ -86,23 +86,11 @@ def test_cuda_graph_capture_and_replay():
         y = rms_norm(x, w)
         return (y,) + torch.autograd.grad(y, [x, w], dy)
 
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        outs = step()
-    with torch.no_grad():
+    def refill():
         x.copy_(torch.randn_like(x))
         dy.copy_(torch.randn_like(dy))
-    g.replay()
-    torch.cuda.synchronize()
-    expected = step()
-    for a, b in zip(outs, expected):
-        torch.testing.assert_close(a, b)
+
+    assert_graph_replays(step, refill)
 
 
 def test_cpu_tensor_on_a_gpu_machine():
