@@ -8,8 +8,7 @@ import torch.nn.functional as F
 
 from tritonic.nn.activation import GEGLU, GELU, SiLU, SwiGLU
 from tritonic.ops import activation as act_ops
-from tritonic.ops.activation import (geglu, geglu_reference, gelu, gelu_reference, silu, silu_reference, swiglu,
-                                     swiglu_reference)
+from tritonic.ops.activation import geglu, geglu_reference, gelu, silu, swiglu, swiglu_reference
 from tests.helpers import check_op
 
 # Triton's interpreter evaluates exp in numpy, which warns when sigmoid(-x) overflows to

@@ -199,7 +199,7 @@ def test_inplace(interleaved, device):
     cos, sin = _tables(_angles(torch.arange(S, device=device), r, device=device), torch.float16, interleaved,
                        "full")
     expected = rope(q, k, cos, sin, interleaved=interleaved)
-    q0, k0 = q.clone(), k.clone()
+    q0 = q.clone()
     qo, ko = rope(q, k, cos, sin, interleaved=interleaved, inplace=True)
     assert qo is q and ko is k
     torch.testing.assert_close(q, expected[0], atol=0, rtol=0)

@@ -105,5 +105,5 @@ def install_fused_loss(model) -> tuple[list[str], list[str]]:
     if why is not None:
         return [], [f"loss ({type(model).__name__}): {why}"]
     model.forward = types.MethodType(_fused_forward, model)
-    return [f"loss: lm_head + cross-entropy -> fused_linear_cross_entropy (no logits when labels are given and "
-            f"gradients are on)"], []
+    return ["loss: lm_head + cross-entropy -> fused_linear_cross_entropy (no logits when labels are given and "
+            "gradients are on)"], []

@@ -18,7 +18,6 @@ and ``attention_decode`` are not registered yet (``torch.compile`` traces their 
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 
@@ -30,7 +29,7 @@ from triton.runtime.errors import OutOfResources
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonic.ops._register import register
-from tritonic.runtime import empty, interpreter_active, num_sms, warn_once
+from tritonic.runtime import empty, has_tma, interpreter_active, num_sms, warn_once
 from tritonic.runtime.autotune import Autotuner, Config, bucket
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
 from tritonic.runtime.launcher import is_traced, launch
@@ -148,11 +147,6 @@ def _bhm(t: torch.Tensor, varlen) -> tuple:
     return (0, st[1], st[0], *st[2:])
 
 
-@functools.lru_cache(maxsize=None)
-def _has_tma(device_index: int) -> bool:
-    return torch.cuda.get_device_capability(device_index)[0] >= 9
-
-
 def _tma_kv(k, v, varlen) -> bool:
     """Load K/V tiles through tensor descriptors? TRITONIC_ATTENTION_TMA: "auto" (default:
     dense inputs on Hopper or later whose layout a descriptor can address), "1" (also in the
@@ -161,7 +155,7 @@ def _tma_kv(k, v, varlen) -> bool:
     if choice in ("0", "off", "false") or varlen is not None or is_traced(k, v):
         return False
     if choice not in ("1", "on", "true"):
-        if interpreter_active() or k.device.type != "cuda" or not _has_tma(k.device.index or 0):
+        if interpreter_active() or k.device.type != "cuda" or not has_tma(k.device.index or 0):
             return False
     size = k.element_size()
     return all(t.stride(-1) == 1 and t.data_ptr() % 16 == 0 and all(st * size % 16 == 0 for st in t.stride()[:-1])

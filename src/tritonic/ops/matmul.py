@@ -18,7 +18,6 @@ float64 falls back to PyTorch with a warning.
 
 from __future__ import annotations
 
-import functools
 import os
 
 import torch
@@ -28,7 +27,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonic.kernels.matmul import _act_grad, _gated_grad, _matmul, _matmul_tma
 from tritonic.ops._register import register
-from tritonic.runtime import empty, interpreter_active, num_sms, warn_once
+from tritonic.runtime import empty, has_tma, interpreter_active, num_sms, warn_once
 from tritonic.runtime.autotune import Autotuner, Config, bucket
 from tritonic.runtime import checks as _checks
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
@@ -83,11 +82,6 @@ def _gemm_choice() -> str:
     return os.environ.get("TRITONIC_GEMM", "auto").strip().lower()
 
 
-@functools.lru_cache(maxsize=None)
-def _has_tma(device_index: int) -> bool:
-    return torch.cuda.get_device_capability(device_index)[0] >= 9
-
-
 def _tma_layout(t: torch.Tensor, major: int) -> bool:
     """Can a tensor descriptor address the 2-D view ``t`` whose dimension ``major`` is the
     contiguous one? (unit stride there, 16-byte aligned base and other stride)."""
@@ -104,7 +98,7 @@ def _use_tma(a, b, out, z, batch, gated=False) -> bool:
     if interpreter_active():
         if choice != "tma":
             return False
-    elif choice != "tma" and (a2.shape[0] <= SMALL_M or not _has_tma(a.device.index or 0)):
+    elif choice != "tma" and (a2.shape[0] <= SMALL_M or not has_tma(a.device.index or 0)):
         return False
     ok = (_tma_layout(a2, 1) or _tma_layout(a2, 0)) and (_tma_layout(b2, 0) or _tma_layout(b2, 1))
     if gated == 1:  # the weight (2N, K) must be K-major, and the up half of z 16-byte aligned too

@@ -9,6 +9,7 @@ from tritonic.runtime.device import (
     device_name,
     gpu_slug,
     has_cuda,
+    has_tma,
     interpreter_active,
     num_sms,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "device_name",
     "gpu_slug",
     "has_cuda",
+    "has_tma",
     "interpreter_active",
     "num_sms",
     "warn_once",

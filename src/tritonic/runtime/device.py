@@ -41,6 +41,12 @@ def can_run_kernels(device: torch.device) -> bool:
 
 
 @functools.lru_cache(maxsize=None)
+def has_tma(device_index: int) -> bool:
+    """Does this GPU have the tensor-memory accelerator (Hopper, sm_90, and later)?"""
+    return torch.cuda.get_device_capability(device_index)[0] >= 9
+
+
+@functools.lru_cache(maxsize=None)
 def num_sms(device_index: int | None = None) -> int:
     """Multiprocessor count of a GPU (4 in the interpreter, where it only shapes grids)."""
     if interpreter_active() or not has_cuda():
