@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from tritonic.kernels.loss import _ce_bwd, _ce_fwd
 from tritonic.ops._register import register
-from tritonic.runtime import empty, warn_once
+from tritonic.runtime import empty, interpreter_active, warn_once
 from tritonic.runtime.alloc import empty_like
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
 from tritonic.runtime.launcher import is_traced, launch
@@ -68,13 +68,7 @@ def _reduce(loss_rows, valid, reduction, shape):
 
 
 def _block_v(V: int) -> int:
-    return min(8192 if not _interpreting() else 64, max(16, 1 << (V - 1).bit_length()))
-
-
-def _interpreting() -> bool:
-    from tritonic.runtime import interpreter_active
-
-    return interpreter_active()
+    return min(8192 if not interpreter_active() else 64, max(16, 1 << (V - 1).bit_length()))
 
 
 def _flags(smoothing, z_coef, softcap):
