@@ -83,7 +83,7 @@ def _liger(op):
     try:
         if op == "ce":
             from liger_kernel.transformers.functional import liger_cross_entropy
-            return liger_cross_entropy  # note: writes the gradient into the logits in place
+            return liger_cross_entropy  # note: writes the gradient into the logits in place; syncs (.item())
         if op == "swiglu":
             from liger_kernel.ops.swiglu import LigerSiLUMulFunction
             return LigerSiLUMulFunction.apply
@@ -157,12 +157,14 @@ def provider(kind):
             diff, other = _inputs(case, mode != "fwd")
             if mode == "fwd":
                 out.append(lambda d=diff, o=other: fn(*d, *o))
-                continue
-            y = fn(*diff, *other) if case["op"] != "ce" else None
-            dy = None if y is None else (tuple(map(torch.randn_like, y)) if isinstance(y, tuple)
-                                         else torch.randn_like(y))
-            del y
-            out.append(lambda d=diff, o=other, dy=dy: torch.autograd.grad(fn(*d, *o), d, dy))
+            else:
+                y = fn(*diff, *other) if case["op"] != "ce" else None
+                dy = None if y is None else (tuple(map(torch.randn_like, y)) if isinstance(y, tuple)
+                                             else torch.randn_like(y))
+                del y
+                out.append(lambda d=diff, o=other, dy=dy: torch.autograd.grad(fn(*d, *o), d, dy))
+            if kind == "liger" and case["op"] == "ce":
+                out[-1].no_graph = True  # its forward reads a count back to the host: not capturable
         return out
     return factory
 

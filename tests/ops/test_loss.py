@@ -170,3 +170,30 @@ def test_fused_linear_under_torch_compile(device):
     r = torch.autograd.grad(ref * 3, (hidden, weight))
     for a, b in zip(g, r):
         torch.testing.assert_close(a, b)
+
+
+def test_fused_linear_backward_scales_in_place_once(device):
+    """The backward scales the gradients computed in the forward in place (no copy of dW):
+    an upstream factor is applied once, gradients accumulate into existing ``.grad``, and a
+    second backward through the same graph is refused with a clear error."""
+    hidden = torch.randn(7, 16, device=device, requires_grad=True)
+    weight = torch.randn(30, 16, device=device, requires_grad=True)
+    target = _targets(7, 30, device, ignored=(2,))
+    ref_h, ref_w = torch.autograd.grad(cross_entropy_reference(hidden.double() @ weight.double().t(), target) * 2.5,
+                                       (hidden, weight))
+    weight.grad = torch.ones_like(weight)
+    loss = fused_linear_cross_entropy(hidden, weight, target, chunk_rows=3)
+    (loss * 2.5).backward(retain_graph=True)
+    torch.testing.assert_close(hidden.grad, ref_h)
+    torch.testing.assert_close(weight.grad, ref_w + 1)
+    with pytest.raises(RuntimeError, match="backward through the same loss twice"):
+        loss.backward()
+
+
+def test_fused_linear_default_chunk():
+    from tritonic.ops.loss import _chunk_rows
+
+    assert _chunk_rows(8192, 128256, 4096) == 1024  # Llama-3 head: a quarter of W in logits
+    assert _chunk_rows(8192, 50257, 768) == 1024  # GPT-2: the 1024-row floor
+    assert _chunk_rows(100, 50257, 768) == 100  # never more than the tokens
+    assert _chunk_rows(65536, 32000, 4096) == 8192  # many tokens: up to hidden's size in logits

@@ -24,7 +24,8 @@ too, so a "bwd" callable's backward kernels land on the stream that gets capture
 1. the callables run ``WARMUP_CALLS`` times (torch.compile and Triton compile here);
 2. if one call moves fewer than ``GRAPH_BYTES`` (or always, with ``--graph always``), all
    callables are captured one after the other in one CUDA graph and its replay is timed;
-   if capture raises, the plain sequence is timed and the row records ``"graph": false``.
+   if capture raises, or a callable is marked ``no_graph = True`` (it syncs with the host),
+   the plain sequence is timed and the row records ``"graph": false``.
    Without a graph, a provider whose host overhead exceeds its GPU time is timed by the
    host: ``--graph always`` shows GPU time alone;
 3. ``triton.testing.do_bench(..., return_mode="median")`` times it (do_bench flushes L2
@@ -123,6 +124,19 @@ def _sequence(fns):
     return run_all
 
 
+def _recover_from_failed_capture() -> None:
+    """A capture that raised leaves PyTorch's CUDA generator marked as capturing (every later
+    ``torch.randn`` on the GPU then fails with "Offset increment outside graph capture"):
+    capture one empty graph, whose end clears that mark."""
+    with contextlib.suppress(Exception):
+        torch.cuda.synchronize()
+    with contextlib.suppress(Exception):
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, stream=torch.cuda.current_stream()):
+            pass
+        del g
+
+
 def measure(fns, *, use_graph: bool, warmup: int = 25, rep: int = 100) -> tuple[float, bool]:
     """Median milliseconds per callable of ``fns`` on the GPU, and whether a graph was timed.
 
@@ -134,6 +148,8 @@ def measure(fns, *, use_graph: bool, warmup: int = 25, rep: int = 100) -> tuple[
         run_all()
     torch.cuda.synchronize()
     fn, graph = run_all, False
+    if use_graph and any(getattr(f, "no_graph", False) for f in fns):
+        use_graph = False  # known not to be capturable (it syncs): a failed capture can poison the process
     if use_graph:
         try:
             g = torch.cuda.CUDAGraph()
@@ -142,8 +158,7 @@ def measure(fns, *, use_graph: bool, warmup: int = 25, rep: int = 100) -> tuple[
             fn, graph = g.replay, True
         except Exception as e:  # some code cannot be captured: time it without a graph
             _warn(f"CUDA graph capture failed ({_oneline(e)}); timing without a graph")
-            with contextlib.suppress(Exception):
-                torch.cuda.synchronize()
+            _recover_from_failed_capture()
     ms = triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
     return ms / len(fns), graph
 

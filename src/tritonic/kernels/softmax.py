@@ -133,9 +133,11 @@ def _softmax_fwd(
         m = _finite_max(m)
         s = tl.sum(acc, axis=1)
         # Pass 2: the outputs, re-reading the row: pass 1 asked L2 to keep it (evict_last),
-        # this pass lets it go.
+        # this pass lets it go. Backwards, last chunk first: the chunks pass 1 read last are
+        # the likeliest still to be in L2.
+        last = (N - 1) // BLOCK_N * BLOCK_N
         for start in range(0, N, BLOCK_N):
-            c = start + cols
+            c = (last - start) + cols
             bounds = row_mask[:, None] & (c < N)[None, :]
             keep = _keep(MASK, m_offs, c, stride_mn, bounds, HAS_MASK, "evict_first")
             z = _logits(X, rows[:, None] * stride_x + c[None, :], keep, bounds, scale, HAS_SCALE, "evict_first")
@@ -219,8 +221,9 @@ def _softmax_bwd(
                          eviction_policy="evict_last").to(tl.float32)
             term, dy = _bwd_tile(y, dy, keep, LOG)
             c += tl.sum(term, axis=1)
+        last = (N - 1) // BLOCK_N * BLOCK_N  # pass B backwards: pass A's last chunks are likeliest in L2
         for start in range(0, N, BLOCK_N):
-            col = start + cols
+            col = (last - start) + cols
             bounds = row_mask[:, None] & (col < N)[None, :]
             keep = _keep(MASK, m_offs, col, stride_mn, bounds, HAS_MASK, "evict_first")
             y = tl.load(Y + rows[:, None] * stride_y + col[None, :], mask=bounds, other=0.0,

@@ -210,9 +210,14 @@ def fused_linear_cross_entropy_reference(hidden, weight, target, bias=None, igno
 
 
 def _chunk_rows(N: int, V: int, H: int) -> int:
-    """Tokens per chunk: about as many logits as the hidden states hold (at least 256 rows,
-    a multiple of 256), so a chunk's logits never outweigh the inputs."""
-    rows = max(256, (max(1, H * N // max(V, 1)) // 256) * 256)
+    """Tokens per chunk (a multiple of 256, at least 1024). Two costs pull apart: a chunk's
+    logits (``rows x V``) are the memory the op adds beyond its gradients, and every chunk
+    reads and writes the whole ``dW`` once more (its GEMM adds into it), which at 256 rows
+    of a 4096-wide head costs more than half the GEMMs' time again. 1024 rows keep that
+    under a sixth; larger hidden sizes or batches may go up to a quarter of ``W``'s size
+    or ``hidden``'s size in logits, whichever is larger."""
+    budget = max(V * H // 4, N * H)  # logits elements one chunk may hold
+    rows = max(1024, (budget // max(V, 1)) // 256 * 256)
     return min(N, rows)
 
 
@@ -231,23 +236,29 @@ def _flce_forward(hidden, weight, bias, target, ignore_index, mean, smoothing, z
     # dW in the weight's dtype (like PyTorch's own weight gradient): a float32 copy of a
     # 128k x 4096 head would cost 2 GiB more than the unfused loss
     dh = empty_like(hidden) if need_dh else hidden.new_empty(0)
-    dw = torch.zeros_like(weight) if need_dw else weight.new_empty(0)
+    dw = empty_like(weight) if need_dw else weight.new_empty(0)  # the first chunk's GEMM writes it whole
     db = torch.zeros((V,), dtype=torch.float32, device=weight.device) if need_db else weight.new_empty(0)
+    buf = empty((min(chunk, N), V), dtype=hidden.dtype, device=hidden.device)  # one chunk's logits, reused
     for lo in range(0, N, chunk):
         hi = min(N, lo + chunk)
         h, t = hidden[lo:hi], target[lo:hi]
-        logits = F.linear(h, weight, bias)
-        if logits.stride(-1) != 1:
-            logits = logits.contiguous()
+        logits = buf[:hi - lo]
+        if bias is None:
+            torch.mm(h, weight.t(), out=logits)
+        else:
+            torch.addmm(bias, h, weight.t(), out=logits)
         rows, lse = _launch_fwd(logits, t, ignore_index, smoothing, z_coef, softcap)
         loss_rows[lo:hi] = rows
         if need_dh or need_dw or need_db:
             g = _launch_bwd(scale.expand(hi - lo), logits, t, lse, ignore_index, smoothing, z_coef, softcap,
                             out=logits)  # the logits are not needed again: their gradient overwrites them
             if need_dh:
-                dh[lo:hi] = g @ weight
+                torch.mm(g, weight, out=dh[lo:hi])
             if need_dw:  # the GEMM accumulates in float32; the running sum is kept in dw's dtype
-                dw.addmm_(g.t(), h)
+                if lo == 0:
+                    torch.mm(g.t(), h, out=dw)
+                else:
+                    dw.addmm_(g.t(), h)
             if need_db:
                 db += g.sum(0, dtype=torch.float32)
     total = loss_rows.sum()
@@ -277,13 +288,26 @@ def _flce_fake(hidden, weight, bias, target, ignore_index, mean, smoothing, z_co
 
 def _flce_setup(ctx, inputs, output):
     ctx.save_for_backward(*output[1:])
+    ctx.mark_non_differentiable(*output[1:])
+    ctx.set_materialize_grads(False)  # else autograd passes zero "gradients" of dh and dW: the head's size again
     ctx.has_bias = inputs[2] is not None
+    ctx.used = False
 
 
 def _flce_grad(ctx, dloss, _dh, _dw, _db):
+    if dloss is None:  # the loss itself was not used
+        return (None,) * 13
+    if ctx.used:
+        raise RuntimeError("fused_linear_cross_entropy: backward through the same loss twice (retain_graph=True) "
+                           "is not supported: the gradients were computed in the forward and scaled in place by "
+                           "the first backward; run the forward again")
     dh, dw, db = ctx.saved_tensors
     g = dloss.to(torch.float32)  # the loss is one number: so is its gradient
-    scaled = [None if t.numel() == 0 else (t * g).to(t.dtype) for t in (dh, dw, db)]
+    if torch.compiler.is_compiling():
+        scaled = [None if t.numel() == 0 else (t * g).to(t.dtype) for t in (dh, dw, db)]
+    else:  # in place: a scaled copy of dW would add the size of the head to the peak memory
+        ctx.used = True
+        scaled = [None if t.numel() == 0 else t.mul_(g) for t in (dh, dw, db)]
     return (scaled[0], scaled[1], scaled[2] if ctx.has_bias else None, None, None, None, None, None, None, None,
             None, None, None)
 
@@ -297,9 +321,10 @@ def fused_linear_cross_entropy(hidden, weight, target, bias=None, ignore_index=-
     """``cross_entropy(F.linear(hidden, weight, bias), target, ...)`` without the (N, V) logits.
 
     ``hidden`` ``(..., H)``, ``weight`` ``(V, H)`` (the language-model head), ``target``
-    ``(...)``. Tokens go through in chunks of ``chunk_rows`` (default: about as many logits
-    as ``hidden`` has elements); the gradients of ``hidden``, ``weight`` and ``bias`` are
-    computed during the forward and scaled by the upstream gradient in the backward, so
+    ``(...)``. Tokens go through in chunks of ``chunk_rows`` (default: at least 1024 rows,
+    more while a chunk's logits stay within a quarter of ``weight``'s or all of ``hidden``'s
+    size; fewer rows save memory, but each chunk reads and writes ``dW`` once more); the gradients of ``hidden``, ``weight`` and ``bias`` are
+    computed during the forward and scaled in place by the upstream gradient in the backward (so one backward per forward), so
     only one chunk of logits ever exists. ``reduction`` is ``"mean"`` or ``"sum"``. The op
     is ``tritonic::fused_linear_cross_entropy``, opaque to ``torch.compile`` (its chunked loop
     is what saves the memory). In half precision ``dW`` accumulates over the chunks in the

@@ -65,7 +65,11 @@ from tritonic.runtime.launcher import is_traced, launch
 
 __all__ = ["rope", "rope_reference"]
 
-TILE_PAIRS = 2048  # pairs per program (BLOCK_H * BLOCK_S * BLOCK_HALF), before head-count limits
+# pairs per program (BLOCK_H * BLOCK_S * BLOCK_HALF), before head-count limits. Swept on an
+# H100 (Llama-3-8B prefill, 4x32/8x4096x128 bf16): 2 heads x 8 tokens (1024 pairs) 119.5 us,
+# 4 x 8 (2048) 132.2 us, 16 x 16 (16384) 2.9 ms; benchmarks/results/h100-80gb-hbm3/logs.
+TILE_PAIRS = 1024
+MAX_BLOCK_H = 2  # heads per program when there are enough tokens (more for decoding)
 _POS_DTYPES = (torch.int32, torch.int64)
 
 
@@ -123,7 +127,7 @@ def _config(S: int, H: int, half: int, n_pass: int):
     about TILE_PAIRS pairs: a few heads of several tokens (the tokens' angles are loaded once
     per program), or, when there are few tokens (decoding), more heads."""
     block_half = _pow2(half)
-    block_h = min(_pow2(H), 4)
+    block_h = min(_pow2(H), MAX_BLOCK_H)
     block_s = min(_pow2(S), max(1, TILE_PAIRS // (block_h * block_half)))
     block_h = min(_pow2(H), max(block_h, TILE_PAIRS // (block_s * block_half)))
     tile = block_h * block_s * block_half

