@@ -12,7 +12,10 @@ token is a fixed function of the last two (learnable, so the loss falls). The gl
 tokens at a step and reports the same loss. A progress line shows loss and tokens/s;
 ``--ckpt DIR`` saves model, optimizer and step every ``--ckpt-every`` steps and ``--resume``
 continues exactly where it stopped; ``--losses FILE`` writes the losses as JSON and ``--plot
-FILE`` draws the loss curve (matplotlib).
+FILE`` draws the loss curve (matplotlib). ``--cuda-graph`` (one GPU, bf16/fp32) captures
+the whole step (forward, backward, clipping, AdamW) in one CUDA graph after a few warm-up
+steps at learning rate 0, so the host's per-op cost disappears; the losses are the same as
+without it. The JSON also holds each step's wall time; the final line gives the median.
 """
 
 from __future__ import annotations
@@ -208,6 +211,8 @@ def parse(argv=None):
     p.add_argument("--plot", help="draw the loss curve into this PNG")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cpu", action="store_true", help="run on the CPU (Triton's interpreter for tritonic)")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="capture the whole training step in one CUDA graph (one GPU; bf16 or fp32)")
     p.add_argument("--quiet", action="store_true")
     return p.parse_args(argv)
 
@@ -219,7 +224,12 @@ def main(argv=None) -> int:
     data = Batches(args.data, vocab, args.batch, args.seq, args.seed, rank, world)
     model, kind = build_model(args, vocab, device)
     model = wrap(model, args, kind)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1, betas=(0.9, 0.95))
+    graphed = args.cuda_graph
+    if graphed and (device.type != "cuda" or world > 1 or args.dtype == "fp16"):
+        raise SystemExit("--cuda-graph: one CUDA GPU, --dist none, --dtype bf16 or fp32 (fp16's loss scaler syncs)")
+    # capturable AdamW with a device learning rate: the schedule writes into it between replays
+    opt = torch.optim.AdamW(model.parameters(), lr=torch.tensor(args.lr, device=device) if graphed else args.lr,
+                            weight_decay=0.1, betas=(0.9, 0.95), capturable=graphed)
     sched = lambda s: min(1.0, (s + 1) / max(1, args.warmup)) * 0.5 * (1 + math.cos(math.pi * s / args.steps))  # noqa
     amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     scaler = torch.amp.GradScaler("cuda", enabled=amp is torch.float16)
@@ -234,23 +244,47 @@ def main(argv=None) -> int:
     tokens_per_step = args.batch * args.seq
     t0, last = time.perf_counter(), start
     end = args.steps if args.stop_after is None else min(args.steps, start + args.stop_after)
-    for step in range(start, end):
-        for group in opt.param_groups:
-            group["lr"] = args.lr * sched(step)
-        x, y = (t.to(device) for t in data.get(step))
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+    def train_step(x, y):
+        # autocast's cast cache must be off while capturing a graph (the casts are replayed)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None, cache_enabled=not graphed):
             loss = loss_of(model, kind, x, y)
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         scaler.step(opt)
         scaler.update()
-        opt.zero_grad(set_to_none=True)
+        return loss
+
+    step_fn = None
+    if graphed and start < end:
+        step_fn = capture_step(train_step, opt, [t.to(device) for t in data.get(start)])
+    step_times = []
+    pin = device.type == "cuda"
+
+    def fetch(step):  # the batch on the host, pinned so that its copy does not wait for the GPU
+        return [t.pin_memory() if pin else t for t in data.get(step)] if step < end else None
+
+    batch = fetch(start)
+    for step in range(start, end):
+        t_step = time.perf_counter()
+        for group in opt.param_groups:
+            if graphed:
+                group["lr"].fill_(args.lr * sched(step))
+            else:
+                group["lr"] = args.lr * sched(step)
+        x, y = (t.to(device, non_blocking=pin) for t in batch)
+        if step_fn is not None:
+            loss = step_fn(x, y)
+        else:
+            loss = train_step(x, y)
+            opt.zero_grad(set_to_none=True)
+        batch = fetch(step + 1)  # made on the host while the GPU runs this step
         value = loss.detach().float()
         if dist.is_initialized():
             dist.all_reduce(value)
             value /= world
-        losses.append(value.item())
+        losses.append(value.item())  # waits for the step: the wall time below is the step's
+        step_times.append(time.perf_counter() - t_step)
         if rank0() and not args.quiet:
             rate = tokens_per_step * (step + 1 - last) / max(time.perf_counter() - t0, 1e-9)
             print(f"\rstep {step + 1}/{args.steps}  loss {losses[-1]:.4f}  {rate:,.0f} tokens/s", end="",
@@ -260,14 +294,69 @@ def main(argv=None) -> int:
     if rank0():
         if not args.quiet:
             print(file=sys.stderr)
+            steady = sorted(step_times[len(step_times) // 10:])  # past the first tenth (tuning, warm-up)
+            if steady:
+                ms = steady[len(steady) // 2] * 1e3
+                print(f"median step {ms:.1f} ms = {tokens_per_step * world / ms * 1e3:,.0f} tokens/s "
+                      f"(after the first {len(step_times) // 10} steps)", file=sys.stderr)
         if args.losses:
-            Path(args.losses).write_text(json.dumps({"args": vars(args), "losses": losses}))
+            Path(args.losses).write_text(json.dumps({"args": vars(args), "losses": losses,
+                                                     "step_seconds": step_times}))
         if args.plot:
             plot(losses, args.plot, f"{args.model} ({args.backend}, {args.dtype}, {world} process(es))")
     if dist.is_initialized():
         dist.barrier()  # every rank is done with its collectives before the group goes (gloo can hang otherwise)
         dist.destroy_process_group()
     return 0
+
+
+def capture_step(train_step, opt, batch, warmup: int = 3):
+    """``train_step`` captured in a CUDA graph: returns ``step(x, y) -> loss`` that copies the
+    batch into the graph's inputs and replays it. Warm-up runs on a side stream first (they
+    tune tritonic's kernels and create AdamW's state) at learning rate 0, which leaves the
+    parameters as they were; the optimizer state is then put back as it was before them."""
+    x, y = (t.clone() for t in batch)
+    dev = x.device
+    for g in opt.param_groups:  # a checkpoint from an ungraphed run restores a float lr, capturable=False
+        g["capturable"] = True
+        if not torch.is_tensor(g["lr"]):
+            g["lr"] = torch.tensor(float(g["lr"]), device=dev)
+    params = [p for g in opt.param_groups for p in g["params"]]
+    before = {p: {k: v.clone() for k, v in opt.state[p].items() if torch.is_tensor(v)} for p in params
+              if opt.state.get(p)}
+    lrs = [g["lr"].clone() for g in opt.param_groups]
+    for g in opt.param_groups:
+        g["lr"].fill_(0.0)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            opt.zero_grad(set_to_none=True)
+            train_step(x, y)
+    torch.cuda.current_stream().wait_stream(side)
+    with torch.no_grad():
+        for p in params:
+            for k, v in opt.state.get(p, {}).items():
+                if torch.is_tensor(v):
+                    v.copy_(before[p][k]) if p in before else v.zero_()
+        for g, lr in zip(opt.param_groups, lrs):
+            g["lr"].copy_(lr)
+    opt.zero_grad(set_to_none=True)  # the graph allocates the gradients in its own pool
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            loss = train_step(x, y)
+    except Exception as e:
+        raise SystemExit(f"--cuda-graph: this step cannot be captured ({type(e).__name__}: {e}); "
+                         f"run without --cuda-graph") from e
+
+    def step(xb, yb):
+        x.copy_(xb, non_blocking=True)
+        y.copy_(yb, non_blocking=True)
+        graph.replay()
+        return loss
+
+    return step
 
 
 def plot(losses, path, title, others: dict | None = None) -> None:

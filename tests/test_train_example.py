@@ -50,3 +50,10 @@ def test_hugging_face_model(tmp_path):
                 intermediate_size=64).save_pretrained(tmp_path / "cfg")
     _run(tmp_path, "--model", f"hf:{tmp_path / 'cfg'}", "--losses", "hf.json")
     assert len(_losses(tmp_path / "hf.json")) == 4
+
+
+def test_cuda_graph_needs_a_gpu(tmp_path):
+    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, str(SCRIPT), *COMMON, "--cuda-graph"], capture_output=True, text=True,
+                       timeout=300, cwd=tmp_path, env=env)
+    assert r.returncode != 0 and "--cuda-graph: one CUDA GPU" in r.stderr, r.stderr[-2000:]

@@ -197,3 +197,14 @@ def test_fused_linear_default_chunk():
     assert _chunk_rows(8192, 50257, 768) == 1024  # GPT-2: the 1024-row floor
     assert _chunk_rows(100, 50257, 768) == 100  # never more than the tokens
     assert _chunk_rows(65536, 32000, 4096) == 8192  # many tokens: up to hidden's size in logits
+
+
+def test_fused_linear_loss_dtype(device):
+    hidden = torch.randn(6, 16, device=device).half()
+    weight = (torch.randn(20, 16, device=device) / 4).half()
+    target = _targets(6, 20, device)
+    assert fused_linear_cross_entropy(hidden, weight, target).dtype == torch.float16
+    loss = fused_linear_cross_entropy(hidden, weight, target, loss_dtype=torch.float32)
+    assert loss.dtype == torch.float32
+    ref = cross_entropy_reference(hidden.double() @ weight.double().t(), target)
+    assert abs(loss.double() - ref) < 2e-3  # the float32 sum keeps more digits than a float16 loss

@@ -210,4 +210,4 @@ class GPT(torch.nn.Module):
         w, dt = self.head_weight, _amp(h)
         if dt is not None:  # under autocast the head's GEMMs run in its dtype
             h, w = h.to(dt), w.to(dt)
-        return None, ops.fused_linear_cross_entropy(h, w, targets, check_targets=False).float()
+        return None, ops.fused_linear_cross_entropy(h, w, targets, check_targets=False, loss_dtype=torch.float32)

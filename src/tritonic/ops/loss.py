@@ -317,7 +317,7 @@ _flce_op.register_autograd(_flce_grad, setup_context=_flce_setup)
 
 def fused_linear_cross_entropy(hidden, weight, target, bias=None, ignore_index=-100, reduction="mean",
                                label_smoothing=0.0, z_loss=0.0, softcap=None, *, chunk_rows=None,
-                               check_targets=True):
+                               check_targets=True, loss_dtype=None):
     """``cross_entropy(F.linear(hidden, weight, bias), target, ...)`` without the (N, V) logits.
 
     ``hidden`` ``(..., H)``, ``weight`` ``(V, H)`` (the language-model head), ``target``
@@ -328,7 +328,9 @@ def fused_linear_cross_entropy(hidden, weight, target, bias=None, ignore_index=-
     only one chunk of logits ever exists. ``reduction`` is ``"mean"`` or ``"sum"``. The op
     is ``tritonic::fused_linear_cross_entropy``, opaque to ``torch.compile`` (its chunked loop
     is what saves the memory). In half precision ``dW`` accumulates over the chunks in the
-    weight's dtype (each chunk's product in float32 inside the GEMM)."""
+    weight's dtype (each chunk's product in float32 inside the GEMM). The loss is summed in
+    float32 and returned in ``loss_dtype`` (default: ``hidden``'s dtype, like ``F.cross_entropy``
+    on half-precision logits; ``torch.float32`` keeps its digits, as autocast would)."""
     op = "fused_linear_cross_entropy"
     check_tensor(op, "hidden", hidden, min_dim=1)
     check_tensor(op, "weight", weight, min_dim=2)
@@ -353,7 +355,8 @@ def fused_linear_cross_entropy(hidden, weight, target, bias=None, ignore_index=-
     kw = dict(ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss,
               softcap=softcap)
     if hidden.dtype not in KERNEL_DTYPES or hidden.numel() == 0:
-        return fused_linear_cross_entropy_reference(hidden, weight, target, bias, **kw)
+        loss = fused_linear_cross_entropy_reference(hidden, weight, target, bias, **kw)
+        return loss if loss_dtype is None else loss.to(loss_dtype)
     check_kernel_device(op, "hidden", hidden)
     h2, t2 = hidden.reshape(-1, H), target.reshape(-1)
     N = h2.shape[0]
@@ -366,4 +369,4 @@ def fused_linear_cross_entropy(hidden, weight, target, bias=None, ignore_index=-
     loss = torch.ops.tritonic.fused_linear_cross_entropy(h2, weight, bias, t2, int(ignore_index), reduction == "mean",
                                                          float(label_smoothing), float(z_loss), float(softcap or 0.0),
                                                          chunk, *need)[0]
-    return loss.to(hidden.dtype)
+    return loss.to(hidden.dtype if loss_dtype is None else loss_dtype)
