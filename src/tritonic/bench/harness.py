@@ -61,6 +61,7 @@ import triton
 import triton.testing
 
 from tritonic.runtime import device_name, gpu_slug
+from tritonic.runtime.cudagraph import recover_from_failed_capture
 
 __all__ = ["MODES", "Benchmark", "run", "measure", "host_us", "format_table", "write_json", "main"]
 
@@ -124,19 +125,6 @@ def _sequence(fns):
     return run_all
 
 
-def _recover_from_failed_capture() -> None:
-    """A capture that raised leaves PyTorch's CUDA generator marked as capturing (every later
-    ``torch.randn`` on the GPU then fails with "Offset increment outside graph capture"):
-    capture one empty graph, whose end clears that mark."""
-    with contextlib.suppress(Exception):
-        torch.cuda.synchronize()
-    with contextlib.suppress(Exception):
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g, stream=torch.cuda.current_stream()):
-            pass
-        del g
-
-
 def measure(fns, *, use_graph: bool, warmup: int = 25, rep: int = 100) -> tuple[float, bool]:
     """Median milliseconds per callable of ``fns`` on the GPU, and whether a graph was timed.
 
@@ -158,7 +146,7 @@ def measure(fns, *, use_graph: bool, warmup: int = 25, rep: int = 100) -> tuple[
             fn, graph = g.replay, True
         except Exception as e:  # some code cannot be captured: time it without a graph
             _warn(f"CUDA graph capture failed ({_oneline(e)}); timing without a graph")
-            _recover_from_failed_capture()
+            recover_from_failed_capture()
     ms = triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
     return ms / len(fns), graph
 

@@ -17,8 +17,8 @@ says so: attention dropout while training, ``output_attentions``, a ``softcap``,
 caches, key and value head dims that differ from the query's.
 
 Norms are swapped for tritonic modules (``integrations/swaps.py``), each checked on a probe
-input. Not yet (issue 7): MLP swaps, CUDA graphs per shape bucket, and a captured decode
-step for ``generate()``.
+input; inference calls replay CUDA graphs per (batch, sequence bucket)
+(``integrations/graphs.py``). Not yet (issue 7): a captured decode step for ``generate()``.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ class Report:
     __repr__ = __str__
 
 
-def optimize(model, *, training: bool = False, **_reserved):
+def optimize(model, *, dtype=None, cuda_graphs: bool = True, buckets=None, training: bool = False):
     """Make a ``transformers`` model run tritonic's kernels, in place; returns the model.
 
     Today this sets the model's attention implementation to ``"tritonic"`` (see the module
@@ -131,7 +131,13 @@ def optimize(model, *, training: bool = False, **_reserved):
     swaps norms for tritonic modules where a probe input shows they compute the same thing
     (:mod:`tritonic.integrations.swaps`). With ``training=True``, causal LMs also compute their
     loss with the fused linear cross-entropy, never forming the logits
-    (:mod:`tritonic.integrations.hf_training`). The report is ``model.tritonic_report``."""
+    (:mod:`tritonic.integrations.hf_training`). The report is ``model.tritonic_report``.
+
+    ``dtype`` casts the model first (``torch.float16``, ``torch.bfloat16``). With
+    ``cuda_graphs`` (the default; GPU models, not with ``training``), inference calls replay a
+    CUDA graph per (batch, sequence bucket), ``buckets`` being the sequence lengths inputs
+    are padded up to (default 16, 32, ..., 2048): see :mod:`tritonic.integrations.graphs`;
+    ``model.tritonic_graphs.stats`` counts replays, captures and eager calls with reasons."""
     try:
         import transformers  # noqa: F401
     except ImportError as e:
@@ -139,6 +145,11 @@ def optimize(model, *, training: bool = False, **_reserved):
     if not hasattr(model, "set_attn_implementation") or not hasattr(model, "config"):
         raise TypeError(f"tritonic.optimize: expected a transformers PreTrainedModel, got {type(model).__name__}")
     report = Report()
+    if dtype is not None:
+        if dtype not in (torch.float16, torch.bfloat16, torch.float32):
+            raise ValueError(f"tritonic.optimize: dtype must be torch.float16, torch.bfloat16 or torch.float32, "
+                             f"got {dtype!r}")
+        model.to(dtype)
     param = next(model.parameters(), None)
     if param is not None:
         from tritonic.runtime import can_run_kernels, has_cuda
@@ -175,5 +186,27 @@ def optimize(model, *, training: bool = False, **_reserved):
         replaced, kept = install_fused_loss(model)
         report.replaced += replaced
         report.kept += kept
+    _install_graphs(model, report, cuda_graphs, buckets, training)
     model.tritonic_report = report
     return model
+
+
+def _install_graphs(model, report, cuda_graphs, buckets, training) -> None:
+    from tritonic.integrations.graphs import GraphedForward
+
+    current = model.__dict__.get("forward")
+    if isinstance(current, GraphedForward):  # optimized before: start again from the model's own forward
+        del model.forward
+    if not cuda_graphs:
+        return
+    param = next(model.parameters(), None)
+    if training:
+        report.kept.append("CUDA graphs: not with training=True (inference calls only)")
+    elif param is None or param.device.type != "cuda":
+        report.kept.append("CUDA graphs: the model is not on a CUDA GPU")
+    else:
+        graphed = GraphedForward(model, buckets)
+        model.forward = graphed
+        model.tritonic_graphs = graphed
+        report.replaced.append(f"forward: CUDA graphs per (batch, sequence bucket), buckets {list(graphed.buckets)}; "
+                               f"other calls (generate, autograd, training mode, other arguments) run eagerly")

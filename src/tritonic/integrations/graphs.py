@@ -1,0 +1,206 @@
+"""CUDA graphs for ``optimize``d inference: one graph per (batch, sequence bucket).
+
+``optimize(model)`` (``cuda_graphs=True``, the default, on a GPU) replaces ``model.forward``
+with a :class:`GraphedForward`. An inference call — no autograd, ``model.eval()``, inputs
+given as ``input_ids`` (and optionally ``attention_mask``, ``token_type_ids``) — is padded on
+the right to the smallest sequence bucket that holds it (the padding is masked out through
+the attention mask), copied into the static inputs of that (batch, bucket) graph, and the
+graph is replayed; the outputs are cut back to the real length and copied out (the next
+replay overwrites the graph's own). The first call of a new (batch, bucket) runs the model
+twice on a side stream (compiling and tuning the kernels) and then captures it. All graphs
+share one memory pool.
+
+Everything else runs the model's own forward, unchanged: calls under autograd or in training
+mode, other arguments (``past_key_values``, ``labels``, ``inputs_embeds``,
+``output_attentions``, ... — so ``generate()`` works as before, without graphs), sequences
+longer than the largest bucket, and a (batch, bucket) whose capture failed (the reason is in
+``stats``; the model then runs eagerly for it). Graphed calls run with ``use_cache=False``:
+they return no KV cache (pass ``use_cache=True`` to get one, without a graph).
+
+Right padding leaves the real tokens' outputs unchanged: their positions are the same, keys
+past the real length are masked, and in causal models they lie in the future anyway. A
+graph holds the parameters it was captured with: assign new values in place
+(``param.data.copy_``), or call ``model.tritonic_graphs.clear()`` after replacing tensors.
+"""
+
+from __future__ import annotations
+
+import collections
+import inspect
+
+import torch
+
+from tritonic.runtime.cudagraph import recover_from_failed_capture
+
+__all__ = ["DEFAULT_BUCKETS", "GraphedForward"]
+
+DEFAULT_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048)
+_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+_PASSTHROUGH_TRUE = ("return_dict",)  # accepted when True (the default output type)
+
+
+class GraphedForward:
+    """``model.forward`` with CUDA graphs per (batch, sequence bucket); see the module docstring.
+
+    ``capture=False`` keeps the padding, bucketing and output cutting but runs the padded
+    forward eagerly instead of a graph (used on CPUs and by the tests)."""
+
+    def __init__(self, model: torch.nn.Module, buckets=None, capture: bool = True, warmup: int = 2):
+        buckets = tuple(sorted(int(b) for b in (buckets or DEFAULT_BUCKETS)))
+        if not buckets or buckets[0] < 1:
+            raise ValueError(f"optimize: buckets must be positive sequence lengths, got {buckets!r}")
+        limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+        if isinstance(limit, int) and limit > 0:
+            buckets = tuple(b for b in buckets if b <= limit) or (limit,)
+        self.model, self.forward = model, model.forward
+        self.buckets, self.capture, self.warmup = buckets, capture, warmup
+        params = inspect.signature(self.forward).parameters
+        self.takes_use_cache = "use_cache" in params
+        self.accepts = {name for name in _INPUTS if name in params}
+        self.pad_id = getattr(model.config, "pad_token_id", None)
+        self.pad_id = 0 if self.pad_id is None else int(self.pad_id)
+        self.graphs: dict = {}  # (batch, bucket, input names, mask dtype) -> _Entry, or a failure reason
+        self.pool = None
+        self.stats = collections.Counter()  # "replay", "capture", "eager: <reason>"
+
+    def clear(self) -> None:
+        """Drop every captured graph (they are captured again on their next call)."""
+        self.graphs.clear()
+        self.pool = None
+
+    # --------------------------------------------------------------------------- dispatch
+
+    def __call__(self, *args, **kwargs):
+        plan = self._plan(args, kwargs)
+        if isinstance(plan, str):
+            self.stats[f"eager: {plan}"] += 1
+            return self.forward(*args, **kwargs)
+        inputs, batch, length, bucket = plan
+        key = (batch, bucket, tuple(sorted(inputs)), inputs.get("attention_mask", inputs["input_ids"]).dtype)
+        entry = self.graphs.get(key)
+        if isinstance(entry, str):
+            self.stats[f"eager: {entry}"] += 1
+            return self.forward(*args, **kwargs)
+        if entry is None:
+            entry = self._build(key, inputs, length, bucket)
+            if isinstance(entry, str):
+                self.stats[f"eager: {entry}"] += 1
+                return self.forward(*args, **kwargs)
+        return entry.run(inputs, length, self.stats)
+
+    def _plan(self, args, kwargs):
+        """(inputs, batch, length, bucket) for a graphable call, else the reason it is not."""
+        if self.model.training:
+            return "training mode"
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.model.parameters()):
+            return "autograd on (use torch.no_grad() or torch.inference_mode())"
+        if len(args) > 1:
+            return "positional arguments beyond input_ids"
+        inputs = dict(kwargs)
+        if args:
+            if "input_ids" in inputs:
+                return "input_ids given twice"
+            inputs["input_ids"] = args[0]
+        use_cache = inputs.pop("use_cache", None)
+        if use_cache:
+            return "use_cache=True (graphed calls return no KV cache)"
+        for name in _PASSTHROUGH_TRUE:
+            if name in inputs and inputs.pop(name) is not True:
+                return f"{name} other than True"
+        inputs = {k: v for k, v in inputs.items() if v is not None}
+        other = sorted(set(inputs) - self.accepts)
+        if other:
+            return f"arguments {', '.join(other)}"
+        ids = inputs.get("input_ids")
+        if not torch.is_tensor(ids) or ids.dim() != 2 or ids.dtype not in (torch.int64, torch.int32):
+            return "no 2-D integer input_ids"
+        batch, length = ids.shape
+        for name, t in inputs.items():
+            if not torch.is_tensor(t) or tuple(t.shape) != (batch, length) or t.device != ids.device:
+                return f"{name} not of input_ids' shape and device"
+        if length == 0 or length > self.buckets[-1]:
+            return f"sequence of {length} tokens outside the buckets (largest {self.buckets[-1]})"
+        bucket = next(b for b in self.buckets if b >= length)
+        return inputs, batch, length, bucket
+
+    # --------------------------------------------------------------------------- capture
+
+    def _build(self, key, inputs, length, bucket):
+        batch = key[0]
+        static = {}
+        with torch.inference_mode(False):  # buffers later calls may fill outside inference mode
+            for name, t in inputs.items():
+                static[name] = torch.zeros((batch, bucket), dtype=t.dtype, device=t.device)
+            if "attention_mask" not in static and "attention_mask" in self.accepts:
+                # the padding must be masked: a call without a mask gets an all-ones one for its tokens
+                static["attention_mask"] = torch.zeros((batch, bucket), dtype=torch.int64,
+                                                       device=inputs["input_ids"].device)
+        extra = {"use_cache": False} if self.takes_use_cache else {}
+        entry = _Entry(self, static, extra)
+        entry.fill(inputs, length)
+        if not self.capture:
+            self.graphs[key] = entry
+            return entry
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side), torch.no_grad():
+                for _ in range(self.warmup):  # compiles and tunes the kernels for these shapes
+                    self.forward(**static, **extra)
+            torch.cuda.current_stream().wait_stream(side)
+            if self.pool is None:
+                self.pool = torch.cuda.graph_pool_handle()
+            graph = torch.cuda.CUDAGraph()
+            with torch.no_grad(), torch.cuda.graph(graph, pool=self.pool):
+                out = self.forward(**static, **extra)
+        except Exception as e:  # the model does something a graph cannot hold: run it eagerly
+            recover_from_failed_capture()
+            reason = f"capture failed for batch {batch}, bucket {bucket} ({type(e).__name__}: {str(e)[:200]})"
+            self.graphs[key] = reason
+            return reason
+        entry.graph, entry.out = graph, out
+        self.graphs[key] = entry
+        self.stats["capture"] += 1
+        return entry
+
+
+class _Entry:
+    """One (batch, bucket): static inputs, and a graph with its outputs (or eager padding)."""
+
+    def __init__(self, owner: GraphedForward, static: dict, extra: dict):
+        self.owner, self.static, self.extra = owner, static, extra
+        self.graph = self.out = None
+
+    def fill(self, inputs: dict, length: int) -> None:
+        for name, buf in self.static.items():
+            if name in inputs:
+                buf[:, :length].copy_(inputs[name])
+            elif name == "attention_mask":
+                buf[:, :length].fill_(1)
+            buf[:, length:].fill_(self.owner.pad_id if name == "input_ids" else 0)
+
+    def run(self, inputs: dict, length: int, stats):
+        self.fill(inputs, length)
+        if self.graph is None:
+            with torch.no_grad():
+                out = self.owner.forward(**self.static, **self.extra)
+            stats["eager padded"] += 1
+        else:
+            self.graph.replay()
+            out = self.out
+            stats["replay"] += 1
+        return _cut(out, length, next(iter(self.static.values())).shape[1])
+
+
+def _cut(out, length: int, bucket: int):
+    """Outputs back to the real length, copied out of the graph's buffers: tensors of 3 or more
+    dims whose dim 1 is the bucket are cut to ``length``; others are copied whole."""
+    if torch.is_tensor(out):
+        if out.dim() >= 3 and out.shape[1] == bucket:
+            out = out[:, :length]
+        return out.clone()
+    if isinstance(out, dict):  # ModelOutput is an OrderedDict: rebuild it with the same class
+        return out.__class__(**{k: _cut(v, length, bucket) for k, v in out.items()})
+    if isinstance(out, (tuple, list)):
+        return type(out)(_cut(v, length, bucket) for v in out)
+    return out

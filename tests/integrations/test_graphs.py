@@ -1,0 +1,81 @@
+"""GraphedForward (integrations/graphs.py) without capturing: the right-padding to a bucket,
+the output cutting and the eager fallbacks, in the interpreter. Capture itself is tested on
+the GPU (test_hf_gpu.py)."""
+
+import copy
+import importlib
+
+import pytest
+import torch
+
+from tests.helpers import assert_close_to_reference
+
+pytest.importorskip("transformers")
+
+import tritonic  # noqa: E402
+
+graphs = importlib.import_module("tritonic.integrations.graphs")
+test_hf = importlib.import_module("tests.integrations.test_hf")
+
+
+@pytest.mark.parametrize("name", ["bert", "gpt2", "llama"])
+def test_padded_to_the_bucket_gives_the_same_outputs(name, device):
+    cls, config = test_hf._models()[name]
+    torch.manual_seed(0)
+    model = cls(config).to(device).eval()
+    model.set_attn_implementation("sdpa")
+    ref_model = copy.deepcopy(model).double()
+    tritonic.optimize(model, cuda_graphs=False)
+    runner = graphs.GraphedForward(model, buckets=(8, 16), capture=False)
+    kw = test_hf._inputs(name, 2, 11, device, pad=2)
+    with torch.no_grad():
+        plain = model(**kw)
+        out = runner(**kw)
+        ref = ref_model(**kw)
+    assert type(out) is type(plain) and runner.stats["eager padded"] == 1, runner.stats
+    keep = kw["attention_mask"].bool()
+    a, b, r = out.last_hidden_state, plain.last_hidden_state, ref.last_hidden_state
+    assert a.shape == b.shape
+    assert_close_to_reference(f"{name} padded", a[keep], b[keep], r[keep], atol_ulps=8)
+    if name == "bert":  # pooled from token 0: unaffected by the padding
+        assert_close_to_reference("bert pooler", out.pooler_output, plain.pooler_output, ref.pooler_output, atol_ulps=8)
+    # no mask given: the runner masks its own padding, and positional input_ids work
+    with torch.no_grad():
+        out2 = runner(kw["input_ids"])
+        plain2 = model(input_ids=kw["input_ids"])
+    torch.testing.assert_close(out2.last_hidden_state, plain2.last_hidden_state, atol=1e-4, rtol=1e-4)
+
+
+def test_what_runs_eagerly(device):
+    cls, config = test_hf._models()["gpt2"]
+    model = cls(config).to(device).eval()
+    runner = graphs.GraphedForward(model, buckets=(16,), capture=False)
+    ids = torch.randint(1, 97, (1, 5), device=device)
+    with torch.no_grad():
+        runner(ids, use_cache=True)
+        runner(ids, output_attentions=True)
+        runner(torch.randint(1, 97, (1, 17), device=device))  # past the largest bucket
+        runner(ids, None)  # a second positional argument (past_key_values)
+    runner(ids)  # autograd on
+    model.train()
+    with torch.no_grad():
+        runner(ids)
+    reasons = " | ".join(runner.stats)
+    for part in ("use_cache=True", "output_attentions", "outside the buckets", "positional", "autograd", "training"):
+        assert part in reasons, reasons
+    assert "eager padded" not in runner.stats
+
+
+def test_optimize_wires_graphs_only_on_a_gpu(device):
+    cls, config = test_hf._models()["bert"]
+    model = cls(config).to(device).eval()
+    tritonic.optimize(model)
+    report = str(model.tritonic_report)
+    if device == "cpu":
+        assert "CUDA graphs: the model is not on a CUDA GPU" in report and "forward" not in model.__dict__
+    with pytest.raises(ValueError, match="buckets"):
+        graphs.GraphedForward(model, buckets=(0,))
+    with pytest.raises(ValueError, match="dtype"):
+        tritonic.optimize(model, dtype=torch.int8)
+    model.config.max_position_embeddings = 24  # buckets beyond the model's positions are dropped
+    assert graphs.GraphedForward(model, capture=False).buckets == (16,)
