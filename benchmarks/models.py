@@ -1,0 +1,169 @@
+"""Whole Hugging Face models, inference: HF eager (SDPA), torch.compile, torch.compile
+(mode="reduce-overhead") and ``tritonic.optimize`` (CUDA graphs per bucket), float16,
+random weights from configs.
+
+    python benchmarks/models.py [--only gpt2] [--providers eager,tritonic] [--out DIR]
+    python benchmarks/models.py --first-call [--only bert]   # seconds to the first output per new shape
+    python benchmarks/models.py --dry-run                      # CPU smoke run, no GPU
+
+Cases: BERT-base, GPT-2 (124M) and a Llama-style model (hidden 2048, 16 layers, 32 query /
+8 key-value heads, SwiGLU 5632), each at batch × sequence 1×16, 1×128, 1×512, 8×128,
+32×256. A call is ``model(input_ids=..., attention_mask=...)`` under
+``torch.inference_mode()``; its time is what a user waits for, host included (timed
+without wrapping it in a graph of our own: ``no_graph``). TFLOP/s counts 2 FLOPs per
+parameter per token (attention scores left out).
+
+``--first-call`` writes "models_first_call": seconds from a fresh model (or a fresh shape
+for the compiled ones) to its first output, cold compile and tuning caches aside.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+try:
+    import tritonic  # noqa: F401
+except ImportError:  # run from a checkout without installing: use ./src
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import torch
+
+from tritonic.bench import Benchmark, main
+
+DT = torch.float16
+SHAPES = ((1, 16), (1, 128), (1, 512), (8, 128), (32, 256))
+
+
+def _config(name: str, tiny: bool = False):
+    from transformers import BertConfig, GPT2Config, LlamaConfig
+
+    if tiny:  # --dry-run
+        return {"bert": BertConfig(vocab_size=97, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                   intermediate_size=64),
+                "gpt2": GPT2Config(vocab_size=97, n_embd=32, n_layer=1, n_head=2),
+                "llama": LlamaConfig(vocab_size=97, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                     num_key_value_heads=2, intermediate_size=64)}[name]
+    return {"bert": BertConfig(),  # bert-base-uncased's shape
+            "gpt2": GPT2Config(),  # the 124M model
+            "llama": LlamaConfig(vocab_size=32000, hidden_size=2048, num_hidden_layers=16, num_attention_heads=32,
+                                 num_key_value_heads=8, intermediate_size=5632, max_position_embeddings=2048)}[name]
+
+
+def _case(model, B, S):
+    return {"name": f"{model} {B}x{S}", "model": model, "B": B, "S": S}
+
+
+CASES = [_case(m, B, S) for m in ("bert", "gpt2", "llama") for B, S in SHAPES]
+SMOKE_CASES = [_case(m, 2, 8) for m in ("bert", "gpt2", "llama")]
+
+_MODELS: dict = {}  # (model name, provider, device) -> callable model, reused across cases
+
+
+def _build(name: str, kind: str, device: str):
+    key = (name, kind, device)
+    if key in _MODELS:
+        return _MODELS[key]
+    from transformers import AutoModel
+
+    if any(k[0] != name for k in _MODELS):  # one architecture at a time (its 4 providers side by side)
+        _MODELS.clear()
+        torch._dynamo.reset()
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    torch.manual_seed(0)
+    model = AutoModel.from_config(_config(name, tiny=device != "cuda"), attn_implementation="sdpa")
+    model = model.to(device, DT if device == "cuda" else torch.float32).eval()
+    if kind == "torch.compile":
+        model = torch.compile(model)
+    elif kind == "reduce-overhead":
+        model = torch.compile(model, mode="reduce-overhead")
+    elif kind == "tritonic":
+        import tritonic as T
+
+        T.optimize(model)
+    _MODELS[key] = model
+    return model
+
+
+def _inputs(case, vocab: int):
+    B, S, dev = case["B"], case["S"], case["device"]
+    ids = torch.randint(1, vocab, (B, S), device=dev)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def provider(kind):
+    def factory(case, mode, n_sets):
+        if kind in ("torch.compile", "reduce-overhead") and case["device"] != "cuda":
+            return None
+        model = _build(case["model"], kind, case["device"])
+        kw = _inputs(case, 97 if case["device"] != "cuda" else 1000)
+
+        def call():
+            with torch.inference_mode():
+                return model(**kw)
+        call.no_graph = True  # a user's call as it is: host time included
+        return [call]
+    return factory
+
+
+def _params(name: str) -> int:
+    c = _config(name)
+    if name == "llama":
+        h, L, f = c.hidden_size, c.num_hidden_layers, c.intermediate_size
+        kv = h * c.num_key_value_heads // c.num_attention_heads
+        return L * (2 * h * h + 2 * h * kv + 3 * h * f)
+    h, L = (c.hidden_size, c.num_hidden_layers) if name == "bert" else (c.n_embd, c.n_layer)
+    return L * 12 * h * h
+
+
+BENCH = Benchmark(
+    name="models",
+    cases=CASES,
+    smoke_cases=SMOKE_CASES,
+    providers={"eager": provider("eager"), "torch.compile": provider("torch.compile"),
+               "reduce-overhead": provider("reduce-overhead"), "tritonic": provider("tritonic")},
+    bytes=lambda case, mode: 2 * _params(case["model"]),
+    flops=lambda case, mode: 2 * _params(case["model"]) * case["B"] * case["S"],
+    modes=("fwd",),
+    baselines=("eager", "torch.compile", "reduce-overhead"),
+)
+
+
+def first_call(argv) -> int:
+    """Seconds to the first output: a fresh tritonic-optimized model at each shape (a new
+    bucket: kernels compiled and tuned, graph captured), and torch.compile per new shape."""
+    from tritonic.bench.harness import write_json
+
+    only = argv[argv.index("--only") + 1] if "--only" in argv else ""
+    out = argv[argv.index("--out") + 1] if "--out" in argv else "benchmarks/results"
+    rows = []
+    for case in CASES:
+        if only not in case["name"]:
+            continue
+        case = {**case, "device": "cuda"}
+        for kind in ("tritonic", "reduce-overhead"):
+            _MODELS.clear()
+            torch._dynamo.reset()
+            model = _build(case["model"], kind, "cuda")
+            kw = _inputs(case, 1000)
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            with torch.inference_mode():
+                model(**kw)
+            torch.cuda.synchronize()
+            s = time.perf_counter() - t
+            print(f"{case['name']} {kind}: first call {s:.2f} s", flush=True)
+            rows.append({"bench": "models_first_call", "case": case["name"], "mode": "fwd", "provider": kind,
+                         "metric": "s", "value": s})
+    print(f"wrote {len(rows)} rows to {write_json(rows, out, 'models_first_call')}")
+    return 0
+
+
+if __name__ == "__main__":
+    argv = sys.argv[1:]
+    if "--first-call" in argv:
+        argv.remove("--first-call")
+        sys.exit(first_call(argv))
+    sys.exit(main(BENCH, argv))
