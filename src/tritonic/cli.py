@@ -283,7 +283,7 @@ def cmd_bench(args) -> int:
     if args.what == "models":
         script = root / "models.py"
         if not script.exists():
-            print("tritonic bench models: benchmarks/models.py is not written yet (issue 7)", file=sys.stderr)
+            print(f"tritonic bench models: {script} is missing from this checkout", file=sys.stderr)
             return 2
         names = ["models"]
     else:
@@ -300,6 +300,8 @@ def cmd_bench(args) -> int:
             cmd.append("--dry-run")
         if args.quick:
             cmd.append("--quick")
+        if name == "models" and args.only:  # for models, --only picks the cases (bert, gpt2, llama 1x16, ...)
+            cmd += ["--only", args.only]
         print(f"=== {name}: {' '.join(cmd[1:])}", flush=True)
         rc = subprocess.call(cmd)
         failed += rc != 0
@@ -397,7 +399,7 @@ def main(argv=None) -> int:
     demo.set_defaults(func=cmd_demo)
     bench = sub.add_parser("bench", help="run the benchmarks (ops or models), print tables, write JSON and charts")
     bench.add_argument("what", choices=("ops", "models"))
-    bench.add_argument("--only", help="only the benchmarks whose name contains this (norm, matmul, attention, ...)")
+    bench.add_argument("--only", help="ops: only the benchmarks whose name contains this (norm, matmul, attention, ...); models: only these cases (bert, gpt2 1x128, ...)")
     bench.add_argument("--out", default="benchmarks/results", help="results folder (default benchmarks/results)")
     bench.add_argument("--quick", action="store_true", help="fewer repetitions")
     bench.add_argument("--dry-run", action="store_true", help="tiny cases on the CPU, to check the set-up")
