@@ -13,7 +13,8 @@ and output once per pass). The forward+backward of an elementwise op is timed as
 "fused_linear_ce" (--flce): 8192 tokens, hidden 4096, vocabulary 128256, bfloat16; eager is
 ``F.cross_entropy(F.linear(h, W), t)``; TFLOP/s counts the three GEMMs (6·N·H·V). It also
 writes "fused_linear_ce_memory": the peak memory each provider allocates beyond its inputs
-during one forward+backward.
+during one forward+backward. "tritonic-lowmem" is ``low_memory=True`` (shown beside the
+others; the ratios are the default tritonic's).
 """
 
 from __future__ import annotations
@@ -218,6 +219,8 @@ def _flce_fn(kind):
         return lambda h, w, t: liger_fused_linear_cross_entropy(h, w, t)
     from tritonic.ops.loss import fused_linear_cross_entropy
 
+    if kind == "tritonic-lowmem":  # the two-pass variant: 256-row chunks, dW per vocabulary slice
+        return lambda h, w, t: fused_linear_cross_entropy(h, w, t, check_targets=False, low_memory=True)
     return lambda h, w, t: fused_linear_cross_entropy(h, w, t, check_targets=False)
 
 
@@ -247,7 +250,8 @@ FLCE_BENCH = Benchmark(
     cases=FLCE_CASES,
     smoke_cases=FLCE_SMOKE,
     providers={"eager": flce_provider("eager"), "torch.compile": flce_provider("torch.compile"),
-               "liger": flce_provider("liger"), "tritonic": flce_provider("tritonic")},
+               "liger": flce_provider("liger"), "tritonic-lowmem": flce_provider("tritonic-lowmem"),
+               "tritonic": flce_provider("tritonic")},
     bytes=lambda case, mode: 2 * 2 * (case["N"] + case["V"]) * case["H"],
     flops=lambda case, mode: 6 * case["N"] * case["H"] * case["V"],
     modes=("fwd+bwd",),
@@ -267,7 +271,7 @@ def flce_memory(out: str, dry_run: bool) -> None:
     rows = []
     for case in FLCE_CASES:
         case = {**case, "device": "cuda"}
-        for kind in ("eager", "torch.compile", "liger", "tritonic"):
+        for kind in ("eager", "torch.compile", "liger", "tritonic-lowmem", "tritonic"):
             fn = _flce_fn(kind)
             if fn is None:
                 continue

@@ -47,15 +47,16 @@ def flce_sweep():
     h = torch.randn(N, H, dtype=dt, device="cuda", requires_grad=True)
     w = (torch.randn(V, H, dtype=dt, device="cuda") / 64).requires_grad_()
     t = torch.randint(0, V, (N,), device="cuda")
-    for c in (256, 512, 1024, 2048):
-        f = lambda: torch.autograd.grad(L.fused_linear_cross_entropy(h, w, t, check_targets=False, chunk_rows=c), (h, w))
+    for c, low in ((256, False), (512, False), (1024, False), (2048, False), (128, True), (256, True), (512, True)):
+        f = lambda: torch.autograd.grad(L.fused_linear_cross_entropy(h, w, t, check_targets=False, chunk_rows=c,
+                                                                     low_memory=low), (h, w))
         f(); torch.cuda.synchronize(); torch.cuda.empty_cache()
         base = torch.cuda.memory_allocated(); torch.cuda.reset_peak_memory_stats()
         g = f(); torch.cuda.synchronize()
         peak = (torch.cuda.max_memory_allocated() - base) / 2**30
         del g
         ms = bench(f)
-        print(f"flce chunk={c}: {ms:.2f} ms peak extra {peak:.3f} GiB", flush=True)
+        print(f"flce chunk={c}{' low_memory' if low else ''}: {ms:.2f} ms peak extra {peak:.3f} GiB", flush=True)
 
 
 for name in what:

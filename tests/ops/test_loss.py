@@ -112,8 +112,9 @@ def _check_fused(N, H, V, dtype, device, bias=False, grads=("hidden", "weight"),
     if bias:
         args["bias"] = torch.randn(V, device=device).to(dtype)
         grads = (*grads, "bias")
-    check_op(lambda **a: fused_linear_cross_entropy(**a, **kw), lambda **a: fused_linear_cross_entropy_reference(**a, **{
-        k: v for k, v in kw.items() if k != "chunk_rows"}), args, grads=list(grads))
+    ref_kw = {k: v for k, v in kw.items() if k not in ("chunk_rows", "low_memory", "vocab_chunk")}
+    check_op(lambda **a: fused_linear_cross_entropy(**a, **kw), lambda **a: fused_linear_cross_entropy_reference(
+        **a, **ref_kw), args, grads=list(grads))
 
 
 @pytest.mark.parametrize("chunk_rows", [None, 3, 5])
@@ -208,3 +209,15 @@ def test_fused_linear_loss_dtype(device):
     assert loss.dtype == torch.float32
     ref = cross_entropy_reference(hidden.double() @ weight.double().t(), target)
     assert abs(loss.double() - ref) < 2e-3  # the float32 sum keeps more digits than a float16 loss
+
+
+@pytest.mark.parametrize("vocab_chunk", [None, 8, 37])
+def test_fused_linear_low_memory(vocab_chunk, device):
+    """The two-pass variant: dW and db from vocabulary slices (windows of the gradient kernel)."""
+    _check_fused(11, 16, 37, torch.float32, device, chunk_rows=4, low_memory=True, vocab_chunk=vocab_chunk)
+    _check_fused(9, 16, 50, torch.float32, device, bias=True, chunk_rows=4, low_memory=True, vocab_chunk=16,
+                 label_smoothing=0.1, z_loss=1e-3, softcap=4.0, reduction="sum")
+    _check_fused(7, 16, 30, torch.float32, device, grads=("weight",), low_memory=True, vocab_chunk=7)
+    with pytest.raises(ValueError, match="vocab_chunk is for low_memory"):
+        fused_linear_cross_entropy(torch.randn(2, 4, device=device), torch.randn(5, 4, device=device),
+                                   torch.tensor([1, 2], device=device), vocab_chunk=2)

@@ -87,6 +87,7 @@ def _ce_bwd(
     DLOSS,  # gradient of each row's loss, row stride stride_g (0: one value for every row)
     DLOGITS,  # (N, V) out, row stride stride_d, unit stride along V; may be LOGITS itself
     stride_l, stride_d, stride_g, V, ignore_index, smoothing, z_coef, softcap,
+    col0, width,  # LOGITS / DLOGITS hold the classes col0 .. col0 + width - 1 of V (0, V: all)
     HAS_SMOOTHING: tl.constexpr, HAS_Z: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
     BLOCK_V: tl.constexpr,
 ):
@@ -96,6 +97,7 @@ def _ce_bwd(
     t = tl.load(TARGET + row)
     g = tl.load(DLOSS + row * stride_g).to(tl.float32)
     g = tl.where(t != ignore_index, g, 0.0)
+    t = t - col0  # the target's column within this window
     m = tl.load(LSE + 2 * row)
     log_s = tl.load(LSE + 2 * row + 1)
     lse = m + log_s
@@ -107,9 +109,9 @@ def _ce_bwd(
     if HAS_SMOOTHING:
         hit = 1.0 - smoothing
         floor = smoothing / V
-    for start in range(0, V, BLOCK_V):
+    for start in range(0, width, BLOCK_V):
         cols = start + tl.arange(0, BLOCK_V)
-        inside = cols < V
+        inside = cols < width
         x = tl.load(base + cols, mask=inside, other=0.0).to(tl.float32)
         z = _capped(x, softcap, HAS_SOFTCAP)
         d = tl.exp((z - m) - log_s) * p_scale - tl.where(cols == t, hit, 0.0) - floor

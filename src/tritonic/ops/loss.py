@@ -85,14 +85,17 @@ def _launch_fwd(logits, target, ignore_index, smoothing, z_coef, softcap):
     return loss, lse
 
 
-def _launch_bwd(dloss, logits, target, lse, ignore_index, smoothing, z_coef, softcap, out=None):
-    """The logits' gradient; ``out`` (an (N, V) buffer, possibly ``logits`` itself) receives it."""
-    N, V = logits.shape
+def _launch_bwd(dloss, logits, target, lse, ignore_index, smoothing, z_coef, softcap, out=None, col0=0, V=None):
+    """The logits' gradient; ``out`` (an (N, width) buffer, possibly ``logits`` itself)
+    receives it. ``logits`` may hold a window of the classes, ``col0 .. col0 + width - 1`` of
+    ``V`` (the row's log-sum-exp in ``lse`` covers all ``V``)."""
+    N, width = logits.shape
+    V = width if V is None else V
     out = empty_like(logits) if out is None else out
     if N:
         launch(_ce_bwd, (N,), logits, target, lse, dloss, out, logits.stride(0), out.stride(0),
-               dloss.stride(0) if dloss.dim() else 0, V, ignore_index, smoothing, z_coef, softcap,
-               **_flags(smoothing, z_coef, softcap), BLOCK_V=_block_v(V), num_warps=8 if V > 4096 else 4)
+               dloss.stride(0) if dloss.dim() else 0, V, ignore_index, smoothing, z_coef, softcap, col0, width,
+               **_flags(smoothing, z_coef, softcap), BLOCK_V=_block_v(width), num_warps=8 if width > 4096 else 4)
     return out
 
 
@@ -221,11 +224,16 @@ def _chunk_rows(N: int, V: int, H: int) -> int:
     return min(N, rows)
 
 
-def _flce_forward(hidden, weight, bias, target, ignore_index, mean, smoothing, z_coef, softcap, chunk, need_dh,
-                  need_dw, need_db):
+def _flce_forward(hidden, weight, bias, target, ignore_index, mean, smoothing, z_coef, softcap, chunk, vocab_chunk,
+                  need_dh, need_dw, need_db):
     """(float32 loss, dh, dw, db) with the gradients for an upstream gradient of 1 (empty
     tensors where not needed). Chunk by chunk: logits, loss, then the logits' gradient written
-    over the logits themselves, then its products into dh, dW and db."""
+    over the logits themselves, then its products into dh, dW and db.
+
+    ``vocab_chunk`` > 0 (low memory): dW and db come from a second pass over slices of the
+    vocabulary instead — each slice's logits for all tokens recomputed from the rows' saved
+    log-sum-exp, and its rows of dW written once (K = all tokens) rather than added into by
+    every token chunk. One more GEMM, but small chunks then cost no dW traffic."""
     N, H = hidden.shape
     V = weight.shape[0]
     valid = target != ignore_index
@@ -238,6 +246,8 @@ def _flce_forward(hidden, weight, bias, target, ignore_index, mean, smoothing, z
     dh = empty_like(hidden) if need_dh else hidden.new_empty(0)
     dw = empty_like(weight) if need_dw else weight.new_empty(0)  # the first chunk's GEMM writes it whole
     db = torch.zeros((V,), dtype=torch.float32, device=weight.device) if need_db else weight.new_empty(0)
+    two_pass = vocab_chunk > 0 and (need_dw or need_db)
+    lse_all = empty((N, 2), dtype=torch.float32, device=hidden.device) if two_pass else None
     buf = empty((min(chunk, N), V), dtype=hidden.dtype, device=hidden.device)  # one chunk's logits, reused
     for lo in range(0, N, chunk):
         hi = min(N, lo + chunk)
@@ -249,11 +259,15 @@ def _flce_forward(hidden, weight, bias, target, ignore_index, mean, smoothing, z
             torch.addmm(bias, h, weight.t(), out=logits)
         rows, lse = _launch_fwd(logits, t, ignore_index, smoothing, z_coef, softcap)
         loss_rows[lo:hi] = rows
-        if need_dh or need_dw or need_db:
+        if two_pass:
+            lse_all[lo:hi] = lse
+        if need_dh or ((need_dw or need_db) and not two_pass):
             g = _launch_bwd(scale.expand(hi - lo), logits, t, lse, ignore_index, smoothing, z_coef, softcap,
                             out=logits)  # the logits are not needed again: their gradient overwrites them
             if need_dh:
                 torch.mm(g, weight, out=dh[lo:hi])
+            if two_pass:
+                continue
             if need_dw:  # the GEMM accumulates in float32; the running sum is kept in dw's dtype
                 if lo == 0:
                     torch.mm(g.t(), h, out=dw)
@@ -261,6 +275,24 @@ def _flce_forward(hidden, weight, bias, target, ignore_index, mean, smoothing, z
                     dw.addmm_(g.t(), h)
             if need_db:
                 db += g.sum(0, dtype=torch.float32)
+    if two_pass:
+        del buf, logits
+        width = min(vocab_chunk, V)
+        flat = empty((N * width,), dtype=hidden.dtype, device=hidden.device)  # one slice's logits, reused
+        rows_scale = scale.expand(N)
+        for v0 in range(0, V, width):
+            v1 = min(V, v0 + width)
+            lv = flat[:N * (v1 - v0)].view(N, v1 - v0)
+            if bias is None:
+                torch.mm(hidden, weight[v0:v1].t(), out=lv)
+            else:
+                torch.addmm(bias[v0:v1], hidden, weight[v0:v1].t(), out=lv)
+            g = _launch_bwd(rows_scale, lv, target, lse_all, ignore_index, smoothing, z_coef, softcap, out=lv,
+                            col0=v0, V=V)
+            if need_dw:
+                torch.mm(g.t(), hidden, out=dw[v0:v1])
+            if need_db:
+                db[v0:v1] = g.sum(0, dtype=torch.float32)
     total = loss_rows.sum()
     loss = total * scale if mean else total  # no valid row: 0 * inf = NaN, as PyTorch's 0 / 0
     return loss, dh, dw, db.to(weight.dtype) if need_db else db
@@ -269,17 +301,17 @@ def _flce_forward(hidden, weight, bias, target, ignore_index, mean, smoothing, z
 @torch.library.custom_op("tritonic::fused_linear_cross_entropy", mutates_args=())
 def _flce_op(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, target: torch.Tensor,
              ignore_index: int, mean: bool, smoothing: float, z_coef: float, softcap: float, chunk: int,
-             need_dh: bool, need_dw: bool, need_db: bool
+             vocab_chunk: int, need_dh: bool, need_dw: bool, need_db: bool
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     # an opaque op for torch.compile: its point is the memory of its chunked loop, which must
     # not be traced into one graph that holds every chunk's logits
     return _flce_forward(hidden, weight, bias, target, ignore_index, mean, smoothing, z_coef, softcap, chunk,
-                         need_dh, need_dw, need_db)
+                         vocab_chunk, need_dh, need_dw, need_db)
 
 
 @_flce_op.register_fake
-def _flce_fake(hidden, weight, bias, target, ignore_index, mean, smoothing, z_coef, softcap, chunk, need_dh,
-               need_dw, need_db):
+def _flce_fake(hidden, weight, bias, target, ignore_index, mean, smoothing, z_coef, softcap, chunk, vocab_chunk,
+               need_dh, need_dw, need_db):
     return (hidden.new_empty((), dtype=torch.float32),
             hidden.new_empty(hidden.shape) if need_dh else hidden.new_empty(0),
             weight.new_empty(weight.shape) if need_dw else weight.new_empty(0),
@@ -296,7 +328,7 @@ def _flce_setup(ctx, inputs, output):
 
 def _flce_grad(ctx, dloss, _dh, _dw, _db):
     if dloss is None:  # the loss itself was not used
-        return (None,) * 13
+        return (None,) * 14
     if ctx.used:
         raise RuntimeError("fused_linear_cross_entropy: backward through the same loss twice (retain_graph=True) "
                            "is not supported: the gradients were computed in the forward and scaled in place by "
@@ -308,8 +340,7 @@ def _flce_grad(ctx, dloss, _dh, _dw, _db):
     else:  # in place: a scaled copy of dW would add the size of the head to the peak memory
         ctx.used = True
         scaled = [None if t.numel() == 0 else t.mul_(g) for t in (dh, dw, db)]
-    return (scaled[0], scaled[1], scaled[2] if ctx.has_bias else None, None, None, None, None, None, None, None,
-            None, None, None)
+    return (scaled[0], scaled[1], scaled[2] if ctx.has_bias else None, *(None,) * 11)
 
 
 _flce_op.register_autograd(_flce_grad, setup_context=_flce_setup)
@@ -317,20 +348,25 @@ _flce_op.register_autograd(_flce_grad, setup_context=_flce_setup)
 
 def fused_linear_cross_entropy(hidden, weight, target, bias=None, ignore_index=-100, reduction="mean",
                                label_smoothing=0.0, z_loss=0.0, softcap=None, *, chunk_rows=None,
-                               check_targets=True, loss_dtype=None):
+                               check_targets=True, loss_dtype=None, low_memory=False, vocab_chunk=None):
     """``cross_entropy(F.linear(hidden, weight, bias), target, ...)`` without the (N, V) logits.
 
     ``hidden`` ``(..., H)``, ``weight`` ``(V, H)`` (the language-model head), ``target``
     ``(...)``. Tokens go through in chunks of ``chunk_rows`` (default: at least 1024 rows,
     more while a chunk's logits stay within a quarter of ``weight``'s or all of ``hidden``'s
-    size; fewer rows save memory, but each chunk reads and writes ``dW`` once more); the gradients of ``hidden``, ``weight`` and ``bias`` are
-    computed during the forward and scaled in place by the upstream gradient in the backward (so one backward per forward), so
-    only one chunk of logits ever exists. ``reduction`` is ``"mean"`` or ``"sum"``. The op
+    size; fewer rows save memory, but each chunk reads and writes ``dW`` once more); the
+    gradients of ``hidden``, ``weight`` and ``bias`` are computed during the forward and
+    scaled in place by the upstream gradient in the backward (so one backward per forward),
+    so only one chunk of logits ever exists. ``reduction`` is ``"mean"`` or ``"sum"``. The op
     is ``tritonic::fused_linear_cross_entropy``, opaque to ``torch.compile`` (its chunked loop
     is what saves the memory). In half precision ``dW`` accumulates over the chunks in the
     weight's dtype (each chunk's product in float32 inside the GEMM). The loss is summed in
     float32 and returned in ``loss_dtype`` (default: ``hidden``'s dtype, like ``F.cross_entropy``
-    on half-precision logits; ``torch.float32`` keeps its digits, as autocast would)."""
+    on half-precision logits; ``torch.float32`` keeps its digits, as autocast would).
+
+    ``low_memory=True`` trades one more GEMM for memory: token chunks of 256 rows by default,
+    and dW from a second pass over slices of ``vocab_chunk`` classes (default: as many logits
+    per slice as per token chunk), each slice's dW rows written once."""
     op = "fused_linear_cross_entropy"
     check_tensor(op, "hidden", hidden, min_dim=1)
     check_tensor(op, "weight", weight, min_dim=2)
@@ -360,13 +396,20 @@ def fused_linear_cross_entropy(hidden, weight, target, bias=None, ignore_index=-
     check_kernel_device(op, "hidden", hidden)
     h2, t2 = hidden.reshape(-1, H), target.reshape(-1)
     N = h2.shape[0]
-    chunk = int(chunk_rows) if chunk_rows is not None else _chunk_rows(N, V, H)
+    chunk = int(chunk_rows) if chunk_rows is not None else (min(N, 256) if low_memory else _chunk_rows(N, V, H))
     if chunk < 1:
         raise ValueError(f"{op}: chunk_rows must be a positive int, got {chunk_rows!r}")
+    vchunk = 0
+    if low_memory:
+        vchunk = int(vocab_chunk) if vocab_chunk is not None else min(V, max(512, chunk * V // max(N, 1) // 128 * 128))
+        if vchunk < 1:
+            raise ValueError(f"{op}: vocab_chunk must be a positive int, got {vocab_chunk!r}")
+    elif vocab_chunk is not None:
+        raise ValueError(f"{op}: vocab_chunk is for low_memory=True")
     grad = torch.is_grad_enabled()
     need = (grad and hidden.requires_grad, grad and weight.requires_grad,
             grad and bias is not None and bias.requires_grad)
     loss = torch.ops.tritonic.fused_linear_cross_entropy(h2, weight, bias, t2, int(ignore_index), reduction == "mean",
                                                          float(label_smoothing), float(z_loss), float(softcap or 0.0),
-                                                         chunk, *need)[0]
+                                                         chunk, vchunk, *need)[0]
     return loss.to(hidden.dtype if loss_dtype is None else loss_dtype)
