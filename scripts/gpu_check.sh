@@ -6,6 +6,7 @@
 #   BENCH_ARGS="--graph always" scripts/gpu_check.sh OUTDIR   # flags for every benchmark
 #   PACK=1 scripts/gpu_check.sh OUTDIR      # everything packed into OUTDIR/gpu_check.tgz
 #   BENCHES="launch matmul" scripts/gpu_check.sh OUTDIR   # only these benchmarks/*.py
+#     (models.py compiles torch.compile baselines per shape: many minutes; leave it out of short runs)
 #   SKIP="tests tune" scripts/gpu_check.sh OUTDIR          # leave out steps: tests, tune
 #
 # Writes into OUTDIR:
@@ -122,12 +123,12 @@ for script in benchmarks/*.py; do
     start=$SECONDS
     # shellcheck disable=SC2086  # BENCH_ARGS is a list of flags, e.g. "--graph always"
     python3 "$script" --out "$OUT/results" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench_$name.log"
-    step "$script ($((SECONDS - start)) s) -> $OUT/bench_$name.log" $?
+    step "$script ($((SECONDS - start)) s) -> $OUT/bench_$name.log" "${PIPESTATUS[0]}"
     if [ "$name" = memory_bound ]; then  # the fused linear cross-entropy: time and peak memory
         start=$SECONDS
         # shellcheck disable=SC2086
         python3 "$script" --flce --out "$OUT/results" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench_${name}_flce.log"
-        step "$script --flce ($((SECONDS - start)) s) -> $OUT/bench_${name}_flce.log" $?
+        step "$script --flce ($((SECONDS - start)) s) -> $OUT/bench_${name}_flce.log" "${PIPESTATUS[0]}"
     fi
 done
 
