@@ -22,6 +22,8 @@ from tritonic.bench.harness import measure
 from tritonic.ops import norm as norm_ops
 
 SHAPES = [(4096, 768), (16384, 4096), (8192, 8192), (4096, 16384)]
+# Forward cache hints tried: (one-pass loads' eviction policy, streaming store of Y).
+HINTS = [("", False), ("", True), ("evict_first", False), ("evict_first", True)]
 
 
 def _sets(M, N, n):
@@ -50,6 +52,25 @@ def time_fwd(which, sets, w, b):
     return _graphed([one(s) for s in sets])
 
 
+def time_compiled(which, sets, w, b):
+    """torch.compile's forward at the same shape, timed the same way (the baseline)."""
+    N = sets[0]["x"].shape[-1]
+    if which == "layer":
+        f = torch.compile(lambda x: torch.nn.functional.layer_norm(x, (N,), w, b), dynamic=False)
+    else:
+        f = torch.compile(lambda x: torch.nn.functional.rms_norm(x, (N,), w, 1e-6), dynamic=False)
+
+    def one(s):
+        @torch.no_grad()
+        def run():
+            f(s["x"])
+        return run
+    fns = [one(s) for s in sets]
+    for fn in fns:
+        fn()
+    return _graphed(fns)
+
+
 def time_bwd(which, sets, w, b):
     def one(s):
         x = s["x"].detach().requires_grad_(True)
@@ -64,11 +85,14 @@ def main():
     p.add_argument("--out", default=".")
     p.add_argument("--top", type=int, default=4)
     p.add_argument("--directions", default="fwd,bwd", help="comma-separated: fwd, bwd")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile's forward")
+    p.add_argument("--shapes", default=None, help="e.g. 4096x768,8192x8192 (default: the benchmark's four)")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
     results = []
     orig_fwd, orig_bwd = norm_ops._fwd_config, norm_ops._bwd_config
-    for (M, N), which in itertools.product(SHAPES, ("layer", "rms")):
+    shapes = [tuple(int(v) for v in t.split("x")) for t in args.shapes.split(",")] if args.shapes else SHAPES
+    for (M, N), which in itertools.product(shapes, ("layer", "rms")):
         n_sets = max(1, min(8, (200 << 20) // (M * N * 2 * 2)))
         sets = _sets(M, N, n_sets)
         w = torch.randn(N, device="cuda", dtype=torch.bfloat16, requires_grad=True)
@@ -78,20 +102,30 @@ def main():
         default_f, default_b = orig_fwd(N), orig_bwd(N)
         for direction in args.directions.split(","):
             rows = []
-            if direction == "fwd":  # (BLOCK_M, warps, 0, columns per step: the row, or a chunk)
-                options = [(bm, w, 0, block_n) for bm in (1, 2, 4, 8, 16) for w in (4, 8, 16, 32)]
+            if direction == "fwd":  # (BLOCK_M, warps, 0, columns per step: the row, or a chunk, hints)
+                # Launch shapes first with the default hints; the best few are retried below
+                # with the other hints.
+                options = [(bm, w, 0, block_n, HINTS[0]) for bm in (1, 2, 4, 8, 16) for w in (4, 8, 16, 32)]
                 if block_n >= 4096:  # the two-pass chunked path
-                    options += [(bm, w, 0, ch) for bm in (1, 2) for w in (4, 8, 16) for ch in (1024, 2048, 4096)]
+                    options += [(bm, w, 0, ch, HINTS[0]) for bm in (1, 2) for w in (4, 8, 16) for ch in (1024, 2048, 4096)]
             else:  # (BLOCK_M, warps, programs per SM)
-                options = [(bm, w, k, block_n) for bm in (1, 2, 4, 8) for w in (4, 8, 16, 32) for k in (1, 2, 3)]
-            for opt in options:
-                block_m, warps, per_sm, cols = opt
+                options = [(bm, w, k, block_n, None) for bm in (1, 2, 4, 8) for w in (4, 8, 16, 32) for k in (1, 2, 3)]
+            # Forward, in two rounds: launch shapes, then the best 4 with the other cache hints.
+            n_base, i = len(options), 0
+            while True:
+                if direction == "fwd" and rows and i == n_base and len(options) == n_base:
+                    best = sorted(rows, key=lambda r: r["ms"])[:4]
+                    options += [(r["block_m"], r["num_warps"], 0, r["cols"], h) for r in best for h in HINTS[1:]]
+                if i >= len(options):
+                    break
+                block_m, warps, per_sm, cols, hints = options[i]
+                i += 1
                 per_thread = block_m * cols // (32 * warps)  # elements each thread holds
                 if block_m * cols > 32768 or not 4 <= per_thread <= 64:
                     continue
                 if direction == "fwd":
-                    cfg = (cols == block_n, block_m, cols, warps)
-                    norm_ops._fwd_config = lambda n, c=cfg: c
+                    cfg = (cols == block_n, block_m, cols, warps) + tuple(hints)
+                    norm_ops._fwd_config = lambda n, o=None, c=cfg: c
                 else:
                     cfg = (True, block_m, block_n, warps, per_sm)
                     norm_ops._bwd_config = lambda n, c=cfg: c
@@ -104,8 +138,13 @@ def main():
                     norm_ops._fwd_config, norm_ops._bwd_config = orig_fwd, orig_bwd
                 gbs = (fwd_bytes if direction == "fwd" else bwd_bytes) / ms / 1e6
                 rows.append(dict(norm=which, M=M, N=N, direction=direction, block_m=block_m, num_warps=warps,
-                                 per_sm=per_sm, cols=cols, single=cols == block_n,  ms=ms, gbs=gbs))
+                                 per_sm=per_sm, cols=cols, single=cols == block_n, hints=hints, ms=ms, gbs=gbs))
             d_ms = (time_fwd if direction == "fwd" else time_bwd)(which, sets, w, b)
+            if direction == "fwd" and args.compile:
+                c_ms = time_compiled(which, sets, w, b)
+                print(f"== {which}_norm {M}x{N} fwd: torch.compile {c_ms * 1e3:.1f} us "
+                      f"({fwd_bytes / c_ms / 1e6:.0f} GB/s)")
+                results.append(dict(norm=which, M=M, N=N, direction="fwd", provider="torch.compile", ms=c_ms))
             rows.sort(key=lambda r: r["ms"])
             results += rows
             dflt = default_f if direction == "fwd" else default_b
@@ -113,7 +152,8 @@ def main():
                   f"({(fwd_bytes if direction == 'fwd' else bwd_bytes) / d_ms / 1e6:.0f} GB/s)")
             for r in rows[: args.top]:
                 print(f"   block_m={r['block_m']:<2} warps={r['num_warps']:<2} per_sm={r['per_sm']:<2} "
-                  f"{'row' if r['single'] else 'chunk ' + str(r['cols']):<10} "
+
+                      f"{'row' if r['single'] else 'chunk ' + str(r['cols']):<10} {r['hints']} "
                       f"{r['ms'] * 1e3:8.1f} us {r['gbs']:6.0f} GB/s")
         del sets
         torch.cuda.empty_cache()
@@ -122,11 +162,11 @@ def main():
     # The best forward launch per BLOCK_N (LayerNorm and RMSNorm times added), in the format
     # of ops/norm.py's TRITONIC_NORM_FWD_TABLE override.
     best = {}
-    for N in sorted({r["N"] for r in results if r["direction"] == "fwd"}):
+    for N in sorted({r["N"] for r in results if r["direction"] == "fwd" and "provider" not in r}):
         totals = {}
         for r in results:
-            if r["direction"] == "fwd" and r["N"] == N:
-                key = (r["single"], r["block_m"], r["cols"], r["num_warps"])
+            if r["direction"] == "fwd" and r["N"] == N and "provider" not in r:
+                key = (r["single"], r["block_m"], r["cols"], r["num_warps"]) + tuple(r["hints"])
                 totals.setdefault(key, []).append(r["ms"])
         complete = {k: sum(v) for k, v in totals.items() if len(v) == 2}
         if complete:

@@ -130,3 +130,56 @@ def test_models_the_kernels_cannot_take_are_left_alone(device, monkeypatch):
     monkeypatch.setattr(rt, "can_run_kernels", lambda d: False)  # e.g. a CPU model on a GPU machine
     tritonic.optimize(model)
     assert "where tritonic's kernels cannot run" in str(model.tritonic_report)
+
+
+def _sinks_and_softcap_models():
+    from transformers import Gemma2Config, Gemma2Model, GptOssConfig, GptOssModel
+
+    return {
+        # attention sinks (s_aux): computed by neither the kernels nor SDPA
+        "gpt_oss": (GptOssModel, GptOssConfig(vocab_size=97, hidden_size=64, num_hidden_layers=2,
+                                              num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                              intermediate_size=64, num_local_experts=4, num_experts_per_tok=2,
+                                              sliding_window=4, max_position_embeddings=64)),
+        # attention logit softcapping: SDPA refuses it
+        "gemma2": (Gemma2Model, Gemma2Config(vocab_size=97, hidden_size=64, num_hidden_layers=2,
+                                             num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                             intermediate_size=96, attn_logit_softcapping=5.0, sliding_window=4,
+                                             max_position_embeddings=64)),
+    }
+
+
+@pytest.mark.parametrize("pad", [0, 3])
+@pytest.mark.parametrize("name", ["gpt_oss", "gemma2"])
+def test_what_sdpa_cannot_compute_goes_to_the_models_eager_attention(name, pad, device):
+    """Sinks and softcap are not in the kernels, and SDPA ignores or refuses them: those calls
+    run the model's own eager attention, with the mask rebuilt as the additive one it adds,
+    so the outputs match the original model's instead of silently dropping the feature."""
+    cls, config = _sinks_and_softcap_models()[name]
+    torch.manual_seed(0)
+    model = cls(config).to(device).eval()
+    model.set_attn_implementation("eager")
+    if hasattr(model, "set_experts_implementation"):
+        model.set_experts_implementation("eager")  # the grouped GEMM path has no float64 (the reference)
+    if name == "gpt_oss":
+        for layer in model.layers:  # non-zero sinks, so that dropping them would show
+            layer.self_attn.sinks.data.normal_(0, 2)
+    ref_model = copy.deepcopy(model).double()
+    kw = _inputs(name, 2, 11, device, pad)
+    theirs, ref = _run(model, kw), _run(ref_model, kw)
+    hf.FALLBACKS.clear()
+    ours = _run(tritonic.optimize(model, cuda_graphs=False), kw)
+    reason = "attention sinks (s_aux)" if name == "gpt_oss" else "softcap"
+    assert hf.FALLBACKS[reason] > 0, dict(hf.FALLBACKS)
+    assert "handed to the model's eager attention" in str(model.tritonic_report)
+    keep = kw["attention_mask"].bool()
+    assert_close_to_reference(f"{name} last_hidden_state", ours[keep], theirs[keep], ref[keep], atol_ulps=8)
+
+
+def test_no_eager_function_is_an_error_not_a_wrong_answer(monkeypatch):
+    class Attn(torch.nn.Module):
+        is_causal = True
+    q = torch.randn(1, 2, 3, 8)
+    monkeypatch.setattr(hf, "FALLBACKS", hf.collections.Counter())
+    with pytest.raises(NotImplementedError, match="softcap"):
+        hf.tritonic_attention_forward(Attn(), q, q, q, None, softcap=5.0)

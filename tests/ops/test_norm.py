@@ -80,6 +80,30 @@ def test_torch_rms_norm_matches_upcast_convention(device):
              lambda x, weight, residual: F.rms_norm(x, (96,), weight, 1e-6), args, grads=["x", "weight"])
 
 
+@pytest.mark.parametrize("single", [True, False])
+@pytest.mark.parametrize("hints", [("evict_first", False), ("", True), ("evict_first", True)])
+def test_forward_cache_hints(single, hints, device, monkeypatch):
+    """The forward's cache hints (evict-first loads, streaming stores) change no value, on
+    either path; the chunked one is forced by a 16-column chunk."""
+    cfg = (True, 2, 64, 4) if single else (False, 1, 16, 4)
+    monkeypatch.setattr(norm_ops, "_fwd_config", lambda n, o=None: cfg + hints)
+    args = _inputs((9, 40), torch.float32, device, residual=True, bias=True)
+    check_op(lambda **a: layer_norm(**a), _torch_ln, args, grads=_grads(args))
+
+
+def test_h200_forward_table(device, monkeypatch):
+    """On an H200 the forward takes its own launch table (evict-first loads at 1024 columns)."""
+    monkeypatch.setattr(norm_ops, "_gpu_is_h200", lambda: True)
+    norm_ops._fwd_config.cache_clear()
+    try:
+        assert norm_ops._fwd_config(1000) == (True, 2, 1024, 4, "evict_first", False)
+        assert norm_ops._fwd_config(8192)[1:] == (1, 8192, 8, "", True)
+        args = _inputs((3, 1000), torch.float32, device, residual=False, bias=True)
+        check_op(lambda **a: layer_norm(**a), _torch_ln, args, grads=_grads(args))
+    finally:
+        norm_ops._fwd_config.cache_clear()
+
+
 @pytest.mark.parametrize("which", ["layer", "rms"])
 @pytest.mark.parametrize("N", [33, 100])
 def test_chunked_rows(which, N, device, monkeypatch):

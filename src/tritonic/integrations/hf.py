@@ -13,8 +13,12 @@ additive bias, no 1/sqrt(d) scaling; encoder, decoder and cross attention), Llam
 Qwen2 (causal, GQA), and others.
 
 What the kernels do not cover goes to ``transformers``' own SDPA function, and the report
-says so: attention dropout while training, ``output_attentions``, a ``softcap``, paged
-caches, key and value head dims that differ from the query's.
+says so: attention dropout while training, paged caches, key and value head dims that differ
+from the query's. What SDPA cannot compute either (a ``softcap``, attention sinks passed as
+``s_aux`` as gpt-oss does, ``output_attentions``) goes to the model's own eager attention
+function (``eager_attention_forward`` of its modeling file), with the boolean mask turned
+back into the additive one that function expects; a model without one raises an error
+rather than returning a wrong answer.
 
 Norms are swapped for tritonic modules (``integrations/swaps.py``), each checked on a probe
 input; inference calls replay CUDA graphs per (batch, sequence bucket)
@@ -43,18 +47,52 @@ def _sdpa(*args, **kwargs):
     return sdpa_attention_forward(*args, **kwargs)
 
 
+# Fallback reasons that SDPA cannot take either: the model's own eager attention runs them.
+_EAGER = ("output_attentions=True (the kernels never form the attention weights)", "softcap",
+          "attention sinks (s_aux)")
+
+
 def _fallback_reason(module, query, key, value, dropout, kwargs) -> str | None:
+    if kwargs.get("output_attentions"):
+        return _EAGER[0]
+    if kwargs.get("softcap") is not None:
+        return _EAGER[1]
+    if kwargs.get("s_aux") is not None:
+        return _EAGER[2]
     if dropout and module.training:
         return "attention dropout while training"
-    if kwargs.get("output_attentions"):
-        return "output_attentions=True (the kernels never form the attention weights)"
-    if kwargs.get("softcap") is not None:
-        return "softcap"
     if kwargs.get("cache") is not None:
         return "a paged cache"
     if query.dim() != 4 or key.shape[-1] != query.shape[-1] or value.shape[-1] != query.shape[-1]:
         return "query, key and value head dims differ"
     return None
+
+
+def _eager(module, query, key, value, attention_mask, dropout, scaling, is_causal, reason, kwargs):
+    """The model's own ``eager_attention_forward`` (softcap, sinks, attention weights). Our mask
+    function hands out SDPA's masks: boolean (True = attend), or None where causality alone
+    describes it; eager functions add a float mask to the scores, so it is rebuilt as one."""
+    import sys
+
+    fn = getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
+    if fn is None:
+        raise NotImplementedError(
+            f"tritonic.optimize: {type(module).__name__} asks for {reason}, which neither tritonic's kernels nor "
+            f"SDPA compute, and its modeling file has no eager_attention_forward to hand it to; run this model "
+            f"without tritonic.optimize")
+    q_len, kv_len = query.shape[2], key.shape[2]
+    neg = torch.finfo(query.dtype).min
+    if attention_mask is None:
+        causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+        if causal and q_len > 1:  # bottom-right aligned, as the cache's query positions are the last ones
+            i = torch.arange(q_len, device=query.device)[:, None] + (kv_len - q_len)
+            keep = torch.arange(kv_len, device=query.device)[None, :] <= i
+            attention_mask = torch.zeros(q_len, kv_len, dtype=query.dtype, device=query.device)
+            attention_mask = attention_mask.masked_fill(~keep, neg)[None, None]
+    elif attention_mask.dtype == torch.bool:
+        attention_mask = torch.zeros(attention_mask.shape, dtype=query.dtype,
+                                     device=query.device).masked_fill(~attention_mask, neg)
+    return fn(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
 
 
 def tritonic_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -67,6 +105,8 @@ def tritonic_attention_forward(module: torch.nn.Module, query: torch.Tensor, key
     reason = _fallback_reason(module, query, key, value, dropout, kwargs)
     if reason is not None:
         FALLBACKS[reason] += 1
+        if reason in _EAGER:
+            return _eager(module, query, key, value, attention_mask, dropout, scaling, is_causal, reason, kwargs)
         return _sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                      is_causal=is_causal, position_bias=position_bias, **kwargs)
     q_len, kv_len = query.shape[2], key.shape[2]
@@ -117,7 +157,9 @@ class Report:
         lines += [f"  replaced: {r}" for r in self.replaced] or ["  replaced: nothing"]
         lines += [f"  kept:     {k}" for k in self.kept]
         if FALLBACKS:
-            lines += [f"  attention calls handed to SDPA so far: {n} ({why})" for why, n in FALLBACKS.items()]
+            for why, n in FALLBACKS.items():
+                to = "the model's eager attention" if why in _EAGER else "SDPA"
+                lines.append(f"  attention calls handed to {to} so far: {n} ({why})")
         return "\n".join(lines)
 
     __repr__ = __str__

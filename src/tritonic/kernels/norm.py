@@ -80,6 +80,8 @@ def _norm_fwd(
     SINGLE_PASS: tl.constexpr,  # BLOCK_N >= N: the row stays in registers
     BLOCK_M: tl.constexpr,  # rows per program
     BLOCK_N: tl.constexpr,  # columns per chunk (a power of two)
+    LOAD_EVICT: tl.constexpr = "",  # L2 eviction policy of the one-pass loads ("" or "evict_first")
+    STORE_CS: tl.constexpr = False,  # write Y with the streaming cache hint (.cs): it is not read again soon
 ):
     pid = tl.program_id(0)
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -92,7 +94,7 @@ def _norm_fwd(
         col_mask = cols < N
         mask = row_mask[:, None] & col_mask[None, :]
         x = _load_input(X, R, S, rows[:, None] * stride_x + cols[None, :], rows[:, None] * stride_r + cols[None, :],
-                        rows[:, None] * stride_s + cols[None, :], mask, HAS_RESIDUAL, True, "")
+                        rows[:, None] * stride_s + cols[None, :], mask, HAS_RESIDUAL, True, LOAD_EVICT)
         if IS_RMS:
             rstd = tl.rsqrt(tl.sum(x * x, axis=1) / N + eps)
             xhat = x * rstd[:, None]
@@ -106,7 +108,10 @@ def _norm_fwd(
         if STORE_STATS:
             tl.store(RSTD + rows, rstd, mask=row_mask)
         y = _affine(xhat, W, B, cols, col_mask, offset, out_dtype, HAS_WEIGHT, HAS_BIAS, UPCAST)
-        tl.store(Y + rows[:, None] * stride_y + cols[None, :], y, mask=mask)
+        if STORE_CS:
+            tl.store(Y + rows[:, None] * stride_y + cols[None, :], y, mask=mask, cache_modifier=".cs")
+        else:
+            tl.store(Y + rows[:, None] * stride_y + cols[None, :], y, mask=mask)
     else:
         # Pass 1: row statistics, chunk by chunk. For LayerNorm each chunk's mean and
         # sum of squared deviations (m2) are merged into the running ones (Chan et al.).
@@ -147,7 +152,10 @@ def _norm_fwd(
             else:
                 xhat = (x - mean[:, None]) * rstd[:, None]
             y = _affine(xhat, W, B, c, col_mask, offset, out_dtype, HAS_WEIGHT, HAS_BIAS, UPCAST)
-            tl.store(Y + rows[:, None] * stride_y + c[None, :], y, mask=mask)
+            if STORE_CS:
+                tl.store(Y + rows[:, None] * stride_y + c[None, :], y, mask=mask, cache_modifier=".cs")
+            else:
+                tl.store(Y + rows[:, None] * stride_y + c[None, :], y, mask=mask)
 
 
 @triton.jit

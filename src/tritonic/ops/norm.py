@@ -84,8 +84,15 @@ def _cdiv(a: int, b: int) -> int:
 # Launch parameters by BLOCK_N (the row width rounded up to a power of two), chosen from
 # sweeps on an H100 (scripts/sweep_norm.py; benchmarks/NOTES.md has the numbers).
 _FWD = {1024: (2, 4), 2048: (2, 8), 4096: (4, 16), 8192: (2, 32), 16384: (1, 16)}  # (BLOCK_M, warps)
+# The forward on an H200 (its own sweep, 2026-11-29): (BLOCK_M, warps, load eviction, streaming store).
+# H100 values were 3-8% slower there at 4096 and 8192 columns.
+_FWD_H200 = {1024: (2, 4, "evict_first", False), 2048: (2, 8, "", False), 4096: (2, 16, "", True),
+             8192: (1, 8, "", True), 16384: (1, 8, "", True)}
 _BWD = {1024: (8, 4, 1), 2048: (4, 8, 1), 4096: (4, 16, 1), 8192: (2, 16, 1), 16384: (1, 8, 1)}  # + programs/SM
 _CHUNKED = (1, 8)  # (BLOCK_M, warps) of the chunked path, CHUNK columns per step
+# Cache hints of the forward: the one-pass loads' L2 eviction policy ("" or "evict_first")
+# and whether Y is written with the streaming hint (.cs).
+_FWD_HINTS = ("", False)
 
 
 _OVERRIDE = os.environ.get("TRITONIC_NORM_FWD_TABLE") or None  # read at import: sweeps set it before
@@ -93,29 +100,43 @@ _OVERRIDE = os.environ.get("TRITONIC_NORM_FWD_TABLE") or None  # read at import:
 
 def _fwd_override(block_n: int):
     """A forward launch from the JSON file named by TRITONIC_NORM_FWD_TABLE, if any:
-    ``{"<BLOCK_N>": [single_pass, BLOCK_M, BLOCK_N or chunk, num_warps]}``. For tuning
-    experiments (scripts/sweep_norm.py writes such a file); read once per width."""
+    ``{"<BLOCK_N>": [single_pass, BLOCK_M, BLOCK_N or chunk, num_warps(, load_evict, store_cs)]}``.
+    For tuning experiments (scripts/sweep_norm.py writes such a file); read once per width."""
     path = _OVERRIDE
     if not path:
         return None
     with open(path) as f:
         entry = json.load(f).get(str(block_n))
-    return None if entry is None else (bool(entry[0]), int(entry[1]), int(entry[2]), int(entry[3]))
+    if entry is None:
+        return None
+    hints = (str(entry[4]), bool(entry[5])) if len(entry) >= 6 else _FWD_HINTS
+    return (bool(entry[0]), int(entry[1]), int(entry[2]), int(entry[3])) + hints
 
 
 @functools.lru_cache(maxsize=None)
 def _fwd_config(N: int, override_file: str | None = None):
-    """(single_pass, BLOCK_M, BLOCK_N, num_warps) of the forward for rows of N columns
-    (cached per width and override file: this runs on every call)."""
+    """(single_pass, BLOCK_M, BLOCK_N, num_warps, load_evict, store_cs) of the forward for
+    rows of N columns (cached per width and override file: this runs on every call)."""
     block_n = 1 << (N - 1).bit_length()  # next power of two
     override = _fwd_override(block_n)
     if override is not None:
         return override
     if block_n > FUSED_HIDDEN:
-        return (False, _CHUNKED[0], CHUNK, _CHUNKED[1])
+        return (False, _CHUNKED[0], CHUNK, _CHUNKED[1]) + _FWD_HINTS
     if block_n < 1024:  # narrow rows: several per program, a 4096-element tile
-        return (True, min(16, 4096 // block_n), block_n, 4)
-    return (True,) + (_FWD[block_n][0], block_n, _FWD[block_n][1])
+        return (True, min(16, 4096 // block_n), block_n, 4) + _FWD_HINTS
+    if _gpu_is_h200():
+        block_m, warps, evict, cs = _FWD_H200[block_n]
+        return (True, block_m, block_n, warps, evict, cs)
+    return (True,) + (_FWD[block_n][0], block_n, _FWD[block_n][1]) + _FWD_HINTS
+
+
+@functools.lru_cache(maxsize=None)
+def _gpu_is_h200() -> bool:
+    """Whether the forward's H200 table applies (the current GPU's name says H200)."""
+    from tritonic.runtime import has_cuda, interpreter_active
+
+    return has_cuda() and not interpreter_active() and "H200" in torch.cuda.get_device_name()
 
 
 def _bwd_config(N: int):
@@ -136,7 +157,7 @@ def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast, store_st
     s = empty_like(x) if residual is not None else None
     mean = empty((M,), dtype=torch.float32, device=x.device) if store_stats and not is_rms else None
     rstd = empty((M,), dtype=torch.float32, device=x.device) if store_stats else None
-    single, block_m, block_n, num_warps = _fwd_config(N, _OVERRIDE)
+    single, block_m, block_n, num_warps, load_evict, store_cs = _fwd_config(N, _OVERRIDE)
     grid = (_cdiv(M, block_m),)
     launch(
         _norm_fwd, grid, x, residual, weight, bias, y, s, mean, rstd,
@@ -144,7 +165,7 @@ def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast, store_st
         M, N, eps, offset,
         IS_RMS=is_rms, HAS_RESIDUAL=residual is not None, HAS_WEIGHT=weight is not None,
         HAS_BIAS=bias is not None, UPCAST=upcast, STORE_STATS=store_stats, SINGLE_PASS=single,
-        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps,
+        BLOCK_M=block_m, BLOCK_N=block_n, LOAD_EVICT=load_evict, STORE_CS=store_cs, num_warps=num_warps,
     )
     return y, s, mean, rstd
 
