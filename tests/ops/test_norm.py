@@ -1,6 +1,8 @@
 """LayerNorm / RMSNorm against float64 references: forward, backward, odd shapes, strides,
 fused residual, the chunked path for wide rows, fallbacks and bad input."""
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -110,6 +112,9 @@ def test_chunked_rows(which, N, device, monkeypatch):
     """Rows wider than FUSED_HIDDEN take the two-pass chunked path; force it at a small width."""
     monkeypatch.setattr(norm_ops, "FUSED_HIDDEN", 16)
     monkeypatch.setattr(norm_ops, "CHUNK", 16)
+    # a fresh cache of launch choices for this test (put back afterwards, so later tests at
+    # these widths do not inherit the chunked path)
+    monkeypatch.setattr(norm_ops, "_fwd_config", functools.lru_cache(norm_ops._fwd_config.__wrapped__))
     args = _inputs((9, N), torch.float32, device, residual=True, bias=which == "layer")
     args["x"] = args["x"] + 100.0  # a large mean tests the chunk-merged variance
     if which == "layer":

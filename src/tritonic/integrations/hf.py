@@ -141,8 +141,16 @@ def register() -> None:
 
 
 def _attention_modules(model) -> int:
+    """Attention modules that will call our function: named ``*Attention``, with ``is_causal``,
+    a ``config`` whose attention implementation is now ours (T5 in transformers 5.17 keeps
+    per-stack copies of the config that ``set_attn_implementation`` does not reach), from a
+    modeling file that imports ``ALL_ATTENTION_FUNCTIONS``."""
+    import sys
+
     return sum(1 for m in model.modules() if hasattr(m, "config") and hasattr(m, "is_causal")
-               and m.__class__.__name__.endswith("Attention"))
+               and m.__class__.__name__.endswith("Attention")
+               and getattr(m.config, "_attn_implementation", None) == ATTENTION_NAME
+               and hasattr(sys.modules.get(type(m).__module__), "ALL_ATTENTION_FUNCTIONS"))
 
 
 class Report:
@@ -215,8 +223,20 @@ def optimize(model, *, dtype=None, cuda_graphs: bool = True, buckets=None, train
     except (ValueError, NotImplementedError) as e:  # a model that cannot take a custom function
         report.kept.append(f"attention ({before}): {e}")
     else:
-        report.replaced.append(f"attention: {before} -> {ATTENTION_NAME} ({_attention_modules(model)} modules "
-                               f"use the interface)")
+        # Copies of the config that set_attn_implementation did not reach (T5's encoder and
+        # decoder stacks deep-copy it; transformers 5.17 leaves those copies as they were).
+        for m in model.modules():
+            cfg = getattr(m, "config", None)
+            if cfg is not model.config and getattr(cfg, "_attn_implementation", None) == before:
+                try:
+                    cfg._attn_implementation = ATTENTION_NAME
+                except (AttributeError, ValueError):  # a config that does not take it: left as it is
+                    pass
+        n = _attention_modules(model)
+        report.replaced.append(f"attention: {before} -> {ATTENTION_NAME} ({n} modules use the interface)")
+        if n == 0:
+            report.kept.append("attention: no module of this model dispatches through transformers' attention "
+                               "interface with it in this transformers release, so its own attention still runs")
     from tritonic.integrations.swaps import swap_modules
 
     replaced, kept = swap_modules(model)
