@@ -38,9 +38,10 @@ def cmd_env(args) -> int:
         rows += [("gpu", f"{props.name} ({props.multi_processor_count} SMs, "
                          f"{props.total_memory / 2**30:.0f} GiB, compute capability {props.major}.{props.minor})"),
                  ("cuda (torch build)", torch.version.cuda or "?")]
-        if props.major < 8:
-            hints.append("this GPU is older than Ampere (compute capability 8.0); tritonic is tested on Hopper "
-                         "and may be slow or fail here")
+        from tritonic.runtime.device import gpu_problem
+
+        if gpu_problem(0):
+            hints.append(gpu_problem(0))
     else:
         rows.append(("gpu", "none found"))
         hints.append("no CUDA GPU: the kernels can still run, slowly, in Triton's interpreter on the CPU; "
@@ -54,8 +55,12 @@ def cmd_env(args) -> int:
     rows.append(("autotune mode", f"{autotune.mode()}  (TRITONIC_AUTOTUNE=off|cached|full)"))
     rows.append(("shipped tuning tables", ", ".join(autotune.shipped_gpus()) or "none yet"))
     rows.append(("fast launcher", "on" if launch.FAST else "off (TRITONIC_FAST_LAUNCH=0)"))
-    if _version("triton") is None:
-        hints.append("triton is missing: pip install 'triton>=3.4'")
+    from tritonic.runtime.device import UnsupportedEnvironment, check_versions
+
+    try:
+        check_versions(triton_version=_version("triton") or "0")
+    except UnsupportedEnvironment as e:
+        hints.append(str(e))
     if _version("transformers") is None:
         hints.append("transformers is missing (needed only for Hugging Face models): pip install 'tritonic[hf]'")
     width = max(len(k) for k, _ in rows)
@@ -425,6 +430,9 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except ImportError as e:
+        if type(e).__name__ == "UnsupportedEnvironment":  # already one sentence saying what to do
+            print(f"tritonic {args.command}: {e}", file=sys.stderr)
+            return 1
         print(f"tritonic {args.command}: a package is missing ({e}); install it with pip and try again",
               file=sys.stderr)
         return 1

@@ -205,8 +205,14 @@ def optimize(model, *, dtype=None, cuda_graphs: bool = True, buckets=None, train
         from tritonic.runtime import can_run_kernels, has_cuda
 
         if not can_run_kernels(param.device):
-            hint = "move it to the GPU first (model.cuda())" if has_cuda() else \
-                "set TRITON_INTERPRET=1 before importing tritonic to run the kernels in Triton's interpreter"
+            from tritonic.runtime.device import gpu_problem
+
+            if param.device.type == "cuda" and has_cuda() and gpu_problem(param.device.index or 0):
+                hint = gpu_problem(param.device.index or 0)
+            elif has_cuda():
+                hint = "move it to the GPU first (model.cuda())"
+            else:
+                hint = "set TRITON_INTERPRET=1 before importing tritonic to run the kernels in Triton's interpreter"
             report.kept.append(f"everything: the model is on {param.device}, where tritonic's kernels cannot run; "
                                f"{hint}")
             model.tritonic_report = report

@@ -10,7 +10,7 @@ import warnings
 
 import torch
 
-from tritonic.runtime.device import can_run_kernels, has_cuda, interpreter_active
+from tritonic.runtime.device import UnsupportedEnvironment, can_run_kernels, gpu_problem, has_cuda, interpreter_active
 
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -73,6 +73,8 @@ def check_kernel_device(op: str, name: str, t: torch.Tensor) -> None:
     """The tensor lives where tritonic's kernels can run."""
     if can_run_kernels(t.device):
         return
+    if t.device.type == "cuda" and has_cuda() and gpu_problem(t.device.index or 0):
+        raise UnsupportedEnvironment(f"{op}: {gpu_problem(t.device.index or 0)}")
     if t.device.type == "cpu" and has_cuda():
         raise ValueError(
             f"{op}: {name} is a CPU tensor, but tritonic's kernels run on the GPU; "

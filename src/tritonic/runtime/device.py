@@ -33,11 +33,53 @@ def has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+MIN_CAPABILITY = (8, 0)  # Ampere: bfloat16 tensor cores, the oldest GPUs the kernels are written for
+MIN_VERSIONS = {"torch": (2, 8), "triton": (3, 4)}
+
+
+class UnsupportedEnvironment(ImportError):
+    """The machine cannot run tritonic's kernels (too old a GPU, torch or Triton); the
+    message is one sentence that says what to do."""
+
+
+def _version(text: str) -> tuple:
+    return tuple(int(p) for p in re.findall(r"\d+", text.split("+")[0])[:2])
+
+
+def check_versions(torch_version: str | None = None, triton_version: str | None = None) -> None:
+    """Raise :class:`UnsupportedEnvironment` when torch or Triton is older than tritonic needs."""
+    if triton_version is None:
+        try:
+            import triton
+        except ImportError as e:
+            raise UnsupportedEnvironment(
+                "tritonic needs Triton 3.4 or newer and it is not installed: pip install 'triton>=3.4'") from e
+        triton_version = triton.__version__
+    found = {"torch": torch_version or torch.__version__, "triton": triton_version}
+    for name, need in MIN_VERSIONS.items():
+        if _version(found[name]) < need:
+            raise UnsupportedEnvironment(
+                f"tritonic needs {name} {need[0]}.{need[1]} or newer, this is {found[name]}: "
+                f"pip install -U '{name}>={need[0]}.{need[1]}'")
+
+
+@functools.lru_cache(maxsize=None)
+def gpu_problem(device_index: int = 0) -> str | None:
+    """Why tritonic's kernels cannot run on this CUDA GPU (one sentence), or None."""
+    cap = torch.cuda.get_device_capability(device_index)
+    if tuple(cap) < MIN_CAPABILITY:
+        name = torch.cuda.get_device_name(device_index)
+        return (f"the GPU {name} (compute capability {cap[0]}.{cap[1]}) is older than Ampere, and tritonic's "
+                f"kernels need compute capability {MIN_CAPABILITY[0]}.{MIN_CAPABILITY[1]} or newer; run this "
+                f"model without tritonic (PyTorch's own ops), or on an A100, H100 or newer")
+    return None
+
+
 def can_run_kernels(device: torch.device) -> bool:
     """Can tritonic's Triton kernels run on tensors living on ``device``?"""
     if interpreter_active():
         return True
-    return device.type == "cuda" and has_cuda()
+    return device.type == "cuda" and has_cuda() and gpu_problem(device.index or 0) is None
 
 
 @functools.lru_cache(maxsize=None)
