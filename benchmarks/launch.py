@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     norm_args = (h, None, wn, bn, y, None, None, None, 768, 0, 768, 768, 16, 768, 1e-5, 0.0)
     norm_meta = dict(IS_RMS=False, HAS_RESIDUAL=False, HAS_WEIGHT=True, HAS_BIAS=True, UPCAST=True,
                      STORE_STATS=False, SINGLE_PASS=True, BLOCK_M=4, BLOCK_N=1024, LOAD_EVICT="",
-                     STORE_CS=False, num_warps=4)
+                     STORE_CS=False, HAS_OFFSET=False, EVEN=False, INT64=True, num_warps=4)
 
     def norm_launches():
         for _ in range(24):

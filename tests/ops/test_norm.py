@@ -93,6 +93,24 @@ def test_forward_cache_hints(single, hints, device, monkeypatch):
     check_op(lambda **a: layer_norm(**a), _torch_ln, args, grads=_grads(args))
 
 
+@pytest.mark.parametrize("which", ["layer", "rms"])
+@pytest.mark.parametrize("M,N,int64", [(32, 64, False), (32, 64, True), (31, 64, False), (32, 60, False)])
+def test_forward_specialisations(which, M, N, int64, device, monkeypatch):
+    """The forward's lean paths: no masks when the row fills the block and BLOCK_M (16 here)
+    divides M (32x64), int32 or int64 row offsets, no offset add when offset is 0; and
+    the masked ones beside them (31 rows, 60 columns)."""
+    if int64:
+        monkeypatch.setattr(norm_ops, "INT32_ROWS", 0)
+    args = _inputs((M, N), torch.float32, device, residual=True, bias=which == "layer")
+    if which == "layer":
+        check_op(lambda **a: layer_norm(**a), _torch_ln, args, grads=_grads(args))
+    else:
+        del args["bias"]
+        check_op(lambda **a: rms_norm(**a), lambda **a: _torch_rms(**a), args, grads=_grads(args))
+        check_op(lambda **a: rms_norm(**a, offset=1.0), lambda **a: _torch_rms(**a, offset=1.0), args,
+                 grads=_grads(args))
+
+
 def test_h200_forward_table(device, monkeypatch):
     """On an H200 the forward takes its own launch table (evict-first loads at 1024 columns)."""
     monkeypatch.setattr(norm_ops, "_gpu_is_h200", lambda: True)

@@ -98,3 +98,23 @@ def test_cpu_tensor_on_a_gpu_machine():
         layer_norm(torch.randn(2, 8), torch.randn(8))
     with pytest.raises(ValueError, match="weight is on cpu but x is on cuda"):
         rms_norm(torch.randn(2, 8, device="cuda"), torch.randn(8))
+
+
+@pytest.mark.parametrize("op", ["layer", "rms"])
+def test_past_2_31_elements(op):
+    """Row offsets switch to int64 when M x row stride passes 2**31 (the common case indexes
+    in int32): the last rows of a 2**31 + 8 * 4096 element tensor are right."""
+    M, N = 2**31 // 4096 + 8, 4096
+    try:
+        x = torch.randn(M, N, device="cuda", dtype=torch.bfloat16)
+    except torch.OutOfMemoryError:
+        pytest.skip("needs ~9 GiB of GPU memory")
+    w = torch.randn(N, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        y = layer_norm(x, w) if op == "layer" else rms_norm(x, w)
+    tail = x[-16:]
+    ref = (layer_norm_reference(tail.double(), w.double(), None, 1e-5) if op == "layer"
+           else rms_norm_reference(tail.double(), w.double(), 1e-6))
+    torch.testing.assert_close(y[-16:].double(), ref, atol=0.05, rtol=0.02)
+    del x, y
+    torch.cuda.empty_cache()

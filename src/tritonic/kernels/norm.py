@@ -32,10 +32,12 @@ def _load_input(X, R, S, offs_x, offs_r, offs_s, mask, HAS_RESIDUAL: tl.constexp
 
 
 @triton.jit
-def _scale(W, cols, col_mask, offset, HAS_WEIGHT: tl.constexpr):
+def _scale(W, cols, col_mask, offset, HAS_WEIGHT: tl.constexpr, HAS_OFFSET: tl.constexpr = True):
     """The per-column scale ``W + offset`` as a float32 row vector (1.0 without a weight)."""
     if HAS_WEIGHT:
-        w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32) + offset
+        w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)
+        if HAS_OFFSET:
+            w += offset
     else:
         w = tl.full(cols.shape, 1.0, tl.float32)
     return w
@@ -43,7 +45,7 @@ def _scale(W, cols, col_mask, offset, HAS_WEIGHT: tl.constexpr):
 
 @triton.jit
 def _affine(xhat, W, B, cols, col_mask, offset, out_dtype: tl.constexpr, HAS_WEIGHT: tl.constexpr,
-            HAS_BIAS: tl.constexpr, UPCAST: tl.constexpr):
+            HAS_BIAS: tl.constexpr, UPCAST: tl.constexpr, HAS_OFFSET: tl.constexpr = True):
     """``xhat * (W + offset) + B`` for a [BLOCK_M, BLOCK_N] tile, returned in ``out_dtype``.
 
     UPCAST=False rounds ``xhat`` to the output dtype before scaling, as Llama and T5 do;
@@ -51,7 +53,7 @@ def _affine(xhat, W, B, cols, col_mask, offset, out_dtype: tl.constexpr, HAS_WEI
     if HAS_WEIGHT:
         if not UPCAST:
             xhat = xhat.to(out_dtype).to(tl.float32)
-        xhat = xhat * _scale(W, cols, col_mask, offset, HAS_WEIGHT)[None, :]
+        xhat = xhat * _scale(W, cols, col_mask, offset, HAS_WEIGHT, HAS_OFFSET)[None, :]
     if HAS_BIAS:
         xhat = xhat + tl.load(B + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
     return xhat.to(out_dtype)
@@ -82,16 +84,26 @@ def _norm_fwd(
     BLOCK_N: tl.constexpr,  # columns per chunk (a power of two)
     LOAD_EVICT: tl.constexpr = "",  # L2 eviction policy of the one-pass loads ("" or "evict_first")
     STORE_CS: tl.constexpr = False,  # write Y with the streaming cache hint (.cs): it is not read again soon
+    HAS_OFFSET: tl.constexpr = True,  # offset != 0 (else the add is left out)
+    EVEN: tl.constexpr = False,  # one pass only: N == BLOCK_N and BLOCK_M divides M, so no masks at all
+    INT64: tl.constexpr = True,  # row offsets need 64 bits (the tensors hold 2**31 elements or more)
 ):
+    # The per-element instruction count matters here: at ~4 TB/s an SM must turn over about ten
+    # elements a cycle, so the common case drops the masks, the offset add and 64-bit indexing.
     pid = tl.program_id(0)
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     row_mask = rows < M
-    rows = rows.to(tl.int64)
+    if INT64:
+        rows = rows.to(tl.int64)
     cols = tl.arange(0, BLOCK_N)
     out_dtype = Y.dtype.element_ty
 
     if SINGLE_PASS:
-        col_mask = cols < N
+        if EVEN:  # constant-true masks, which Triton folds away (unmasked loads and stores)
+            row_mask = tl.full([BLOCK_M], 1, tl.int1)
+            col_mask = tl.full([BLOCK_N], 1, tl.int1)
+        else:
+            col_mask = cols < N
         mask = row_mask[:, None] & col_mask[None, :]
         x = _load_input(X, R, S, rows[:, None] * stride_x + cols[None, :], rows[:, None] * stride_r + cols[None, :],
                         rows[:, None] * stride_s + cols[None, :], mask, HAS_RESIDUAL, True, LOAD_EVICT)
@@ -107,7 +119,7 @@ def _norm_fwd(
                 tl.store(MEAN + rows, mean, mask=row_mask)
         if STORE_STATS:
             tl.store(RSTD + rows, rstd, mask=row_mask)
-        y = _affine(xhat, W, B, cols, col_mask, offset, out_dtype, HAS_WEIGHT, HAS_BIAS, UPCAST)
+        y = _affine(xhat, W, B, cols, col_mask, offset, out_dtype, HAS_WEIGHT, HAS_BIAS, UPCAST, HAS_OFFSET)
         if STORE_CS:
             tl.store(Y + rows[:, None] * stride_y + cols[None, :], y, mask=mask, cache_modifier=".cs")
         else:

@@ -41,6 +41,7 @@ from tritonic.runtime.checks import (
 __all__ = ["layer_norm", "rms_norm", "layer_norm_reference", "rms_norm_reference", "MAX_HIDDEN"]
 
 MAX_HIDDEN = 65536  # widest row the kernels are tested for; wider rows use the reference
+INT32_ROWS = 2**31  # the forward indexes rows in int32 while M * row stride stays below this
 FUSED_HIDDEN = 16384  # rows up to this width are held in registers, wider ones are chunked
 CHUNK = 4096  # columns per chunk for wider rows
 BWD_PROGRAMS_PER_SM = 1  # backward grid: programs per multiprocessor, each owning a dW partial
@@ -159,13 +160,18 @@ def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast, store_st
     rstd = empty((M,), dtype=torch.float32, device=x.device) if store_stats else None
     single, block_m, block_n, num_warps, load_evict, store_cs = _fwd_config(N, _OVERRIDE)
     grid = (_cdiv(M, block_m),)
+    # 64-bit row offsets only where an offset can pass 2**31 (M rows at the widest row stride)
+    int64 = (M + block_m) * max(x.stride(0), y.stride(0), residual.stride(0) if residual is not None else 0,
+                                N) >= INT32_ROWS
     launch(
         _norm_fwd, grid, x, residual, weight, bias, y, s, mean, rstd,
         x.stride(0), residual.stride(0) if residual is not None else 0, y.stride(0), N,
         M, N, eps, offset,
         IS_RMS=is_rms, HAS_RESIDUAL=residual is not None, HAS_WEIGHT=weight is not None,
         HAS_BIAS=bias is not None, UPCAST=upcast, STORE_STATS=store_stats, SINGLE_PASS=single,
-        BLOCK_M=block_m, BLOCK_N=block_n, LOAD_EVICT=load_evict, STORE_CS=store_cs, num_warps=num_warps,
+        BLOCK_M=block_m, BLOCK_N=block_n, LOAD_EVICT=load_evict, STORE_CS=store_cs,
+        HAS_OFFSET=offset != 0.0, EVEN=single and N == block_n and M % block_m == 0, INT64=int64,
+        num_warps=num_warps,
     )
     return y, s, mean, rstd
 
