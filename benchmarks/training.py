@@ -1,0 +1,181 @@
+"""Training steps of whole Hugging Face causal LMs: tokens/s and peak memory of a full step
+(forward with labels, backward, fused AdamW, zero_grad), per provider.
+
+    python benchmarks/training.py [--only gpt2-124m] [--providers eager,tritonic] [--steps 10] [--out DIR]
+    python benchmarks/training.py --dry-run       # tiny models on the CPU (interpreter), no GPU
+
+Providers: ``eager`` (HF model, SDPA attention), ``torch.compile`` (the model compiled),
+``liger`` (Liger-Kernel's ``apply_liger_kernel_to_llama`` where it supports the model: not
+GPT-2) and ``tritonic`` (``tritonic.optimize(model, training=True)``: swapped norms and MLPs,
+flash attention, the loss without logits). Parameters, gradients and optimizer state are
+bfloat16 for every provider (no autocast), random weights from configs, a random token
+stream. Each (case, provider) runs in its own process: Liger patches ``transformers``'
+modules globally, and peak memory must not carry over.
+
+Cases are issue 8's: GPT-2 124M and 350M at 8 × 1024 tokens, a Llama-style 1B (hidden 2048,
+16 layers, 32 / 8 heads, SwiGLU 8192, vocabulary 128256) at 1 × 4096. Writes "training":
+``ms`` per step, ``value`` tokens/s, ``peak_gib`` the peak memory allocated during the timed
+steps (parameters, gradients and optimizer state included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PROVIDERS = ("eager", "torch.compile", "liger", "tritonic")
+CASES = {"gpt2-124m": (8, 1024), "gpt2-350m": (8, 1024), "llama-1b": (1, 4096)}
+SMOKE = {"gpt2-tiny": (2, 16), "llama-tiny": (2, 16)}
+
+
+def _config(name: str):
+    from transformers import GPT2Config, LlamaConfig
+
+    return {
+        "gpt2-124m": lambda: GPT2Config(n_positions=1024),
+        "gpt2-350m": lambda: GPT2Config(n_embd=1024, n_layer=24, n_head=16, n_positions=1024),
+        "llama-1b": lambda: LlamaConfig(vocab_size=128256, hidden_size=2048, num_hidden_layers=16,
+                                        num_attention_heads=32, num_key_value_heads=8, intermediate_size=8192,
+                                        max_position_embeddings=4096, tie_word_embeddings=True),
+        "gpt2-tiny": lambda: GPT2Config(vocab_size=97, n_embd=32, n_layer=1, n_head=2, n_positions=32),
+        "llama-tiny": lambda: LlamaConfig(vocab_size=97, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                          num_key_value_heads=2, intermediate_size=64, max_position_embeddings=32),
+    }[name]()
+
+
+def one(case: str, provider: str, steps: int, device: str) -> dict | None:
+    """Time ``steps`` training steps of ``case`` with ``provider`` in this process."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    B, S = {**CASES, **SMOKE}[case]
+    torch.manual_seed(0)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_config(_config(case), attn_implementation="sdpa").to(device, dtype).train()
+    if provider == "liger":
+        if not case.startswith("llama"):
+            return None  # Liger-Kernel has no GPT-2 support
+        try:
+            from liger_kernel.transformers import apply_liger_kernel_to_llama
+        except Exception:
+            return None
+        apply_liger_kernel_to_llama(model=model)
+    elif provider == "tritonic":
+        import tritonic
+
+        tritonic.optimize(model, training=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device == "cuda")
+    step_model = torch.compile(model) if provider == "torch.compile" else model
+    vocab = model.config.vocab_size
+    batches = [torch.randint(0, vocab, (B, S), device=device) for _ in range(2)]
+
+    def step(i):
+        ids = batches[i % 2]
+        loss = step_model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    for i in range(3):  # compile, tune, create the optimizer state
+        step(i)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t = time.perf_counter()
+    for i in range(steps):
+        loss = step(i)
+    sync()
+    ms = (time.perf_counter() - t) / steps * 1e3
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else 0.0
+    return {"bench": "training", "case": f"{case} {B}x{S}", "mode": "train step", "provider": provider,
+            "ms": ms, "metric": "tokens/s", "value": B * S / (ms * 1e-3), "peak_gib": peak,
+            "loss": float(loss.detach()), "steps": steps}
+
+
+def _meta() -> dict:
+    import torch
+    import triton
+
+    from tritonic.bench.harness import _commit
+
+    return {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+            "torch": torch.__version__, "triton": triton.__version__, "commit": _commit(),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", help="comma-separated case names")
+    p.add_argument("--providers", default=",".join(PROVIDERS))
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--timeout", type=int, default=300, help="seconds for one (case, provider) process")
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--quick", action="store_true", help="3 timed steps")
+    p.add_argument("--graph", help="accepted for scripts/gpu_check.sh and ignored: steps are timed as a user runs them")
+    p.add_argument("--one", nargs=3, metavar=("CASE", "PROVIDER", "JSON"), help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.quick:
+        a.steps = 3
+    if a.one:  # child process: one (case, provider)
+        case, provider, path = a.one
+        row = one(case, provider, a.steps, "cpu" if a.dry_run else "cuda")
+        Path(path).write_text(json.dumps(row))
+        return 0
+    cases = SMOKE if a.dry_run else CASES
+    names = [c.strip() for c in a.only.split(",")] if a.only else list(cases)
+    providers = [q.strip() for q in a.providers.split(",")]
+    if a.dry_run:
+        providers = [q for q in providers if q in ("eager", "tritonic")]  # compile and Liger want a GPU
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+    if a.dry_run:
+        env["TRITON_INTERPRET"] = "1"
+    rows, failed = [], 0
+    total = len(names) * len(providers)
+    for i, (case, provider) in enumerate([(c, q) for c in names for q in providers], 1):
+        print(f"[{i}/{total}] training: {case} {provider} ...", end=" ", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "row.json"
+            cmd = [sys.executable, __file__, "--one", case, provider, str(out), "--steps", str(a.steps)]
+            cmd += ["--dry-run"] if a.dry_run else []
+            try:
+                r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=a.timeout)
+            except subprocess.TimeoutExpired:
+                print(f"timed out after {a.timeout} s")
+                failed += 1
+                continue
+            row = json.loads(out.read_text()) if r.returncode == 0 and out.exists() else None
+        if r.returncode != 0:
+            failed += 1
+            print("failed: " + (r.stderr.strip().splitlines() or ["?"])[-1][:300])
+            continue
+        if row is None:
+            print("not supported")
+            continue
+        rows.append({**row, **_meta()})
+        print(f"{row['ms']:.1f} ms/step, {row['value']:.0f} tokens/s, peak {row['peak_gib']:.2f} GiB")
+    print()
+    print(f"{'case':<18} {'provider':<14} {'ms/step':>9} {'tokens/s':>10} {'peak GiB':>9}  vs eager  vs compile  vs liger")
+    for row in rows:
+        base = {r["provider"]: r for r in rows if r["case"] == row["case"]}
+        ratio = lambda k: f"{row['value'] / base[k]['value']:.2f}x" if k in base else "-"  # noqa: E731
+        print(f"{row['case']:<18} {row['provider']:<14} {row['ms']:9.1f} {row['value']:10.0f} {row['peak_gib']:9.2f}"
+              f"  {ratio('eager'):>8}  {ratio('torch.compile'):>10}  {ratio('liger'):>8}")
+    if rows and not a.dry_run:
+        from tritonic.bench.harness import write_json
+
+        print(f"wrote {len(rows)} rows to {write_json(rows, a.out, 'training')}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
