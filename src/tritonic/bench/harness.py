@@ -193,13 +193,18 @@ def _oneline(e: BaseException) -> str:
 
 
 def _commit() -> str:
-    """The checkout's commit, or TRITONIC_COMMIT when the tree travels without .git."""
+    """The checkout's commit, with "+dirty" when tracked files differ from it (a copied tree
+    can carry an older .git than its files: set TRITONIC_COMMIT then), or TRITONIC_COMMIT."""
     if os.environ.get("TRITONIC_COMMIT"):
         return os.environ["TRITONIC_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, timeout=10)
-        return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+        if out.returncode != 0 or not out.stdout.strip():
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=10)
+        return out.stdout.strip() + ("+dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
     except Exception:
         return "unknown"
 
