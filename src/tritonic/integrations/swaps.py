@@ -117,7 +117,9 @@ class LinearActBlock(_Adopted):
 
 class GatedMLPBlock(_Adopted):
     """``down_proj(act(gate_proj(x)) * up_proj(x))`` (Llama-family MLPs) with the gate product in
-    one kernel (``swiglu`` / ``geglu``); the projections keep their own weights."""
+    one kernel (``swiglu`` / ``geglu``); the projections keep their own weights. Without biases,
+    through :func:`tritonic.ops.gated_mlp`, whose backward recomputes the product rather than
+    keeping it from the forward (less memory in training)."""
 
     def __init__(self, original, activation: str):
         super().__init__(original)
@@ -126,6 +128,10 @@ class GatedMLPBlock(_Adopted):
     def forward(self, x):
         if not self._kernels_apply(x, self.gate_proj):
             return self._original[0](x)
+        lin = (self.gate_proj, self.up_proj, self.down_proj)
+        if all(m.bias is None and m.weight.dtype == x.dtype for m in lin):
+            # one op that recomputes the gated product in the backward instead of keeping it
+            return ops.gated_mlp(x, *(m.weight for m in lin), activation=self.activation)
         gate, up = self.gate_proj(x), self.up_proj(x)
         if self.activation == "silu":
             h = ops.swiglu(gate, up)
