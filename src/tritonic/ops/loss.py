@@ -276,7 +276,9 @@ def _flce_forward(hidden, weight, bias, target, ignore_index, mean, smoothing, z
             if need_db:
                 db += g.sum(0, dtype=torch.float32)
     if two_pass:
-        del buf, logits
+        # drop every reference to the token chunks' buffer (g is a view of it) before the
+        # slices' buffer is allocated, so that the two never count together in the peak
+        buf = logits = g = None
         width = min(vocab_chunk, V)
         flat = empty((N * width,), dtype=hidden.dtype, device=hidden.device)  # one slice's logits, reused
         rows_scale = scale.expand(N)
