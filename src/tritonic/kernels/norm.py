@@ -85,7 +85,7 @@ def _norm_fwd(
     LOAD_EVICT: tl.constexpr = "",  # L2 eviction policy of the one-pass loads ("" or "evict_first")
     STORE_CS: tl.constexpr = False,  # write Y with the streaming cache hint (.cs): it is not read again soon
     HAS_OFFSET: tl.constexpr = True,  # offset != 0 (else the add is left out)
-    EVEN: tl.constexpr = False,  # one pass only: N == BLOCK_N and BLOCK_M divides M, so no masks at all
+    EVEN: tl.constexpr = False,  # BLOCK_N divides N (one pass: equals it) and BLOCK_M divides M: no masks
     INT64: tl.constexpr = True,  # row offsets need 64 bits (the tensors hold 2**31 elements or more)
 ):
     # The per-element instruction count matters here: at ~4 TB/s an SM must turn over about ten
@@ -130,9 +130,14 @@ def _norm_fwd(
         count = 0.0
         mean = tl.zeros([BLOCK_M], tl.float32)
         m2 = tl.zeros([BLOCK_M], tl.float32)
+        if EVEN:  # BLOCK_N divides N and BLOCK_M divides M: constant-true masks, folded away
+            row_mask = tl.full([BLOCK_M], 1, tl.int1)
         for start in range(0, N, BLOCK_N):
             c = start + cols
-            mask = row_mask[:, None] & (c < N)[None, :]
+            if EVEN:
+                mask = row_mask[:, None] & tl.full([BLOCK_N], 1, tl.int1)[None, :]
+            else:
+                mask = row_mask[:, None] & (c < N)[None, :]
             x = _load_input(X, R, S, rows[:, None] * stride_x + c[None, :], rows[:, None] * stride_r + c[None, :],
                             rows[:, None] * stride_s + c[None, :], mask, HAS_RESIDUAL, True, "evict_last")
             if IS_RMS:
@@ -155,7 +160,10 @@ def _norm_fwd(
         # (evict_last), this pass lets them go. The residual sum is recomputed identically.
         for start in range(0, N, BLOCK_N):
             c = start + cols
-            col_mask = c < N
+            if EVEN:
+                col_mask = tl.full([BLOCK_N], 1, tl.int1)
+            else:
+                col_mask = c < N
             mask = row_mask[:, None] & col_mask[None, :]
             x = _load_input(X, R, S, rows[:, None] * stride_x + c[None, :], rows[:, None] * stride_r + c[None, :],
                             rows[:, None] * stride_s + c[None, :], mask, HAS_RESIDUAL, False, "evict_first")
@@ -163,7 +171,7 @@ def _norm_fwd(
                 xhat = x * rstd[:, None]
             else:
                 xhat = (x - mean[:, None]) * rstd[:, None]
-            y = _affine(xhat, W, B, c, col_mask, offset, out_dtype, HAS_WEIGHT, HAS_BIAS, UPCAST)
+            y = _affine(xhat, W, B, c, col_mask, offset, out_dtype, HAS_WEIGHT, HAS_BIAS, UPCAST, HAS_OFFSET)
             if STORE_CS:
                 tl.store(Y + rows[:, None] * stride_y + c[None, :], y, mask=mask, cache_modifier=".cs")
             else:

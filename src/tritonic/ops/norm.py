@@ -170,7 +170,7 @@ def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast, store_st
         IS_RMS=is_rms, HAS_RESIDUAL=residual is not None, HAS_WEIGHT=weight is not None,
         HAS_BIAS=bias is not None, UPCAST=upcast, STORE_STATS=store_stats, SINGLE_PASS=single,
         BLOCK_M=block_m, BLOCK_N=block_n, LOAD_EVICT=load_evict, STORE_CS=store_cs,
-        HAS_OFFSET=offset != 0.0, EVEN=single and N == block_n and M % block_m == 0, INT64=int64,
+        HAS_OFFSET=offset != 0.0, EVEN=N % block_n == 0 and M % block_m == 0, INT64=int64,
         num_warps=num_warps,
     )
     return y, s, mean, rstd
