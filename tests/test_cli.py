@@ -81,5 +81,8 @@ def test_bench_runs_a_benchmark_and_charts_it(tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert list(tmp_path.glob("*/decode.json"))
     assert "chart:" in r.stdout or "no chart" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "tritonic", "bench", "training", "--only", "llama-tiny", "--dry-run",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0 and "llama-tiny 2x16" in r.stdout and "tritonic" in r.stdout, r.stdout[-2000:] + r.stderr
     bad = _run("bench", "ops", "--only", "nothing")
     assert bad.returncode == 2 and "no benchmark matches" in bad.stderr
