@@ -187,3 +187,33 @@ def test_no_eager_function_is_an_error_not_a_wrong_answer(monkeypatch):
     monkeypatch.setattr(hf, "FALLBACKS", hf.collections.Counter())
     with pytest.raises(NotImplementedError, match="softcap"):
         hf.tritonic_attention_forward(Attn(), q, q, q, None, softcap=5.0)
+
+
+@pytest.mark.parametrize("cache", [None, "static"])
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_generate_greedy_matches_the_original(name, cache, device):
+    """generate() after optimize (attention through the kernels, decode steps of one query
+    over the cache, left-padded prompts) gives the original model's greedy tokens."""
+    from transformers import GPT2LMHeadModel, LlamaForCausalLM
+
+    _, config = _models()[name]
+    config.pad_token_id = 0
+    torch.manual_seed(0)
+    model = {"gpt2": GPT2LMHeadModel, "llama": LlamaForCausalLM}[name](config).to(device).eval()
+    model.set_attn_implementation("sdpa")
+    ids = torch.randint(1, 97, (2, 7), device=device)
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0  # left padding, as generate expects for decoder-only models
+    kw = dict(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False)
+    if cache:
+        kw["cache_implementation"] = cache
+    theirs = model.generate(**kw)
+    calls = []
+    real = hf.attention
+    ours_model = tritonic.optimize(model)
+    import unittest.mock
+
+    with unittest.mock.patch.object(hf, "attention", lambda *a, **k: calls.append(a[0].shape[2]) or real(*a, **k)):
+        ours = ours_model.generate(**kw)
+    assert torch.equal(ours, theirs), (ours[:, 7:].tolist(), theirs[:, 7:].tolist())
+    assert 7 in calls and 1 in calls, calls  # the prompt, then one query per new token
