@@ -90,7 +90,9 @@ def gated_mlp(x, w_gate, w_up, w_down, activation="silu"):
     probe = x.new_empty((1, 2))  # the gated kernels' own checks: dtype, device, interpreter
     if not _check_gated("gated_mlp", probe, probe) or x.numel() == 0:
         return gated_mlp_reference(x, w_gate, w_up, w_down, activation)
-    if torch.is_autocast_enabled(x.device.type):  # casts inside: the layers chained, each autocast
+    if torch.is_autocast_enabled(x.device.type) or torch.compiler.is_compiling():
+        # autocast casts inside, and torch.compile traces the registered custom ops best: the
+        # layers chained, each through its own path
         from tritonic.ops.activation import _gated
 
         return F.linear(_gated(F.linear(x, w_gate), F.linear(x, w_up), kind), w_down)
