@@ -79,3 +79,56 @@ def test_optimize_wires_graphs_only_on_a_gpu(device):
         tritonic.optimize(model, dtype=torch.int8)
     model.config.max_position_embeddings = 24  # buckets beyond the model's positions are dropped
     assert graphs.GraphedForward(model, capture=False).buckets == (16,)
+
+
+def _causal_lm(name, device):
+    from transformers import GPT2LMHeadModel, LlamaForCausalLM
+
+    _, config = test_hf._models()[name]
+    config.pad_token_id = 0
+    torch.manual_seed(0)
+    model = {"gpt2": GPT2LMHeadModel, "llama": LlamaForCausalLM}[name](config).to(device).eval()
+    model.set_attn_implementation("sdpa")
+    return model
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_decode_steps_over_a_static_cache(name, device):
+    """generate() with a static cache: each decode step runs from the entry's static inputs,
+    after warm-up runs whose advance of the cache is undone (were it not, positions would be
+    off and the tokens would differ); a second generate() brings a new cache and a new entry."""
+    model = _causal_lm(name, device)
+    ids = torch.randint(1, 97, (2, 7), device=device)
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0
+    kw = dict(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False, cache_implementation="static")
+    theirs = model.generate(**kw)
+    tritonic.optimize(model, cuda_graphs=False)
+    runner = graphs.GraphedForward(model, capture=False, warmup=2)
+    model.forward = runner
+    ours = model.generate(**kw)
+    assert torch.equal(ours, theirs), (ours[:, 7:].tolist(), theirs[:, 7:].tolist())
+    assert runner.stats["eager decode (no capture)"] == 5, runner.stats  # 6 tokens: the prefill gives the first
+    first = next(e for k, e in runner.graphs.items() if k[0] == "decode")
+    assert torch.equal(model.generate(**kw), theirs)
+    entries = [e for k, e in runner.graphs.items() if k[0] == "decode"]
+    assert len(entries) == 1 and entries[0] is not first and runner.stats["eager decode (no capture)"] == 10
+
+
+def test_a_failed_decode_capture_runs_eagerly(device, monkeypatch):
+    model = _causal_lm("llama", device)
+    ids = torch.randint(1, 97, (1, 5), device=device)
+    kw = dict(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False,
+              cache_implementation="static")
+    theirs = model.generate(**kw)
+    tritonic.optimize(model, cuda_graphs=False)
+    runner = graphs.GraphedForward(model, capture=False, warmup=1)
+    model.forward = runner
+
+    def broken(self):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(graphs._DecodeEntry, "_step", broken)
+    assert torch.equal(model.generate(**kw), theirs)
+    failed = [k for k in runner.stats if k.startswith("eager: decode capture failed")]
+    assert failed and runner.stats[failed[0]] == 3, runner.stats

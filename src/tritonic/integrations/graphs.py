@@ -10,12 +10,22 @@ replay overwrites the graph's own). The first call of a new (batch, bucket) runs
 twice on a side stream (compiling and tuning the kernels) and then captures it. All graphs
 share one memory pool.
 
+**Decode steps over a static KV cache** (``generate(..., cache_implementation="static")``,
+or a ``StaticCache`` passed by the caller) get one graph per (batch, cache): a call of one new
+token per sequence with the cache (``past_key_values=`` or ``cache=``, by transformers
+release) and a 4-D boolean attention mask as long as the cache. Everything such a step does
+stays on the device: the cache writes its keys and values at, and advances, its own
+``cumulative_length`` tensor, and positions derive from it, so a replay is the next step.
+The warm-up runs before the capture would advance the cache too: its small integer tensors
+are saved first and put back after each run. A new cache object (each ``generate`` call
+makes one) replaces the graph of the previous one at that batch size.
+
 Everything else runs the model's own forward, unchanged: calls under autograd or in training
-mode, other arguments (``past_key_values``, ``labels``, ``inputs_embeds``,
-``output_attentions``, ... — so ``generate()`` works as before, without graphs), sequences
-longer than the largest bucket, and a (batch, bucket) whose capture failed (the reason is in
-``stats``; the model then runs eagerly for it). Graphed calls run with ``use_cache=False``:
-they return no KV cache (pass ``use_cache=True`` to get one, without a graph).
+mode, other arguments (``labels``, ``inputs_embeds``, ``output_attentions``, a dynamic
+cache, ...; so ``generate()`` with its default cache works as before, without graphs), sequences
+longer than the largest bucket, and a graph whose capture failed (the reason is in
+``stats``; the model then runs eagerly for it). Bucket-graphed calls run with
+``use_cache=False``: they return no KV cache (pass ``use_cache=True`` to get one, without a graph).
 
 Right padding leaves the real tokens' outputs unchanged: their positions are the same, keys
 past the real length are masked, and in causal models they lie in the future anyway. A
@@ -26,6 +36,7 @@ graph holds the parameters it was captured with: assign new values in place
 from __future__ import annotations
 
 import collections
+import contextlib
 import inspect
 
 import torch
@@ -59,7 +70,9 @@ class GraphedForward:
         self.accepts = {name for name in _INPUTS if name in params}
         self.pad_id = getattr(model.config, "pad_token_id", None)
         self.pad_id = 0 if self.pad_id is None else int(self.pad_id)
-        self.graphs: dict = {}  # (batch, bucket, input names, mask dtype) -> _Entry, or a failure reason
+        # (batch, bucket, input names, mask dtype) -> _Entry, or a failure reason; and
+        # ("decode", batch, cache argument, mask shape, ids dtype) -> _DecodeEntry, or (cache id, reason)
+        self.graphs: dict = {}
         self.pool = None
         self.stats = collections.Counter()  # "replay", "capture", "eager: <reason>"
 
@@ -71,6 +84,9 @@ class GraphedForward:
     # --------------------------------------------------------------------------- dispatch
 
     def __call__(self, *args, **kwargs):
+        decode = self._decode_plan(args, kwargs)
+        if decode is not None:
+            return self._decode(*decode)
         plan = self._plan(args, kwargs)
         if isinstance(plan, str):
             self.stats[f"eager: {plan}"] += 1
@@ -122,6 +138,50 @@ class GraphedForward:
             return f"sequence of {length} tokens outside the buckets (largest {self.buckets[-1]})"
         bucket = next(b for b in self.buckets if b >= length)
         return inputs, batch, length, bucket
+
+    # --------------------------------------------------------------------------- decode steps
+
+    def _decode_plan(self, args, kwargs):
+        """(cache argument name, cache, input_ids, mask) for a decode step over a static cache,
+        else None (the call is then planned as any other)."""
+        if args or self.model.training or torch.is_grad_enabled() and any(
+                p.requires_grad for p in self.model.parameters()):
+            return None
+        names = [n for n in ("past_key_values", "cache") if kwargs.get(n) is not None]
+        if len(names) != 1 or type(kwargs[names[0]]).__name__ != "StaticCache":
+            return None
+        rest = {k: v for k, v in kwargs.items() if v is not None and k not in (names[0], "input_ids", "attention_mask")}
+        if rest.pop("use_cache", True) is not True or rest.pop("return_dict", True) is not True or rest:
+            return None
+        ids, mask, cache = kwargs.get("input_ids"), kwargs.get("attention_mask"), kwargs[names[0]]
+        if not torch.is_tensor(ids) or ids.dim() != 2 or ids.shape[1] != 1 or not torch.is_tensor(mask) or \
+                mask.dtype != torch.bool or mask.dim() != 4 or mask.shape[0] != ids.shape[0] or mask.shape[2] != 1:
+            return None
+        layers = getattr(cache, "layers", None)
+        if not layers or not all(getattr(layer, "is_initialized", False) for layer in layers):
+            return None  # the prefill has not run yet: its tensors do not exist
+        return names[0], cache, ids, mask
+
+    def _decode(self, name, cache, ids, mask):
+        key = ("decode", ids.shape[0], name, tuple(mask.shape), ids.dtype)
+        entry = self.graphs.get(key)
+        if isinstance(entry, tuple):  # (cache id, reason): the capture failed for that cache
+            if entry[0] == id(cache):
+                self.stats[f"eager: decode capture failed ({entry[1]})"] += 1
+                return self.forward(input_ids=ids, attention_mask=mask, **{name: cache}, use_cache=True)
+            entry = None  # another cache: try again
+        elif entry is not None and entry.cache is not cache:
+            entry = None  # a new cache (each generate call makes one): the old graph goes
+        if entry is None:
+            self.graphs.pop(key, None)  # the old entry's graph and its hold on the old cache go now
+            entry = _DecodeEntry(self, name, cache, ids, mask)
+            reason = entry.build()
+            if reason is not None:
+                self.graphs[key] = (id(cache), reason)
+                self.stats[f"eager: decode capture failed ({reason})"] += 1
+                return self.forward(input_ids=ids, attention_mask=mask, **{name: cache}, use_cache=True)
+            self.graphs[key] = entry
+        return entry.run(ids, mask, self.stats)
 
     # --------------------------------------------------------------------------- capture
 
@@ -190,6 +250,83 @@ class _Entry:
             out = self.out
             stats["replay"] += 1
         return _cut(out, length, next(iter(self.static.values())).shape[1])
+
+
+class _DecodeEntry:
+    """One decode step of a given batch over one static cache: static input_ids and mask,
+    and a graph (or, without capture, the same step run eagerly from the static inputs)."""
+
+    def __init__(self, owner: GraphedForward, name: str, cache, ids, mask):
+        self.owner, self.name, self.cache = owner, name, cache
+        with torch.inference_mode(False):  # the warm-up and capture run this step's real inputs
+            self.ids, self.mask = ids.clone(), mask.clone()
+        self.graph = self.out = None
+
+    def _step(self):
+        return self.owner.forward(input_ids=self.ids, attention_mask=self.mask, **{self.name: self.cache},
+                                  use_cache=True, return_dict=True)
+
+    def _counters(self):
+        """The cache's small integer tensors (its lengths and offsets), to put back after a warm-up."""
+        return [(t, t.clone()) for layer in self.cache.layers for t in vars(layer).values()
+                if torch.is_tensor(t) and not t.is_floating_point() and t.numel() <= 16]
+
+    def build(self) -> str | None:
+        """Warm up (kernels compiled and tuned for this batch) and capture; the reason on failure."""
+        owner = self.owner
+        saved = self._counters()
+        try:
+            side = torch.cuda.Stream() if owner.capture else None
+            if side is not None:
+                side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side) if side is not None else contextlib.nullcontext(), torch.no_grad():
+                for _ in range(owner.warmup):
+                    self._step()
+                    for t, value in saved:  # the warm-up advanced the cache: undo it
+                        t.copy_(value)
+            if side is not None:
+                torch.cuda.current_stream().wait_stream(side)
+            if not owner.capture:
+                return None
+            if owner.pool is None:
+                owner.pool = torch.cuda.graph_pool_handle()
+            graph = torch.cuda.CUDAGraph()
+            with torch.no_grad(), torch.cuda.graph(graph, pool=owner.pool):
+                out = self._step()
+        except Exception as e:  # something in the step a graph cannot hold: eager steps
+            if owner.capture:
+                recover_from_failed_capture()
+            for t, value in saved:
+                t.copy_(value)
+            return f"{type(e).__name__}: {str(e)[:200]}"
+        self.graph, self.out = graph, out
+        owner.stats["capture decode"] += 1
+        return None
+
+    def run(self, ids, mask, stats):
+        self.ids.copy_(ids)
+        self.mask.copy_(mask)
+        if self.graph is None:
+            with torch.no_grad():
+                out = self._step()
+            stats["eager decode (no capture)"] += 1
+        else:
+            self.graph.replay()
+            out = self.out
+            stats["replay decode"] += 1
+        return _copy_out(out)
+
+
+def _copy_out(out):
+    """Tensors of an output copied out of the graph's buffers (the next replay overwrites
+    them); anything else (the cache object) handed back as it is."""
+    if torch.is_tensor(out):
+        return out.clone()
+    if isinstance(out, dict):
+        return out.__class__(**{k: _copy_out(v) for k, v in out.items()})
+    if isinstance(out, (tuple, list)):
+        return type(out)(_copy_out(v) for v in out)
+    return out
 
 
 def _cut(out, length: int, bucket: int):

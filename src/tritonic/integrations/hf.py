@@ -22,7 +22,8 @@ rather than returning a wrong answer.
 
 Norms are swapped for tritonic modules (``integrations/swaps.py``), each checked on a probe
 input; inference calls replay CUDA graphs per (batch, sequence bucket)
-(``integrations/graphs.py``). Not yet (issue 7): a captured decode step for ``generate()``.
+(``integrations/graphs.py``), and decode steps of ``generate()`` over a static cache per
+(batch, cache).
 """
 
 from __future__ import annotations
@@ -277,4 +278,5 @@ def _install_graphs(model, report, cuda_graphs, buckets, training) -> None:
         model.forward = graphed
         model.tritonic_graphs = graphed
         report.replaced.append(f"forward: CUDA graphs per (batch, sequence bucket), buckets {list(graphed.buckets)}; "
-                               f"other calls (generate, autograd, training mode, other arguments) run eagerly")
+                               f"generate()'s decode steps over a static cache per (batch, cache); other calls "
+                               f"(autograd, training mode, other arguments, a dynamic cache) run eagerly")
