@@ -63,7 +63,9 @@ def test_generate_replays_captured_decode_steps(name):
     torch.manual_seed(0)
     model = {"gpt2": GPT2LMHeadModel, "llama": LlamaForCausalLM}[name](config).cuda().half().eval()
     eager = tritonic.optimize(copy.deepcopy(model), cuda_graphs=False)
+    eager.generation_config.disable_compile = True  # the same kernels, run plainly
     graphed = tritonic.optimize(model)
+    assert graphed.generation_config.disable_compile  # transformers' auto-compile would trace our graphs
     ids = torch.randint(1, 97, (2, 9), device="cuda")
     mask = torch.ones_like(ids)
     mask[1, :3] = 0

@@ -277,6 +277,13 @@ def _install_graphs(model, report, cuda_graphs, buckets, training) -> None:
         graphed = GraphedForward(model, buckets)
         model.forward = graphed
         model.tritonic_graphs = graphed
+        gen = getattr(model, "generation_config", None)
+        if gen is not None and hasattr(gen, "disable_compile"):
+            # generate() would otherwise torch.compile the forward for a static cache (its
+            # "auto-compile"), tracing into our graphs; the decode steps are captured by us
+            gen.disable_compile = True
+            report.replaced.append("generate(): transformers' auto-compile for static caches off (the decode steps "
+                                   "replay tritonic's graphs instead)")
         report.replaced.append(f"forward: CUDA graphs per (batch, sequence bucket), buckets {list(graphed.buckets)}; "
                                f"generate()'s decode steps over a static cache per (batch, cache); other calls "
                                f"(autograd, training mode, other arguments, a dynamic cache) run eagerly")
