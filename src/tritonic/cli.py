@@ -2,7 +2,7 @@
 
     tritonic env     what this machine has: GPU, versions, interpreter, cache
     tritonic demo    run the norm, GEMM, attention, RoPE, softmax, SwiGLU and loss kernels on real tensors; their error against PyTorch
-    tritonic bench   run benchmarks/ (ops, models or training), print tables, write JSON and charts
+    tritonic bench   run benchmarks/ (ops, models, training or generate), print tables, write JSON and charts
     tritonic tune    warm the autotune cache for a model (--model) or a list of shapes (--shapes FILE)
 
 Nothing heavy is imported until a subcommand runs: ``demo`` must decide whether to switch
@@ -286,7 +286,7 @@ def cmd_bench(args) -> int:
         print("tritonic bench: the benchmarks/ folder of a tritonic checkout is needed (install with pip install -e "
               f"from a clone); looked in {root}", file=sys.stderr)
         return 2
-    if args.what in ("models", "training"):
+    if args.what in ("models", "training", "generate"):
         script = root / f"{args.what}.py"
         if not script.exists():
             print(f"tritonic bench {args.what}: {script} is missing from this checkout", file=sys.stderr)
@@ -306,7 +306,7 @@ def cmd_bench(args) -> int:
             cmd.append("--dry-run")
         if args.quick:
             cmd.append("--quick")
-        if name in ("models", "training") and args.only:  # there --only picks cases (bert, gpt2 1x16, llama-1b, ...)
+        if name in ("models", "training", "generate") and args.only:  # there --only picks cases (bert, gpt2 1x16, llama-1b, ...)
             cmd += ["--only", args.only]
         print(f"=== {name}: {' '.join(cmd[1:])}", flush=True)
         rc = subprocess.call(cmd)
@@ -403,9 +403,9 @@ def main(argv=None) -> int:
                                        "tensors against PyTorch")
     demo.add_argument("--cpu", action="store_true", help="use Triton's interpreter even when a GPU is present")
     demo.set_defaults(func=cmd_demo)
-    bench = sub.add_parser("bench", help="run the benchmarks (ops, models or training steps), print tables, write JSON "
+    bench = sub.add_parser("bench", help="run the benchmarks (ops, models, training steps or generate), print tables, write JSON "
                                          "and charts")
-    bench.add_argument("what", choices=("ops", "models", "training"))
+    bench.add_argument("what", choices=("ops", "models", "training", "generate"))
     bench.add_argument("--only", help="ops: only the benchmarks whose name contains this (norm, matmul, attention, ...); models: only these cases (bert, gpt2 1x128, ...)")
     bench.add_argument("--out", default="benchmarks/results", help="results folder (default benchmarks/results)")
     bench.add_argument("--quick", action="store_true", help="fewer repetitions")
