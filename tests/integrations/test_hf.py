@@ -208,12 +208,16 @@ def test_generate_greedy_matches_the_original(name, cache, device):
     if cache:
         kw["cache_implementation"] = cache
     theirs = model.generate(**kw)
-    calls = []
-    real = hf.attention
+    calls, decode = [], []
+    real, real_decode = hf.attention, hf.attention_decode
     ours_model = tritonic.optimize(model)
     import unittest.mock
 
-    with unittest.mock.patch.object(hf, "attention", lambda *a, **k: calls.append(a[0].shape[2]) or real(*a, **k)):
+    with unittest.mock.patch.object(hf, "attention", lambda *a, **k: calls.append(a[0].shape[2]) or real(*a, **k)), \
+            unittest.mock.patch.object(hf, "attention_decode",
+                                       lambda *a, **k: decode.append(k["key_mask"] is not None) or real_decode(*a, **k)):
         ours = ours_model.generate(**kw)
     assert torch.equal(ours, theirs), (ours[:, 7:].tolist(), theirs[:, 7:].tolist())
-    assert 7 in calls and 1 in calls, calls  # the prompt, then one query per new token
+    n_layers = config.num_hidden_layers if name == "llama" else config.n_layer
+    assert calls == [7] * n_layers, calls  # the prompt through the flash kernel
+    assert len(decode) == 5 * n_layers and all(decode), decode  # then flash-decoding, left padding masked

@@ -154,6 +154,25 @@ def test_decode_window_float16_and_empty_cache(device):
     assert (out[0] == 0).all() and torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("splits", [None, 3])
+def test_decode_with_a_key_mask(splits, device):
+    """Left-padded prompts leave holes before the valid length: the key mask skips them (a
+    row whose kept keys all sit in other splits still combines right)."""
+    B, H, Hk, S_max, D = 3, 4, 2, 70, 16
+    q = torch.randn(B, H, 1, D, device=device)
+    k = torch.randn(B, Hk, S_max, D, device=device)
+    v = torch.randn(B, Hk, S_max, D, device=device)
+    seqlens = torch.tensor([70, 9, 40], dtype=torch.int32, device=device)
+    key_mask = torch.ones(B, S_max, dtype=torch.bool, device=device)
+    key_mask[0, :30] = False  # left padding
+    key_mask[2, 3:38] = False
+    check_op(lambda q, k, v: attention_decode(q, k, v, seqlens, causal=False, num_splits=splits, key_mask=key_mask),
+             lambda q, k, v: attention_decode_reference(q, k, v, seqlens, causal=False, key_mask=key_mask),
+             dict(q=q, k=k, v=v), atol_ulps=ULPS)
+    with pytest.raises(ValueError, match="key_mask"):
+        attention_decode(q, k, v, seqlens, key_mask=key_mask[:, :10])
+
+
 def test_decode_bad_input(device):
     q = torch.randn(1, 4, 1, 16, device=device)
     k = torch.randn(1, 3, 8, 16, device=device)

@@ -29,10 +29,11 @@ input; inference calls replay CUDA graphs per (batch, sequence bucket)
 from __future__ import annotations
 
 import collections
+import weakref
 
 import torch
 
-from tritonic.ops.attention import attention
+from tritonic.ops.attention import attention, attention_decode
 
 __all__ = ["ATTENTION_NAME", "optimize", "register", "tritonic_attention_forward"]
 
@@ -96,6 +97,33 @@ def _eager(module, query, key, value, attention_mask, dropout, scaling, is_causa
     return fn(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
 
 
+_LAST_DECODE_MASK: list = [None, -1, None]  # (weakref to a mask, its version, (seqlens, key mask))
+
+
+def _decode_lengths(attention_mask, batch: int, kv_len: int, device):
+    """(cache_seqlens, key_mask) for ``attention_decode`` from a decode step's mask: None (every
+    key of the cache counts), or SDPA's boolean (B or 1, 1, 1, kv_len) key mask, whose last
+    True position ends each sequence (a static cache's unused slots lie past it) and whose
+    holes are left padding. None for any other mask. Computed on the device (no host sync,
+    so it can be captured); the layers of one forward share their mask, so it is computed
+    once per step."""
+    if attention_mask is None:
+        return torch.full((batch,), kv_len, dtype=torch.int32, device=device), None
+    if attention_mask.dtype != torch.bool or attention_mask.dim() != 4 or attention_mask.shape[1:3] != (1, 1) or \
+            attention_mask.shape[3] != kv_len or attention_mask.shape[0] not in (1, batch):
+        return None
+    ref, version, cached = _LAST_DECODE_MASK
+    if ref is not None and ref() is attention_mask and version == attention_mask._version:
+        return cached
+    key_mask = attention_mask[:, 0, 0, :].expand(batch, kv_len)
+    if key_mask.stride(-1) != 1:
+        key_mask = key_mask.contiguous()
+    positions = torch.arange(1, kv_len + 1, dtype=torch.int32, device=device)
+    seqlens = torch.where(key_mask, positions, 0).amax(-1).to(torch.int32)
+    _LAST_DECODE_MASK[:] = [weakref.ref(attention_mask), attention_mask._version, (seqlens, key_mask)]
+    return seqlens, key_mask
+
+
 def tritonic_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                                attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
                                is_causal: bool | None = None, position_bias: torch.Tensor | None = None,
@@ -111,6 +139,12 @@ def tritonic_attention_forward(module: torch.nn.Module, query: torch.Tensor, key
         return _sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                      is_causal=is_causal, position_bias=position_bias, **kwargs)
     q_len, kv_len = query.shape[2], key.shape[2]
+    if q_len == 1 and position_bias is None and not torch.compiler.is_compiling():
+        decode = _decode_lengths(attention_mask, query.shape[0], kv_len, query.device)
+        if decode is not None:  # one new token per sequence over a cache: flash-decoding
+            seqlens, key_mask = decode
+            out = attention_decode(query, key, value, seqlens, causal=False, scale=scaling, key_mask=key_mask)
+            return out.transpose(1, 2).contiguous(), None
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     causal = bool(q_len > 1 and attention_mask is None and causal)  # a mask, when given, holds the causality
     if causal and kv_len > q_len:

@@ -507,14 +507,17 @@ def _attn_decode_split(
     Q,  # (B, H, Sq, D): a few new tokens per sequence
     K, V,  # (B, H_KV, S_max, D) caches; keys at positions >= SEQLENS[b] are ignored
     SEQLENS,  # (B,) int32: valid cache length per sequence (it includes the new tokens)
+    KMASK,  # (B, S_max) bool, row stride stride_mb: False = this key is not attended; read only if HAS_KMASK
     PO,  # (B, H_KV, SPLITS, GROUP * Sq, D) float32 out: each split's normalised partial output
     PLSE,  # (B, H_KV, SPLITS, GROUP * Sq) float32 out: each split's log-sum-exp (natural log)
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_mb,
     H_KV, GROUP, Sq, D, scale, window, split_len,  # split_len: cache positions per split (a multiple of BLOCK_N)
     CAUSAL: tl.constexpr,
     HAS_WINDOW: tl.constexpr,
+    HAS_KMASK: tl.constexpr,  # a key-padding mask (left-padded prompts leave holes before SEQLENS)
     PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr,  # >= GROUP * Sq: every query head of the group and every new token, one tile
     BLOCK_N: tl.constexpr,
@@ -557,6 +560,9 @@ def _attn_decode_split(
             keep = keep & (rn[None, :] <= pos[:, None])
         if HAS_WINDOW:
             keep = keep & (rn[None, :] > pos[:, None] - window)
+        if HAS_KMASK:
+            kept = tl.load(KMASK + b * stride_mb + rn, mask=rn < hi, other=0).to(tl.int1)
+            keep = keep & kept[None, :]
         s = tl.where(keep, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
