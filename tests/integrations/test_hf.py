@@ -221,3 +221,20 @@ def test_generate_greedy_matches_the_original(name, cache, device):
     n_layers = config.num_hidden_layers if name == "llama" else config.n_layer
     assert calls == [7] * n_layers, calls  # the prompt through the flash kernel
     assert len(decode) == 5 * n_layers and all(decode), decode  # then flash-decoding, left padding masked
+
+
+def test_decode_lengths_from_the_mask(device):
+    """Each sequence's length is its mask's last kept key; the layers of one step share the
+    result, and a mask changed in place (or a new one) is read again."""
+    mask = torch.zeros(3, 1, 1, 10, dtype=torch.bool, device=device)
+    mask[0, ..., 2:7] = True  # left padding, then unused cache slots
+    mask[1, ..., :10] = True
+    seqlens, key_mask = hf._decode_lengths(mask, 3, 10, device)
+    assert seqlens.tolist() == [7, 10, 0] and key_mask.shape == (3, 10)
+    assert hf._decode_lengths(mask, 3, 10, device)[0] is seqlens  # once per step
+    mask[2, ..., 4] = True
+    assert hf._decode_lengths(mask, 3, 10, device)[0].tolist() == [7, 10, 5]
+    shared = torch.ones(1, 1, 1, 4, dtype=torch.bool, device=device)  # one mask for the whole batch
+    assert hf._decode_lengths(shared, 2, 4, device)[0].tolist() == [4, 4]
+    assert hf._decode_lengths(None, 2, 6, device)[0].tolist() == [6, 6]
+    assert hf._decode_lengths(torch.zeros(2, 1, 1, 6, device=device), 2, 6, device) is None  # a float mask
