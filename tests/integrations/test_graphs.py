@@ -132,3 +132,5 @@ def test_a_failed_decode_capture_runs_eagerly(device, monkeypatch):
     assert torch.equal(model.generate(**kw), theirs)
     failed = [k for k in runner.stats if k.startswith("eager: decode capture failed")]
     assert failed and runner.stats[failed[0]] == 3, runner.stats
+    assert torch.equal(model.generate(**kw), theirs)  # a new cache: the failure is remembered, not retried
+    assert runner.stats[failed[0]] == 6, runner.stats

@@ -165,12 +165,10 @@ class GraphedForward:
     def _decode(self, name, cache, ids, mask):
         key = ("decode", ids.shape[0], name, tuple(mask.shape), ids.dtype)
         entry = self.graphs.get(key)
-        if isinstance(entry, tuple):  # (cache id, reason): the capture failed for that cache
-            if entry[0] == id(cache):
-                self.stats[f"eager: decode capture failed ({entry[1]})"] += 1
-                return self.forward(input_ids=ids, attention_mask=mask, **{name: cache}, use_cache=True)
-            entry = None  # another cache: try again
-        elif entry is not None and entry.cache is not cache:
+        if isinstance(entry, tuple):  # (cache id, reason): a capture failed at this batch; not tried again
+            self.stats[f"eager: decode capture failed ({entry[1]})"] += 1  # (clear() forgets it)
+            return self.forward(input_ids=ids, attention_mask=mask, **{name: cache}, use_cache=True)
+        if entry is not None and entry.cache is not cache:
             entry = None  # a new cache (each generate call makes one): the old graph goes
         if entry is None:
             self.graphs.pop(key, None)  # the old entry's graph and its hold on the old cache go now
