@@ -561,7 +561,7 @@ def _attn_decode_split(
         if HAS_WINDOW:
             keep = keep & (rn[None, :] > pos[:, None] - window)
         if HAS_KMASK:
-            kept = tl.load(KMASK + b * stride_mb + rn, mask=rn < hi, other=0).to(tl.int1)
+            kept = tl.load(KMASK + b * stride_mb + rn, mask=rn < hi, other=0) != 0
             keep = keep & kept[None, :]
         s = tl.where(keep, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
