@@ -1,5 +1,6 @@
 """examples/train.py end to end on the CPU (kernels in Triton's interpreter): it trains,
-resumes exactly from a checkpoint, and two processes (DDP over gloo) report the losses of one."""
+resumes exactly from a checkpoint, and two processes (DDP, or FSDP2, over gloo) report the
+losses of one."""
 
 import json
 import os
@@ -40,6 +41,21 @@ def test_trains_resumes_and_scales_out(tmp_path):
          launcher=("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"))
     two = _losses(tmp_path / "two.json")
     assert max(abs(a - b) for a, b in zip(one, two)) < 1e-5, (one, two)
+
+
+def test_fsdp2_over_gloo_matches_one_process_and_resumes(tmp_path):
+    """FSDP2 (fully_shard per block) on two CPU processes: the single process's losses, and an
+    exact resume through a torch.distributed.checkpoint checkpoint of the sharded state."""
+    two = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
+    _run(tmp_path, "--losses", "one.json")
+    one = _losses(tmp_path / "one.json")
+    _run(tmp_path, "--dist", "fsdp", "--losses", "fsdp.json", launcher=two)
+    fsdp = _losses(tmp_path / "fsdp.json")
+    assert max(abs(a - b) for a, b in zip(one, fsdp)) < 1e-5, (one, fsdp)
+    _run(tmp_path, "--dist", "fsdp", "--ckpt", "ck", "--ckpt-every", "2", "--stop-after", "2", launcher=two)
+    _run(tmp_path, "--dist", "fsdp", "--ckpt", "ck", "--ckpt-every", "2", "--resume", "--losses", "resumed.json",
+         launcher=two)
+    assert _losses(tmp_path / "resumed.json") == fsdp
 
 
 def test_hugging_face_model(tmp_path):
