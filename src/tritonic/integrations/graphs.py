@@ -312,19 +312,7 @@ class _DecodeEntry:
             self.graph.replay()
             out = self.out
             stats["replay decode"] += 1
-        return _copy_out(out)
-
-
-def _copy_out(out):
-    """Tensors of an output copied out of the graph's buffers (the next replay overwrites
-    them); anything else (the cache object) handed back as it is."""
-    if torch.is_tensor(out):
-        return out.clone()
-    if isinstance(out, dict):
-        return out.__class__(**{k: _copy_out(v) for k, v in out.items()})
-    if isinstance(out, (tuple, list)):
-        return type(out)(_copy_out(v) for v in out)
-    return out
+        return _cut(out, 1, 1)  # one token per sequence: nothing to cut, every tensor copied out
 
 
 def _cut(out, length: int, bucket: int):

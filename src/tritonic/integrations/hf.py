@@ -29,6 +29,7 @@ input; inference calls replay CUDA graphs per (batch, sequence bucket)
 from __future__ import annotations
 
 import collections
+import sys
 import weakref
 
 import torch
@@ -74,8 +75,6 @@ def _eager(module, query, key, value, attention_mask, dropout, scaling, is_causa
     """The model's own ``eager_attention_forward`` (softcap, sinks, attention weights). Our mask
     function hands out SDPA's masks: boolean (True = attend), or None where causality alone
     describes it; eager functions add a float mask to the scores, so it is rebuilt as one."""
-    import sys
-
     fn = getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
     if fn is None:
         raise NotImplementedError(
@@ -180,8 +179,6 @@ def _attention_modules(model) -> int:
     a ``config`` whose attention implementation is now ours (T5 in transformers 5.17 keeps
     per-stack copies of the config that ``set_attn_implementation`` does not reach), from a
     modeling file that imports ``ALL_ATTENTION_FUNCTIONS``."""
-    import sys
-
     return sum(1 for m in model.modules() if hasattr(m, "config") and hasattr(m, "is_causal")
                and m.__class__.__name__.endswith("Attention")
                and getattr(m.config, "_attn_implementation", None) == ATTENTION_NAME
@@ -242,8 +239,9 @@ def optimize(model, *, dtype=None, cuda_graphs: bool = True, buckets=None, train
         if not can_run_kernels(param.device):
             from tritonic.runtime.device import gpu_problem
 
-            if param.device.type == "cuda" and has_cuda() and gpu_problem(param.device.index or 0):
-                hint = gpu_problem(param.device.index or 0)
+            problem = gpu_problem(param.device.index or 0) if param.device.type == "cuda" and has_cuda() else None
+            if problem:
+                hint = problem
             elif has_cuda():
                 hint = "move it to the GPU first (model.cuda())"
             else:

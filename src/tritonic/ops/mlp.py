@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from tritonic.ops.activation import (_GELU_KIND, _check_gated, _gated_bwd_op, _gated_fwd_op, _kernel_layout,
+from tritonic.ops.activation import (_GELU_KIND, _check, _gated, _gated_bwd_op, _gated_fwd_op, _kernel_layout,
                                      geglu_reference, swiglu_reference)
 from tritonic.runtime.checks import check_same_device, check_same_dtype, check_shape, check_tensor
 
@@ -87,14 +87,11 @@ def gated_mlp(x, w_gate, w_up, w_down, activation="silu"):
     for name, t in (("w_gate", w_gate), ("w_up", w_up), ("w_down", w_down)):
         check_same_dtype("gated_mlp", "x", x, name, t)
     check_same_device("gated_mlp", "x", x, w_gate=w_gate, w_up=w_up, w_down=w_down)
-    probe = x.new_empty((1, 2))  # the gated kernels' own checks: dtype, device, interpreter
-    if not _check_gated("gated_mlp", probe, probe) or x.numel() == 0:
+    if not _check("gated_mlp", x):  # the activation kernels' checks: dtype, device, empty input
         return gated_mlp_reference(x, w_gate, w_up, w_down, activation)
     if torch.is_autocast_enabled(x.device.type) or torch.compiler.is_compiling():
         # autocast casts inside, and torch.compile traces the registered custom ops best: the
         # layers chained, each through its own path
-        from tritonic.ops.activation import _gated
-
         return F.linear(_gated(F.linear(x, w_gate), F.linear(x, w_up), kind), w_down)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (x, w_gate, w_up, w_down)):
         return _GatedMLP.apply(x, w_gate, w_up, w_down, kind)

@@ -73,8 +73,9 @@ def check_kernel_device(op: str, name: str, t: torch.Tensor) -> None:
     """The tensor lives where tritonic's kernels can run."""
     if can_run_kernels(t.device):
         return
-    if t.device.type == "cuda" and has_cuda() and gpu_problem(t.device.index or 0):
-        raise UnsupportedEnvironment(f"{op}: {gpu_problem(t.device.index or 0)}")
+    problem = gpu_problem(t.device.index or 0) if t.device.type == "cuda" and has_cuda() else None
+    if problem:
+        raise UnsupportedEnvironment(f"{op}: {problem}")
     if t.device.type == "cpu" and has_cuda():
         raise ValueError(
             f"{op}: {name} is a CPU tensor, but tritonic's kernels run on the GPU; "
