@@ -103,6 +103,7 @@ def test_decode_steps_over_a_static_cache(name, device):
     mask[0, :2] = 0
     kw = dict(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False, cache_implementation="static")
     theirs = model.generate(**kw)
+    model.generation_config.disable_compile = True  # (a GPU would compile the runner's steps)
     tritonic.optimize(model, cuda_graphs=False)
     runner = graphs.GraphedForward(model, capture=False, warmup=2)
     model.forward = runner
@@ -121,6 +122,7 @@ def test_a_failed_decode_capture_runs_eagerly(device, monkeypatch):
     kw = dict(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False,
               cache_implementation="static")
     theirs = model.generate(**kw)
+    model.generation_config.disable_compile = True  # (a GPU would compile the runner's steps)
     tritonic.optimize(model, cuda_graphs=False)
     runner = graphs.GraphedForward(model, capture=False, warmup=1)
     model.forward = runner

@@ -238,3 +238,17 @@ def test_decode_lengths_from_the_mask(device):
     assert hf._decode_lengths(shared, 2, 4, device)[0].tolist() == [4, 4]
     assert hf._decode_lengths(None, 2, 6, device)[0].tolist() == [6, 6]
     assert hf._decode_lengths(torch.zeros(2, 1, 1, 6, device=device), 2, 6, device) is None  # a float mask
+
+
+def test_decode_lengths_are_not_shared_across_a_graph_capture(device, monkeypatch):
+    """A decode step's graph is captured right after warm-up runs over the same static mask:
+    reusing the warm-up's lengths in the capture would bake them into the graph (every replay
+    would attend over the first step's keys only), and after the capture the graph's own
+    buffers must not leak into eager calls."""
+    mask = torch.ones(2, 1, 1, 8, dtype=torch.bool, device=device)
+    warm = hf._decode_lengths(mask, 2, 8, device)[0]
+    monkeypatch.setattr(hf, "_capturing", lambda t: True)
+    captured = hf._decode_lengths(mask, 2, 8, device)[0]
+    assert captured is not warm and hf._decode_lengths(mask, 2, 8, device)[0] is captured  # shared within
+    monkeypatch.setattr(hf, "_capturing", lambda t: False)
+    assert hf._decode_lengths(mask, 2, 8, device)[0] is not captured

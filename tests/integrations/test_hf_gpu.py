@@ -75,3 +75,21 @@ def test_generate_replays_captured_decode_steps(name):
         assert torch.equal(graphed.generate(**kw), theirs)
     stats = graphed.tritonic_graphs.stats
     assert stats["capture decode"] == 2 and stats["replay decode"] == 22, dict(stats)
+
+
+def test_generate_under_transformers_compile():
+    """``optimize(model, cuda_graphs=False)`` leaves transformers' own compile of static-cache
+    decode steps on: it traces our ops (custom ops) and gives the tokens of plain steps."""
+    from transformers import LlamaForCausalLM
+
+    _, config = _models()["llama"]
+    config.pad_token_id = 0
+    torch.manual_seed(0)
+    model = tritonic.optimize(LlamaForCausalLM(config).cuda().eval(), cuda_graphs=False)
+    assert not model.generation_config.disable_compile
+    ids = torch.randint(1, 97, (2, 9), device="cuda")
+    kw = dict(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
+              cache_implementation="static")
+    compiled = model.generate(**kw)
+    model.generation_config.disable_compile = True
+    torch.testing.assert_close(compiled, model.generate(**kw), atol=0, rtol=0)

@@ -96,7 +96,13 @@ def _eager(module, query, key, value, attention_mask, dropout, scaling, is_causa
     return fn(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
 
 
-_LAST_DECODE_MASK: list = [None, -1, None]  # (weakref to a mask, its version, (seqlens, key mask))
+# (weakref to a mask, its version, whether a CUDA graph was being captured, (seqlens, key mask))
+_LAST_DECODE_MASK: list = [None, -1, False, None]
+
+
+def _capturing(t: torch.Tensor) -> bool:
+    """Whether ``t``'s work would go into a CUDA graph being captured."""
+    return t.is_cuda and torch.cuda.is_current_stream_capturing()
 
 
 def _decode_lengths(attention_mask, batch: int, kv_len: int, device):
@@ -111,15 +117,19 @@ def _decode_lengths(attention_mask, batch: int, kv_len: int, device):
     if attention_mask.dtype != torch.bool or attention_mask.dim() != 4 or attention_mask.shape[1:3] != (1, 1) or \
             attention_mask.shape[3] != kv_len or attention_mask.shape[0] not in (1, batch):
         return None
-    ref, version, cached = _LAST_DECODE_MASK
-    if ref is not None and ref() is attention_mask and version == attention_mask._version:
+    # a graph must compute its own (a warm-up's tensors, reused in the capture, would be
+    # replayed unchanged every step), and eager calls must not read a graph's buffers
+    capturing = _capturing(attention_mask)
+    ref, version, was_capturing, cached = _LAST_DECODE_MASK
+    if ref is not None and ref() is attention_mask and version == attention_mask._version and \
+            was_capturing == capturing:
         return cached
     key_mask = attention_mask[:, 0, 0, :].expand(batch, kv_len)
     if key_mask.stride(-1) != 1:
         key_mask = key_mask.contiguous()
     positions = torch.arange(1, kv_len + 1, dtype=torch.int32, device=device)
     seqlens = torch.where(key_mask, positions, 0).amax(-1).to(torch.int32)
-    _LAST_DECODE_MASK[:] = [weakref.ref(attention_mask), attention_mask._version, (seqlens, key_mask)]
+    _LAST_DECODE_MASK[:] = [weakref.ref(attention_mask), attention_mask._version, capturing, (seqlens, key_mask)]
     return seqlens, key_mask
 
 
