@@ -13,7 +13,7 @@
 # Steps:
 #   tests       pytest -m gpu over all tests, plus the integration tests on the GPU
 #   norm        norm forward sweep + benchmarks/norm.py + scripts/norm_ab.py
-#   training    benchmarks/training.py (gpt2-124m, llama-1b)
+#   training    benchmarks/training.py (gpt2-124m, llama-1b; training-gpt2 / training-llama: one)
 #   generate    benchmarks/generate.py
 #   models      benchmarks/models.py, one model per process (eager, reduce-overhead, tritonic)
 #   flce        memory_bound.py --flce and the FLCE sweep
@@ -52,9 +52,12 @@ for step in "$@"; do
             run norm sweep 250 python3 scripts/sweep_norm.py --directions fwd --compile --out "$R/norm/sweep"
             run norm bench 170 python3 benchmarks/norm.py --graph always --out "$o"
             run norm ab 120 python3 scripts/norm_ab.py --rounds 6 ;;
-        training)
-            run training gpt2 250 python3 benchmarks/training.py --only gpt2-124m --steps 8 --timeout 120 --out "$o"
-            run training llama 300 python3 benchmarks/training.py --only llama-1b --steps 6 --timeout 120 --out "$o" ;;
+        training|training-gpt2|training-llama)
+            o=$R/training/results
+            [ "$step" = training-llama ] || \
+                run training gpt2 250 python3 benchmarks/training.py --only gpt2-124m --steps 8 --timeout 120 --out "$o"
+            [ "$step" = training-gpt2 ] || \
+                run training llama 300 python3 benchmarks/training.py --only llama-1b --steps 6 --timeout 120 --out "$o" ;;
         generate)
             run generate all 500 python3 benchmarks/generate.py --out "$o" ;;
         models)
