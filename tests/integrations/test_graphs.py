@@ -4,6 +4,7 @@ the GPU (test_hf_gpu.py)."""
 
 import copy
 import importlib
+import types
 
 import pytest
 import torch
@@ -136,3 +137,17 @@ def test_a_failed_decode_capture_runs_eagerly(device, monkeypatch):
     assert failed and runner.stats[failed[0]] == 3, runner.stats
     assert torch.equal(model.generate(**kw), theirs)  # a new cache: the failure is remembered, not retried
     assert runner.stats[failed[0]] == 6, runner.stats
+
+
+def test_the_memory_pool_goes_with_the_last_graph(device):
+    """The allocator frees a graph pool whose last graph is destroyed; a later capture into
+    its stale handle fails (an internal assert in CUDACachingAllocator, seen on the H200 when
+    a second generate() replaced the only decode graph), so the handle is dropped with it."""
+    runner = graphs.GraphedForward(_causal_lm("gpt2", device), capture=False)
+    live = types.SimpleNamespace(graph=object())
+    runner.graphs.update({"a": live, "b": types.SimpleNamespace(graph=object()), "c": "capture failed"})
+    runner.pool = (0, 1)
+    runner._drop("a")
+    assert runner.pool == (0, 1)  # "b" still uses it
+    runner._drop("b")
+    assert runner.pool is None and runner.graphs == {"c": "capture failed"}

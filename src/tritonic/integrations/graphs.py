@@ -171,7 +171,7 @@ class GraphedForward:
         if entry is not None and entry.cache is not cache:
             entry = None  # a new cache (each generate call makes one): the old graph goes
         if entry is None:
-            self.graphs.pop(key, None)  # the old entry's graph and its hold on the old cache go now
+            self._drop(key)  # the old entry's graph and its hold on the old cache go now
             entry = _DecodeEntry(self, name, cache, ids, mask)
             reason = entry.build()
             if reason is not None:
@@ -180,6 +180,16 @@ class GraphedForward:
                 return self.forward(input_ids=ids, attention_mask=mask, **{name: cache}, use_cache=True)
             self.graphs[key] = entry
         return entry.run(ids, mask, self.stats)
+
+    def _drop(self, key) -> None:
+        """Forget one graph. When none is left the memory pool is given up too: the allocator
+        frees a pool whose last graph is gone, and capturing into its stale handle fails."""
+        self.graphs.pop(key, None)
+        self._forget_unused_pool()
+
+    def _forget_unused_pool(self) -> None:
+        if not any(getattr(e, "graph", None) is not None for e in self.graphs.values()):
+            self.pool = None
 
     # --------------------------------------------------------------------------- capture
 
@@ -213,6 +223,7 @@ class GraphedForward:
                 out = self.forward(**static, **extra)
         except Exception as e:  # the model does something a graph cannot hold: run it eagerly
             recover_from_failed_capture()
+            self._forget_unused_pool()
             reason = f"capture failed for batch {batch}, bucket {bucket} ({type(e).__name__}: {str(e)[:200]})"
             self.graphs[key] = reason
             return reason
@@ -294,6 +305,7 @@ class _DecodeEntry:
         except Exception as e:  # something in the step a graph cannot hold: eager steps
             if owner.capture:
                 recover_from_failed_capture()
+                owner._forget_unused_pool()
             for t, value in saved:
                 t.copy_(value)
             return f"{type(e).__name__}: {str(e)[:200]}"
