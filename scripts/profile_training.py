@@ -1,0 +1,74 @@
+"""Where a training step's GPU time goes, per provider (issue 8): the kernels of one full
+step (forward with labels, backward, fused AdamW), grouped by name, with wall time per step.
+
+    PYTHONPATH=src python scripts/profile_training.py --case gpt2-124m --providers eager,tritonic [--out DIR]
+
+Each provider runs in this process one after the other (no Liger here: it patches
+transformers globally). Prints the step's wall time, the sum of kernel times, the kernel
+count and the top groups; ``--out`` writes the same as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import torch  # noqa: E402
+
+
+def main() -> int:
+    import training as T  # benchmarks/training.py
+    from profile_models import kernels, wall_ms
+    from transformers import AutoModelForCausalLM
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--case", default="gpt2-124m")
+    p.add_argument("--providers", default="eager,tritonic")
+    p.add_argument("--top", type=int, default=25)
+    p.add_argument("--out")
+    a = p.parse_args()
+    B, S = T.CASES[a.case]
+    result = {}
+    for provider in a.providers.split(","):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(T._config(a.case), attn_implementation="sdpa")
+        model = model.to("cuda", torch.bfloat16).train()
+        if provider == "tritonic":
+            import tritonic
+
+            tritonic.optimize(model, training=True)
+            print(model.tritonic_report)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+        ids = torch.randint(0, model.config.vocab_size, (B, S), device="cuda")
+
+        def step():
+            model(input_ids=ids, labels=ids).loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        ms = wall_ms(step, iters=5)
+        per = kernels(step, iters=3)
+        total = sum(t for t, _ in per.values())
+        count = sum(n for _, n in per.values())
+        print(f"\n== {a.case} {B}x{S} {provider}: {ms:.1f} ms/step wall, {total / 1e3:.1f} ms kernels, "
+              f"{count:.0f} kernels")
+        for name, (t, n) in sorted(per.items(), key=lambda kv: -kv[1][0])[:a.top]:
+            print(f"  {t / 1e3:8.2f} ms {t / total:6.1%} {n:6.0f}x  {name}")
+        result[provider] = {"ms": ms, "kernel_ms": total / 1e3, "kernels": count,
+                            "groups": {k: {"us": t, "count": n} for k, (t, n) in per.items()}}
+        del model, opt
+        torch.cuda.empty_cache()
+    if a.out:
+        Path(a.out).mkdir(parents=True, exist_ok=True)
+        (Path(a.out) / f"profile_training_{a.case}.json").write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
