@@ -22,6 +22,17 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import torch  # noqa: E402
 
 
+def host(step, top: int) -> None:
+    """The host side of 3 steps: operators and CUDA runtime calls by self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top, max_name_column_width=60))
+
+
 def main() -> int:
     import training as T  # benchmarks/training.py
     from profile_models import kernels, wall_ms
@@ -32,6 +43,7 @@ def main() -> int:
     p.add_argument("--providers", default="eager,tritonic")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--out")
+    p.add_argument("--cpu", action="store_true", help="also the host side: top operators by self CPU time")
     a = p.parse_args()
     B, S = T.CASES[a.case]
     result = {}
@@ -60,6 +72,8 @@ def main() -> int:
               f"{count:.0f} kernels")
         for name, (t, n) in sorted(per.items(), key=lambda kv: -kv[1][0])[:a.top]:
             print(f"  {t / 1e3:8.2f} ms {t / total:6.1%} {n:6.0f}x  {name}")
+        if a.cpu:
+            host(step, a.top)
         result[provider] = {"ms": ms, "kernel_ms": total / 1e3, "kernels": count,
                             "groups": {k: {"us": t, "count": n} for k, (t, n) in per.items()}}
         del model, opt
