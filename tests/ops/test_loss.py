@@ -218,6 +218,20 @@ def test_fused_linear_low_memory(vocab_chunk, device):
     _check_fused(9, 16, 50, torch.float32, device, bias=True, chunk_rows=4, low_memory=True, vocab_chunk=16,
                  label_smoothing=0.1, z_loss=1e-3, softcap=4.0, reduction="sum")
     _check_fused(7, 16, 30, torch.float32, device, grads=("weight",), low_memory=True, vocab_chunk=7)
+    # a padded head (130 float32 rows are not 16-byte multiples) over three 64-row slices
+    _check_fused(6, 16, 130, torch.float32, device, bias=True, chunk_rows=4, low_memory=True, vocab_chunk=64)
+
+
+def test_fused_linear_pads_an_unaligned_vocabulary(device):
+    """GPT-2's 50257 classes: cuBLAS runs the head's GEMMs ~6x slower on an odd row stride,
+    so the head is padded to a multiple of 64 rows; results as without (checked above on
+    V = 37, 50, 20 in float16) and dW is the first V rows of the padded gradient."""
+    from tritonic.ops.loss import _padded_vocab
+
+    w16, w32 = torch.empty(0, dtype=torch.bfloat16), torch.empty(0)
+    assert _padded_vocab(50257, w16) == 50304 and _padded_vocab(128256, w16) == 128256
+    assert _padded_vocab(50, w32) == 64 and _padded_vocab(40, w16) == 40 and _padded_vocab(4, w32) == 4
+    _check_fused(10, 16, 21, torch.float16, device, bias=True, chunk_rows=4, grads=("hidden", "weight"))
     with pytest.raises(ValueError, match="vocab_chunk is for low_memory"):
         fused_linear_cross_entropy(torch.randn(2, 4, device=device), torch.randn(5, 4, device=device),
                                    torch.tensor([1, 2], device=device), vocab_chunk=2)

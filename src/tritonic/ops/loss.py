@@ -224,6 +224,271 @@ def _chunk_rows(N: int, V: int, H: int) -> int:
     return min(N, rows)
 
 
+def _padded_vocab(V: int, weight: torch.Tensor) -> int:
+    """V, or V rounded up to a multiple of 64 when a row of V elements is not a multiple of
+    16 bytes (the alignment cuBLAS's fast kernels need of the logits' row stride)."""
+    return V if (V * weight.element_size()) % 16 == 0 else -(-V // 64) * 64
+
+
+def _flce_forward(hidden, weight, bias, target, ignore_index, mean, smoothing, z_coef, softcap, chunk, vocab_chunk,
+                  need_dh, need_dw, need_db):
+    """(float32 loss, dh, dw, db) with the gradients for an upstream gradient of 1 (empty
+    tensors where not needed). Chunk by chunk: logits, loss, then the logits' gradient written
+    over the logits themselves, then its products into dh, dW and db.
+
+    ``vocab_chunk`` > 0 (low memory): dW and db come from a second pass over slices of the
+    vocabulary instead — each slice's logits for all tokens recomputed from the rows' saved
+    log-sum-exp, and its rows of dW written once (K = all tokens) rather than added into by
+    every token chunk. One more GEMM, but small chunks then cost no dW traffic."""
+    N, H = hidden.shape
+    V = weight.shape[0]
+    valid = target != ignore_index
+    # the per-row gradient weight: 1 for "sum", 1 / (number of valid rows) for "mean"; on the device
+    scale = valid.sum().to(torch.float32).reciprocal() if mean else \
+        torch.ones((), dtype=torch.float32, device=hidden.device)
+    loss_rows = empty((N,), dtype=torch.float32, device=hidden.device)
+    # A vocabulary whose rows of logits are not 16-byte multiples (GPT-2's 50257) leaves
+    # cuBLAS only unvectorised kernels: ~6x slower for all three GEMMs on an H200. The head
+    # is then copied into one padded with zero rows (Vp, a multiple of 64), the logits get
+    # Vp columns (the padding's logits and gradients are exact zeros: the kernels see only the
+    # first V), and dW is computed for Vp rows, of which the first V are returned (a view).
+    Vp = _padded_vocab(V, weight)
+    w_full, b_full = weight, bias
+    if Vp != V:
+        w_full = empty((Vp, H), dtype=weight.dtype, device=weight.device)
+        w_full[:V].copy_(weight)
+        w_full[V:].zero_()
+        if bias is not None:
+            b_full = torch.zeros((Vp,), dtype=bias.dtype, device=bias.device)
+            b_full[:V].copy_(bias)
+    dh = empty_like(hidden) if need_dh else hidden.new_empty(0)
+    # dW in the weight's dtype (like PyTorch's own weight gradient): a float32 copy of a
+    # 128k x 4096 head would cost 2 GiB more than the unfused loss
+    dw_full = empty((Vp, H), dtype=weight.dtype, device=weight.device) if need_dw else None
+    dw = dw_full[:V] if need_dw else weight.new_empty(0)  # the first chunk's GEMM writes it whole
+    db = torch.zeros((V,), dtype=torch.float32, device=weight.device) if need_db else weight.new_empty(0)
+    two_pass = vocab_chunk > 0 and (need_dw or need_db)
+    lse_all = empty((N, 2), dtype=torch.float32, device=hidden.device) if two_pass else None
+    buf = empty((min(chunk, N), Vp), dtype=hidden.dtype, device=hidden.device)  # one chunk's logits, reused
+    for lo in range(0, N, chunk):
+        hi = min(N, lo + chunk)
+        h, t = hidden[lo:hi], target[lo:hi]
+        full = buf[:hi - lo]
+        if b_full is None:
+            torch.mm(h, w_full.t(), out=full)
+        else:
+            torch.addmm(b_full, h, w_full.t(), out=full)
+        logits = full[:, :V]
+        rows, lse = _launch_fwd(logits, t, ignore_index, smoothing, z_coef, softcap)
+        loss_rows[lo:hi] = rows
+        if two_pass:
+            lse_all[lo:hi] = lse
+        if need_dh or ((need_dw or need_db) and not two_pass):
+            g = _launch_bwd(scale.expand(hi - lo), logits, t, lse, ignore_index, smoothing, z_coef, softcap,
+                            out=logits)  # the logits are not needed again: their gradient overwrites them
+            if need_dh:  # (full: g and the padding's zero columns)
+                torch.mm(full, w_full, out=dh[lo:hi])
+            if two_pass:
+                continue
+            if need_dw:  # the GEMM accumulates in float32; the running sum is kept in dw's dtype
+                if lo == 0:
+                    torch.mm(full.t(), h, out=dw_full)
+                else:
+                    dw_full.addmm_(full.t(), h)
+            if need_db:
+                db += g.sum(0, dtype=torch.float32)
+    if two_pass:
+        # drop every reference to the token chunks' buffer (g is a view of it) before the
+        # slices' buffer is allocated, so that the two never count together in the peak
+        buf = full = logits = g = None
+        width = min(vocab_chunk, V)
+        if Vp != V:  # slices start and end on the padded head's 64-row steps
+            width = -(-width // 64) * 64
+        flat = empty((N * width,), dtype=hidden.dtype, device=hidden.device)  # one slice's logits, reused
+        rows_scale = scale.expand(N)
+        for v0 in range(0, V, width):
+            v1, v1p = min(V, v0 + width), min(Vp, v0 + width)
+            lv = flat[:N * (v1p - v0)].view(N, v1p - v0)
+            if b_full is None:
+                torch.mm(hidden, w_full[v0:v1p].t(), out=lv)
+            else:
+                torch.addmm(b_full[v0:v1p], hidden, w_full[v0:v1p].t(), out=lv)
+            g = _launch_bwd(rows_scale, lv[:, :v1 - v0], target, lse_all, ignore_index, smoothing, z_coef, softcap,
+                            out=lv[:, :v1 - v0], col0=v0, V=V)
+            if need_dw:
+                torch.mm(lv.t(), hidden, out=dw_full[v0:v1p])
+            if need_db:
+                db[v0:v1] = g.sum(0, dtype=torch.float32)
+    total = loss_rows.sum()
+    return total if reduction == "sum" else total / valid.sum()  # no valid row: 0 / 0 = NaN, as PyTorch
+
+
+# ----------------------------------------------------------------------------- launches
+
+
+def _block_v(V: int) -> int:
+    return min(8192 if not interpreter_active() else 64, max(16, 1 << (V - 1).bit_length()))
+
+
+def _flags(smoothing, z_coef, softcap):
+    return dict(HAS_SMOOTHING=smoothing != 0.0, HAS_Z=z_coef != 0.0, HAS_SOFTCAP=softcap != 0.0)
+
+
+def _launch_fwd(logits, target, ignore_index, smoothing, z_coef, softcap):
+    N, V = logits.shape
+    loss = empty((N,), dtype=torch.float32, device=logits.device)
+    lse = empty((N, 2), dtype=torch.float32, device=logits.device)  # (max, log-sum-exp past it) per row
+    if N:
+        launch(_ce_fwd, (N,), logits, target, loss, lse, logits.stride(0), V, ignore_index, smoothing, z_coef,
+               softcap, **_flags(smoothing, z_coef, softcap), BLOCK_V=_block_v(V), num_warps=8 if V > 4096 else 4)
+    return loss, lse
+
+
+def _launch_bwd(dloss, logits, target, lse, ignore_index, smoothing, z_coef, softcap, out=None, col0=0, V=None):
+    """The logits' gradient; ``out`` (an (N, width) buffer, possibly ``logits`` itself)
+    receives it. ``logits`` may hold a window of the classes, ``col0 .. col0 + width - 1`` of
+    ``V`` (the row's log-sum-exp in ``lse`` covers all ``V``)."""
+    N, width = logits.shape
+    V = width if V is None else V
+    out = empty_like(logits) if out is None else out
+    if N:
+        launch(_ce_bwd, (N,), logits, target, lse, dloss, out, logits.stride(0), out.stride(0),
+               dloss.stride(0) if dloss.dim() else 0, V, ignore_index, smoothing, z_coef, softcap, col0, width,
+               **_flags(smoothing, z_coef, softcap), BLOCK_V=_block_v(width), num_warps=8 if width > 4096 else 4)
+    return out
+
+
+# ----------------------------------------------------------------------------- ops
+# softcap 0.0 stands for "none" (custom op schemas take plain floats).
+
+
+def _ce_op(logits: torch.Tensor, target: torch.Tensor, ignore_index: int, smoothing: float, z_coef: float,
+           softcap: float) -> tuple[torch.Tensor, torch.Tensor]:
+    return _launch_fwd(logits, target, ignore_index, smoothing, z_coef, softcap)
+
+
+def _ce_op_bwd(dloss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, lse: torch.Tensor,
+               ignore_index: int, smoothing: float, z_coef: float, softcap: float) -> torch.Tensor:
+    return _launch_bwd(dloss, logits, target, lse, ignore_index, smoothing, z_coef, softcap)
+
+
+def _ce_setup(ctx, inputs, output, backward_impl):
+    logits, target, ignore_index, smoothing, z_coef, softcap = inputs
+    ctx.save_for_backward(logits, target, output[1])
+    ctx.opts, ctx.backward_impl = (ignore_index, smoothing, z_coef, softcap), backward_impl
+
+
+def _ce_grad(ctx, dloss, _dlse):
+    logits, target, lse = ctx.saved_tensors
+    if dloss is None or not ctx.needs_input_grad[0]:
+        return None, None, None, None, None, None
+    if dloss.dim() and dloss.stride(0) not in (0, 1):
+        dloss = dloss.contiguous()
+    return ctx.backward_impl(dloss, logits, target, lse, *ctx.opts), None, None, None, None, None
+
+
+_CrossEntropyFn = register("cross_entropy", _ce_op, _ce_op_bwd, _ce_setup, _ce_grad, n_nondiff=1)
+
+
+def _check(op, logits, target, ignore_index, reduction, label_smoothing, z_loss, softcap) -> None:
+    check_tensor(op, "logits", logits, min_dim=1)
+    if not isinstance(target, torch.Tensor) or target.dtype not in (torch.int64, torch.int32):
+        got = target.dtype if isinstance(target, torch.Tensor) else type(target).__name__
+        raise TypeError(f"{op}: target must be an int64 (or int32) tensor of class indices, got {got}")
+    if tuple(target.shape) != tuple(logits.shape[:-1]):
+        raise ValueError(f"{op}: target must have the shape of logits without its last (class) dimension, "
+                         f"{tuple(logits.shape[:-1])}, got {tuple(target.shape)}")
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise TypeError(f"{op}: ignore_index must be an int, got {type(ignore_index).__name__}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{op}: label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
+    if not isinstance(z_loss, (int, float)) or not 0.0 <= z_loss < math.inf:
+        raise ValueError(f"{op}: z_loss must be a finite number >= 0, got {z_loss!r}")
+    if softcap is not None and (not isinstance(softcap, (int, float)) or not 0.0 < softcap < math.inf):
+        raise ValueError(f"{op}: softcap must be None or a positive finite number, got {softcap!r}")
+    check_same_device(op, "logits", logits, target=target)
+
+
+def _check_targets(op, target, V, ignore_index, check: bool) -> None:
+    """Targets in [0, V) or ignore_index: one small reduction and a sync, where a sync is allowed."""
+    if not check or target.numel() == 0 or is_traced(target) or torch.compiler.is_compiling():
+        return
+    if target.is_cuda and torch.cuda.is_current_stream_capturing():
+        return
+    bad = (target != ignore_index) & ((target < 0) | (target >= V))
+    if bool(bad.any()):
+        first = int(target[bad][0])
+        raise ValueError(f"{op}: target holds class {first}, outside [0, {V}) and not ignore_index "
+                         f"({ignore_index}); {int(bad.sum())} such target(s)")
+
+
+def cross_entropy(logits, target, ignore_index=-100, reduction="mean", label_smoothing=0.0, z_loss=0.0,
+                  softcap=None, *, check_targets=True):
+    """Cross-entropy of ``logits`` ``(..., V)`` against class indices ``target`` ``(...)``.
+
+    As ``F.cross_entropy(logits, target, ignore_index=..., reduction=..., label_smoothing=...)``
+    for 2-D logits, plus ``z_loss`` (adds ``z_loss * logsumexp(logits)^2`` per row, PaLM's
+    auxiliary loss) and ``softcap`` (logits become ``softcap * tanh(logits / softcap)`` first,
+    as in Gemma 2). Rows targeting ``ignore_index`` count for nothing; ``"mean"`` divides by
+    the number of other rows (NaN when there is none, as PyTorch). The result has the
+    logits' dtype."""
+    op = "cross_entropy"
+    _check(op, logits, target, ignore_index, reduction, label_smoothing, z_loss, softcap)
+    V = logits.shape[-1]
+    _check_targets(op, target, V, ignore_index, check_targets)
+    kw = dict(ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss,
+              softcap=softcap)
+    if logits.dtype not in KERNEL_DTYPES:
+        warn_once((op, logits.dtype), f"{op}: the kernels take float16, bfloat16 and float32; got {logits.dtype}, "
+                  f"so PyTorch's implementation runs instead")
+        return cross_entropy_reference(logits, target, **kw)
+    if logits.numel() == 0:
+        return cross_entropy_reference(logits, target, **kw)
+    check_kernel_device(op, "logits", logits)
+    rows = logits.reshape(-1, V)
+    if rows.stride(-1) != 1:
+        rows = rows.contiguous()
+    t = target.reshape(-1)
+    args = (rows, t, int(ignore_index), float(label_smoothing), float(z_loss), float(softcap or 0.0))
+    if torch.compiler.is_compiling() or is_traced(rows, t):
+        loss_rows = torch.ops.tritonic.cross_entropy(*args)[0]
+    elif torch.is_grad_enabled() and logits.requires_grad:
+        loss_rows = _CrossEntropyFn.apply(*args)[0]
+    else:
+        loss_rows = _launch_fwd(*args)[0]
+    return _reduce(loss_rows, t != ignore_index, reduction, target.shape).to(logits.dtype)
+
+
+# ----------------------------------------------------------------------------- fused linear
+
+
+def fused_linear_cross_entropy_reference(hidden, weight, target, bias=None, ignore_index=-100, reduction="mean",
+                                         label_smoothing=0.0, z_loss=0.0, softcap=None):
+    """``cross_entropy_reference(F.linear(hidden, weight, bias), target, ...)``: all logits at once."""
+    return cross_entropy_reference(F.linear(hidden, weight, bias), target, ignore_index, reduction, label_smoothing,
+                                   z_loss, softcap)
+
+
+def _chunk_rows(N: int, V: int, H: int) -> int:
+    """Tokens per chunk (a multiple of 256, at least 1024). Two costs pull apart: a chunk's
+    logits (``rows x V``) are the memory the op adds beyond its gradients, and every chunk
+    reads and writes the whole ``dW`` once more (its GEMM adds into it), which at 256 rows
+    of a 4096-wide head costs more than half the GEMMs' time again. 1024 rows keep that
+    under a sixth; larger hidden sizes or batches may go up to a quarter of ``W``'s size
+    or ``hidden``'s size in logits, whichever is larger."""
+    budget = max(V * H // 4, N * H)  # logits elements one chunk may hold
+    rows = max(1024, (budget // max(V, 1)) // 256 * 256)
+    return min(N, rows)
+
+
+def _padded_vocab(V: int, weight: torch.Tensor) -> int:
+    """V, or V rounded up to a multiple of 64 when a row of V elements is not a multiple of
+    16 bytes (the alignment cuBLAS's fast kernels need of the logits' row stride)."""
+    return V if (V * weight.element_size()) % 16 == 0 else -(-V // 64) * 64
+
+
 def _flce_forward(hidden, weight, bias, target, ignore_index, mean, smoothing, z_coef, softcap, chunk, vocab_chunk,
                   need_dh, need_dw, need_db):
     """(float32 loss, dh, dw, db) with the gradients for an upstream gradient of 1 (empty
