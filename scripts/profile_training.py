@@ -44,6 +44,7 @@ def main() -> int:
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--out")
     p.add_argument("--cpu", action="store_true", help="also the host side: top operators by self CPU time")
+    p.add_argument("--cprofile", action="store_true", help="also the Python side: cProfile of 3 steps")
     a = p.parse_args()
     B, S = T.CASES[a.case]
     result = {}
@@ -74,6 +75,14 @@ def main() -> int:
             print(f"  {t / 1e3:8.2f} ms {t / total:6.1%} {n:6.0f}x  {name}")
         if a.cpu:
             host(step, a.top)
+        if a.cprofile:
+            import cProfile
+            import pstats
+
+            prof = cProfile.Profile()
+            prof.runcall(lambda: [step() for _ in range(3)] and torch.cuda.synchronize())
+            pstats.Stats(prof).sort_stats("tottime").print_stats(a.top)
+            pstats.Stats(prof).sort_stats("cumulative").print_stats(a.top)
         result[provider] = {"ms": ms, "kernel_ms": total / 1e3, "kernels": count,
                             "groups": {k: {"us": t, "count": n} for k, (t, n) in per.items()}}
         del model, opt
