@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +45,8 @@ def main() -> int:
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--out")
     p.add_argument("--cpu", action="store_true", help="also the host side: top operators by self CPU time")
+    p.add_argument("--no-check", action="store_true",
+                   help="the loss's target check (one host sync per step) turned off, to see what it costs")
     p.add_argument("--cprofile", action="store_true", help="also the Python side: cProfile of 3 steps")
     a = p.parse_args()
     B, S = T.CASES[a.case]
@@ -65,7 +68,18 @@ def main() -> int:
             opt.step()
             opt.zero_grad(set_to_none=True)
 
+        if a.no_check:
+            import tritonic.ops.loss as loss_mod
+
+            loss_mod._check_targets = lambda *args: None
         ms = wall_ms(step, iters=5)
+        enqueue = []
+        for _ in range(6):  # host time to enqueue a step (all of it, when nothing in the step syncs)
+            t = time.perf_counter()
+            step()
+            enqueue.append((time.perf_counter() - t) * 1e3)
+        torch.cuda.synchronize()
+        print(f"host time per step call: {sorted(enqueue)[len(enqueue) // 2]:.1f} ms (median of 6)")
         per = kernels(step, iters=3)
         total = sum(t for t, _ in per.values())
         count = sum(n for _, n in per.values())
