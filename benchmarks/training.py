@@ -6,8 +6,9 @@
 
 Providers: ``eager`` (HF model, SDPA attention), ``torch.compile`` (the model compiled),
 ``liger`` (Liger-Kernel's ``apply_liger_kernel_to_llama`` where it supports the model: not
-GPT-2) and ``tritonic`` (``tritonic.optimize(model, training=True)``: swapped norms and MLPs,
-flash attention, the loss without logits). Parameters, gradients and optimizer state are
+GPT-2), ``tritonic`` (``tritonic.optimize(model, training=True)``: swapped norms and MLPs,
+flash attention, the loss without logits) and ``tritonic+compile`` (that model then given to
+``torch.compile``: our ops stay opaque custom ops, inductor takes the rest of the Python away). Parameters, gradients and optimizer state are
 bfloat16 for every provider (no autocast), random weights from configs, a random token
 stream. Each (case, provider) runs in its own process: Liger patches ``transformers``'
 modules globally, and peak memory must not carry over.
@@ -30,7 +31,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PROVIDERS = ("eager", "torch.compile", "liger", "tritonic")
+PROVIDERS = ("eager", "torch.compile", "liger", "tritonic", "tritonic+compile")
 CASES = {"gpt2-124m": (8, 1024), "gpt2-350m": (8, 1024), "llama-1b": (1, 4096)}
 SMOKE = {"gpt2-tiny": (2, 16), "llama-tiny": (2, 16)}
 
@@ -67,12 +68,12 @@ def one(case: str, provider: str, steps: int, device: str) -> dict | None:
         except Exception:
             return None
         apply_liger_kernel_to_llama(model=model)
-    elif provider == "tritonic":
+    elif provider.startswith("tritonic"):
         import tritonic
 
         tritonic.optimize(model, training=True)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device == "cuda")
-    step_model = torch.compile(model) if provider == "torch.compile" else model
+    step_model = torch.compile(model) if provider.endswith("compile") else model
     vocab = model.config.vocab_size
     batches = [torch.randint(0, vocab, (B, S), device=device) for _ in range(2)]
 
