@@ -29,9 +29,10 @@ import time
 from pathlib import Path
 
 try:
-    import tritonic  # noqa: F401
+    import tritonic
 except ImportError:  # run from a checkout without installing: use ./src
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    import tritonic
 
 import torch
 import torch.distributed as dist
@@ -257,7 +258,10 @@ def main(argv=None) -> int:
 
     step_fn = None
     if graphed and start < end:
-        step_fn = capture_step(train_step, opt, [t.to(device) for t in data.get(start)])
+        try:  # warm-up at learning rate 0 (nothing moves), then the whole step in one graph
+            step_fn = tritonic.capture_train_step(train_step, opt, tuple(t.to(device) for t in data.get(start)))
+        except RuntimeError as e:
+            raise SystemExit(f"--cuda-graph: {e}") from e
     step_times = []
     pin = device.type == "cuda"
 
@@ -308,55 +312,6 @@ def main(argv=None) -> int:
         dist.barrier()  # every rank is done with its collectives before the group goes (gloo can hang otherwise)
         dist.destroy_process_group()
     return 0
-
-
-def capture_step(train_step, opt, batch, warmup: int = 3):
-    """``train_step`` captured in a CUDA graph: returns ``step(x, y) -> loss`` that copies the
-    batch into the graph's inputs and replays it. Warm-up runs on a side stream first (they
-    tune tritonic's kernels and create AdamW's state) at learning rate 0, which leaves the
-    parameters as they were; the optimizer state is then put back as it was before them."""
-    x, y = (t.clone() for t in batch)
-    dev = x.device
-    for g in opt.param_groups:  # a checkpoint from an ungraphed run restores a float lr, capturable=False
-        g["capturable"] = True
-        if not torch.is_tensor(g["lr"]):
-            g["lr"] = torch.tensor(float(g["lr"]), device=dev)
-    params = [p for g in opt.param_groups for p in g["params"]]
-    before = {p: {k: v.clone() for k, v in opt.state[p].items() if torch.is_tensor(v)} for p in params
-              if opt.state.get(p)}
-    lrs = [g["lr"].clone() for g in opt.param_groups]
-    for g in opt.param_groups:
-        g["lr"].fill_(0.0)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(warmup):
-            opt.zero_grad(set_to_none=True)
-            train_step(x, y)
-    torch.cuda.current_stream().wait_stream(side)
-    with torch.no_grad():
-        for p in params:
-            for k, v in opt.state.get(p, {}).items():
-                if torch.is_tensor(v):
-                    v.copy_(before[p][k]) if p in before else v.zero_()
-        for g, lr in zip(opt.param_groups, lrs):
-            g["lr"].copy_(lr)
-    opt.zero_grad(set_to_none=True)  # the graph allocates the gradients in its own pool
-    graph = torch.cuda.CUDAGraph()
-    try:
-        with torch.cuda.graph(graph):
-            loss = train_step(x, y)
-    except Exception as e:
-        raise SystemExit(f"--cuda-graph: this step cannot be captured ({type(e).__name__}: {e}); "
-                         f"run without --cuda-graph") from e
-
-    def step(xb, yb):
-        x.copy_(xb, non_blocking=True)
-        y.copy_(yb, non_blocking=True)
-        graph.replay()
-        return loss
-
-    return step
 
 
 def plot(losses, path, title, others: dict | None = None) -> None:

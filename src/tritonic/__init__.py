@@ -12,7 +12,7 @@ can still choose Triton's interpreter (``TRITON_INTERPRET=1``) after ``import tr
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["nn", "ops", "optimize", "runtime", "__version__"]
+__all__ = ["capture_train_step", "nn", "ops", "optimize", "runtime", "__version__"]
 
 
 def optimize(model, **kwargs):
@@ -21,6 +21,14 @@ def optimize(model, **kwargs):
     from tritonic.integrations.hf import optimize as _optimize
 
     return _optimize(model, **kwargs)
+
+
+def capture_train_step(train_step, optimizer, batch, **kwargs):
+    """A whole training step in one CUDA graph (see
+    :func:`tritonic.runtime.cudagraph.capture_train_step`)."""
+    from tritonic.runtime.cudagraph import capture_train_step as _capture
+
+    return _capture(train_step, optimizer, batch, **kwargs)
 
 
 def __getattr__(name):
