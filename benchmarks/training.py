@@ -7,8 +7,9 @@
 Providers: ``eager`` (HF model, SDPA attention), ``torch.compile`` (the model compiled),
 ``liger`` (Liger-Kernel's ``apply_liger_kernel_to_llama`` where it supports the model: not
 GPT-2), ``tritonic`` (``tritonic.optimize(model, training=True)``: swapped norms and MLPs,
-flash attention, the loss without logits) and ``tritonic+compile`` (that model then given to
-``torch.compile``: our ops stay opaque custom ops, inductor takes the rest of the Python away). Parameters, gradients and optimizer state are
+flash attention, the loss without logits) and ``tritonic+graph`` (that model, its whole step
+captured by ``tritonic.capture_train_step``: one graph replay per step, no Python per kernel).
+``tritonic+compile`` (``optimize``, then ``torch.compile``) can be asked for by name. Parameters, gradients and optimizer state are
 bfloat16 for every provider (no autocast), random weights from configs, a random token
 stream. Each (case, provider) runs in its own process: Liger patches ``transformers``'
 modules globally, and peak memory must not carry over.
@@ -16,7 +17,8 @@ modules globally, and peak memory must not carry over.
 Cases are issue 8's: GPT-2 124M and 350M at 8 × 1024 tokens, a Llama-style 1B (hidden 2048,
 16 layers, 32 / 8 heads, SwiGLU 8192, vocabulary 128256) at 1 × 4096. Writes "training":
 ``ms`` per step, ``value`` tokens/s, ``peak_gib`` the peak memory allocated during the timed
-steps (parameters, gradients and optimizer state included).
+steps (parameters, gradients and optimizer state included; for ``+graph``, from its warm-up
+and capture on, since a replay allocates nothing).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PROVIDERS = ("eager", "torch.compile", "liger", "tritonic", "tritonic+compile")
+PROVIDERS = ("eager", "torch.compile", "liger", "tritonic", "tritonic+graph")
 CASES = {"gpt2-124m": (8, 1024), "gpt2-350m": (8, 1024), "llama-1b": (1, 4096)}
 SMOKE = {"gpt2-tiny": (2, 16), "llama-tiny": (2, 16)}
 
@@ -77,19 +79,29 @@ def one(case: str, provider: str, steps: int, device: str) -> dict | None:
     vocab = model.config.vocab_size
     batches = [torch.randint(0, vocab, (B, S), device=device) for _ in range(2)]
 
-    def step(i):
-        ids = batches[i % 2]
+    def train_step(ids):
         loss = step_model(input_ids=ids, labels=ids).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         return loss
 
+    graphed = provider.endswith("+graph")
+    if graphed:
+        import tritonic
+
+        if device == "cuda":  # replays allocate nothing: the peak is the warm-up's and the capture's
+            torch.cuda.reset_peak_memory_stats()
+        captured = tritonic.capture_train_step(train_step, opt, batches[0])
+        step = lambda i: captured(batches[i % 2])  # noqa: E731
+    else:
+        step = lambda i: train_step(batches[i % 2])  # noqa: E731
+
     for i in range(3):  # compile, tune, create the optimizer state
         step(i)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     sync()
-    if device == "cuda":
+    if device == "cuda" and not graphed:
         torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
     for i in range(steps):
