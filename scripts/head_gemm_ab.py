@@ -60,10 +60,24 @@ def main() -> None:
         "dW+=    row stride Vp": lambda: dw.addmm_(strided.t(), h),
         "pad weight copy": lambda: wp[:V].copy_(w),
     }
+    # the loss kernels over one chunk of logits at both row strides (their time went from
+    # 117 to 204 us per 1024-row chunk in GPT-2's step once the head was padded: why?)
+    from tritonic.ops.loss import _launch_bwd, _launch_fwd
+
+    target = torch.randint(0, V, (M,), device="cuda")
+    scale = torch.full((), 1.0 / M, device="cuda").expand(M)
+    for name, logits in (("contiguous", flat), ("row stride Vp", strided)):
+        logits.normal_()
+        _, lse = _launch_fwd(logits, target, -100, 0.0, 0.0, 0.0)
+        cases[f"ce fwd  {name}"] = lambda lg=logits: _launch_fwd(lg, target, -100, 0.0, 0.0, 0.0)
+        cases[f"ce bwd  {name}"] = lambda lg=logits, lse=lse: _launch_bwd(scale, lg, target, lse, -100, 0.0, 0.0,
+                                                                           0.0, out=lg)
     print(f"{torch.cuda.get_device_name()} torch {torch.__version__}: M={M} V={V} (padded {Vp}) H={H}")
     for name, fn in cases.items():
         ms = timed(fn)
-        print(f"  {name:24s} {ms * 1e3:8.1f} us  {flops / ms / 1e9:6.0f} TFLOP/s")
+        rate = f"{2 * M * V * 2 / ms / 1e9:6.2f} TB/s (read + write)" if name.startswith("ce") else \
+            f"{flops / ms / 1e9:6.0f} TFLOP/s"
+        print(f"  {name:24s} {ms * 1e3:8.1f} us  {rate}")
 
 
 if __name__ == "__main__":
