@@ -167,6 +167,10 @@ def main(argv=None) -> int:
                 failed += 1
                 continue
             row = json.loads(out.read_text()) if r.returncode == 0 and out.exists() else None
+        if not a.dry_run:  # each child's own output (warnings, recompiles, tuning) kept beside the JSON
+            logs = Path(a.out) / "logs"
+            logs.mkdir(parents=True, exist_ok=True)
+            (logs / f"training_{case}_{provider}.log").write_text(r.stdout + r.stderr)
         if r.returncode != 0:
             failed += 1
             print("failed: " + (r.stderr.strip().splitlines() or ["?"])[-1][:300])
