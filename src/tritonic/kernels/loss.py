@@ -32,6 +32,15 @@ def _capped(x, softcap, HAS_SOFTCAP: tl.constexpr):
 
 
 @triton.jit
+def _lse_step(x, m, s):
+    """One block ``x`` of a row into the running max ``m`` and sum of exponentials past it ``s``."""
+    m_new = tl.maximum(m, tl.max(x, axis=0))
+    m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row of -inf so far: keep s at 0
+    s = s * tl.exp(m - m_use) + tl.sum(tl.exp(x - m_use), axis=0)
+    return m_new, s
+
+
+@triton.jit
 def _ce_fwd(
     LOGITS,  # (N, V) rows with stride stride_l, unit stride along V
     TARGET,  # (N,) int32/int64 class indices
@@ -51,16 +60,19 @@ def _ce_fwd(
     m = tl.full([], float("-inf"), tl.float32)
     s = tl.zeros([], tl.float32)
     total = tl.zeros([], tl.float32)
-    for start in range(0, V, BLOCK_V):
-        cols = start + tl.arange(0, BLOCK_V)
+    full = V - V % BLOCK_V
+    for start in range(0, full, BLOCK_V):  # whole blocks: no mask, so the loads can be vectors
+        x = _capped(tl.load(base + start + tl.arange(0, BLOCK_V)).to(tl.float32), softcap, HAS_SOFTCAP)
+        m, s = _lse_step(x, m, s)
+        if HAS_SMOOTHING:
+            total += tl.sum(x, axis=0)
+    if full < V:  # the last, partial block
+        cols = full + tl.arange(0, BLOCK_V)
         inside = cols < V
         x = tl.load(base + cols, mask=inside, other=float("-inf")).to(tl.float32)
         if HAS_SOFTCAP:  # tanh would turn the padding's -inf into -softcap: mask again
             x = tl.where(inside, _capped(x, softcap, HAS_SOFTCAP), float("-inf"))
-        m_new = tl.maximum(m, tl.max(x, axis=0))
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row of -inf so far: keep s at 0
-        s = s * tl.exp(m - m_use) + tl.sum(tl.exp(x - m_use), axis=0)
-        m = m_new
+        m, s = _lse_step(x, m, s)
         if HAS_SMOOTHING:
             total += tl.sum(tl.where(inside, x, 0.0), axis=0)
     log_s = tl.log(s)
@@ -78,6 +90,17 @@ def _ce_fwd(
     tl.store(LOSS + row, tl.where(valid, loss, 0.0))
     tl.store(LSE + 2 * row, m)
     tl.store(LSE + 2 * row + 1, log_s)
+
+
+@triton.jit
+def _ce_grad_block(x, cols, t, m, log_s, p_scale, hit, floor, g, softcap, HAS_SOFTCAP: tl.constexpr):
+    """The gradient of one block of a row's logits ``x`` (columns ``cols``; ``t`` the target's)."""
+    z = _capped(x, softcap, HAS_SOFTCAP)
+    d = tl.exp((z - m) - log_s) * p_scale - tl.where(cols == t, hit, 0.0) - floor
+    if HAS_SOFTCAP:  # d softcap·tanh(x/softcap) / dx = 1 - tanh²
+        r = z / softcap
+        d = d * (1.0 - r * r)
+    return tl.where(g == 0.0, 0.0, d * g)  # ignored rows: exact zeros even where p is NaN
 
 
 @triton.jit
@@ -109,14 +132,15 @@ def _ce_bwd(
     if HAS_SMOOTHING:
         hit = 1.0 - smoothing
         floor = smoothing / V
-    for start in range(0, width, BLOCK_V):
+    full = width - width % BLOCK_V
+    for start in range(0, full, BLOCK_V):  # whole blocks: no mask, so the loads and stores can be vectors
         cols = start + tl.arange(0, BLOCK_V)
+        x = tl.load(base + cols).to(tl.float32)
+        d = _ce_grad_block(x, cols, t, m, log_s, p_scale, hit, floor, g, softcap, HAS_SOFTCAP)
+        tl.store(out + cols, d.to(DLOGITS.dtype.element_ty))
+    if full < width:  # the last, partial block
+        cols = full + tl.arange(0, BLOCK_V)
         inside = cols < width
         x = tl.load(base + cols, mask=inside, other=0.0).to(tl.float32)
-        z = _capped(x, softcap, HAS_SOFTCAP)
-        d = tl.exp((z - m) - log_s) * p_scale - tl.where(cols == t, hit, 0.0) - floor
-        if HAS_SOFTCAP:  # d softcap·tanh(x/softcap) / dx = 1 - tanh²
-            r = z / softcap
-            d = d * (1.0 - r * r)
-        d = tl.where(g == 0.0, 0.0, d * g)  # ignored rows: exact zeros even where p is NaN
+        d = _ce_grad_block(x, cols, t, m, log_s, p_scale, hit, floor, g, softcap, HAS_SOFTCAP)
         tl.store(out + cols, d.to(DLOGITS.dtype.element_ty), mask=inside)
