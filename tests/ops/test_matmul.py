@@ -144,7 +144,8 @@ def tma(monkeypatch):
     mm = importlib.import_module("tritonic.ops.matmul")  # (tritonic.ops.matmul is also the function)
 
     real = mm._tma_runner
-    monkeypatch.setattr(mm, "_tma_runner", lambda *a, **k: calls.append(1) or real(*a, **k))
+    # each call records whether it keeps the pre-activation z (argument 5: training's forward)
+    monkeypatch.setattr(mm, "_tma_runner", lambda *a, **k: calls.append(a[5] is not None) or real(*a, **k))
     return calls
 
 
@@ -156,6 +157,8 @@ def test_linear_tma_path(act, device, tma):
     check_op(lambda **k: linear(**k, activation=act), lambda **k: linear_reference(**k, activation=act), a,
              grads=_grads(a), atol_ulps=ULPS)
     assert tma, "the Hopper kernel did not run"
+    if act is not None:  # the training forward (it stores the pre-activation) is on the Hopper kernel too
+        assert any(tma), "the forward that keeps z did not run the Hopper kernel"
 
 
 def test_matmul_tma_transposed(device, tma):

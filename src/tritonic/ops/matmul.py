@@ -106,7 +106,7 @@ def _use_tma(a, b, out, z, batch, gated=False) -> bool:
     elif gated == 2:
         ok = ok and _tma_layout(b2, 0) and (z is None or _tma_layout(z, 1))
     else:
-        ok = ok and (z is None or (z.stride() == out.stride()[1:] and _tma_layout(z, 1)))
+        ok = ok and (z is None or (z.stride() == c2.stride() and _tma_layout(z, 1)))
     return ok and _tma_layout(c2, 1)
 
 
