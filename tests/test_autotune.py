@@ -166,3 +166,54 @@ def test_no_tuning_when_not_allowed_and_nothing_remembered():
     assert tuner.pick((4096,), t, device_name=GPU, triton_version=TRITON, may_tune=False) == CONFIGS[0]
     assert calls == [] and tuner.chosen == {}
     assert _pick(tuner, timer=t) == CONFIGS[2]  # tuned later, when allowed
+
+
+def test_nothing_is_timed_while_torch_compiles(monkeypatch):
+    """torch.compile traces the ops with fake tensors: a timing run there would put every
+    timed launch (and do_bench's cache flushes) into the compiled graph, and persist a
+    meaningless choice. (On the H200 an optimize(training=True) GPT-2 under torch.compile
+    took 2.1 s per step.)"""
+    tuner = at.Autotuner("k", CONFIGS)
+    t, calls = _timer()
+    monkeypatch.setattr(at, "_compiling", lambda: True)
+    assert _pick(tuner, timer=t) == CONFIGS[0] and calls == [] and tuner.chosen == {}
+    monkeypatch.setattr(at, "_compiling", lambda: False)
+    assert _pick(tuner, timer=t) == CONFIGS[2] and calls
+
+
+def test_traced_ops_do_not_tune(monkeypatch):
+    """The ops that tune in their own code path (attention, the activation gradient of
+    linear) ask not to when their tensors are traced (a tensor subclass stands for torch's
+    fake tensors; the kernels themselves are not launched here)."""
+    import importlib
+
+    import torch
+
+    mm = importlib.import_module("tritonic.ops.matmul")
+    attn = importlib.import_module("tritonic.ops.attention")
+    seen = []
+
+    class Tuner:
+        chosen = {}
+        configs = [mm._ACT_GRAD_INTERPRETER]
+
+        def pick(self, key, time_config, may_tune=True):
+            seen.append(may_tune)
+            return self.configs[0]
+
+    class Traced(torch.Tensor):
+        pass
+
+    monkeypatch.setattr(attn, "interpreter_active", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)  # (a CPU build raises)
+    attn._tuned_run(Tuner(), lambda c: None, (torch.float16, 64, 64, 64, ()), traced=True)
+    attn._tuned_run(Tuner(), lambda c: None, (torch.float16, 64, 64, 64, ()), traced=False)
+    assert seen == [False, True]
+    seen.clear()
+    monkeypatch.setattr(mm, "interpreter_active", lambda: False)
+    monkeypatch.setattr(mm, "_act_grad_tuner", Tuner())
+    monkeypatch.setattr(mm, "launch", lambda *a, **k: None)
+    x, w, dy = torch.randn(4, 8), torch.randn(6, 8), torch.randn(4, 6)
+    for t in (dy.as_subclass(Traced), dy):
+        mm._linear_bwd(t, torch.randn(4, 6), x, w, 1, False, False, False)
+    assert seen == [False, True]

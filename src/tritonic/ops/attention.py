@@ -189,7 +189,7 @@ def _forward_impl(q, k, v, mask, bias, alibi_slopes, window, scale, causal, varl
                cu_q, cu_k, kd, vd, *_bhm(lse, varlen), *_bhm(q, varlen), *_bhm(k, varlen), *_bhm(v, varlen),
                *_bhm(o, varlen), *strides, *scalars, **flags, BLOCK_D=block_d, **meta)
 
-    _tuned_run(_fwd_tuner(block_d), run, (q.dtype, Sq, Sk, block_d, tuple(flags.values())))
+    _tuned_run(_fwd_tuner(block_d), run, (q.dtype, Sq, Sk, block_d, tuple(flags.values())), is_traced(q, k, v))
     return o, lse
 
 
@@ -220,10 +220,10 @@ def _bwd_tuner(block_d):
     return _BWD_TUNERS["wide" if block_d > 128 else "narrow"]
 
 
-def _tuned_run(tuner, run, key) -> None:
+def _tuned_run(tuner, run, key, traced: bool = False) -> None:
     """Run with the tuned config for ``key`` (times the configs the first time, outside
-    CUDA-graph capture); an untuned first config that runs out of shared memory falls back
-    to the first one that fits."""
+    CUDA-graph capture and tracing, whose graph would record every timed launch); an untuned
+    first config that runs out of shared memory falls back to the first one that fits."""
     if interpreter_active():
         run(_INTERPRETER_CONFIG)
         return
@@ -231,7 +231,8 @@ def _tuned_run(tuner, run, key) -> None:
     key = (str(dtype), bucket(Sq), bucket(Sk), *rest)
     config = tuner.chosen.get(key)
     if config is None:
-        config = tuner.pick(key, lambda c: _time(run, c), may_tune=not torch.cuda.is_current_stream_capturing())
+        config = tuner.pick(key, lambda c: _time(run, c),
+                            may_tune=not (traced or torch.cuda.is_current_stream_capturing()))
     try:
         run(config)
     except OutOfResources:
@@ -317,7 +318,8 @@ def _backward_impl(do, q, k, v, o, lse, mask, bias, alibi_slopes, window, scale,
         launch(_attn_bwd_dq, ((Sq + bm - 1) // bm, B * H), q, k, v, do, lse, delta, dq, m, bb, slopes,
                cu_q, cu_k, *_bhm(lse, varlen), *_bhm(dq, varlen)[:3], *common, **flags, BLOCK_D=block_d, **meta)
 
-    _tuned_run(_bwd_tuner(block_d), run, (q.dtype, Sq, Sk, block_d, need_dbias, tuple(flags.values())))
+    _tuned_run(_bwd_tuner(block_d), run, (q.dtype, Sq, Sk, block_d, need_dbias, tuple(flags.values())),
+               is_traced(q, k, v))
     return dq, dk, dv, dbias
 
 

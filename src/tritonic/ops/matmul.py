@@ -268,10 +268,10 @@ def _linear_bwd(dy: torch.Tensor, z: torch.Tensor, x: torch.Tensor, weight: torc
 
         if interpreter_active():
             run(_ACT_GRAD_INTERPRETER)
-        else:
+        else:  # (no timing while torch traces: the timed launches would be recorded into its graph)
             key = (bucket(M), N, str(dy.dtype), act, need_db)
             run(_act_grad_tuner.pick(key, lambda c: _time(run, c),
-                                     may_tune=not torch.cuda.is_current_stream_capturing()))
+                                     may_tune=not (is_traced(dy, z) or torch.cuda.is_current_stream_capturing())))
         if need_db:
             db = partials[0].sum(0).to(weight.dtype)
     if need_dx:  # G @ W

@@ -39,6 +39,16 @@ _PROGRESS_AFTER_S = 1.0  # tuning that takes longer than this shows a progress l
 tuning_seconds = 0.0  # time this process has spent timing configs (0 with a warm cache)
 
 
+def _compiling() -> bool:
+    """Is torch.compile (dynamo, or AOT autograd's tracing) running right now?"""
+    try:
+        import torch
+
+        return bool(torch.compiler.is_compiling())
+    except Exception:  # a torch without torch.compiler.is_compiling
+        return False
+
+
 def mode() -> str:
     m = os.environ.get("TRITONIC_AUTOTUNE", "full").strip().lower()
     if m not in MODES:
@@ -185,9 +195,13 @@ class Autotuner:
     def pick(self, key: tuple, time_config: Callable[[Config], float], *, device_name: str | None = None,
              triton_version: str | None = None, may_tune: bool = True) -> Config:
         """``may_tune=False`` (e.g. during CUDA-graph capture, where timing is impossible)
-        uses what is known, else the first config, without remembering that choice."""
+        uses what is known, else the first config, without remembering that choice. Nothing
+        is timed while torch.compile traces either: its graph would record every timed launch
+        (and the timings of fake tensors mean nothing)."""
         if key in self.chosen:
             return self.chosen[key]
+        if may_tune and _compiling():
+            may_tune = False
         if device_name is None or triton_version is None:
             from tritonic.runtime.device import device_name as _dev
             import triton
