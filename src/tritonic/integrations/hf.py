@@ -291,6 +291,11 @@ def optimize(model, *, dtype=None, cuda_graphs: bool = True, buckets=None, train
     replaced, kept = swap_modules(model)
     report.replaced += replaced
     report.kept += kept
+    from tritonic.integrations.rotary import install_rope
+
+    replaced, kept = install_rope(model)
+    report.replaced += replaced
+    report.kept += kept
     if training:
         from tritonic.integrations.hf_training import install_fused_loss
 
