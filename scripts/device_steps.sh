@@ -19,6 +19,11 @@
 #   flce        memory_bound.py --flce and the FLCE sweep
 #   memory      memory_bound.py --graph always
 #   demo        tritonic demo (all-MiniLM-L6-v2 from .minilm/)
+#   newtests    the GPU tests added since the last GPU run (capture_train_step, loss, matmul, rotary, decode)
+#   graphstep   GPT-2 124M: tritonic and tritonic+graph, the head/CE kernels at both strides, the step's kernels
+#   compilediag GPT-2 124M tritonic+compile with TORCH_LOGS=recompiles (was 2.1 s per step)
+#   gpt2-350m   all providers at GPT-2 350M
+#   fsdp        FSDP2 over 2 GPUs against 1 (on nvidia-h200-x2), GPT-2 124M, bf16, 40 steps
 set -u
 R=/tmp/steps
 mkdir -p "$R"
@@ -72,6 +77,27 @@ for step in "$@"; do
             run memory bench 400 python3 benchmarks/memory_bound.py --graph always --out "$o" ;;
         demo)
             run demo demo 150 python3 -m tritonic.cli demo ;;
+        newtests)
+            run newtests pytest 400 python3 -m pytest -q -m gpu tests/test_capture_train_step.py \
+                tests/ops/test_loss_gpu.py tests/ops/test_matmul_gpu.py tests/integrations/test_hf_gpu.py
+            run newtests cpu_style 200 python3 -m pytest -q tests/integrations/test_rotary.py ;;
+        graphstep)
+            o=$R/graphstep/results
+            run graphstep train 300 python3 benchmarks/training.py --only gpt2-124m --providers tritonic,tritonic+graph \
+                --steps 10 --timeout 140 --out "$o"
+            run graphstep head_ab 60 python3 scripts/head_gemm_ab.py --rows 1024
+            run graphstep profile 150 python3 scripts/profile_training.py --case gpt2-124m --providers tritonic --top 30 ;;
+        compilediag)
+            TORCH_LOGS=recompiles run compilediag train 300 python3 benchmarks/training.py --only gpt2-124m \
+                --providers tritonic+compile --steps 6 --timeout 280 --out "$R/compilediag/results" ;;
+        gpt2-350m)
+            run gpt2-350m train 550 python3 benchmarks/training.py --only gpt2-350m --steps 8 --timeout 170 \
+                --providers eager,torch.compile,tritonic,tritonic+graph --out "$R/gpt2-350m/results" ;;
+        fsdp)
+            for n in 1 2; do
+                run fsdp "gpus$n" 280 torchrun --standalone --nproc_per_node "$n" examples/train.py --model gpt2-124m \
+                    --dist fsdp --dtype bf16 --steps 40 --batch 16 --seq 1024 --quiet --losses "$R/fsdp/losses$n.json"
+            done ;;
         *)
             echo "unknown step $step" >> "$R/errors.txt" ;;
     esac
