@@ -73,9 +73,52 @@ def test_outputs_match_the_original(name, pad, device, monkeypatch):
         ours, theirs, ref = ours[keep], theirs[keep], ref[keep]
     assert_close_to_reference(f"{name} last_hidden_state", ours, theirs, ref, atol_ulps=8)
     report = str(ours_model.tritonic_report)
-    expected = {"bert": "BertIntermediate -> LinearActBlock (2)", "llama": "LlamaMLP -> GatedMLPBlock (2)",
+    expected = {"bert": "BertSelfOutput -> DenseAddNormBlock (2)", "llama": "LlamaMLP -> GatedMLPBlock (2)",
                 "gpt2": "GPT2MLP -> Conv1DActBlock (2)", "t5": "T5LayerNorm -> RMSNormLike"}[name]
     assert "attention: sdpa -> tritonic" in report and expected in report, report
+
+
+def test_dense_add_norm_block(device, monkeypatch):
+    """BERT's output layers, LayerNorm(dense(h) + input): the residual add goes into the norm
+    kernel (ops.layer_norm with residual=); state_dict kept; a lookalike whose forward adds
+    differently is rejected by the probe; training with dropout runs the original."""
+    from tritonic.integrations.swaps import DenseAddNormBlock
+
+    cls, config = _models()["bert"]
+    torch.manual_seed(0)
+    model = cls(config).to(device).eval()
+    keys = list(model.state_dict())
+
+    class Lookalike(torch.nn.Module):  # the same children, another function
+        def __init__(self, original):
+            super().__init__()
+            self.dense, self.LayerNorm, self.dropout = original.dense, original.LayerNorm, original.dropout
+
+        def forward(self, hidden_states, input_tensor):
+            return self.LayerNorm(self.dense(hidden_states) - input_tensor)
+
+    model.encoder.layer[1].output = Lookalike(model.encoder.layer[1].output)
+    original = copy.deepcopy(model)
+    tritonic.optimize(model, cuda_graphs=False)
+    report = str(model.tritonic_report)
+    assert list(model.state_dict()) == keys
+    assert "BertOutput -> DenseAddNormBlock (1)" in report and "BertSelfOutput -> DenseAddNormBlock (2)" in report
+    assert "encoder.layer.1.output (Lookalike): probe error" in report, report
+    assert isinstance(model.encoder.layer[0].output, DenseAddNormBlock)
+    residuals = []
+    norm_mod = importlib.import_module("tritonic.ops.norm")
+    real = norm_mod.layer_norm
+    monkeypatch.setattr(tritonic.ops, "layer_norm", lambda *a, **k: residuals.append(k.get("residual") is not None)
+                        or real(*a, **k))
+    kw = _inputs("bert", 2, 9, device, pad=2)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**kw).last_hidden_state, original(**kw).last_hidden_state,
+                                   atol=2e-5, rtol=2e-5)
+    assert residuals.count(True) == 3  # two self-outputs and one output fused the add
+    model.train()
+    residuals.clear()
+    model(**kw)
+    assert True not in residuals  # dropout 0.1 while training: the original modules ran
 
 
 def test_fallbacks_are_counted_and_correct(device):

@@ -4,7 +4,9 @@ A small registry maps a module to a replacement that computes the same function 
 tritonic's kernels: a module made of one ``nn.Linear`` and one activation (BERT's
 intermediate layer) to :class:`LinearActBlock` (one GEMM, activation in the epilogue); a
 ``gate_proj``/``up_proj``/``down_proj``/``act_fn`` MLP to :class:`GatedMLPBlock` (the gate
-product in one kernel); GPT-2's ``Conv1D`` MLP to :class:`Conv1DActBlock`; ``torch.nn.LayerNorm`` to :class:`tritonic.nn.LayerNorm`; RMSNorm
+product in one kernel); GPT-2's ``Conv1D`` MLP to :class:`Conv1DActBlock`; BERT's
+``LayerNorm(dense(h) + input)`` output layers to :class:`DenseAddNormBlock` (the add in the
+norm's kernel); ``torch.nn.LayerNorm`` to :class:`tritonic.nn.LayerNorm`; RMSNorm
 modules of the common shapes (Llama/Mistral/Qwen2/T5 cast the normalised input back
 before the weight; Gemma scales by ``1 + weight`` in float32) to :class:`RMSNormLike`,
 which hands inputs of another dtype than its weight to the original module. A candidate shares the original's parameters (same ``state_dict``
@@ -17,6 +19,7 @@ and the reason is recorded.
 from __future__ import annotations
 
 import copy
+import inspect
 
 import torch
 
@@ -94,6 +97,7 @@ class _Adopted(torch.nn.Module):
         for n, c in original.named_children():
             setattr(self, n, c)
         self._original = (original,)  # not a submodule
+        self.training = original.training  # (a new module starts in training mode; the model may be in eval)
 
     def _kernels_apply(self, x, linear) -> bool:
         from tritonic.runtime import can_run_kernels
@@ -140,6 +144,21 @@ class GatedMLPBlock(_Adopted):
         return self.down_proj(h)
 
 
+class DenseAddNormBlock(_Adopted):
+    """``LayerNorm(dropout(dense(h)) + input)`` (BERT's self-output and output layers, and their
+    RoBERTa/ELECTRA copies): the residual add inside the norm's kernel, one elementwise pass
+    and one launch less per layer. Training with dropout runs the original."""
+
+    def forward(self, hidden_states, input_tensor):
+        ln = self.LayerNorm
+        if (self.training and self.dropout.p > 0) or not self._kernels_apply(hidden_states, self.dense) or \
+                input_tensor.dtype != hidden_states.dtype or input_tensor.shape[-1] != self.dense.out_features or \
+                (ln.weight is not None and ln.weight.dtype != hidden_states.dtype):
+            return self._original[0](hidden_states, input_tensor)
+        y, _ = ops.layer_norm(self.dense(hidden_states), ln.weight, ln.bias, ln.eps, residual=input_tensor)
+        return y
+
+
 class Conv1DActBlock(_Adopted):
     """GPT-2's MLP, ``dropout(c_proj(act(c_fc(x))))`` with ``Conv1D`` layers (weights stored
     (in, out)): the first product and its activation in one GEMM over the transposed view of
@@ -165,6 +184,22 @@ def _conv1d_mlp(m):
     return None if act is None else Conv1DActBlock(m, act)
 
 
+def _dense_add_norm(m):
+    children = dict(m.named_children())
+    if set(children) != {"dense", "LayerNorm", "dropout"} or type(children["dense"]) is not torch.nn.Linear or \
+            not isinstance(children["LayerNorm"], torch.nn.LayerNorm) or \
+            not isinstance(children["dropout"], torch.nn.Dropout):
+        return None
+    ln = children["LayerNorm"]
+    if len(ln.normalized_shape) != 1 or ln.normalized_shape[0] != children["dense"].out_features:
+        return None
+    try:
+        params = list(inspect.signature(m.forward).parameters)
+    except (TypeError, ValueError):
+        return None
+    return DenseAddNormBlock(m) if len(params) == 2 else None  # forward(hidden_states, input_tensor)
+
+
 def _linear_act(m):
     children = dict(m.named_children())
     linears = [n for n, c in children.items() if type(c) is torch.nn.Linear]
@@ -183,20 +218,30 @@ def _gated_mlp(m):
     return None if act not in ("silu", "gelu", "gelu_tanh") else GatedMLPBlock(m, act)
 
 
-REGISTRY = [_layer_norm, _rms_norm, _linear_act, _gated_mlp, _conv1d_mlp]
+REGISTRY = [_layer_norm, _rms_norm, _dense_add_norm, _linear_act, _gated_mlp, _conv1d_mlp]
 
 
-def _probe_ok(orig, new, hidden: int, dtype, device) -> str | None:
-    """None when ``new`` passes the correctness rule against ``orig`` on a probe input, else why not."""
+def _probe_ok(orig, new, hidden: int, dtype, device, out_width: int | None = None) -> str | None:
+    """None when ``new`` passes the correctness rule against ``orig`` on a probe input, else why
+    not. ``out_width``: the module also takes a residual input of that width (its second argument)."""
     torch.manual_seed(1234)
-    x = torch.randn(3, 5, hidden, device=device).to(dtype)
-    with torch.no_grad():
-        theirs = orig(x)
-        ref = copy.deepcopy(orig).double()(x.double())
-        try:
-            ours = new(x)
-        except Exception as e:  # a shape or dtype the replacement does not take
-            return f"{type(e).__name__}: {e}"
+    xs = [torch.randn(3, 5, hidden, device=device).to(dtype)]
+    if out_width is not None:
+        xs.append(torch.randn(3, 5, out_width, device=device).to(dtype))
+    modes = {m: m.training for m in (*orig.modules(), *new.modules())}
+    orig.eval()  # the function is probed, not dropout (and not the fallback a training-mode block takes)
+    new.eval()
+    try:
+        with torch.no_grad():
+            theirs = orig(*xs)
+            ref = copy.deepcopy(orig).double()(*(x.double() for x in xs))
+            try:
+                ours = new(*xs)
+            except Exception as e:  # a shape or dtype the replacement does not take
+                return f"{type(e).__name__}: {e}"
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
     if ours.shape != theirs.shape or ours.dtype != theirs.dtype:
         return f"output {tuple(ours.shape)} {ours.dtype}, the original gives {tuple(theirs.shape)} {theirs.dtype}"
     err = (ours.double() - ref).abs().max().item()
@@ -230,7 +275,8 @@ def swap_modules(model: torch.nn.Module, dtype=None) -> tuple[list[str], list[st
                     hidden = child.normalized_shape[-1]
                 device = weight.device if isinstance(weight, torch.Tensor) else torch.device("cpu")
                 probe_dtype = dtype or (weight.dtype if isinstance(weight, torch.Tensor) else torch.float32)
-                why = _probe_ok(child, new, hidden, probe_dtype, device)
+                out_width = child.dense.out_features if isinstance(new, DenseAddNormBlock) else None
+                why = _probe_ok(child, new, hidden, probe_dtype, device, out_width)
                 full = f"{parent_name}.{name}" if parent_name else name
                 if why is None:
                     setattr(parent, name, new)
