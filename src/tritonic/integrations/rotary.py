@@ -89,8 +89,14 @@ def _relinked(fn, value):
     new = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, tuple(cells))
     new.__kwdefaults__ = fn.__kwdefaults__
     new.__dict__.update(fn.__dict__)
-    if "__wrapped__" in new.__dict__:
-        new.__wrapped__ = next(c.cell_contents for c in cells if isinstance(c.cell_contents, types.FunctionType))
+    if "__wrapped__" in new.__dict__:  # functools.wraps: point at the relinked function
+        for cell in cells:
+            try:
+                if isinstance(cell.cell_contents, types.FunctionType):
+                    new.__wrapped__ = cell.cell_contents
+                    break
+            except ValueError:  # an empty cell
+                continue
     return new
 
 
