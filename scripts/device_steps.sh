@@ -28,6 +28,8 @@ set -u
 R=/tmp/steps
 mkdir -p "$R"
 export PYTHONPATH=$PWD/src:/tmp/site:/tmp/site_m PYTHONUNBUFFERED=1 TRITONIC_CACHE_DIR=$PWD/.tunecache
+# NVLink multicast stays off (the device's KINDS.md: it can take the host's shared GPUs out of service)
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 [ -n "${TRITONIC_COMMIT:-}" ] || echo "warning: TRITONIC_COMMIT unset: result rows will carry the device's stale commit" >&2
 pack() { cp -r .tunecache "$R/" 2>/dev/null; tar czf "$OUT/steps.tgz" -C /tmp steps; }
 if ls .whl/*.whl > /dev/null 2>&1; then
