@@ -129,6 +129,12 @@ def capture_train_step(train_step, optimizer, batch, *, warmup: int = 3) -> Capt
             output = train_step(*inputs)
     except Exception as e:
         recover_from_failed_capture()
+        # gradients the failed capture set would point into its memory pool: drop them, so
+        # that steps run without the graph start clean
+        optimizer.zero_grad(set_to_none=True)
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                p.grad = None
         raise RuntimeError(f"capture_train_step: this step cannot be captured in a CUDA graph "
                            f"({type(e).__name__}: {str(e)[:300]}); run it without capture_train_step") from e
     return CapturedStep(graph, inputs, output)
