@@ -114,3 +114,27 @@ def test_captured_hf_training_steps_match_plain_ones():
     assert captured == pytest.approx(plain, rel=1e-4, abs=1e-5)
     for p, q in zip(models[0].parameters(), models[1].parameters()):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_a_step_that_syncs_is_refused_and_plain_steps_still_work():
+    model, _ = _setup("cuda")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, fused=True)
+    x, y = torch.randn(5, 8, device="cuda"), torch.randn(5, 4, device="cuda")
+
+    def syncing(x, y):
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        if loss.item() > 1e9:  # a host sync: not capturable
+            pass
+        opt.step()
+        return loss
+
+    with pytest.raises(RuntimeError, match="cannot be captured"):
+        tritonic.capture_train_step(syncing, opt, (x, y))
+    assert all(p.grad is None for p in model.parameters())
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.zero_grad()
+    syncing(x, y)  # without the graph: an ordinary step that moves the parameters
+    assert any(not torch.equal(p, q) for p, q in zip(model.parameters(), before))
+    assert torch.randn(2, device="cuda").isfinite().all()  # the generator is usable again
