@@ -111,7 +111,9 @@ def capture_train_step(train_step, optimizer, batch, *, warmup: int = 3) -> Capt
     step (``.item()``, a ``GradScaler``, data-dependent shapes), CPU tensors, an optimizer
     without ``capturable``. The learning rate becomes a device tensor: schedule it with
     ``group["lr"].fill_(value)``. Gradients live in the graph's memory; ``p.grad`` of every
-    parameter is valid after a call. One GPU; with DDP/FSDP, capture is theirs to support."""
+    parameter is valid after a call. Buffers that a forward updates itself (BatchNorm's
+    running statistics) see the warm-up steps too; parameters and optimizer state do not.
+    One GPU; with DDP/FSDP, capture is theirs to support."""
     batch = (batch,) if torch.is_tensor(batch) else tuple(batch)
     if not batch or not all(torch.is_tensor(t) and t.is_cuda for t in batch):
         raise ValueError("capture_train_step: batch must be CUDA tensors (a tensor or a tuple of them)")
