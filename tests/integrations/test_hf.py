@@ -79,9 +79,9 @@ def test_outputs_match_the_original(name, pad, device, monkeypatch):
 
 
 def test_dense_add_norm_block(device, monkeypatch):
-    """BERT's output layers, LayerNorm(dense(h) + input): the residual add goes into the norm
-    kernel (ops.layer_norm with residual=); state_dict kept; a lookalike whose forward adds
-    differently is rejected by the probe; training with dropout runs the original."""
+    """BERT's output layers, LayerNorm(dropout(dense(h)) + input): the residual add goes into
+    the norm kernel (ops.layer_norm with residual=), in eval and in training (gradients as the
+    original's); state_dict kept; a lookalike whose forward adds differently is rejected."""
     from tritonic.integrations.swaps import DenseAddNormBlock
 
     cls, config = _models()["bert"]
@@ -115,10 +115,20 @@ def test_dense_add_norm_block(device, monkeypatch):
         torch.testing.assert_close(model(**kw).last_hidden_state, original(**kw).last_hidden_state,
                                    atol=2e-5, rtol=2e-5)
     assert residuals.count(True) == 3  # two self-outputs and one output fused the add
-    model.train()
+    for m in (model, original):  # training, dropout off so that both compute the same function
+        m.train()
+        for d in m.modules():
+            if isinstance(d, torch.nn.Dropout):
+                d.p = 0.0
     residuals.clear()
-    model(**kw)
-    assert True not in residuals  # dropout 0.1 while training: the original modules ran
+    grads = []
+    for m in (model, original):
+        m.zero_grad()
+        m(**kw).last_hidden_state.square().sum().backward()
+        grads.append({n: p.grad for n, p in m.named_parameters() if p.grad is not None})
+    assert residuals.count(True) == 3 and grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], atol=1e-4, rtol=1e-4, msg=n)
 
 
 def test_fallbacks_are_counted_and_correct(device):

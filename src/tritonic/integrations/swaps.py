@@ -147,15 +147,16 @@ class GatedMLPBlock(_Adopted):
 class DenseAddNormBlock(_Adopted):
     """``LayerNorm(dropout(dense(h)) + input)`` (BERT's self-output and output layers, and their
     RoBERTa/ELECTRA copies): the residual add inside the norm's kernel, one elementwise pass
-    and one launch less per layer. Training with dropout runs the original."""
+    and one launch less per layer, in training too (the dropout is the original module)."""
 
     def forward(self, hidden_states, input_tensor):
         ln = self.LayerNorm
-        if (self.training and self.dropout.p > 0) or not self._kernels_apply(hidden_states, self.dense) or \
-                input_tensor.dtype != hidden_states.dtype or input_tensor.shape[-1] != self.dense.out_features or \
+        if not self._kernels_apply(hidden_states, self.dense) or input_tensor.dtype != hidden_states.dtype or \
+                input_tensor.shape[-1] != self.dense.out_features or \
                 (ln.weight is not None and ln.weight.dtype != hidden_states.dtype):
             return self._original[0](hidden_states, input_tensor)
-        y, _ = ops.layer_norm(self.dense(hidden_states), ln.weight, ln.bias, ln.eps, residual=input_tensor)
+        y, _ = ops.layer_norm(self.dropout(self.dense(hidden_states)), ln.weight, ln.bias, ln.eps,
+                              residual=input_tensor)
         return y
 
 
@@ -256,7 +257,10 @@ def swap_modules(model: torch.nn.Module, dtype=None) -> tuple[list[str], list[st
     """Replace what the registry knows in ``model``, in place; returns (replaced, kept) lines."""
     replaced: dict[str, int] = {}
     kept: list[str] = []
+    gone: list[str] = []  # modules replaced: their subtrees are no longer the model's
     for parent_name, parent in list(model.named_modules()):
+        if any(parent_name == g or parent_name.startswith(g + ".") for g in gone):
+            continue  # (a block that adopted these children calls the kernels itself)
         for name, child in list(parent.named_children()):
             for make in REGISTRY:
                 new = make(child)
@@ -280,6 +284,7 @@ def swap_modules(model: torch.nn.Module, dtype=None) -> tuple[list[str], list[st
                 full = f"{parent_name}.{name}" if parent_name else name
                 if why is None:
                     setattr(parent, name, new)
+                    gone.append(full)
                     key = f"{type(child).__name__} -> {type(new).__name__}"
                     replaced[key] = replaced.get(key, 0) + 1
                 else:
