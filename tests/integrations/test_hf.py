@@ -131,6 +131,48 @@ def test_dense_add_norm_block(device, monkeypatch):
         torch.testing.assert_close(grads[0][n], grads[1][n], atol=1e-4, rtol=1e-4, msg=n)
 
 
+@pytest.mark.parametrize("proj", ["relu", "gated-gelu"])
+def test_t5_feed_forward_block(proj, device, monkeypatch):
+    """T5's feed-forward (v1.0 ReLU, v1.1 / Flan gated GELU): the activation in the first
+    GEMM (or the gated product in one kernel), outputs and training gradients as the
+    original's; Flan-T5's float32 wo gets its input cast as T5 does."""
+    from transformers import T5Config, T5Model
+
+    from tritonic.integrations.swaps import DenseActDenseBlock
+
+    config = T5Config(vocab_size=97, d_model=64, d_kv=16, num_heads=4, num_layers=2, d_ff=96, dropout_rate=0.0,
+                      feed_forward_proj=proj)
+    torch.manual_seed(0)
+    model = T5Model(config).to(device)
+    original = copy.deepcopy(model)
+    tritonic.optimize(model, cuda_graphs=False)
+    kind = "T5DenseGatedActDense" if proj.startswith("gated") else "T5DenseActDense"
+    assert f"{kind} -> DenseActDenseBlock (4)" in str(model.tritonic_report), model.tritonic_report
+    assert isinstance(model.encoder.block[0].layer[1].DenseReluDense, DenseActDenseBlock)
+    kw = dict(input_ids=torch.randint(1, 97, (2, 9), device=device),
+              decoder_input_ids=torch.randint(1, 97, (2, 5), device=device))
+    grads = []
+    for m in (model, original):
+        m.train()
+        out = m(**kw).last_hidden_state
+        out.square().sum().backward()
+        grads.append((out.detach(), {n: p.grad for n, p in m.named_parameters() if p.grad is not None}))
+    torch.testing.assert_close(grads[0][0], grads[1][0], atol=2e-5, rtol=2e-5)
+    assert grads[0][1].keys() == grads[1][1].keys()
+    for n in grads[0][1]:
+        torch.testing.assert_close(grads[0][1][n], grads[1][1][n], atol=1e-4, rtol=1e-4, msg=n)
+    # Flan-T5 keeps wo in float32 in a half-precision model: the input is cast to it, as T5 does
+    block = copy.deepcopy(model.encoder.block[0].layer[1].DenseReluDense).half().eval()
+    theirs_block = copy.deepcopy(original.encoder.block[0].layer[1].DenseReluDense).half().eval()
+    for b in (block, theirs_block):
+        b.wo.float()
+    x = torch.randn(2, 3, 64, device=device).half()
+    with torch.no_grad():
+        ours, theirs = block(x), theirs_block(x)
+    assert ours.dtype == theirs.dtype == torch.float32
+    torch.testing.assert_close(ours, theirs, atol=2e-3, rtol=2e-3)
+
+
 def test_fallbacks_are_counted_and_correct(device):
     cls, config = _models()["bert"]
     model = cls(config).to(device).train()  # attention dropout while training: SDPA takes the call

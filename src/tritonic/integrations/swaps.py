@@ -6,7 +6,8 @@ intermediate layer) to :class:`LinearActBlock` (one GEMM, activation in the epil
 ``gate_proj``/``up_proj``/``down_proj``/``act_fn`` MLP to :class:`GatedMLPBlock` (the gate
 product in one kernel); GPT-2's ``Conv1D`` MLP to :class:`Conv1DActBlock`; BERT's
 ``LayerNorm(dense(h) + input)`` output layers to :class:`DenseAddNormBlock` (the add in the
-norm's kernel); ``torch.nn.LayerNorm`` to :class:`tritonic.nn.LayerNorm`; RMSNorm
+norm's kernel); T5's feed-forward (``wi``/``wo``, or gated ``wi_0``/``wi_1``/``wo``) to
+:class:`DenseActDenseBlock`; ``torch.nn.LayerNorm`` to :class:`tritonic.nn.LayerNorm`; RMSNorm
 modules of the common shapes (Llama/Mistral/Qwen2/T5 cast the normalised input back
 before the weight; Gemma scales by ``1 + weight`` in float32) to :class:`RMSNormLike`,
 which hands inputs of another dtype than its weight to the original module. A candidate shares the original's parameters (same ``state_dict``
@@ -160,6 +161,35 @@ class DenseAddNormBlock(_Adopted):
         return y
 
 
+class DenseActDenseBlock(_Adopted):
+    """T5's feed-forward, ``wo(dropout(act(wi(x))))``, or gated (T5 v1.1, Flan-T5),
+    ``wo(dropout(act(wi_0(x)) * wi_1(x)))``: the activation in the first GEMM's epilogue, or the
+    gated product in one kernel; the dropout and ``wo`` are the original modules, after T5's
+    cast to ``wo``'s dtype (Flan-T5 keeps ``wo`` in float32)."""
+
+    def __init__(self, original, activation: str, gated: bool):
+        super().__init__(original)
+        self.activation, self.gated = activation, gated
+
+    def forward(self, x):
+        first = self.wi_0 if self.gated else self.wi
+        if not self._kernels_apply(x, first):
+            return self._original[0](x)
+        if self.gated:
+            gate, up = self.wi_0(x), self.wi_1(x)
+            if self.activation == "silu":
+                h = ops.swiglu(gate, up)
+            else:
+                h = ops.geglu(gate, up, approximate="tanh" if self.activation == "gelu_tanh" else "none")
+        else:
+            h = ops.linear(x, self.wi.weight, self.wi.bias, activation=self.activation)
+        h = self.dropout(h)
+        wo = self.wo.weight
+        if isinstance(wo, torch.Tensor) and h.dtype != wo.dtype and wo.dtype != torch.int8:
+            h = h.to(wo.dtype)
+        return self.wo(h)
+
+
 class Conv1DActBlock(_Adopted):
     """GPT-2's MLP, ``dropout(c_proj(act(c_fc(x))))`` with ``Conv1D`` layers (weights stored
     (in, out)): the first product and its activation in one GEMM over the transposed view of
@@ -183,6 +213,21 @@ def _conv1d_mlp(m):
         return None
     act = _activation_name(children["act"])
     return None if act is None else Conv1DActBlock(m, act)
+
+
+def _dense_act_dense(m):
+    children = dict(m.named_children())
+    gated = set(children) == {"wi_0", "wi_1", "wo", "dropout", "act"}
+    if not gated and set(children) != {"wi", "wo", "dropout", "act"}:
+        return None
+    linears = ("wi_0", "wi_1", "wo") if gated else ("wi", "wo")
+    if not all(type(children[n]) is torch.nn.Linear for n in linears) or \
+            not isinstance(children["dropout"], torch.nn.Dropout):
+        return None
+    act = _activation_name(children["act"])
+    if act is None or (gated and act not in ("silu", "gelu", "gelu_tanh")):
+        return None
+    return DenseActDenseBlock(m, act, gated)
 
 
 def _dense_add_norm(m):
@@ -219,7 +264,7 @@ def _gated_mlp(m):
     return None if act not in ("silu", "gelu", "gelu_tanh") else GatedMLPBlock(m, act)
 
 
-REGISTRY = [_layer_norm, _rms_norm, _dense_add_norm, _linear_act, _gated_mlp, _conv1d_mlp]
+REGISTRY = [_layer_norm, _rms_norm, _dense_add_norm, _dense_act_dense, _linear_act, _gated_mlp, _conv1d_mlp]
 
 
 def _probe_ok(orig, new, hidden: int, dtype, device, out_width: int | None = None) -> str | None:
