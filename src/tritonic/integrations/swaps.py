@@ -120,6 +120,13 @@ class LinearActBlock(_Adopted):
         return ops.linear(x, lin.weight, lin.bias, activation=self.activation)
 
 
+def _gated_product(gate, up, activation: str):
+    """``act(gate) * up`` in one kernel (SwiGLU for "silu", GeGLU for "gelu" / "gelu_tanh")."""
+    if activation == "silu":
+        return ops.swiglu(gate, up)
+    return ops.geglu(gate, up, approximate="tanh" if activation == "gelu_tanh" else "none")
+
+
 class GatedMLPBlock(_Adopted):
     """``down_proj(act(gate_proj(x)) * up_proj(x))`` (Llama-family MLPs) with the gate product in
     one kernel (``swiglu`` / ``geglu``); the projections keep their own weights. Without biases,
@@ -137,12 +144,7 @@ class GatedMLPBlock(_Adopted):
         if all(m.bias is None and m.weight.dtype == x.dtype for m in lin):
             # one op that recomputes the gated product in the backward instead of keeping it
             return ops.gated_mlp(x, *(m.weight for m in lin), activation=self.activation)
-        gate, up = self.gate_proj(x), self.up_proj(x)
-        if self.activation == "silu":
-            h = ops.swiglu(gate, up)
-        else:
-            h = ops.geglu(gate, up, approximate="tanh" if self.activation == "gelu_tanh" else "none")
-        return self.down_proj(h)
+        return self.down_proj(_gated_product(self.gate_proj(x), self.up_proj(x), self.activation))
 
 
 class DenseAddNormBlock(_Adopted):
@@ -176,11 +178,7 @@ class DenseActDenseBlock(_Adopted):
         if not self._kernels_apply(x, first):
             return self._original[0](x)
         if self.gated:
-            gate, up = self.wi_0(x), self.wi_1(x)
-            if self.activation == "silu":
-                h = ops.swiglu(gate, up)
-            else:
-                h = ops.geglu(gate, up, approximate="tanh" if self.activation == "gelu_tanh" else "none")
+            h = _gated_product(self.wi_0(x), self.wi_1(x), self.activation)
         else:
             h = ops.linear(x, self.wi.weight, self.wi.bias, activation=self.activation)
         h = self.dropout(h)

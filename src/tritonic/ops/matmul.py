@@ -274,8 +274,11 @@ def _linear_bwd(dy: torch.Tensor, z: torch.Tensor, x: torch.Tensor, weight: torc
             run(_ACT_GRAD_INTERPRETER)
         else:  # (no timing while torch traces: the timed launches would be recorded into its graph)
             key = (bucket(M), N, str(dy.dtype), act, need_db)
-            run(_act_grad_tuner.pick(key, lambda c: _time(run, c),
-                                     may_tune=not (is_traced(dy, z) or torch.cuda.is_current_stream_capturing())))
+            config = _act_grad_tuner.chosen.get(key)  # (decided in this process: no other check per call)
+            if config is None:
+                config = _act_grad_tuner.pick(key, lambda c: _time(run, c),
+                                              may_tune=not (is_traced(dy, z) or torch.cuda.is_current_stream_capturing()))
+            run(config)
         if need_db:
             db = partials[0].sum(0).to(weight.dtype)
     if need_dx:  # G @ W
