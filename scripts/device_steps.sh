@@ -21,6 +21,7 @@
 #   demo        tritonic demo (all-MiniLM-L6-v2 from .minilm/)
 #   newtests    the GPU tests added since the last GPU run (capture_train_step, loss, matmul, rotary, decode)
 #   graphstep   GPT-2 124M: tritonic and tritonic+graph, the head/CE kernels at both strides, the step's kernels
+#   graphprof   GPT-2 124M kernels of tritonic+graph replays, torch.compile and tritonic (with aten ops by shape)
 #   compilediag GPT-2 124M tritonic+compile with TORCH_LOGS=recompiles (was 2.1 s per step)
 #   gpt2-350m   all providers at GPT-2 350M
 #   fsdp        FSDP2 over 2 GPUs against 1 (on nvidia-h200-x2), GPT-2 124M, bf16, 40 steps
@@ -89,6 +90,10 @@ for step in "$@"; do
                 --steps 10 --timeout 140 --out "$o"
             run graphstep head_ab 60 python3 scripts/head_gemm_ab.py --rows 1024
             run graphstep profile 150 python3 scripts/profile_training.py --case gpt2-124m --providers tritonic --top 30 ;;
+        graphprof)
+            run graphprof captest 200 python3 -m pytest -q -m gpu tests/test_capture_train_step.py
+            run graphprof profile 400 python3 scripts/profile_training.py --case gpt2-124m \
+                --providers tritonic+graph,tritonic,torch.compile --ops --top 45 --out "$R/graphprof" ;;
         compilediag)
             TORCH_LOGS=recompiles run compilediag train 300 python3 benchmarks/training.py --only gpt2-124m \
                 --providers tritonic+compile --steps 6 --timeout 280 --out "$R/compilediag/results" ;;

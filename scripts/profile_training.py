@@ -3,9 +3,12 @@ step (forward with labels, backward, fused AdamW), grouped by name, with wall ti
 
     PYTHONPATH=src python scripts/profile_training.py --case gpt2-124m --providers eager,tritonic [--out DIR]
 
-Each provider runs in this process one after the other (no Liger here: it patches
-transformers globally). Prints the step's wall time, the sum of kernel times, the kernel
-count and the top groups; ``--out`` writes the same as JSON.
+Providers: eager, torch.compile, tritonic, tritonic+graph (the step captured by
+``tritonic.capture_train_step``; the profiler sees the kernels of its replays). Each runs
+in this process one after the other (no Liger here: it patches transformers globally).
+Prints the step's wall time, the sum of kernel times, the kernel count and the top groups;
+``--ops`` adds the aten operators by device time with their input shapes (which ``cat`` or
+copy costs what; not for graph replays); ``--out`` writes the same as JSON.
 """
 
 from __future__ import annotations
@@ -34,6 +37,17 @@ def host(step, top: int) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top, max_name_column_width=60))
 
 
+def ops(step, top: int) -> None:
+    """The operators that launched the step's kernels, by self device time, per input shape."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
+        step()
+        torch.cuda.synchronize()
+    print(prof.key_averages(group_by_input_shape=True).table(
+        sort_by="self_device_time_total", row_limit=top, max_name_column_width=40, max_shapes_column_width=70))
+
+
 def main() -> int:
     import training as T  # benchmarks/training.py
     from profile_models import kernels, wall_ms
@@ -44,6 +58,7 @@ def main() -> int:
     p.add_argument("--providers", default="eager,tritonic")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--out")
+    p.add_argument("--ops", action="store_true", help="also the aten operators by device time, with shapes")
     p.add_argument("--cpu", action="store_true", help="also the host side: top operators by self CPU time")
     p.add_argument("--no-check", action="store_true",
                    help="the loss's target check (one host sync per step) turned off, to see what it costs")
@@ -55,18 +70,27 @@ def main() -> int:
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(T._config(a.case), attn_implementation="sdpa")
         model = model.to("cuda", torch.bfloat16).train()
-        if provider == "tritonic":
+        if provider.startswith("tritonic"):
             import tritonic
 
             tritonic.optimize(model, training=True)
             print(model.tritonic_report)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
         ids = torch.randint(0, model.config.vocab_size, (B, S), device="cuda")
+        step_model = torch.compile(model) if provider == "torch.compile" else model
 
-        def step():
-            model(input_ids=ids, labels=ids).loss.backward()
+        def train_step(ids):
+            loss = step_model(input_ids=ids, labels=ids).loss
+            loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
+            return loss
+
+        if provider.endswith("+graph"):
+            captured = tritonic.capture_train_step(train_step, opt, ids)
+            step = lambda: captured(ids)  # noqa: E731
+        else:
+            step = lambda: train_step(ids)  # noqa: E731
 
         if a.no_check:
             import tritonic.ops.loss as loss_mod
@@ -87,6 +111,8 @@ def main() -> int:
               f"{count:.0f} kernels")
         for name, (t, n) in sorted(per.items(), key=lambda kv: -kv[1][0])[:a.top]:
             print(f"  {t / 1e3:8.2f} ms {t / total:6.1%} {n:6.0f}x  {name}")
+        if a.ops and not provider.endswith("+graph"):
+            ops(step, a.top)
         if a.cpu:
             host(step, a.top)
         if a.cprofile:
@@ -99,7 +125,7 @@ def main() -> int:
             pstats.Stats(prof).sort_stats("cumulative").print_stats(a.top)
         result[provider] = {"ms": ms, "kernel_ms": total / 1e3, "kernels": count,
                             "groups": {k: {"us": t, "count": n} for k, (t, n) in per.items()}}
-        del model, opt
+        model = opt = step_model = step = train_step = None  # free the model before the next provider
         torch.cuda.empty_cache()
     if a.out:
         Path(a.out).mkdir(parents=True, exist_ok=True)

@@ -112,8 +112,16 @@ def test_captured_hf_training_steps_match_plain_ones():
     step = tritonic.capture_train_step(fn(models[1], opts[1]), opts[1], batches[0])
     captured = [step(ids).item() for ids in batches]
     assert captured == pytest.approx(plain, rel=1e-4, abs=1e-5)
-    for p, q in zip(models[0].parameters(), models[1].parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-5)
+    for (name, p), q in zip(models[0].named_parameters(), models[1].parameters()):
+        if name.endswith("attn.c_attn.bias"):
+            # the key third of this bias has a true gradient of exactly zero (softmax ignores a
+            # shift shared by all keys), so its gradient is rounding noise that Adam scales up to
+            # steps of ~lr: compare the query and value thirds tightly, the key third within 4 lr
+            p, q = p.view(3, -1), q.view(3, -1)
+            torch.testing.assert_close(p[[0, 2]], q[[0, 2]], rtol=1e-3, atol=1e-5)
+            assert (p[1] - q[1]).abs().max() <= 4e-3
+        else:
+            torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-5)
 
 
 @pytest.mark.gpu

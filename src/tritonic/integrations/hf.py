@@ -142,7 +142,8 @@ def tritonic_attention_forward(module: torch.nn.Module, query: torch.Tensor, key
     returns ``(output (B, Sq, H, D), None)``."""
     reason = _fallback_reason(module, query, key, value, dropout, kwargs)
     if reason is not None:
-        FALLBACKS[reason] += 1
+        if not torch.compiler.is_compiling():  # a traced count would guard the graph on it: a recompile per call
+            FALLBACKS[reason] += 1
         if reason in _EAGER:
             return _eager(module, query, key, value, attention_mask, dropout, scaling, is_causal, reason, kwargs)
         return _sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
