@@ -22,6 +22,7 @@
 #   newtests    the GPU tests added since the last GPU run (capture_train_step, loss, matmul, rotary, decode)
 #   graphstep   GPT-2 124M: tritonic and tritonic+graph, the head/CE kernels at both strides, the step's kernels
 #   graphprof   GPT-2 124M kernels of tritonic+graph replays, torch.compile and tritonic (with aten ops by shape)
+#   attnab      attention with/without dropout (SDPA backends, tritonic), queued vs alone; step kernel timelines
 #   compilediag GPT-2 124M tritonic+compile with TORCH_LOGS=recompiles (was 2.1 s per step)
 #   gpt2-350m   all providers at GPT-2 350M
 #   fsdp        FSDP2 over 2 GPUs against 1 (on nvidia-h200-x2), GPT-2 124M, bf16, 40 steps
@@ -94,6 +95,10 @@ for step in "$@"; do
             run graphprof captest 200 python3 -m pytest -q -m gpu tests/test_capture_train_step.py
             run graphprof profile 400 python3 scripts/profile_training.py --case gpt2-124m \
                 --providers tritonic+graph,tritonic,torch.compile --ops --top 45 --out "$R/graphprof" ;;
+        attnab)
+            run attnab ab 200 python3 scripts/attn_dropout_ab.py
+            run attnab timeline 300 python3 scripts/profile_training.py --case gpt2-124m \
+                --providers tritonic+graph,tritonic --top 10 --out "$R/attnab" ;;
         compilediag)
             TORCH_LOGS=recompiles run compilediag train 300 python3 benchmarks/training.py --only gpt2-124m \
                 --providers tritonic+compile --steps 6 --timeout 280 --out "$R/compilediag/results" ;;

@@ -48,6 +48,28 @@ def ops(step, top: int) -> None:
         sort_by="self_device_time_total", row_limit=top, max_name_column_width=40, max_shapes_column_width=70))
 
 
+def timeline(step, path: Path) -> None:
+    """One step's kernels in launch order as JSON rows [name, start µs, duration µs]: the gaps
+    between them, and whether one starts before the previous ends (programmatic launch)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    rows = sorted((e.name[:80], e.time_range.start, e.time_range.end - e.time_range.start) for e in prof.events()
+                  if e.device_type.name == "CUDA" and e.device_time_total > 0)
+    rows.sort(key=lambda r: r[1])
+    t0 = rows[0][1] if rows else 0
+    path.write_text(json.dumps([[n, s - t0, d] for n, s, d in rows]))
+    span = (rows[-1][1] + rows[-1][2] - t0) / 1e3 if rows else 0.0
+    busy = sum(d for _, _, d in rows) / 1e3
+    overlap = sum(max(0.0, rows[i - 1][1] + rows[i - 1][2] - rows[i][1]) for i in range(1, len(rows))) / 1e3
+    print(f"timeline: first kernel start to last end {span:.2f} ms, kernel time {busy:.2f} ms, "
+          f"overlap with the previous kernel {overlap:.2f} ms -> {path}")
+
+
 def main() -> int:
     import training as T  # benchmarks/training.py
     from profile_models import kernels, wall_ms
@@ -111,6 +133,9 @@ def main() -> int:
               f"{count:.0f} kernels")
         for name, (t, n) in sorted(per.items(), key=lambda kv: -kv[1][0])[:a.top]:
             print(f"  {t / 1e3:8.2f} ms {t / total:6.1%} {n:6.0f}x  {name}")
+        if a.out:
+            Path(a.out).mkdir(parents=True, exist_ok=True)
+            timeline(step, Path(a.out) / f"timeline_{a.case}_{provider}.json")
         if a.ops and not provider.endswith("+graph"):
             ops(step, a.top)
         if a.cpu:
