@@ -3,9 +3,10 @@ dropout: SDPA's backends against tritonic's kernel, forward and forward+backward
 
     PYTHONPATH=src python scripts/attn_dropout_ab.py [--shape 8,12,1024,64]
 
-Two timings per case: "queued" (20 calls back to back behind a sleep kernel, so each launch
+Three timings per case: "queued" (20 calls back to back behind a sleep kernel, so each launch
 waits in the queue, as inside a CUDA graph or a fast host) and "alone" (one call after a
-sync, the GPU idle when it is launched, as in a host-bound eager step). The profile of
+sync, the GPU idle when it is launched, as in a host-bound eager step) and "graph" (20 calls
+captured in one CUDA graph and replayed). The profile of
 GPT-2's training step had cuDNN's attention kernels at 1.2+1.8 ms per step in host-bound
 eager and 2.7+3.8 ms in graph replays; this says whether that is the kernels or the
 profiler.
@@ -21,10 +22,28 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
-def timed(fn, queued: bool, iters: int = 20) -> float:
+def timed(fn, queued, iters: int = 20) -> float:
     for _ in range(3):
         fn()
     torch.cuda.synchronize()
+    if queued == "graph":
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(iters):
+                fn()
+        graph.replay()
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / iters
     if queued:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         torch.cuda._sleep(50_000_000)  # tens of ms: every launch below waits in the queue
@@ -78,9 +97,10 @@ def main() -> int:
             for mode in ("fwd", "fwd+bwd"):
                 fn = f if mode == "fwd" else (lambda f=f: torch.autograd.backward(f(), do))
                 flops = fwd_flops * (1 if mode == "fwd" else 3.5)
-                for queued in (True, False):
+                for queued in (True, False, "graph"):
                     ms = timed(fn, queued)
-                    row.append(f"{mode} {'queued' if queued else 'alone'} {ms:7.3f} ms {flops / ms / 1e9:5.0f} TF/s")
+                    how = {True: "queued", False: "alone", "graph": "graph"}[queued]
+                    row.append(f"{mode} {how} {ms:6.3f} ms {flops / ms / 1e9:4.0f} TF/s")
         except Exception as e:  # noqa: BLE001
             row.append(f"{type(e).__name__}: {str(e)[:120]}")
         print(f"{name:24s} " + " | ".join(row))
