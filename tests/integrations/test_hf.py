@@ -199,6 +199,41 @@ def test_a_fallback_under_torch_compile_compiles_once():
     assert counter.frame_count == 1
 
 
+def test_a_causal_mask_without_padding_stays_none_where_transformers_would_build_it(monkeypatch):
+    """Inside a CUDA-graph capture or torch.compile, transformers' ``is_tracing`` is True and
+    its SDPA mask function (5.17; later versions skip it too) builds the full (B, 1, S, S)
+    causal mask; ours keeps None where only shapes and arguments decide it, and hands every
+    other case to transformers."""
+    from transformers import masking_utils as mu
+
+    monkeypatch.setattr(mu, "is_tracing", lambda *a, **k: True)
+    kw = dict(batch_size=2, q_length=6, kv_length=6, mask_function=mu.causal_mask_function)
+    assert hf.tritonic_mask(**kw) is None
+    pad = torch.ones(2, 6, dtype=torch.bool)
+    pad[0, :2] = False
+    for other in (dict(kw, attention_mask=pad), dict(kw, q_length=1, kv_length=6, q_offset=5),
+                  dict(kw, q_length=3, kv_length=6, q_offset=3), dict(kw, mask_function=mu.bidirectional_mask_function),
+                  dict(kw, allow_is_causal_skip=False)):
+        theirs, ours = mu.sdpa_mask(**other), hf.tritonic_mask(**other)
+        assert (ours is None and theirs is None) or torch.equal(ours, theirs), other
+    # a whole GPT-2 forward under "tracing": the attention sees no mask, the output is unchanged
+    cls, config = _models()["gpt2"]
+    model = tritonic.optimize(cls(config).eval(), cuda_graphs=False)
+    ids = torch.randint(1, 97, (2, 7))
+    seen = []
+    forward = hf.tritonic_attention_forward
+
+    def spy(module, q, k, v, attention_mask, *a, **k_):
+        seen.append(attention_mask)
+        return forward(module, q, k, v, attention_mask, *a, **k_)
+
+    monkeypatch.setitem(__import__("transformers").AttentionInterface._global_mapping, hf.ATTENTION_NAME, spy)
+    traced = _run(model, dict(input_ids=ids))
+    assert seen and all(m is None for m in seen)
+    monkeypatch.setattr(mu, "is_tracing", lambda *a, **k: False)
+    torch.testing.assert_close(traced, _run(model, dict(input_ids=ids)))
+
+
 def test_bad_use():
     with pytest.raises(TypeError, match="PreTrainedModel"):
         tritonic.optimize(torch.nn.Linear(2, 2))
