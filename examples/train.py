@@ -301,7 +301,7 @@ def main(argv=None) -> int:
             steady = sorted(step_times[len(step_times) // 10:])  # past the first tenth (tuning, warm-up)
             if steady:
                 ms = steady[len(steady) // 2] * 1e3
-                print(f"median step {ms:.1f} ms = {tokens_per_step * world / ms * 1e3:,.0f} tokens/s "
+                print(f"median step {ms:.1f} ms = {tokens_per_step / ms * 1e3:,.0f} tokens/s "
                       f"(after the first {len(step_times) // 10} steps)", file=sys.stderr)
         if args.losses:
             Path(args.losses).write_text(json.dumps({"args": vars(args), "losses": losses,

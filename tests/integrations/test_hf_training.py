@@ -68,6 +68,16 @@ def test_evaluation_and_accumulation_paths(device):
     torch.testing.assert_close(summed, out.loss, rtol=1e-5, atol=1e-6)
 
 
+def test_the_loss_path_builds_no_cache_unless_asked(device):
+    model = _lm("gpt2", device).train()
+    tritonic.optimize(model, training=True)
+    ids, labels = _batch(device)
+    assert model(input_ids=ids, labels=labels).past_key_values is None
+    asked = model(input_ids=ids, labels=labels, use_cache=True)
+    assert asked.past_key_values is not None and asked.past_key_values.get_seq_length() == 12
+    torch.testing.assert_close(asked.loss, model(input_ids=ids, labels=labels).loss)
+
+
 def test_gradient_checkpointing(device):
     model = _lm("llama", device).train()
     enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
