@@ -25,7 +25,7 @@
 #   attnab      attention with/without dropout (SDPA backends, tritonic), queued vs alone; step kernel timelines
 #   compilediag GPT-2 124M tritonic+compile with TORCH_LOGS=recompiles (was 2.1 s per step)
 #   gpt2-350m   all providers at GPT-2 350M
-#   fsdp        FSDP2 over 2 GPUs against 1 (on nvidia-h200-x2), GPT-2 124M, bf16, 40 steps
+#   fsdp        FSDP2 over 2 GPUs against 1 (on nvidia-h200-x2), GPT-2 124M, bf16, global batch 64x1024, 30 steps
 set -u
 R=/tmp/steps
 mkdir -p "$R"
@@ -107,8 +107,8 @@ for step in "$@"; do
                 --providers eager,torch.compile,tritonic,tritonic+graph --out "$R/gpt2-350m/results" ;;
         fsdp)
             for n in 1 2; do
-                run fsdp "gpus$n" 280 torchrun --standalone --nproc_per_node "$n" examples/train.py --model gpt2-124m \
-                    --dist fsdp --dtype bf16 --steps 40 --batch 16 --seq 1024 --quiet --losses "$R/fsdp/losses$n.json"
+                run fsdp "gpus$n" 200 torchrun --standalone --nproc_per_node "$n" examples/train.py --model gpt2-124m \
+                    --dist fsdp --dtype bf16 --steps 30 --batch 64 --seq 1024 --losses "$R/fsdp/losses$n.json"
             done ;;
         *)
             echo "unknown step $step" >> "$R/errors.txt" ;;
