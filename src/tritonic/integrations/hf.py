@@ -46,10 +46,17 @@ ATTENTION_NAME = "tritonic"
 FALLBACKS: collections.Counter = collections.Counter()
 
 
-def _sdpa(*args, **kwargs):
+def _sdpa(module, query, key, value, *args, **kwargs):
+    """``transformers``' SDPA function, with key and value made contiguous first on the GPU.
+    GPT-2's key and value are strided views of one projection (a row stride of 3·H·D), and
+    cuDNN's attention is slow on them: on the H200, GPT-2 124M's training step (8×1024,
+    attention dropout) took 2.3 ms longer with those views than with contiguous copies, which
+    cost ~20 µs each. (``transformers``' own key/value cache had been making the copies.)"""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    return sdpa_attention_forward(*args, **kwargs)
+    if key.is_cuda:
+        key, value = key.contiguous(), value.contiguous()
+    return sdpa_attention_forward(module, query, key, value, *args, **kwargs)
 
 
 # Fallback reasons that SDPA cannot take either: the model's own eager attention runs them.
