@@ -6,8 +6,9 @@
 float16 and bfloat16 accumulate in float32; float32 uses TF32 when
 ``torch.backends.cuda.matmul.allow_tf32`` is set, exact float32 otherwise. The backward of
 ``linear`` computes ``G = dY * act'(Z)`` once (the pre-activation is kept from the forward;
-the same pass sums the bias gradient), then ``dX = G @ W`` and ``dW = G^T @ X``.
-Launch parameters come from the tritonic autotuner (``runtime/autotune.py``).
+the same pass sums the bias gradient), then ``dX = G @ W`` and ``dW = G^T @ X``; those two
+bare products go to cuBLAS on the GPU in 16-bit (no epilogue to fuse; ``TRITONIC_PLAIN_GEMM
+=triton`` keeps them on our kernels). Launch parameters come from the tritonic autotuner (``runtime/autotune.py``).
 
 On Hopper and newer GPUs, float16/bfloat16 products whose operands tensor descriptors can
 address (16-byte aligned rows, one unit stride) take ``_matmul_tma`` (TMA, a persistent
@@ -194,6 +195,22 @@ def _gemm(a, b, out, *, bias=None, residual=None, z=None, act=0, batch=1, gated=
     return out
 
 
+# TRITONIC_PLAIN_GEMM=triton keeps the backward's plain products on our kernels (for A/B runs)
+_CUBLAS_PLAIN = os.environ.get("TRITONIC_PLAIN_GEMM", "cublas").strip().lower() != "triton"
+
+
+def _plain_gemm(a, b, out):
+    """``out = a @ b`` with no epilogue, for the backward's products: cuBLAS on the GPU in
+    16-bit, our kernel in the interpreter and while torch traces. Our kernels earn their
+    place by fusing epilogues (bias, activation, kept pre-activation, gating); a bare product
+    has none, and on the H200 cuBLAS ran GPT-2's MLP backward products at 8192×3072×768 in
+    ~56 µs against our 70."""
+    if _CUBLAS_PLAIN and a.is_cuda and a.dtype in (torch.float16, torch.bfloat16) and not interpreter_active() \
+            and not is_traced(a, b):
+        return torch.mm(a, b, out=out)
+    return _gemm(a, b, out)
+
+
 def _tma_runner(a, b, out, bias, residual, z, act, gated):
     """A launch of the Hopper kernel for one config (descriptors depend on the block shape)."""
     a2, b2, c2 = (a, b, out) if a.dim() == 2 else (a[0], b[0], out[0])
@@ -283,10 +300,10 @@ def _linear_bwd(dy: torch.Tensor, z: torch.Tensor, x: torch.Tensor, weight: torc
             db = partials[0].sum(0).to(weight.dtype)
     if need_dx:  # G @ W
         dx = empty((M, K), dtype=x.dtype, device=x.device)
-        _gemm(g, weight, dx)
+        _plain_gemm(g, weight, dx)
     if need_dw:  # G^T @ X
         dw = empty((N, K), dtype=weight.dtype, device=x.device)
-        _gemm(g.t(), x, dw)
+        _plain_gemm(g.t(), x, dw)
     return dx, dw, db
 
 
@@ -419,10 +436,10 @@ def _gated_bwd(dh: torch.Tensor, z: torch.Tensor, x: torch.Tensor, weight: torch
     dx = dw = x.new_empty(0)
     if need_dx:  # dZ @ W
         dx = empty(tuple(x.shape), dtype=x.dtype, device=x.device)
-        _gemm(dz, weight, dx)
+        _plain_gemm(dz, weight, dx)
     if need_dw:  # dZ^T @ X
         dw = empty(tuple(weight.shape), dtype=weight.dtype, device=x.device)
-        _gemm(dz.t(), x, dw)
+        _plain_gemm(dz.t(), x, dw)
     return dx, dw
 
 
