@@ -240,3 +240,43 @@ def test_forward_through_tensor_descriptors(device, monkeypatch):
     q, k, v = (torch.randn(2, 23, 2, 16, device=device).transpose(1, 2) for _ in range(3))  # (B, S, H, D) storage
     _check(dict(q=q, k=k, v=v), causal=True)
     assert made, "the descriptor path did not run"
+
+
+def test_backward_with_atomic_dq(device, monkeypatch):
+    """dQ added from the dK/dV pass into a float32 accumulator (one kernel instead of two):
+    the same gradients under causality, Sq != Sk, GQA, masks with empty rows, a bias with its
+    gradient, ALiBi, windows and packed sequences."""
+    import importlib
+
+    mod = importlib.import_module("tritonic.ops.attention")  # (the package exports a function of that name)
+    monkeypatch.setattr(mod, "_DQ_MODE", "atomic")
+    launched = []
+    real = mod.launch
+    monkeypatch.setattr(mod, "launch", lambda kernel, *a, **k: (launched.append(kernel), real(kernel, *a, **k)))
+    _check(_qkv(2, 2, 2, 33, 20, 16, torch.float32, device), causal=True)
+    _check(_qkv(1, 4, 2, 19, 23, 16, torch.float16, device), causal=True)
+    args = _qkv(2, 2, 2, 10, 12, 16, torch.float32, device)
+    mask = torch.rand(2, 1, 10, 12, device=device) > 0.4
+    mask[0, 0, 3] = False
+    mask[1] = False
+    _check(args, mask=mask)
+    args["bias"] = torch.randn(1, 2, 10, 12, device=device)
+    _check(args, grads=["q", "k", "v", "bias"], scale=1.0)
+    args = _qkv(1, 2, 2, 21, 21, 16, torch.float32, device)
+    _check(args, alibi_slopes=torch.tensor([0.5, 0.125], device=device), causal=True, window=5)
+    assert mod._attn_bwd_dkdv in launched and mod._attn_bwd_dq not in launched
+    launched.clear()
+    monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: True)
+    _check(_qkv(1, 2, 2, 9, 9, 16, torch.float32, device), causal=True)
+    assert mod._attn_bwd_dq in launched  # deterministic algorithms: no atomics
+    monkeypatch.undo()
+    monkeypatch.setattr(mod, "_DQ_MODE", "atomic")
+    lq, lk = [5, 1, 23], [5, 9, 30]
+    cu_q = torch.tensor([0, 5, 6, 29], dtype=torch.int32, device=device)
+    cu_k = torch.tensor([0, 5, 14, 44], dtype=torch.int32, device=device)
+    a = dict(q=torch.randn(sum(lq), 4, 16, device=device), k=torch.randn(sum(lk), 2, 16, device=device),
+             v=torch.randn(sum(lk), 2, 16, device=device))
+    check_op(lambda **t: attention_varlen(**t, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=23,
+                                          max_seqlen_k=30, causal=True),
+             lambda **t: attention_varlen_reference(**t, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, causal=True), a,
+             grads=QKV, atol_ulps=ULPS)

@@ -204,12 +204,21 @@ _FWD_TUNERS = {
                                                         (128, 32, 4, 3), (64, 128, 4, 2), (128, 64, 4, 3)])),
     "wide": Autotuner("attention_fwd_d256", _attn_configs([(64, 32, 4, 2), (64, 64, 8, 2), (128, 32, 8, 2)])),
 }
+# The backward's dQ either comes from a second kernel that recomputes the scores
+# (ATOMIC_DQ=0) or is added from the dK/dV pass into a float32 accumulator with atomics
+# (ATOMIC_DQ=1: five products per block instead of seven, plus a memset and a conversion);
+# the tuner times both. TRITONIC_ATTENTION_DQ=atomic / kernel forces one. Atomics add in any
+# order, so under torch.use_deterministic_algorithms(True) the second kernel always runs.
 _BWD_TUNERS = {
-    "narrow": Autotuner("attention_bwd", _attn_configs([(64, 64, 4, 2), (64, 64, 8, 2), (128, 64, 8, 2),
-                                                        (64, 128, 8, 2), (32, 64, 4, 2), (64, 32, 4, 2)])),
+    "narrow": Autotuner("attention_bwd2", [
+        *_attn_configs([(64, 64, 4, 2), (64, 64, 8, 2), (128, 64, 8, 2), (64, 128, 8, 2), (32, 64, 4, 2),
+                        (64, 32, 4, 2)]),
+        *(Config.of(num_warps=w, num_stages=st, BLOCK_M=bm, BLOCK_N=bn, ATOMIC_DQ=1)
+          for bm, bn, w, st in [(64, 64, 4, 2), (64, 64, 8, 2), (64, 128, 8, 2), (128, 128, 8, 2), (64, 128, 4, 2)])]),
     "wide": Autotuner("attention_bwd_d256", _attn_configs([(32, 32, 4, 2), (32, 32, 8, 1), (64, 32, 8, 1)])),
 }
 _INTERPRETER_CONFIG = Config.of(num_warps=4, num_stages=1, BLOCK_M=16, BLOCK_N=16)
+_DQ_MODE = {"atomic": "atomic", "kernel": "kernel"}.get(os.environ.get("TRITONIC_ATTENTION_DQ", "").strip().lower())
 
 
 def _fwd_tuner(block_d):
@@ -309,14 +318,22 @@ def _backward_impl(do, q, k, v, o, lse, mask, bias, alibi_slopes, window, scale,
     cu_q, cu_k = (varlen[0], varlen[1]) if varlen is not None else (None, None)
     common = (*_bhm(q, varlen), *_bhm(k, varlen), *_bhm(v, varlen), *_bhm(do, varlen), *strides, *scalars)
 
-    def run(config):  # both kernels under one config (timed together)
+    def run(config):  # both kernels (or the one with atomic dQ) under one config, timed together
         meta = config.meta()
+        atomic = meta.pop("ATOMIC_DQ", 0) if _DQ_MODE is None else _DQ_MODE == "atomic"
+        atomic = atomic and not torch.are_deterministic_algorithms_enabled()  # atomics add in any order
         bm, bn = meta["BLOCK_M"], meta["BLOCK_N"]
-        launch(_attn_bwd_dkdv, ((Sk + bn - 1) // bn, B * Hk), q, k, v, do, lse, delta, dk, dv, dbias,
-               m, bb, slopes, cu_q, cu_k, *_bhm(lse, varlen), *_bhm(dk, varlen)[:3], *common, **flags,
-               HAS_DBIAS=need_dbias, BLOCK_D=block_d, **meta)
-        launch(_attn_bwd_dq, ((Sq + bm - 1) // bm, B * H), q, k, v, do, lse, delta, dq, m, bb, slopes,
-               cu_q, cu_k, *_bhm(lse, varlen), *_bhm(dq, varlen)[:3], *common, **flags, BLOCK_D=block_d, **meta)
+        acc = torch.zeros(tuple(dq.shape), dtype=torch.float32, device=q.device) if atomic else None
+        launch(_attn_bwd_dkdv, ((Sk + bn - 1) // bn, B * Hk), q, k, v, do, lse, delta, dk, dv, dbias, acc,
+               m, bb, slopes, cu_q, cu_k, *_bhm(lse, varlen), *_bhm(dk, varlen)[:3],
+               *(_bhm(acc, varlen)[:3] if atomic else (0, 0, 0)), *common, **flags,
+               HAS_DBIAS=need_dbias, ATOMIC_DQ=bool(atomic), BLOCK_D=block_d, **meta)
+        if atomic:  # the accumulator holds dQ / scale in float32
+            torch.mul(acc, scalars[5], out=dq)
+        else:
+            launch(_attn_bwd_dq, ((Sq + bm - 1) // bm, B * H), q, k, v, do, lse, delta, dq, m, bb, slopes,
+                   cu_q, cu_k, *_bhm(lse, varlen), *_bhm(dq, varlen)[:3], *common, **flags, BLOCK_D=block_d,
+                   **meta)
 
     _tuned_run(_bwd_tuner(block_d), run, (q.dtype, Sq, Sk, block_d, need_dbias, tuple(flags.values())),
                is_traced(q, k, v))
