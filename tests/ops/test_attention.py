@@ -280,3 +280,18 @@ def test_backward_with_atomic_dq(device, monkeypatch):
                                           max_seqlen_k=30, causal=True),
              lambda **t: attention_varlen_reference(**t, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, causal=True), a,
              grads=QKV, atol_ulps=ULPS)
+
+
+def test_output_stored_sequence_major_and_strided_output_gradient(device):
+    """The output is a (B, H, S, D) view of (B, S, H, D) memory, so the usual transpose back
+    to (B, S, H·D) costs no copy; the gradient arriving in that layout is read in place."""
+    args = _qkv(2, 3, 3, 13, 13, 16, torch.float32, device)
+    args = {n: t.requires_grad_(True) for n, t in args.items()}
+    out = attention(**args, causal=True)
+    assert out.transpose(1, 2).is_contiguous()
+    grad = torch.randn(2, 13, 3, 16, device=device)  # (B, S, H, D): what a reshape's backward hands over
+    torch.autograd.backward(out, grad.transpose(1, 2))
+    ref = {n: t.detach().double().requires_grad_(True) for n, t in args.items()}
+    torch.autograd.backward(attention_reference(**ref, causal=True), grad.transpose(1, 2).double())
+    for n in QKV:
+        torch.testing.assert_close(args[n].grad.double(), ref[n].grad, rtol=1e-4, atol=1e-5)

@@ -251,15 +251,23 @@ def _attn_fwd(
 
 
 @triton.jit
-def _attn_bwd_delta(O, DO, DELTA, rows, D, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
-    """DELTA[r] = sum_d O[r, d] * DO[r, d] in float32, for contiguous (rows, D) views of the
-    output and its gradient (the backward's rowsum(dO * O), laid out like the log-sum-exp)."""
+def _attn_bwd_delta(O, DO, DELTA, rows, N1, N2, D, stride_o0, stride_o1, stride_o2, stride_d0, stride_d1, stride_d2,
+                    BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    """DELTA[r] = sum_d O[r, d] * DO[r, d] in float32 (the backward's rowsum(dO * O)), with
+    DELTA contiguous over three row dims (N0, N1, N2): (B, H, S), laid out like the
+    log-sum-exp, or (1, total, H) for packed sequences. O and DO are strided over those dims
+    (an output stored (B, S, H, D) is read in place), unit stride along D."""
     r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     d = tl.arange(0, BLOCK_D)
     ok = (r[:, None] < rows) & (d[None, :] < D)
-    at = r[:, None].to(tl.int64) * D + d[None, :]
-    o = tl.load(O + at, mask=ok, other=0.0).to(tl.float32)
-    do = tl.load(DO + at, mask=ok, other=0.0).to(tl.float32)
+    r64 = r.to(tl.int64)
+    i2 = r64 % N2
+    i1 = (r64 // N2) % N1
+    i0 = r64 // (N2 * N1)
+    o = tl.load(O + (i0 * stride_o0 + i1 * stride_o1 + i2 * stride_o2)[:, None] + d[None, :], mask=ok,
+                other=0.0).to(tl.float32)
+    do = tl.load(DO + (i0 * stride_d0 + i1 * stride_d1 + i2 * stride_d2)[:, None] + d[None, :], mask=ok,
+                 other=0.0).to(tl.float32)
     tl.store(DELTA + r, tl.sum(o * do, axis=1), mask=r < rows)
 
 

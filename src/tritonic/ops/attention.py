@@ -168,7 +168,10 @@ def _forward_impl(q, k, v, mask, bias, alibi_slopes, window, scale, causal, varl
     B, H, Sq, Sk, D, Hk = _dims(q, k, varlen)
     m, bb, slopes, strides, scalars, precision, block_d = _launch_setup(q, k, mask, bias, alibi_slopes, window,
                                                                          scale, varlen)
-    o = empty(tuple(q.shape), dtype=q.dtype, device=q.device)
+    if varlen is None:  # stored (B, S, H, D): the caller's transpose back to (B, S, H·D) is free
+        o = empty((B, Sq, H, D), dtype=q.dtype, device=q.device).transpose(1, 2)
+    else:
+        o = empty(tuple(q.shape), dtype=q.dtype, device=q.device)
     lse = empty(tuple(q.shape[:-1]), dtype=torch.float32, device=q.device)
     cu_q, cu_k = (varlen[0], varlen[1]) if varlen is not None else (None, None)
     flags = dict(VARLEN=varlen is not None, CAUSAL=bool(causal), HAS_MASK=m is not None,
@@ -291,14 +294,21 @@ def _launch_setup(q, k, mask, bias, alibi_slopes, window, scale, varlen=None):
 
 
 def _delta(do, o, block_d):
-    """rowsum(dO * O) in float32, shaped like the log-sum-exp: one small kernel."""
-    if not (do.is_contiguous() and o.is_contiguous()):
+    """rowsum(dO * O) in float32, shaped like the log-sum-exp (contiguous): one small kernel
+    that reads ``o`` and ``do`` in their own strides (unit stride along D)."""
+    if o.stride(-1) != 1 or do.stride(-1) != 1:
         return (do.float() * o.float()).sum(-1)
     delta = empty(tuple(o.shape[:-1]), dtype=torch.float32, device=o.device)
     rows, D = delta.numel(), o.shape[-1]
+    if rows == 0:
+        return delta
+    so, sd = o.stride()[:-1], do.stride()[:-1]
+    if o.dim() == 3:  # packed (total, H, D): (1, total, H)
+        so, sd = (0, *so), (0, *sd)
+    n1, n2 = o.shape[-3] if o.dim() == 4 else o.shape[0], o.shape[-2]
     block_r = max(1, 4096 // block_d)
-    launch(_attn_bwd_delta, ((rows + block_r - 1) // block_r,), o, do, delta, rows, D, BLOCK_R=block_r,
-           BLOCK_D=block_d, num_warps=4)
+    launch(_attn_bwd_delta, ((rows + block_r - 1) // block_r,), o, do, delta, rows, n1, n2, D, *so, *sd,
+           BLOCK_R=block_r, BLOCK_D=block_d, num_warps=4)
     return delta
 
 
@@ -377,7 +387,7 @@ def _attn_grad(ctx, do, _dlse):
     window, scale, causal = ctx.opts
     need = ctx.needs_input_grad
     need_dbias = bias is not None and need[4]
-    do = torch.zeros_like(o) if do is None else do.contiguous()
+    do = torch.zeros_like(o) if do is None else (do if do.stride(-1) == 1 else do.contiguous())
     dq, dk, dv, dbias = ctx.backward_impl(do, q, k, v, o, lse, mask, bias, alibi_slopes, window, scale, causal,
                                           need_dbias)
     return (dq if need[0] else None, dk if need[1] else None, dv if need[2] else None, None,
