@@ -37,6 +37,7 @@ def _case(name, B, H, S, D, causal=False, extra=None):
 
 CASES = [_case(f"{'causal ' if c else ''}d{d} 4x16x4096", 4, 16, 4096, d, causal=c) for d in (128, 64)
          for c in (False, True)]
+CASES += [_case("causal d64 8x12x1024 (GPT-2 training)", 8, 12, 1024, 64, causal=True)]
 CASES += [_case(f"bert-mask d64 {s}", 8, 12, s, 64, extra="mask") for s in (512, 2048)]
 CASES += [_case(f"t5-bias d64 {s}", 8, 12, s, 64, extra="bias") for s in (512, 2048)]
 SMOKE_CASES = [_case("smoke", 1, 2, 32, 16), _case("smoke causal", 1, 2, 32, 16, causal=True),

@@ -23,6 +23,8 @@
 #   graphstep   GPT-2 124M: tritonic and tritonic+graph, the head/CE kernels at both strides, the step's kernels
 #   graphprof   GPT-2 124M kernels of tritonic+graph replays, torch.compile and tritonic (with aten ops by shape)
 #   attnab      attention with/without dropout (SDPA backends, tritonic), queued vs alone; step kernel timelines
+#   attnbwd     attention fwd / fwd+bwd against cuDNN and flash (the backward tunes atomic dQ against two kernels),
+#               then the two-kernel backward alone (TRITONIC_ATTENTION_DQ=kernel) for the A/B
 #   compilediag GPT-2 124M tritonic+compile with TORCH_LOGS=recompiles (was 2.1 s per step)
 #   gpt2-350m   all providers at GPT-2 350M
 #   fsdp        FSDP2 over 2 GPUs against 1 (on nvidia-h200-x2), GPT-2 124M, bf16, global batch 64x1024, 30 steps
@@ -99,6 +101,12 @@ for step in "$@"; do
             run attnab ab 200 python3 scripts/attn_dropout_ab.py
             run attnab timeline 300 python3 scripts/profile_training.py --case gpt2-124m \
                 --providers tritonic+graph,tritonic --top 10 --out "$R/attnab" ;;
+        attnbwd)
+            run attnbwd bench 400 python3 benchmarks/attention.py --graph always --providers sdpa-cudnn,sdpa-flash,tritonic \
+                --out "$R/attnbwd/results"
+            TRITONIC_ATTENTION_DQ=kernel run attnbwd kernel_dq 150 python3 benchmarks/attention.py --graph always \
+                --providers tritonic --modes fwd+bwd --only "causal d64" \
+                --out "$R/attnbwd/kernel_dq" ;;
         compilediag)
             TORCH_LOGS=recompiles run compilediag train 300 python3 benchmarks/training.py --only gpt2-124m \
                 --providers tritonic+compile --steps 6 --timeout 280 --out "$R/compilediag/results" ;;
