@@ -20,6 +20,21 @@ def test_bf16_sizes(D, causal):
              grads=["q", "k", "v"], atol_ulps=8)
 
 
+@pytest.mark.parametrize("mode", ["atomic", "kernel"])
+@pytest.mark.parametrize("D", [64, 128])
+def test_both_dq_paths_bf16(D, mode, monkeypatch):
+    """The backward's dQ by atomic adds from the dK/dV pass, and by its own kernel, at real
+    sizes with GQA, causal, and an output gradient in the (B, S, H, D) layout."""
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("tritonic.ops.attention"), "_DQ_MODE", mode)
+    a = dict(q=torch.randn(2, 8, 777, D, device="cuda", dtype=torch.bfloat16),
+             k=torch.randn(2, 4, 777, D, device="cuda", dtype=torch.bfloat16),
+             v=torch.randn(2, 4, 777, D, device="cuda", dtype=torch.bfloat16))
+    check_op(lambda **k: attention(**k, causal=True), lambda **k: attention_reference(**k, causal=True), a,
+             grads=["q", "k", "v"], atol_ulps=8)
+
+
 def test_bert_mask_and_t5_bias_bf16():
     q, k, v = (torch.randn(2, 4, 129, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     mask = torch.rand(2, 1, 1, 129, device="cuda") > 0.3
