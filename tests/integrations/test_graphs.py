@@ -45,6 +45,10 @@ def test_padded_to_the_bucket_gives_the_same_outputs(name, device):
         out2 = runner(kw["input_ids"])
         plain2 = model(input_ids=kw["input_ids"])
     torch.testing.assert_close(out2.last_hidden_state, plain2.last_hidden_state, atol=1e-4, rtol=1e-4)
+    # causal models need no mask over right padding (the padding is every real token's future)
+    unmasked = [e for k, e in runner.graphs.items() if "attention_mask" not in k[2]]
+    assert runner.causal == (name != "bert") and len(unmasked) == 1
+    assert ("attention_mask" in unmasked[0].static) == (name == "bert")
 
 
 def test_what_runs_eagerly(device):

@@ -28,7 +28,9 @@ longer than the largest bucket, and a graph whose capture failed (the reason is 
 ``use_cache=False``: they return no KV cache (pass ``use_cache=True`` to get one, without a graph).
 
 Right padding leaves the real tokens' outputs unchanged: their positions are the same, keys
-past the real length are masked, and in causal models they lie in the future anyway. A
+past the real length are masked, and in causal models they lie in the future anyway (so a
+causal model's call without ``attention_mask`` is graphed without one, and its attention
+runs causal with no mask at all). A
 graph holds the parameters it was captured with: assign new values in place
 (``param.data.copy_``), or call ``model.tritonic_graphs.clear()`` after replacing tensors.
 """
@@ -70,6 +72,10 @@ class GraphedForward:
         self.accepts = {name for name in _INPUTS if name in params}
         self.pad_id = getattr(model.config, "pad_token_id", None)
         self.pad_id = 0 if self.pad_id is None else int(self.pad_id)
+        # every attention of the model causal (a decoder-only LM): right padding lies in every
+        # real token's future, so a call without a mask needs none after padding either
+        attn = [m for m in model.modules() if hasattr(m, "is_causal") and type(m).__name__.endswith("Attention")]
+        self.causal = bool(attn) and all(m.is_causal is True for m in attn)
         # (batch, bucket, input names, mask dtype) -> _Entry, or a failure reason; and
         # ("decode", batch, cache argument, mask shape, ids dtype) -> _DecodeEntry, or (cache id, reason)
         self.graphs: dict = {}
@@ -199,8 +205,10 @@ class GraphedForward:
         with torch.inference_mode(False):  # buffers later calls may fill outside inference mode
             for name, t in inputs.items():
                 static[name] = torch.zeros((batch, bucket), dtype=t.dtype, device=t.device)
-            if "attention_mask" not in static and "attention_mask" in self.accepts:
-                # the padding must be masked: a call without a mask gets an all-ones one for its tokens
+            if "attention_mask" not in static and "attention_mask" in self.accepts and not self.causal:
+                # the padding must be masked: a call without a mask gets an all-ones one for its tokens.
+                # (Causal models skip this: their attention then runs causal without a mask,
+                # where a built (B, 1, S, S) mask would take the kernels' masked path.)
                 static["attention_mask"] = torch.zeros((batch, bucket), dtype=torch.int64,
                                                        device=inputs["input_ids"].device)
         extra = {"use_cache": False} if self.takes_use_cache else {}
