@@ -211,7 +211,11 @@ def test_a_causal_mask_without_padding_stays_none_where_transformers_would_build
     assert hf.tritonic_mask(**kw) is None
     pad = torch.ones(2, 6, dtype=torch.bool)
     pad[0, :2] = False
-    for other in (dict(kw, attention_mask=pad), dict(kw, q_length=1, kv_length=6, q_offset=5),
+    # padding over a causal mask: only the keys' row, the attention adds the causality
+    row = hf.tritonic_mask(**dict(kw, attention_mask=pad))
+    assert row.shape == (2, 1, 1, 6)
+    assert torch.equal(hf._with_causality(row, 6), mu.sdpa_mask(**dict(kw, attention_mask=pad)).expand(2, 1, 6, 6))
+    for other in (dict(kw, q_length=1, kv_length=6, q_offset=5),
                   dict(kw, q_length=3, kv_length=6, q_offset=3), dict(kw, mask_function=mu.bidirectional_mask_function),
                   dict(kw, allow_is_causal_skip=False)):
         theirs, ours = mu.sdpa_mask(**other), hf.tritonic_mask(**other)
@@ -232,6 +236,43 @@ def test_a_causal_mask_without_padding_stays_none_where_transformers_would_build
     assert seen and all(m is None for m in seen)
     monkeypatch.setattr(mu, "is_tracing", lambda *a, **k: False)
     torch.testing.assert_close(traced, _run(model, dict(input_ids=ids)))
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_left_and_right_padding_of_causal_models_through_the_key_row(name, device, monkeypatch):
+    """A causal model's padding mask reaches the attention as its (B, 1, 1, S) key row, the
+    kernel adding the causality; with dropout while training, SDPA gets the full mask back."""
+    cls, config = _models()[name]
+    torch.manual_seed(0)
+    model = cls(config).to(device).eval()
+    model.set_attn_implementation("sdpa")
+    ref_model = copy.deepcopy(model).double()
+    ids = torch.randint(1, 97, (3, 9), device=device)
+    mask = torch.ones(3, 9, dtype=torch.long, device=device)
+    mask[0, :3] = 0  # left padding
+    mask[1, 6:] = 0  # right padding
+    ref = _run(ref_model, dict(input_ids=ids, attention_mask=mask))
+    theirs = _run(model, dict(input_ids=ids, attention_mask=mask))
+    seen = []
+    real = hf.attention
+    monkeypatch.setattr(hf, "attention", lambda *a, **k: seen.append(k.get("mask")) or real(*a, **k))
+    tritonic.optimize(model, cuda_graphs=False)
+    ours = _run(model, dict(input_ids=ids, attention_mask=mask))
+    assert seen and all(m is not None and m.shape == (3, 1, 1, 9) for m in seen)
+    keep = mask.bool()
+    assert_close_to_reference(f"{name} padded", ours[keep], theirs[keep], ref[keep], atol_ulps=8)
+    # training with attention dropout: SDPA's path, which takes causality from a full mask
+    sdpa_masks = []
+    original = hf._sdpa
+    monkeypatch.setattr(hf, "_sdpa", lambda m, q, k, v, am, *a, **kw: sdpa_masks.append(am) or
+                        original(m, q, k, v, am, *a, **kw))
+    model.train()  # GPT-2's attention dropout (0.1) goes to SDPA; Llama's is 0 and stays on the kernel
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=mask)
+    model.eval()
+    assert bool(sdpa_masks) == (name == "gpt2")
+    assert all(m.shape == (3, 1, 9, 9) and not m[1, 0, 0, 1] and m[1, 0, 1, 0] and not m[0, 0, 5, 1]
+               for m in sdpa_masks)  # causal, and the left padding of row 0 masked
 
 
 def test_bad_use():

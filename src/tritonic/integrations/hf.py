@@ -142,6 +142,21 @@ def _decode_lengths(attention_mask, batch: int, kv_len: int, device):
     return seqlens, key_mask
 
 
+def _causal_key_mask(module, query, key, attention_mask, is_causal) -> bool:
+    """Is ``attention_mask`` the (B, 1, 1, S) key row that :func:`tritonic_mask` hands a causal
+    attention in place of the full mask (causality still to be applied)?"""
+    return (attention_mask is not None and attention_mask.dtype == torch.bool and attention_mask.dim() == 4
+            and attention_mask.shape[1] == 1 and attention_mask.shape[2] == 1 and query.dim() == 4
+            and 1 < query.shape[2] == key.shape[2] == attention_mask.shape[3]
+            and (is_causal if is_causal is not None else getattr(module, "is_causal", False)) is True)
+
+
+def _with_causality(attention_mask, q_len: int):
+    """The full (B, 1, S, S) boolean mask from a key row: the keys kept and not in the future."""
+    tril = torch.ones(q_len, q_len, dtype=torch.bool, device=attention_mask.device).tril()
+    return attention_mask & tril
+
+
 def tritonic_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                                attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
                                is_causal: bool | None = None, position_bias: torch.Tensor | None = None,
@@ -150,9 +165,12 @@ def tritonic_attention_forward(module: torch.nn.Module, query: torch.Tensor, key
     ``(B, H_kv, Sk, D)`` (grouped-query attention is handled by the kernel, no ``repeat_kv``);
     returns ``(output (B, Sq, H, D), None)``."""
     reason = _fallback_reason(module, query, key, value, dropout, kwargs)
+    key_row = _causal_key_mask(module, query, key, attention_mask, is_causal)
     if reason is not None:
         if not torch.compiler.is_compiling():  # a traced count would guard the graph on it: a recompile per call
             FALLBACKS[reason] += 1
+        if key_row:  # SDPA and eager functions take causality from the mask
+            attention_mask = _with_causality(attention_mask, query.shape[2])
         if reason in _EAGER:
             return _eager(module, query, key, value, attention_mask, dropout, scaling, is_causal, reason, kwargs)
         return _sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
@@ -165,7 +183,8 @@ def tritonic_attention_forward(module: torch.nn.Module, query: torch.Tensor, key
             out = attention_decode(query, key, value, seqlens, causal=False, scale=scaling, key_mask=key_mask)
             return out.transpose(1, 2).contiguous(), None
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-    causal = bool(q_len > 1 and attention_mask is None and causal)  # a mask, when given, holds the causality
+    # a mask, when given, holds the causality, except tritonic_mask's key row
+    causal = bool(q_len > 1 and (attention_mask is None or key_row) and causal)
     if causal and kv_len > q_len:
         # prefill into an empty static cache: the slots past the prompt are empty, and
         # transformers' causal convention here is top-left (ours is bottom-right)
@@ -186,22 +205,30 @@ def tritonic_attention_forward(module: torch.nn.Module, query: torch.Tensor, key
 
 def tritonic_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_function=None, attention_mask=None,
                   local_size=None, allow_is_causal_skip=True, **kwargs):
-    """``transformers``' SDPA mask function, except for one case: a causal mask over a batch
-    without padding (no ``attention_mask`` given), with as many keys as queries and no cache
-    offset, is None, so attention runs causal without a mask, also where ``transformers``
-    refuses to look (inside a CUDA-graph capture, under ``torch.compile``). Every fact that
-    decides this is a shape or an argument, never a tensor's contents, so a captured graph or
-    a compiled function stays right for every later call. ``transformers`` materialises a
+    """``transformers``' SDPA mask function, except for a causal mask with as many keys as
+    queries and no cache offset. Without an ``attention_mask`` it is None, so attention runs
+    causal without a mask, also where ``transformers`` refuses to look (inside a CUDA-graph
+    capture, under ``torch.compile``). With a 2-D padding mask it is that mask's (B, 1, 1, S)
+    key row, and the attention adds the causality itself
+    (:func:`_causal_key_mask`): the kernel's key-padding and causal paths, no (B, 1, S, S)
+    tensor, and no host sync (``transformers`` reads the padding mask to decide whether it
+    can skip it). Every fact that decides this is a shape or an argument, never a tensor's
+    contents, so a captured graph or a compiled function stays right for every later call. ``transformers`` materialises a
     (batch, 1, S, S) mask there; on the H200, GPT-2 124M's training step captured whole spent
     3.7 ms more in cuDNN's attention with that mask than without."""
     from transformers.masking_utils import causal_mask_function, sdpa_mask
 
     if mask_function is None:
         mask_function = causal_mask_function
-    if (mask_function is causal_mask_function and attention_mask is None and allow_is_causal_skip
+    if (mask_function is causal_mask_function and allow_is_causal_skip
             and local_size is None and type(q_length) is int and type(kv_length) is int and 1 < q_length == kv_length
             and type(q_offset) is int and q_offset == 0 and type(kv_offset) is int and kv_offset == 0):
-        return None
+        if attention_mask is None:
+            return None
+        if attention_mask.dim() == 2 and tuple(attention_mask.shape) == (batch_size, kv_length):
+            # padding over a causal mask: the keys' row alone, (B, 1, 1, S); the attention adds
+            # the causality (see tritonic_attention_forward)
+            return attention_mask.bool()[:, None, None, :]
     return sdpa_mask(batch_size, q_length, kv_length, q_offset=q_offset, kv_offset=kv_offset,
                      mask_function=mask_function, attention_mask=attention_mask, local_size=local_size,
                      allow_is_causal_skip=allow_is_causal_skip, **kwargs)
