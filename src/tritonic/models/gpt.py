@@ -7,8 +7,11 @@
     loss = model(idx, targets)[1]
 
 One class, two backends: ``backend="tritonic"`` computes every step with tritonic's kernels
-(norms, the fused QKV/MLP GEMMs with their epilogues, RoPE, flash attention, the fused
-linear cross-entropy that never forms the logits); ``backend="torch"`` computes the same
+(norms, the MLP GEMM with its activation epilogue, RoPE, flash attention, the fused linear
+cross-entropy that never forms the logits). Projections with nothing to fuse (QKV, the
+attention output, the MLP's down projection) run as cuBLAS through ``F.linear`` on a GPU:
+the same speed or better, and its backward needs no Python (the plain training step is
+bound by host time; our kernels run them in the interpreter). ``backend="torch"`` computes the same
 function with PyTorch ops only. Parameter names, shapes and initialisation are shared, so
 the two load each other's ``state_dict`` and can be trained side by side from the same start.
 """
@@ -22,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from tritonic import ops
+from tritonic.runtime import interpreter_active
 
 __all__ = ["GPT", "GPTConfig"]
 
@@ -106,6 +110,8 @@ class _Block(torch.nn.Module):
         if self.backend == "torch":
             y = F.linear(x, lin.weight, lin.bias)
             return y if activation is None else F.gelu(y, approximate="tanh")
+        if activation is None and x.is_cuda and not interpreter_active():
+            return F.linear(x, lin.weight, lin.bias)  # (autocast casts, with its cast cache)
         w, b, dt = lin.weight, lin.bias, _amp(x)
         if dt is not None:
             x, w, b = x.to(dt), w.to(dt), None if b is None else b.to(dt)
