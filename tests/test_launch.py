@@ -144,3 +144,19 @@ def test_no_fast_binder_for_unknown_kinds():
     fk = L._FastKernel(_kernel(("X", False), ("BLOCK", True)))
     fk.make_fast_binder((object(),))
     assert fk.bind_fast is None
+
+
+def test_descriptor_without_validation_equals_tritons(monkeypatch):
+    """launcher.descriptor skips TensorDescriptor's per-call checks (its callers checked the
+    layout) and must give the same object Triton's constructor gives."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    from tritonic.runtime import launcher
+
+    t = torch.zeros(64, 32, dtype=torch.float16)
+    ours = launcher.descriptor(t, [64, 32], [32, 1], [16, 16])
+    theirs = TensorDescriptor(t, [64, 32], [32, 1], [16, 16])
+    assert type(ours) is TensorDescriptor and ours == theirs and launcher._FAST_DESCRIPTOR
+    monkeypatch.setattr(launcher, "_FAST_DESCRIPTOR", False)  # another Triton: the validating constructor
+    with pytest.raises((AssertionError, ValueError)):
+        launcher.descriptor(t, [64, 32], [32, 1], [16, 12])  # a block that is not a power of two

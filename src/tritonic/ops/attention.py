@@ -26,13 +26,12 @@ import torch
 from tritonic.kernels.attention import (_attn_bwd_delta, _attn_bwd_dkdv, _attn_bwd_dq, _attn_decode_combine,
                                         _attn_decode_split, _attn_fwd)
 from triton.runtime.errors import OutOfResources
-from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonic.ops._register import register
 from tritonic.runtime import empty, has_tma, interpreter_active, num_sms, warn_once
 from tritonic.runtime.autotune import Autotuner, Config, bucket
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
-from tritonic.runtime.launcher import is_traced, launch
+from tritonic.runtime.launcher import descriptor, is_traced, launch
 
 __all__ = ["attention", "attention_reference", "attention_varlen", "attention_varlen_reference", "attention_decode",
            "attention_decode_reference"]
@@ -186,8 +185,8 @@ def _forward_impl(q, k, v, mask, bias, alibi_slopes, window, scale, causal, varl
         kd = vd = None
         if tma:  # the descriptors' block follows the config's BLOCK_N
             block = [1, 1, meta["BLOCK_N"], block_d]
-            kd = TensorDescriptor(k, list(k.shape), list(k.stride()), block)
-            vd = TensorDescriptor(v, list(v.shape), list(v.stride()), block)
+            kd = descriptor(k, list(k.shape), list(k.stride()), block)
+            vd = descriptor(v, list(v.shape), list(v.stride()), block)
         launch(_attn_fwd, ((Sq + meta["BLOCK_M"] - 1) // meta["BLOCK_M"], B * H), q, k, v, o, lse, m, bb, slopes,
                cu_q, cu_k, kd, vd, *_bhm(lse, varlen), *_bhm(q, varlen), *_bhm(k, varlen), *_bhm(v, varlen),
                *_bhm(o, varlen), *strides, *scalars, **flags, BLOCK_D=block_d, **meta)

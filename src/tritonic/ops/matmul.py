@@ -24,7 +24,6 @@ import os
 import torch
 import torch.nn.functional as F
 from triton.runtime.errors import OutOfResources
-from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonic.kernels.matmul import _act_grad, _gated_grad, _matmul, _matmul_tma
 from tritonic.ops._register import register
@@ -32,7 +31,7 @@ from tritonic.runtime import empty, has_tma, interpreter_active, num_sms, warn_o
 from tritonic.runtime.autotune import Autotuner, Config, bucket
 from tritonic.runtime import checks as _checks
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
-from tritonic.runtime.launcher import is_traced, launch
+from tritonic.runtime.launcher import descriptor, is_traced, launch
 
 __all__ = ["linear", "gated_linear", "matmul", "linear_reference", "gated_linear_reference", "interleave_gate_up",
            "ACTIVATIONS"]
@@ -222,8 +221,8 @@ def _tma_runner(a, b, out, bias, residual, z, act, gated):
     def desc(t, kmajor, rows, cols):
         """Descriptor over the 2-D view t (rows x cols) whose contiguous dim is cols if kmajor."""
         if kmajor:
-            return TensorDescriptor(t, [t.shape[0], t.shape[1]], [t.stride(0), 1], [rows, cols])
-        return TensorDescriptor(t, [t.shape[1], t.shape[0]], [t.stride(1), 1], [cols, rows])
+            return descriptor(t, [t.shape[0], t.shape[1]], [t.stride(0), 1], [rows, cols])
+        return descriptor(t, [t.shape[1], t.shape[0]], [t.stride(1), 1], [cols, rows])
 
     def run(config):
         meta = config.meta()
@@ -231,14 +230,14 @@ def _tma_runner(a, b, out, bias, residual, z, act, gated):
         bm, bn, bk = meta["BLOCK_M"], meta["BLOCK_N"], meta["BLOCK_K"]
         a_desc = desc(a2, a_kmajor, bm, bk)
         # B is (K, N); "kmajor" descriptors run over its transpose, the (N, K) weight
-        b_desc = desc(b2.t(), True, bn, bk) if b_kmajor else TensorDescriptor(
+        b_desc = desc(b2.t(), True, bn, bk) if b_kmajor else descriptor(
             b2, [K, N], [b2.stride(0), 1], [bk, bn])
-        c_desc = TensorDescriptor(c2, [M, c2.shape[1]], [c2.stride(0), 1], [bm, bn // 2 if gated == 2 else bn])
+        c_desc = descriptor(c2, [M, c2.shape[1]], [c2.stride(0), 1], [bm, bn // 2 if gated == 2 else bn])
         z_desc = zu_desc = None
         if z is not None:
-            z_desc = TensorDescriptor(z, [M, N], [z.stride(0), 1], [bm, bn])
+            z_desc = descriptor(z, [M, N], [z.stride(0), 1], [bm, bn])
             if gated == 1:
-                zu_desc = TensorDescriptor(z[:, N:], [M, N], [z.stride(0), 1], [bm, bn])
+                zu_desc = descriptor(z[:, N:], [M, N], [z.stride(0), 1], [bm, bn])
         tiles = _cdiv(M, bm) * _cdiv(N, bn)
         programs = max(1, min(tiles, per_sm * num_sms(a.device.index)))
         launch(_matmul_tma, (programs,), a_desc, b_desc, c_desc, z_desc, zu_desc, bias, residual,

@@ -35,6 +35,8 @@ except ImportError:  # a Triton without host-side tensor descriptors
     class _TensorDescriptor:  # noqa: D401 - placeholder nothing is an instance of
         pass
 
+import dataclasses
+
 from tritonic.runtime.checks import warn_once
 from tritonic.runtime.device import interpreter_active
 
@@ -43,6 +45,29 @@ _fast: dict = {}  # kernel -> _FastKernel, or None where the fast path is unavai
 # TRITONIC_FAST_LAUNCH=0 sends every launch through Triton's own path (for debugging and
 # for measuring what the fast path saves, as benchmarks/launch.py does).
 FAST = os.environ.get("TRITONIC_FAST_LAUNCH", "1").strip() != "0"
+
+
+# Triton's TensorDescriptor validates its arguments in __post_init__ (alignment asserts, the
+# block shape), about 3 µs of host time per descriptor, several per GEMM launch. Ops build
+# descriptors only after checking the same layout facts themselves (ops/matmul.py's
+# _tma_layout, attention's _tma_kv), so they skip it when the class has the fields this
+# relies on; any other Triton gets the validating constructor.
+_DESCRIPTOR_FIELDS = ("base", "shape", "strides", "block_shape", "padding")
+try:
+    _FAST_DESCRIPTOR = tuple(f.name for f in dataclasses.fields(_TensorDescriptor)) == _DESCRIPTOR_FIELDS
+except TypeError:  # the placeholder class: no descriptors in this Triton
+    _FAST_DESCRIPTOR = False
+
+
+def descriptor(base, shape, strides, block_shape):
+    """A host tensor descriptor (zero padding) over ``base``, without Triton's per-call checks:
+    the caller has checked a 16-byte aligned base, 16-byte aligned strides with a unit last
+    one, positive shapes and power-of-two blocks."""
+    if not _FAST_DESCRIPTOR:
+        return _TensorDescriptor(base, shape, strides, block_shape)
+    d = object.__new__(_TensorDescriptor)
+    d.base, d.shape, d.strides, d.block_shape, d.padding = base, shape, strides, block_shape, "zero"
+    return d
 
 
 def is_traced(*args) -> bool:
