@@ -214,13 +214,16 @@ def test_fused_linear_loss_dtype(device):
 
 @pytest.mark.parametrize("vocab_chunk", [None, 8, 37])
 def test_fused_linear_low_memory(vocab_chunk, device):
-    """The two-pass variant: dW and db from vocabulary slices (windows of the gradient kernel)."""
+    """The two-pass variant, all over vocabulary slices: the rows' softmax statistics first
+    (_ce_slice_stats), then the gradients (windows of the gradient kernel), dh summed."""
     _check_fused(11, 16, 37, torch.float32, device, chunk_rows=4, low_memory=True, vocab_chunk=vocab_chunk)
     _check_fused(9, 16, 50, torch.float32, device, bias=True, chunk_rows=4, low_memory=True, vocab_chunk=16,
                  label_smoothing=0.1, z_loss=1e-3, softcap=4.0, reduction="sum")
     _check_fused(7, 16, 30, torch.float32, device, grads=("weight",), low_memory=True, vocab_chunk=7)
     # a padded head (130 float32 rows are not 16-byte multiples) over three 64-row slices
     _check_fused(6, 16, 130, torch.float32, device, bias=True, chunk_rows=4, low_memory=True, vocab_chunk=64)
+    # half precision: dh summed over six slices in float16 (each slice's product in float32)
+    _check_fused(10, 16, 90, torch.float16, device, low_memory=True, vocab_chunk=16)
 
 
 def test_fused_linear_pads_an_unaligned_vocabulary(device):

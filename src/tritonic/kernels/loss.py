@@ -93,6 +93,49 @@ def _ce_fwd(
 
 
 @triton.jit
+def _ce_slice_stats(
+    LOGITS,  # (N, width) logits of the classes col0 .. col0 + width - 1, rows with stride stride_l
+    TARGET,  # (N,) class indices
+    STATS,  # (N, 4) float32, updated in place: running max m, sum of exp(z - m), sum of z (for
+            # label smoothing), the target's z (once its slice comes by); start as (-inf, 0, 0, 0)
+    stride_l, width, col0,
+    softcap,  # if HAS_SOFTCAP
+    HAS_SMOOTHING: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+):
+    """One vocabulary slice of every row into the row's running softmax statistics (the
+    low-memory linear cross-entropy's first pass: each slice's logits are one GEMM over all
+    tokens, so the head is read once per pass)."""
+    row = tl.program_id(0).to(tl.int64)
+    base = LOGITS + row * stride_l
+    at = STATS + 4 * row
+    m = tl.load(at)
+    s = tl.load(at + 1)
+    total = tl.load(at + 2)
+    full = width - width % BLOCK_V
+    for start in range(0, full, BLOCK_V):
+        x = _capped(tl.load(base + start + tl.arange(0, BLOCK_V)).to(tl.float32), softcap, HAS_SOFTCAP)
+        m, s = _lse_step(x, m, s)
+        if HAS_SMOOTHING:
+            total += tl.sum(x, axis=0)
+    if full < width:
+        cols = full + tl.arange(0, BLOCK_V)
+        inside = cols < width
+        x = tl.load(base + cols, mask=inside, other=float("-inf")).to(tl.float32)
+        if HAS_SOFTCAP:
+            x = tl.where(inside, _capped(x, softcap, HAS_SOFTCAP), float("-inf"))
+        m, s = _lse_step(x, m, s)
+        if HAS_SMOOTHING:
+            total += tl.sum(tl.where(inside, x, 0.0), axis=0)
+    tl.store(at, m)
+    tl.store(at + 1, s)
+    tl.store(at + 2, total)
+    t = tl.load(TARGET + row) - col0
+    if (t >= 0) & (t < width):
+        tl.store(at + 3, _capped(tl.load(base + t).to(tl.float32), softcap, HAS_SOFTCAP))
+
+
+@triton.jit
 def _ce_grad_block(x, cols, t, m, log_s, p_scale, hit, floor, g, softcap, HAS_SOFTCAP: tl.constexpr):
     """The gradient of one block of a row's logits ``x`` (columns ``cols``; ``t`` the target's)."""
     z = _capped(x, softcap, HAS_SOFTCAP)

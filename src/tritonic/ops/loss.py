@@ -24,7 +24,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from tritonic.kernels.loss import _ce_bwd, _ce_fwd
+from tritonic.kernels.loss import _ce_bwd, _ce_fwd, _ce_slice_stats
 from tritonic.ops._register import register
 from tritonic.runtime import empty, interpreter_active, warn_once
 from tritonic.runtime.alloc import empty_like
@@ -230,16 +230,59 @@ def _padded_vocab(V: int, weight: torch.Tensor) -> int:
     return V if (V * weight.element_size()) % 16 == 0 else -(-V // 64) * 64
 
 
+def _slice_width(vocab_chunk: int, V: int, Vp: int) -> int:
+    width = min(vocab_chunk, V)
+    if Vp != V:  # slices start and end on the padded head's 64-row steps
+        width = -(-width // 64) * 64
+    return width
+
+
+def _sliced_stats(hidden, w_full, b_full, target, V, Vp, vocab_chunk, ignore_index, smoothing, z_coef, softcap):
+    """The low-memory path's first pass: every row's loss and (max, log-sum-exp past it) from
+    the logits of one vocabulary slice at a time, for all tokens at once (one GEMM per slice,
+    the head read once; token chunks of a few hundred rows would each read all of it)."""
+    N = hidden.shape[0]
+    width = _slice_width(vocab_chunk, V, Vp)
+    stats = torch.empty((N, 4), dtype=torch.float32, device=hidden.device)
+    stats[:, 0] = float("-inf")
+    stats[:, 1:] = 0.0
+    flat = empty((N * width,), dtype=hidden.dtype, device=hidden.device)
+    flags = dict(HAS_SMOOTHING=bool(smoothing), HAS_SOFTCAP=bool(softcap))
+    for v0 in range(0, V, width):
+        v1, v1p = min(V, v0 + width), min(Vp, v0 + width)
+        lv = flat[:N * (v1p - v0)].view(N, v1p - v0)
+        if b_full is None:
+            torch.mm(hidden, w_full[v0:v1p].t(), out=lv)
+        else:
+            torch.addmm(b_full[v0:v1p], hidden, w_full[v0:v1p].t(), out=lv)
+        if N:
+            launch(_ce_slice_stats, (N,), lv, target, stats, lv.stride(0), v1 - v0, v0, softcap, **flags,
+                   BLOCK_V=_block_v(v1 - v0), num_warps=8 if v1 - v0 > 4096 else 4)
+    flat = lv = None
+    m, s, total, x_t = stats.unbind(1)
+    log_s = torch.log(s)
+    loss = (m - x_t) + log_s  # the same formulas as _ce_fwd's
+    if smoothing:
+        loss = (1.0 - smoothing) * loss + smoothing * ((m - total / V) + log_s)
+    if z_coef:
+        lse = m + log_s
+        loss = loss + z_coef * lse * lse
+    loss = torch.where((target >= 0) & (target < V), loss, float("nan"))
+    loss = torch.where(target != ignore_index, loss, 0.0)
+    return loss, torch.stack((m, log_s), dim=1)
+
+
 def _flce_forward(hidden, weight, bias, target, ignore_index, mean, smoothing, z_coef, softcap, chunk, vocab_chunk,
                   need_dh, need_dw, need_db):
     """(float32 loss, dh, dw, db) with the gradients for an upstream gradient of 1 (empty
     tensors where not needed). Chunk by chunk: logits, loss, then the logits' gradient written
     over the logits themselves, then its products into dh, dW and db.
 
-    ``vocab_chunk`` > 0 (low memory): dW and db come from a second pass over slices of the
-    vocabulary instead — each slice's logits for all tokens recomputed from the rows' saved
-    log-sum-exp, and its rows of dW written once (K = all tokens) rather than added into by
-    every token chunk. One more GEMM, but small chunks then cost no dW traffic."""
+    ``vocab_chunk`` > 0 (low memory, with dW or db wanted): no token chunks. A first pass over
+    slices of the vocabulary gathers every row's softmax statistics (``_sliced_stats``). A
+    second pass recomputes each slice's logits for all tokens, turns them into their gradient,
+    writes the slice's rows of dW once (K = all tokens), and adds its share of dh. One more
+    GEMM, but small slices then cost no dW traffic, and every GEMM has all N rows."""
     N, H = hidden.shape
     V = weight.shape[0]
     valid = target != ignore_index
@@ -268,9 +311,11 @@ def _flce_forward(hidden, weight, bias, target, ignore_index, mean, smoothing, z
     dw = dw_full[:V] if need_dw else weight.new_empty(0)  # the first chunk's GEMM writes it whole
     db = torch.zeros((V,), dtype=torch.float32, device=weight.device) if need_db else weight.new_empty(0)
     two_pass = vocab_chunk > 0 and (need_dw or need_db)
-    lse_all = empty((N, 2), dtype=torch.float32, device=hidden.device) if two_pass else None
-    buf = empty((min(chunk, N), Vp), dtype=hidden.dtype, device=hidden.device)  # one chunk's logits, reused
-    for lo in range(0, N, chunk):
+    if two_pass:
+        loss_rows, lse_all = _sliced_stats(hidden, w_full, b_full, target, V, Vp, vocab_chunk, ignore_index, smoothing,
+                                           z_coef, softcap)
+    buf = empty((min(chunk, N), Vp), dtype=hidden.dtype, device=hidden.device) if not two_pass else None
+    for lo in range(0, N if not two_pass else 0, chunk):
         hi = min(N, lo + chunk)
         h, t = hidden[lo:hi], target[lo:hi]
         full = buf[:hi - lo]
@@ -281,15 +326,11 @@ def _flce_forward(hidden, weight, bias, target, ignore_index, mean, smoothing, z
         logits = full[:, :V]
         rows, lse = _launch_fwd(logits, t, ignore_index, smoothing, z_coef, softcap)
         loss_rows[lo:hi] = rows
-        if two_pass:
-            lse_all[lo:hi] = lse
-        if need_dh or ((need_dw or need_db) and not two_pass):
+        if need_dh or need_dw or need_db:
             g = _launch_bwd(scale.expand(hi - lo), logits, t, lse, ignore_index, smoothing, z_coef, softcap,
                             out=logits)  # the logits are not needed again: their gradient overwrites them
             if need_dh:  # (full: g and the padding's zero columns)
                 torch.mm(full, w_full, out=dh[lo:hi])
-            if two_pass:
-                continue
             if need_dw:  # the GEMM accumulates in float32; the running sum is kept in dw's dtype
                 if lo == 0:
                     torch.mm(full.t(), h, out=dw_full)
@@ -297,13 +338,8 @@ def _flce_forward(hidden, weight, bias, target, ignore_index, mean, smoothing, z
                     dw_full.addmm_(full.t(), h)
             if need_db:
                 db += g.sum(0, dtype=torch.float32)
-    if two_pass:
-        # drop every reference to the token chunks' buffer (g is a view of it) before the
-        # slices' buffer is allocated, so that the two never count together in the peak
-        buf = full = logits = g = None
-        width = min(vocab_chunk, V)
-        if Vp != V:  # slices start and end on the padded head's 64-row steps
-            width = -(-width // 64) * 64
+    if two_pass:  # the gradients, slice by slice: dW's rows written once, dh summed over the slices
+        width = _slice_width(vocab_chunk, V, Vp)
         flat = empty((N * width,), dtype=hidden.dtype, device=hidden.device)  # one slice's logits, reused
         rows_scale = scale.expand(N)
         for v0 in range(0, V, width):
@@ -317,6 +353,11 @@ def _flce_forward(hidden, weight, bias, target, ignore_index, mean, smoothing, z
                             out=lv[:, :v1 - v0], col0=v0, V=V)
             if need_dw:
                 torch.mm(lv.t(), hidden, out=dw_full[v0:v1p])
+            if need_dh:  # the GEMM adds in float32; the running sum is kept in dh's dtype
+                if v0 == 0:
+                    torch.mm(lv, w_full[v0:v1p], out=dh)
+                else:
+                    dh.addmm_(lv, w_full[v0:v1p])
             if need_db:
                 db[v0:v1] = g.sum(0, dtype=torch.float32)
     total = loss_rows.sum()
@@ -390,9 +431,13 @@ def fused_linear_cross_entropy(hidden, weight, target, bias=None, ignore_index=-
     float32 and returned in ``loss_dtype`` (default: ``hidden``'s dtype, like ``F.cross_entropy``
     on half-precision logits; ``torch.float32`` keeps its digits, as autocast would).
 
-    ``low_memory=True`` trades one more GEMM for memory: token chunks of 256 rows by default,
-    and dW from a second pass over slices of ``vocab_chunk`` classes (default: as many logits
-    per slice as per token chunk), each slice's dW rows written once."""
+    ``low_memory=True`` trades one more GEMM for memory. The logits are formed for one
+    vocabulary slice of ``vocab_chunk`` classes at a time, for all tokens at once (default: as
+    many logits as a token chunk of ``chunk_rows``, 256 by default, would hold). This runs in
+    two passes. The first gathers each row's softmax statistics. The second computes the
+    gradients: each slice's dW rows are written once, and dh is summed over the slices. Each
+    slice is one GEMM over all tokens, so the head is read once per pass; token chunks of a
+    few hundred rows would each read all of it."""
     op = "fused_linear_cross_entropy"
     check_tensor(op, "hidden", hidden, min_dim=1)
     check_tensor(op, "weight", weight, min_dim=2)
