@@ -7,10 +7,11 @@
 Attention is plugged in the way ``transformers`` intends, without patching model files: one
 function registered with its ``AttentionInterface`` under the name ``"tritonic"`` and, with
 its ``AttentionMaskInterface``, the mask function SDPA uses (boolean masks, True = attend,
-or None where causality alone describes the mask), except that a plain causal mask without
-padding stays None inside a CUDA-graph capture or ``torch.compile`` too (see
-:func:`tritonic_mask`). Every model that dispatches through the
-interface is covered: BERT (key padding), GPT-2 (causal), T5 (``position_bias`` as an
+or None where causality alone describes the mask), except for causal masks with as many
+keys as queries (see :func:`tritonic_mask`). Without padding, such a mask stays None inside
+a CUDA-graph capture or ``torch.compile`` too. With padding, it becomes the padding's
+(B, 1, 1, S) key row, to which the attention adds the causality. Every model that dispatches
+through the interface is covered: BERT (key padding), GPT-2 (causal), T5 (``position_bias`` as an
 additive bias, no 1/sqrt(d) scaling; encoder, decoder and cross attention), Llama, Mistral,
 Qwen2 (causal, GQA), and others.
 
@@ -213,9 +214,9 @@ def tritonic_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask
     (:func:`_causal_key_mask`): the kernel's key-padding and causal paths, no (B, 1, S, S)
     tensor, and no host sync (``transformers`` reads the padding mask to decide whether it
     can skip it). Every fact that decides this is a shape or an argument, never a tensor's
-    contents, so a captured graph or a compiled function stays right for every later call. ``transformers`` materialises a
-    (batch, 1, S, S) mask there; on the H200, GPT-2 124M's training step captured whole spent
-    3.7 ms more in cuDNN's attention with that mask than without."""
+    contents, so a captured graph or a compiled function stays right for every later call.
+    Where ``transformers`` 5.17 builds the (B, 1, S, S) mask instead, GPT-2 124M's captured
+    training step on the H200 spent 3.7 ms more in cuDNN's attention than without it."""
     from transformers.masking_utils import causal_mask_function, sdpa_mask
 
     if mask_function is None:
