@@ -25,6 +25,8 @@
 #   attnab      attention with/without dropout (SDPA backends, tritonic), queued vs alone; step kernel timelines
 #   attnbwd     attention fwd / fwd+bwd against cuDNN and flash (the backward tunes atomic dQ against two kernels),
 #               then the two-kernel backward alone (TRITONIC_ATTENTION_DQ=kernel) for the A/B
+#   firstcall   issue 7's first call per new bucket from cold caches (empty Triton and tritonic caches; the
+#               shipped tables still apply), then again with the caches the first run filled
 #   compilediag GPT-2 124M tritonic+compile with TORCH_LOGS=recompiles (was 2.1 s per step)
 #   gpt2-350m   all providers at GPT-2 350M
 #   fsdp        FSDP2 over 2 GPUs against 1 (on nvidia-h200-x2), GPT-2 124M, bf16, global batch 64x1024, 30 steps
@@ -107,6 +109,12 @@ for step in "$@"; do
             TRITONIC_ATTENTION_DQ=kernel run attnbwd kernel_dq 150 python3 benchmarks/attention.py --graph always \
                 --providers tritonic --modes fwd+bwd --only "causal d64" \
                 --out "$R/attnbwd/kernel_dq" ;;
+        firstcall)
+            cold=$(mktemp -d)
+            TRITON_CACHE_DIR=$cold/triton TRITONIC_CACHE_DIR=$cold/tritonic run firstcall cold 400 \
+                python3 benchmarks/models.py --first-call --out "$R/firstcall/cold"
+            TRITON_CACHE_DIR=$cold/triton TRITONIC_CACHE_DIR=$cold/tritonic run firstcall warm 300 \
+                python3 benchmarks/models.py --first-call --out "$R/firstcall/warm" ;;
         compilediag)
             TORCH_LOGS=recompiles run compilediag train 300 python3 benchmarks/training.py --only gpt2-124m \
                 --providers tritonic+compile --steps 6 --timeout 280 --out "$R/compilediag/results" ;;
