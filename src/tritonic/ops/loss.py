@@ -237,17 +237,13 @@ def _slice_width(vocab_chunk: int, V: int, Vp: int) -> int:
     return width
 
 
-def _sliced_stats(hidden, w_full, b_full, target, V, Vp, vocab_chunk, ignore_index, smoothing, z_coef, softcap):
-    """The low-memory path's first pass: every row's loss and (max, log-sum-exp past it) from
-    the logits of one vocabulary slice at a time, for all tokens at once (one GEMM per slice,
-    the head read once; token chunks of a few hundred rows would each read all of it)."""
+def _vocab_slices(hidden, w_full, b_full, V, Vp, vocab_chunk):
+    """(v0, v1, v1p, logits) per vocabulary slice: the logits of classes v0 .. v1p - 1 (v1: the
+    real classes' end, v1p: the padded head's) for all tokens, in one buffer reused by every
+    slice (the low-memory path's two passes)."""
     N = hidden.shape[0]
     width = _slice_width(vocab_chunk, V, Vp)
-    stats = torch.empty((N, 4), dtype=torch.float32, device=hidden.device)
-    stats[:, 0] = float("-inf")
-    stats[:, 1:] = 0.0
     flat = empty((N * width,), dtype=hidden.dtype, device=hidden.device)
-    flags = dict(HAS_SMOOTHING=bool(smoothing), HAS_SOFTCAP=bool(softcap))
     for v0 in range(0, V, width):
         v1, v1p = min(V, v0 + width), min(Vp, v0 + width)
         lv = flat[:N * (v1p - v0)].view(N, v1p - v0)
@@ -255,10 +251,23 @@ def _sliced_stats(hidden, w_full, b_full, target, V, Vp, vocab_chunk, ignore_ind
             torch.mm(hidden, w_full[v0:v1p].t(), out=lv)
         else:
             torch.addmm(b_full[v0:v1p], hidden, w_full[v0:v1p].t(), out=lv)
+        yield v0, v1, v1p, lv
+
+
+def _sliced_stats(hidden, w_full, b_full, target, V, Vp, vocab_chunk, ignore_index, smoothing, z_coef, softcap):
+    """The low-memory path's first pass: every row's loss and (max, log-sum-exp past it) from
+    the logits of one vocabulary slice at a time, for all tokens at once (one GEMM per slice,
+    the head read once; token chunks of a few hundred rows would each read all of it)."""
+    N = hidden.shape[0]
+    stats = torch.empty((N, 4), dtype=torch.float32, device=hidden.device)
+    stats[:, 0] = float("-inf")
+    stats[:, 1:] = 0.0
+    flags = dict(HAS_SMOOTHING=bool(smoothing), HAS_SOFTCAP=bool(softcap))
+    for v0, v1, _, lv in _vocab_slices(hidden, w_full, b_full, V, Vp, vocab_chunk):
         if N:
             launch(_ce_slice_stats, (N,), lv, target, stats, lv.stride(0), v1 - v0, v0, softcap, **flags,
                    BLOCK_V=_block_v(v1 - v0), num_warps=8 if v1 - v0 > 4096 else 4)
-    flat = lv = None
+    lv = None  # (the slices' buffer goes with it, before the second pass makes its own)
     m, s, total, x_t = stats.unbind(1)
     log_s = torch.log(s)
     loss = (m - x_t) + log_s  # the same formulas as _ce_fwd's
@@ -339,16 +348,8 @@ def _flce_forward(hidden, weight, bias, target, ignore_index, mean, smoothing, z
             if need_db:
                 db += g.sum(0, dtype=torch.float32)
     if two_pass:  # the gradients, slice by slice: dW's rows written once, dh summed over the slices
-        width = _slice_width(vocab_chunk, V, Vp)
-        flat = empty((N * width,), dtype=hidden.dtype, device=hidden.device)  # one slice's logits, reused
         rows_scale = scale.expand(N)
-        for v0 in range(0, V, width):
-            v1, v1p = min(V, v0 + width), min(Vp, v0 + width)
-            lv = flat[:N * (v1p - v0)].view(N, v1p - v0)
-            if b_full is None:
-                torch.mm(hidden, w_full[v0:v1p].t(), out=lv)
-            else:
-                torch.addmm(b_full[v0:v1p], hidden, w_full[v0:v1p].t(), out=lv)
+        for v0, v1, v1p, lv in _vocab_slices(hidden, w_full, b_full, V, Vp, vocab_chunk):
             g = _launch_bwd(rows_scale, lv[:, :v1 - v0], target, lse_all, ignore_index, smoothing, z_coef, softcap,
                             out=lv[:, :v1 - v0], col0=v0, V=V)
             if need_dw:
