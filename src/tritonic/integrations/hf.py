@@ -152,10 +152,25 @@ def _causal_key_mask(module, query, key, attention_mask, is_causal) -> bool:
             and (is_causal if is_causal is not None else getattr(module, "is_causal", False)) is True)
 
 
+# (weakref to a key row, its version, whether a CUDA graph was being captured, the full mask)
+_LAST_FULL_MASK: list = [None, -1, False, None]
+
+
 def _with_causality(attention_mask, q_len: int):
-    """The full (B, 1, S, S) boolean mask from a key row: the keys kept and not in the future."""
-    tril = torch.ones(q_len, q_len, dtype=torch.bool, device=attention_mask.device).tril()
-    return attention_mask & tril
+    """The full (B, 1, S, S) boolean mask from a key row: the keys kept and not in the future.
+    The layers of one forward share their key row, so it is built once per forward (and,
+    as for the decode lengths, never reused across the start of a CUDA-graph capture)."""
+    tril = lambda: torch.ones(q_len, q_len, dtype=torch.bool, device=attention_mask.device).tril()  # noqa: E731
+    if torch.compiler.is_compiling():  # traced once anyway; no memo of traced tensors
+        return attention_mask & tril()
+    capturing = _capturing(attention_mask)
+    ref, version, was_capturing, full = _LAST_FULL_MASK
+    if ref is not None and ref() is attention_mask and version == attention_mask._version and \
+            was_capturing == capturing:
+        return full
+    full = attention_mask & tril()
+    _LAST_FULL_MASK[:] = [weakref.ref(attention_mask), attention_mask._version, capturing, full]
+    return full
 
 
 def tritonic_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
