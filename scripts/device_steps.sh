@@ -27,6 +27,8 @@
 #               then the two-kernel backward alone (TRITONIC_ATTENTION_DQ=kernel) for the A/B
 #   firstcall   issue 7's first call per new bucket from cold caches (empty Triton and tritonic caches; the
 #               shipped tables still apply), then again with the caches the first run filled
+#   attntests   the GPU tests of attention (both dQ paths), losses, HF integration and captured steps
+#   graphvs     GPT-2 124M and 350M: torch.compile against tritonic+graph (issue 8's ratio)
 #   compilediag GPT-2 124M tritonic+compile with TORCH_LOGS=recompiles (was 2.1 s per step)
 #   gpt2-350m   all providers at GPT-2 350M
 #   fsdp        FSDP2 over 2 GPUs against 1 (on nvidia-h200-x2), GPT-2 124M, bf16, global batch 64x1024, 30 steps
@@ -115,6 +117,12 @@ for step in "$@"; do
                 python3 benchmarks/models.py --first-call --out "$R/firstcall/cold"
             TRITON_CACHE_DIR=$cold/triton TRITONIC_CACHE_DIR=$cold/tritonic run firstcall warm 300 \
                 python3 benchmarks/models.py --first-call --out "$R/firstcall/warm" ;;
+        attntests)
+            run attntests pytest 260 python3 -m pytest -q -m gpu tests/ops/test_attention_gpu.py \
+                tests/ops/test_loss_gpu.py tests/integrations/test_hf_gpu.py tests/test_capture_train_step.py ;;
+        graphvs)
+            run graphvs train 330 python3 benchmarks/training.py --only gpt2-124m,gpt2-350m --steps 8 --timeout 150 \
+                --providers torch.compile,tritonic+graph --out "$R/graphvs/results" ;;
         compilediag)
             TORCH_LOGS=recompiles run compilediag train 300 python3 benchmarks/training.py --only gpt2-124m \
                 --providers tritonic+compile --steps 6 --timeout 280 --out "$R/compilediag/results" ;;
