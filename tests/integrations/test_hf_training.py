@@ -68,14 +68,32 @@ def test_evaluation_and_accumulation_paths(device):
     torch.testing.assert_close(summed, out.loss, rtol=1e-5, atol=1e-6)
 
 
-def test_the_loss_path_builds_no_cache_unless_asked(device):
+def test_the_loss_path_keeps_the_causal_mask_implicit_where_transformers_cannot_look(device, monkeypatch):
+    """Inside a CUDA-graph capture or torch.compile, transformers treats tensors as opaque. The
+    loss path must still hand attention no mask (causality from is_causal): a (B, 1, S, S) mask,
+    e.g. from packed-sequence detection without a cache, halves cuDNN's speed."""
+    import transformers.masking_utils as mu
+
+    from tritonic.integrations import hf
+
     model = _lm("gpt2", device).train()
     tritonic.optimize(model, training=True)
+    masks = []
+    real = hf._sdpa
+
+    def spy(module, query, key, value, attention_mask, *args, **kwargs):
+        masks.append(attention_mask)
+        return real(module, query, key, value, attention_mask, *args, **kwargs)
+
+    monkeypatch.setattr(hf, "_sdpa", spy)
+    if hasattr(mu, "is_tracing"):
+        monkeypatch.setattr(mu, "is_tracing", lambda *a, **k: True)
     ids, labels = _batch(device)
-    assert model(input_ids=ids, labels=labels).past_key_values is None
-    asked = model(input_ids=ids, labels=labels, use_cache=True)
-    assert asked.past_key_values is not None and asked.past_key_values.get_seq_length() == 12
-    torch.testing.assert_close(asked.loss, model(input_ids=ids, labels=labels).loss)
+    for m in model.modules():
+        if hasattr(m, "attn_dropout"):  # dropout while training: SDPA's path, which the spy sees
+            m.attn_dropout.p = 0.1
+    model(input_ids=ids, labels=labels).loss.backward()
+    assert masks and all(m is None for m in masks)
 
 
 def test_gradient_checkpointing(device):

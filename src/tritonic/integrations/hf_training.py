@@ -6,11 +6,11 @@ their gradient are gigabytes. With ``training=True``, whenever ``labels`` are pa
 gradients are enabled, the model's forward runs its base model, then
 :func:`tritonic.ops.fused_linear_cross_entropy` on the hidden states and the head's weight
 (chunks of logits that never all exist); the output's ``logits`` is ``None`` on that path.
-That path also runs the base model with ``use_cache=False`` unless the call sets
-``use_cache`` or passes ``past_key_values``: a loss needs no new key/value cache, and building
-one copies every layer's keys and values with ``torch.cat`` (GPT-2 124M, batch 8×1024: 24
-copies of ~41 µs on an H200) and keeps them alive through the backward. (Those copies had
-also been handing SDPA contiguous keys and values; ``hf._sdpa`` now makes them itself.)
+That path leaves ``use_cache`` as the call sets it. (Turning the new key/value cache off there
+saves its ``torch.cat`` copies, but in ``transformers`` 5.17 a causal mask without a cache
+goes through packed-sequence detection: a host sync per step, and under a CUDA-graph capture
+or ``torch.compile``, where it cannot look, a full (B, 1, S, S) mask. GPT-2 124M's captured
+step on the H200 went from 20.7 to 23.5 ms, cuDNN's attention taking twice as long.)
 Without labels, or under ``torch.no_grad()`` (evaluation), the original forward runs.
 
 The swap is checked like the others: on a probe batch, the loss and the gradients of the
@@ -51,8 +51,6 @@ def _fused_forward(self, *args, labels=None, logits_to_keep=0, num_items_in_batc
     from transformers.modeling_outputs import CausalLMOutputWithPast
 
     kwargs.pop("return_dict", None)
-    if "use_cache" not in kwargs and kwargs.get("past_key_values") is None:
-        kwargs["use_cache"] = False  # see the module's docstring
     outputs = getattr(self, self.base_model_prefix)(**kwargs, return_dict=True)
     hidden = outputs.last_hidden_state
     shift = torch.nn.functional.pad(labels, (0, 1), value=-100)[..., 1:]  # tokens < n predict n
@@ -113,4 +111,4 @@ def install_fused_loss(model) -> tuple[list[str], list[str]]:
         return [], [f"loss ({type(model).__name__}): {why}"]
     model.forward = types.MethodType(_fused_forward, model)
     return ["loss: lm_head + cross-entropy -> fused_linear_cross_entropy (no logits when labels are given and "
-            "gradients are on; no new key/value cache there)"], []
+            "gradients are on)"], []
