@@ -93,31 +93,3 @@ def test_generate_under_transformers_compile():
     compiled = model.generate(**kw)
     model.generation_config.disable_compile = True
     torch.testing.assert_close(compiled, model.generate(**kw), atol=0, rtol=0)
-
-
-def test_the_sdpa_fallback_gets_contiguous_keys_and_values(monkeypatch):
-    """Attention dropout while training goes to SDPA; GPT-2's key and value arrive as strided
-    views of one projection, and cuDNN is slow on those, so they are copied first."""
-    import importlib
-
-    from transformers.integrations import sdpa_attention
-
-    hf = importlib.import_module("tritonic.integrations.hf")
-    seen = []
-    original = sdpa_attention.sdpa_attention_forward
-
-    def spy(module, q, k, v, *args, **kwargs):
-        seen.append((k.is_contiguous(), v.is_contiguous()))
-        return original(module, q, k, v, *args, **kwargs)
-
-    monkeypatch.setattr(sdpa_attention, "sdpa_attention_forward", spy)
-    module = torch.nn.Module().train()
-    qkv = torch.randn(2, 16, 3, 4, 32, device="cuda", dtype=torch.bfloat16).permute(2, 0, 3, 1, 4)  # 3, B, H, S, D
-    q, k, v = qkv.unbind(0)
-    assert not k.is_contiguous()
-    torch.manual_seed(0)
-    out, _ = hf.tritonic_attention_forward(module, q, k, v, None, dropout=0.1)
-    torch.manual_seed(0)
-    ref, _ = original(module, q, k.contiguous(), v.contiguous(), None, dropout=0.1)
-    assert seen == [(True, True)]
-    torch.testing.assert_close(out, ref)

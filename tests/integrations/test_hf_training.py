@@ -96,6 +96,35 @@ def test_the_loss_path_keeps_the_causal_mask_implicit_where_transformers_cannot_
     assert masks and all(m is None for m in masks)
 
 
+def test_the_loss_path_builds_no_cache_unless_asked(device):
+    model = _lm("gpt2", device).train()
+    tritonic.optimize(model, training=True)
+    ids, labels = _batch(device)
+    assert model(input_ids=ids, labels=labels).past_key_values is None
+    asked = model(input_ids=ids, labels=labels, use_cache=True)
+    assert asked.past_key_values is not None and asked.past_key_values.get_seq_length() == 12
+    torch.testing.assert_close(asked.loss, model(input_ids=ids, labels=labels).loss)
+
+
+@pytest.mark.parametrize("name", ["llama", "gpt2"])
+def test_packed_sequences_given_by_position_ids_are_still_detected(name, device):
+    """Only calls without position_ids skip transformers' packed-sequence detection: with
+    position_ids that restart (two sequences in one row), the loss is the original's."""
+    import transformers.masking_utils as mu
+
+    model = _lm(name, device).train()
+    ref = copy.deepcopy(model)
+    tritonic.optimize(model, training=True)
+    ids, labels = _batch(device)
+    positions = torch.cat([torch.arange(5), torch.arange(7)]).to(device).expand(2, -1)
+    out = model(input_ids=ids, labels=labels, position_ids=positions)
+    want = ref(input_ids=ids, labels=labels, position_ids=positions)
+    assert mu.find_packed_sequence_indices(positions) is not None  # the wrapper answers outside the loss path
+    torch.testing.assert_close(out.loss, want.loss, rtol=1e-5, atol=1e-6)
+    unpacked = ref(input_ids=ids, labels=labels).loss
+    assert not torch.allclose(want.loss, unpacked)  # the packing changes the loss: the case is real
+
+
 def test_gradient_checkpointing(device):
     model = _lm("llama", device).train()
     enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable

@@ -6,11 +6,17 @@ their gradient are gigabytes. With ``training=True``, whenever ``labels`` are pa
 gradients are enabled, the model's forward runs its base model, then
 :func:`tritonic.ops.fused_linear_cross_entropy` on the hidden states and the head's weight
 (chunks of logits that never all exist); the output's ``logits`` is ``None`` on that path.
-That path leaves ``use_cache`` as the call sets it. (Turning the new key/value cache off there
-saves its ``torch.cat`` copies, but in ``transformers`` 5.17 a causal mask without a cache
-goes through packed-sequence detection: a host sync per step, and under a CUDA-graph capture
-or ``torch.compile``, where it cannot look, a full (B, 1, S, S) mask. GPT-2 124M's captured
-step on the H200 went from 20.7 to 23.5 ms, cuDNN's attention taking twice as long.)
+That path also runs the base model without a new key/value cache (unless the call sets
+``use_cache`` or passes ``past_key_values``): a loss needs none, and building one copies every
+layer's keys and values with ``torch.cat`` (GPT-2 124M, batch 8×1024: ~1.2 ms of a 20 ms
+step on an H200) and keeps them alive through the backward. Without a cache, ``transformers``
+(5.17) looks for packed sequences in the position ids, which syncs with the host every step,
+and inside a CUDA-graph capture or ``torch.compile``, where it cannot look, it assumes there
+may be some and builds a full (B, 1, S, S) mask, which halves cuDNN's attention speed
+(GPT-2 124M's captured step: 23.5 ms instead of 20.7). So while the base model runs for a
+call that passed no ``position_ids``, whose positions the model therefore numbers 0..S-1
+itself, the detection answers "not packed" without looking (:func:`_install_no_packing`);
+calls with ``position_ids`` (packed batches) are detected as before.
 Without labels, or under ``torch.no_grad()`` (evaluation), the original forward runs.
 
 The swap is checked like the others: on a probe batch, the loss and the gradients of the
@@ -44,14 +50,56 @@ def _unsupported(model) -> str | None:
     return None
 
 
+# True while the base model runs for a loss-path call without position_ids (see the module's
+# docstring); a plain global so that torch.compile guards on it instead of breaking the graph.
+_MODEL_NUMBERS_POSITIONS = False
+_NO_PACKING = [False]  # whether _install_no_packing has wrapped transformers' detection
+
+
+def _install_no_packing() -> bool:
+    """Wrap ``transformers.masking_utils.find_packed_sequence_indices`` (idempotent): "not
+    packed" while :data:`_MODEL_NUMBERS_POSITIONS`, the original otherwise. False where this
+    ``transformers`` has no such function (then the loss path keeps its cache)."""
+    try:
+        import transformers.masking_utils as mu
+    except ImportError:
+        return False
+    real = getattr(mu, "find_packed_sequence_indices", None)
+    if real is None:
+        return False
+    if getattr(real, "_tritonic_wrapped", False):
+        _NO_PACKING[0] = True
+        return True
+
+    def find_packed_sequence_indices(position_ids, *args, **kwargs):
+        if _MODEL_NUMBERS_POSITIONS:
+            return None
+        return real(position_ids, *args, **kwargs)
+
+    find_packed_sequence_indices._tritonic_wrapped = True
+    find_packed_sequence_indices.__doc__ = real.__doc__
+    mu.find_packed_sequence_indices = find_packed_sequence_indices
+    _NO_PACKING[0] = True
+    return True
+
+
 def _fused_forward(self, *args, labels=None, logits_to_keep=0, num_items_in_batch=None, **kwargs):
     if labels is None or not torch.is_grad_enabled() or args:
         return self._tritonic_original_forward(*args, labels=labels, logits_to_keep=logits_to_keep,
                                                num_items_in_batch=num_items_in_batch, **kwargs)
     from transformers.modeling_outputs import CausalLMOutputWithPast
 
+    global _MODEL_NUMBERS_POSITIONS
+
     kwargs.pop("return_dict", None)
-    outputs = getattr(self, self.base_model_prefix)(**kwargs, return_dict=True)
+    own_positions = kwargs.get("position_ids") is None
+    if "use_cache" not in kwargs and kwargs.get("past_key_values") is None and own_positions and _NO_PACKING[0]:
+        kwargs["use_cache"] = False  # see the module's docstring
+    outer, _MODEL_NUMBERS_POSITIONS = _MODEL_NUMBERS_POSITIONS, own_positions
+    try:
+        outputs = getattr(self, self.base_model_prefix)(**kwargs, return_dict=True)
+    finally:
+        _MODEL_NUMBERS_POSITIONS = outer
     hidden = outputs.last_hidden_state
     shift = torch.nn.functional.pad(labels, (0, 1), value=-100)[..., 1:]  # tokens < n predict n
     softcap = getattr(self.config, "final_logit_softcapping", None)
@@ -109,6 +157,7 @@ def install_fused_loss(model) -> tuple[list[str], list[str]]:
     why = _probe(model)
     if why is not None:
         return [], [f"loss ({type(model).__name__}): {why}"]
+    _install_no_packing()
     model.forward = types.MethodType(_fused_forward, model)
     return ["loss: lm_head + cross-entropy -> fused_linear_cross_entropy (no logits when labels are given and "
-            "gradients are on)"], []
+            "gradients are on; no new key/value cache there)"], []
