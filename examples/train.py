@@ -141,13 +141,17 @@ def wrap(model, args, kind):
 
         return DistributedDataParallel(model)
     if args.dist == "fsdp":
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+        # --fsdp-bf16: gather the parameters in bfloat16 (half the traffic; autocast would cast
+        # them for its matmuls anyway), reduce the gradients in float32
+        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if args.fsdp_bf16 else \
+            MixedPrecisionPolicy()
         blocks = model.blocks if kind == "gpt" else [m for m in model.modules()
                                                      if type(m).__name__.endswith("DecoderLayer")]
         for block in blocks:
-            fully_shard(block)
-        fully_shard(model)
+            fully_shard(block, mp_policy=mp)
+        fully_shard(model, mp_policy=mp)
     return model
 
 
@@ -202,6 +206,8 @@ def parse(argv=None):
     p.add_argument("--seq", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--fsdp-bf16", action="store_true",
+                   help="with --dist fsdp: gather parameters in bf16, reduce gradients in fp32")
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast dtype")
     p.add_argument("--dist", choices=("none", "ddp", "fsdp"), default="none", help="under torchrun")
     p.add_argument("--ckpt", help="checkpoint folder")
