@@ -66,18 +66,23 @@ class Batches:
             self.tokens = torch.frombuffer(bytearray(raw), dtype=torch.uint8).long()
         self.vocab, self.batch, self.seq, self.seed = vocab, batch, seq, seed
         self.share = slice(rank * batch // world, (rank + 1) * batch // world)
+        # the synthetic stream is linear mod V: x[t] = A[t] a + B[t] b + C[t] (mod V) from the
+        # row's first two tokens (a, b); the coefficients follow the stream's own recurrence
+        coef = [(1, 0, 0), (0, 1, 0)]
+        for _ in range(2, seq + 1):
+            (a1, b1, c1), (a2, b2, c2) = coef[-2], coef[-1]
+            coef.append(((3 * a2 + a1) % vocab, (3 * b2 + b1) % vocab, (3 * c2 + c1 + 1) % vocab))
+        self.coef = torch.tensor(coef, dtype=torch.long).t()  # (3, seq + 1)
 
     def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         if self.tokens is not None:
-            start = torch.randint(0, len(self.tokens) - self.seq - 1, (self.batch,), generator=gen)
+            start = torch.randint(0, len(self.tokens) - self.seq - 1, (self.batch,), generator=gen)[self.share]
             rows = torch.stack([self.tokens[s:s + self.seq + 1] for s in start.tolist()])
         else:  # x[t+1] = (3 x[t] + x[t-1] + 1) mod V from two random tokens
-            rows = torch.empty(self.batch, self.seq + 1, dtype=torch.long)
-            rows[:, :2] = torch.randint(0, self.vocab, (self.batch, 2), generator=gen)
-            for t in range(2, self.seq + 1):
-                rows[:, t] = (3 * rows[:, t - 1] + rows[:, t - 2] + 1) % self.vocab
-        rows = rows[self.share]
+            first = torch.randint(0, self.vocab, (self.batch, 2), generator=gen)[self.share]
+            a, b = first[:, :1], first[:, 1:]
+            rows = (a * self.coef[0] + b * self.coef[1] + self.coef[2]) % self.vocab
         return rows[:, :-1], rows[:, 1:]
 
 
