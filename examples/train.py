@@ -240,8 +240,10 @@ def main(argv=None) -> int:
     if graphed and (device.type != "cuda" or world > 1 or args.dtype == "fp16"):
         raise SystemExit("--cuda-graph: one CUDA GPU, --dist none, --dtype bf16 or fp32 (fp16's loss scaler syncs)")
     # capturable AdamW with a device learning rate: the schedule writes into it between replays
+    # fused AdamW: one kernel, and under FSDP2 one DTensor dispatch instead of foreach's many
+    # (host time of the step on a 12-block model: 2.7 ms instead of 13.7, scripts/fsdp_host.py)
     opt = torch.optim.AdamW(model.parameters(), lr=torch.tensor(args.lr, device=device) if graphed else args.lr,
-                            weight_decay=0.1, betas=(0.9, 0.95), capturable=graphed)
+                            weight_decay=0.1, betas=(0.9, 0.95), capturable=graphed, fused=True)
     sched = lambda s: min(1.0, (s + 1) / max(1, args.warmup)) * 0.5 * (1 + math.cos(math.pi * s / args.steps))  # noqa
     amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     scaler = torch.amp.GradScaler("cuda", enabled=amp is torch.float16)
@@ -279,9 +281,23 @@ def main(argv=None) -> int:
     def fetch(step):  # the batch on the host, pinned so that its copy does not wait for the GPU
         return [t.pin_memory() if pin else t for t in data.get(step)] if step < end else None
 
-    batch = fetch(start)
+    # The loss of a step is read (a sync) only once the next step is queued, so the host
+    # prepares step n + 1 while the GPU runs step n; a step's time is then the time between
+    # two consecutive reads, which in steady state is the GPU's (or the host's) time per step.
+    mark = [time.perf_counter()]
+
+    def record(step, value):  # waits for that step
+        losses.append(value.item())
+        now = time.perf_counter()
+        step_times.append(now - mark[0])
+        mark[0] = now
+        if rank0() and not args.quiet:
+            rate = tokens_per_step * (step + 1 - last) / max(now - t0, 1e-9)
+            print(f"\rstep {step + 1}/{args.steps}  loss {losses[-1]:.4f}  {rate:,.0f} tokens/s", end="",
+                  file=sys.stderr, flush=True)
+
+    batch, pending = fetch(start), None
     for step in range(start, end):
-        t_step = time.perf_counter()
         for group in opt.param_groups:
             if graphed:
                 group["lr"].fill_(args.lr * sched(step))
@@ -293,19 +309,20 @@ def main(argv=None) -> int:
         else:
             loss = train_step(x, y)
             opt.zero_grad(set_to_none=True)
-        batch = fetch(step + 1)  # made on the host while the GPU runs this step
         value = loss.detach().float()
         if dist.is_initialized():
             dist.all_reduce(value)
             value /= world
-        losses.append(value.item())  # waits for the step: the wall time below is the step's
-        step_times.append(time.perf_counter() - t_step)
-        if rank0() and not args.quiet:
-            rate = tokens_per_step * (step + 1 - last) / max(time.perf_counter() - t0, 1e-9)
-            print(f"\rstep {step + 1}/{args.steps}  loss {losses[-1]:.4f}  {rate:,.0f} tokens/s", end="",
-                  file=sys.stderr, flush=True)
+        batch = fetch(step + 1)  # made on the host while the GPU runs this step
+        if pending is not None:
+            record(*pending)
+        pending = (step, value)
         if ckpt is not None and (step + 1) % args.ckpt_every == 0:
+            record(*pending)
+            pending = None
             save(ckpt, model, opt, step + 1, losses, args)
+    if pending is not None:
+        record(*pending)
     if rank0():
         if not args.quiet:
             print(file=sys.stderr)
