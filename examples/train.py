@@ -154,8 +154,8 @@ def wrap(model, args, kind):
             MixedPrecisionPolicy()
         blocks = model.blocks if kind == "gpt" else [m for m in model.modules()
                                                      if type(m).__name__.endswith("DecoderLayer")]
-        for block in blocks:
-            fully_shard(block, mp_policy=mp)
+        for i, block in enumerate(blocks):  # the last block's backward needs its parameters at once: kept gathered
+            fully_shard(block, mp_policy=mp, reshard_after_forward=i < len(blocks) - 1)
         fully_shard(model, mp_policy=mp)
     return model
 

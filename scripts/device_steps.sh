@@ -31,7 +31,7 @@
 #   graphvs     GPT-2 124M and 350M: torch.compile against tritonic+graph (issue 8's ratio)
 #   compilediag GPT-2 124M tritonic+compile with TORCH_LOGS=recompiles (was 2.1 s per step)
 #   gpt2-350m   all providers at GPT-2 350M
-#   fsdp        FSDP2 over 2 GPUs against 1 (on nvidia-h200-x2), GPT-2 124M, bf16, global batch 64x1024, 30 steps
+#   fsdp        FSDP2 over 2 GPUs against 1 (on nvidia-h200-x2), GPT-2 124M, bf16, global batch 128 and 64 x 1024, 30 steps
 set -u
 R=/tmp/steps
 mkdir -p "$R"
@@ -130,9 +130,12 @@ for step in "$@"; do
             run gpt2-350m train 550 python3 benchmarks/training.py --only gpt2-350m --steps 8 --timeout 170 \
                 --providers eager,torch.compile,tritonic,tritonic+graph --out "$R/gpt2-350m/results" ;;
         fsdp)
-            for n in 1 2; do
-                run fsdp "gpus$n" 200 torchrun --standalone --nproc_per_node "$n" examples/train.py --model gpt2-124m \
-                    --dist fsdp --dtype bf16 --steps 30 --batch 64 --seq 1024 --losses "$R/fsdp/losses$n.json"
+            for b in 128 64; do
+                for n in 2 1; do
+                    run fsdp "b${b}_gpus$n" 120 torchrun --standalone --nproc_per_node "$n" examples/train.py \
+                        --model gpt2-124m --dist fsdp --dtype bf16 --steps 30 --batch "$b" --seq 1024 \
+                        --losses "$R/fsdp/b${b}_gpus$n.json"
+                done
             done ;;
         *)
             echo "unknown step $step" >> "$R/errors.txt" ;;
