@@ -106,6 +106,20 @@ def test_the_loss_path_builds_no_cache_unless_asked(device):
     torch.testing.assert_close(asked.loss, model(input_ids=ids, labels=labels).loss)
 
 
+def test_without_transformers_packing_search_the_loss_path_keeps_its_cache(device, monkeypatch):
+    """A transformers whose packing search tritonic cannot wrap (_install_no_packing says so):
+    the loss path keeps the cache (a cache-less call could meet an unanswerable search)."""
+    from tritonic.integrations import hf_training
+
+    monkeypatch.setattr(hf_training, "_NO_PACKING", [False])
+    monkeypatch.setattr(hf_training, "_install_no_packing", lambda: False)
+    model = _lm("gpt2", device).train()
+    tritonic.optimize(model, training=True)
+    assert "fused_linear_cross_entropy" in str(model.tritonic_report)
+    ids, labels = _batch(device)
+    assert model(input_ids=ids, labels=labels).past_key_values is not None
+
+
 @pytest.mark.parametrize("name", ["llama", "gpt2"])
 def test_packed_sequences_given_by_position_ids_are_still_detected(name, device):
     """Only calls without position_ids skip transformers' packed-sequence detection: with
