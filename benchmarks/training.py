@@ -14,6 +14,15 @@ bfloat16 for every provider (no autocast), random weights from configs, a random
 stream. Each (case, provider) runs in its own process: Liger patches ``transformers``'
 modules globally, and peak memory must not carry over.
 
+``--fsdp`` measures issue 8's FSDP2 scaling instead: ``examples/train.py --dist fsdp`` (the
+package's own GPT-2 124M, bf16 autocast, a synthetic stream) under ``torchrun`` on 1 and on
+``--gpus`` GPUs with the same global batch (``--fsdp-batch``, sequences of 1024 tokens), one
+row per GPU count with the median step time past the first tenth, the last loss and, for more
+than one GPU, the scaling and the largest loss difference from one GPU.
+
+    python benchmarks/training.py --fsdp [--gpus 2] [--fsdp-batch 128,64] [--steps 30]
+    python benchmarks/training.py --fsdp --dry-run   # gpt2-tiny on 2 CPU processes (gloo)
+
 Cases are issue 8's: GPT-2 124M and 350M at 8 × 1024 tokens, a Llama-style 1B (hidden 2048,
 16 layers, 32 / 8 heads, SwiGLU 8192, vocabulary 128256) at 1 × 4096. Writes "training":
 ``ms`` per step, ``value`` tokens/s, ``peak_gib`` the peak memory allocated during the timed
@@ -125,6 +134,57 @@ def _meta() -> dict:
             "date": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())}
 
 
+def fsdp_rows(batches, gpus: int, steps: int, timeout: int, dry_run: bool, env: dict, logs: Path | None) -> list:
+    """Issue 8's FSDP2 scaling: examples/train.py under torchrun on 1 and ``gpus`` processes
+    for each global batch; rows as ``one`` makes them (``None`` entries for failed runs)."""
+    import statistics
+
+    rows = []
+    for batch in batches:
+        seq = 16 if dry_run else 1024
+        model = "gpt2-tiny" if dry_run else "gpt2-124m"
+        case = f"fsdp2 {model} {batch}x{seq} (global)"
+        per = {}
+        for n in (1, gpus):
+            print(f"training: {case} on {n} {'process(es)' if dry_run else 'GPU(s)'} ...", end=" ", flush=True)
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / "losses.json"
+                cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n),
+                       str(ROOT / "examples" / "train.py"), "--model", model, "--dist", "fsdp", "--steps", str(steps),
+                       "--batch", str(batch), "--seq", str(seq), "--losses", str(out), "--quiet"]
+                cmd += ["--cpu", "--vocab", "97"] if dry_run else ["--dtype", "bf16"]
+                try:
+                    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    print(f"timed out after {timeout} s")
+                    rows.append(None)
+                    continue
+                if logs is not None:
+                    logs.mkdir(parents=True, exist_ok=True)
+                    (logs / f"training_fsdp_b{batch}_gpus{n}.log").write_text(r.stdout + r.stderr)
+                if r.returncode != 0 or not out.exists():
+                    print("failed: " + ((r.stderr or r.stdout).strip().splitlines() or ["?"])[-1][:300])
+                    if logs is None:  # no log file to read it in
+                        print(r.stderr[-3000:])
+                    rows.append(None)
+                    continue
+                run = json.loads(out.read_text())
+            times = run["step_seconds"][len(run["step_seconds"]) // 10:]
+            ms = statistics.median(times) * 1e3
+            per[n] = run["losses"]
+            row = {"bench": "training", "case": case, "mode": "fsdp2 train step", "provider": f"{n} GPU" +
+                   ("s" if n > 1 else ""), "ms": ms, "metric": "tokens/s", "value": batch * seq / (ms * 1e-3),
+                   "loss": run["losses"][-1], "steps": steps}
+            if n > 1 and 1 in per:
+                one = next(x for x in rows if x is not None and x["case"] == case and x["provider"] == "1 GPU")
+                row["scaling"] = row["value"] / one["value"]
+                row["max_loss_diff"] = max(abs(a - b) for a, b in zip(per[1], per[n]))
+            rows.append(row)
+            extra = f", {row['scaling']:.2f}x one, losses within {row['max_loss_diff']:.1e}" if "scaling" in row else ""
+            print(f"{ms:.1f} ms/step, {row['value']:.0f} tokens/s{extra}")
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", help="comma-separated case names")
@@ -135,6 +195,9 @@ def main(argv=None) -> int:
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--quick", action="store_true", help="3 timed steps")
     p.add_argument("--graph", help="accepted for scripts/gpu_check.sh and ignored: steps are timed as a user runs them")
+    p.add_argument("--fsdp", action="store_true", help="FSDP2 scaling (examples/train.py under torchrun) instead")
+    p.add_argument("--gpus", type=int, default=2, help="with --fsdp: the GPU count compared with one")
+    p.add_argument("--fsdp-batch", default="128,64", help="with --fsdp: global batches, in sequences")
     p.add_argument("--one", nargs=3, metavar=("CASE", "PROVIDER", "JSON"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.quick:
@@ -144,6 +207,21 @@ def main(argv=None) -> int:
         row = one(case, provider, a.steps, "cpu" if a.dry_run else "cuda")
         Path(path).write_text(json.dumps(row))
         return 0
+    if a.fsdp:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+        if a.dry_run:
+            env.update(TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
+        for var in ("NCCL_NVLS_ENABLE", "TORCH_SYMM_MEM_DISABLE_MULTICAST", "NVSHMEM_DISABLE_NVLS"):
+            env.setdefault(var, "0" if var == "NCCL_NVLS_ENABLE" else "1")  # no NVLink multicast (shared hosts)
+        batches = [int(b) for b in a.fsdp_batch.split(",")]
+        logs = None if a.dry_run else Path(a.out) / "logs"
+        got = fsdp_rows(batches, a.gpus, a.steps, a.timeout, a.dry_run, env, logs)
+        rows = [{**r, **_meta()} for r in got if r is not None]
+        if rows and not a.dry_run:
+            from tritonic.bench.harness import write_json
+
+            print(f"wrote {len(rows)} rows to {write_json(rows, a.out, 'fsdp')}")
+        return 1 if None in got or not rows else 0
     cases = SMOKE if a.dry_run else CASES
     names = [c.strip() for c in a.only.split(",")] if a.only else list(cases)
     providers = [q.strip() for q in a.providers.split(",")]

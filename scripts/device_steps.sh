@@ -130,13 +130,8 @@ for step in "$@"; do
             run gpt2-350m train 550 python3 benchmarks/training.py --only gpt2-350m --steps 8 --timeout 170 \
                 --providers eager,torch.compile,tritonic,tritonic+graph --out "$R/gpt2-350m/results" ;;
         fsdp)
-            for b in 128 64; do
-                for n in 2 1; do
-                    run fsdp "b${b}_gpus$n" 120 torchrun --standalone --nproc_per_node "$n" examples/train.py \
-                        --model gpt2-124m --dist fsdp --dtype bf16 --steps 30 --batch "$b" --seq 1024 \
-                        --losses "$R/fsdp/b${b}_gpus$n.json"
-                done
-            done ;;
+            run fsdp bench 500 python3 benchmarks/training.py --fsdp --gpus 2 --fsdp-batch 128,64 --steps 30 \
+                --timeout 120 --out "$R/fsdp/results" ;;
         *)
             echo "unknown step $step" >> "$R/errors.txt" ;;
     esac
