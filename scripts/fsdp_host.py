@@ -27,9 +27,16 @@ def main() -> int:
     p.add_argument("--no-reshard", action="store_true", help="reshard_after_forward=False for the blocks")
     p.add_argument("--foreach", choices=("default", "on", "off", "fused"), default="default")
     p.add_argument("--no-clip", action="store_true")
+    p.add_argument("--fake", type=int, default=0, metavar="WORLD",
+                   help="one process with PyTorch's fake process group of this size: collectives cost nothing")
+    p.add_argument("--group", type=int, default=1, help="blocks per fully_shard unit")
     a = p.parse_args()
     torch.set_num_threads(1)
-    if not a.plain:
+    if a.fake:
+        from torch.testing._internal.distributed.fake_pg import FakeStore
+
+        dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=a.fake)
+    elif not a.plain:
         dist.init_process_group("gloo")
     cfg = GPTConfig(vocab_size=256, n_layer=12, n_head=2, d_model=64, max_seq=64)
     model = GPT(cfg, backend="torch")
@@ -37,8 +44,9 @@ def main() -> int:
     if not a.plain:
         from torch.distributed.fsdp import fully_shard
 
-        for block in model.blocks:
-            fully_shard(block, reshard_after_forward=not a.no_reshard)
+        blocks = list(model.blocks)
+        for i in range(0, len(blocks), a.group):
+            fully_shard(blocks[i:i + a.group] if a.group > 1 else blocks[i], reshard_after_forward=not a.no_reshard)
         fully_shard(model)
     kw = {"default": {}, "on": {"foreach": True}, "off": {"foreach": False}, "fused": {"fused": True}}[a.foreach]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, **kw)
@@ -60,7 +68,8 @@ def main() -> int:
             for k, v in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
                 phases[k].append(v)
     if a.plain or dist.get_rank() == 0:
-        what = "plain" if a.plain else f"fsdp x{dist.get_world_size()}" + (" no-reshard" if a.no_reshard else "")
+        what = "plain" if a.plain else f"fsdp x{dist.get_world_size()}" + (" fake" if a.fake else "") + \
+            (" no-reshard" if a.no_reshard else "") + (f" {a.group} blocks/unit" if a.group > 1 else "")
         print(f"{what} optimizer {a.foreach}: " + ", ".join(
             f"{k} {statistics.median(v) * 1e3:.1f} ms" for k, v in phases.items()) +
             f", total {sum(statistics.median(v) for v in phases.values()) * 1e3:.1f} ms")
