@@ -134,7 +134,8 @@ def _meta() -> dict:
             "date": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())}
 
 
-def fsdp_rows(batches, gpus: int, steps: int, timeout: int, dry_run: bool, env: dict, logs: Path | None) -> list:
+def fsdp_rows(batches, gpus: int, steps: int, timeout: int, dry_run: bool, env: dict, logs: Path | None,
+              train_args: str = "") -> list:
     """Issue 8's FSDP2 scaling: examples/train.py under torchrun on 1 and ``gpus`` processes
     for each global batch; rows as ``one`` makes them (``None`` entries for failed runs)."""
     import statistics
@@ -153,6 +154,7 @@ def fsdp_rows(batches, gpus: int, steps: int, timeout: int, dry_run: bool, env: 
                        str(ROOT / "examples" / "train.py"), "--model", model, "--dist", "fsdp", "--steps", str(steps),
                        "--batch", str(batch), "--seq", str(seq), "--losses", str(out), "--quiet"]
                 cmd += ["--cpu", "--vocab", "97"] if dry_run else ["--dtype", "bf16"]
+                cmd += train_args.split()
                 try:
                     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
                 except subprocess.TimeoutExpired:
@@ -161,7 +163,8 @@ def fsdp_rows(batches, gpus: int, steps: int, timeout: int, dry_run: bool, env: 
                     continue
                 if logs is not None:
                     logs.mkdir(parents=True, exist_ok=True)
-                    (logs / f"training_fsdp_b{batch}_gpus{n}.log").write_text(r.stdout + r.stderr)
+                    tag = "".join(c if c.isalnum() else "_" for c in train_args.strip())
+                    (logs / f"training_fsdp_b{batch}_gpus{n}{'_' + tag if tag else ''}.log").write_text(r.stdout + r.stderr)
                 if r.returncode != 0 or not out.exists():
                     print("failed: " + ((r.stderr or r.stdout).strip().splitlines() or ["?"])[-1][:300])
                     if logs is None:  # no log file to read it in
@@ -172,7 +175,8 @@ def fsdp_rows(batches, gpus: int, steps: int, timeout: int, dry_run: bool, env: 
             times = run["step_seconds"][len(run["step_seconds"]) // 10:]
             ms = statistics.median(times) * 1e3
             per[n] = run["losses"]
-            row = {"bench": "training", "case": case, "mode": "fsdp2 train step", "provider": f"{n} GPU" +
+            row = {"bench": "training", "case": case, "mode": " ".join(["fsdp2 train step", *train_args.split()]),
+                   "provider": f"{n} GPU" +
                    ("s" if n > 1 else ""), "ms": ms, "metric": "tokens/s", "value": batch * seq / (ms * 1e-3),
                    "loss": run["losses"][-1], "steps": steps}
             if n > 1 and 1 in per:
@@ -198,6 +202,8 @@ def main(argv=None) -> int:
     p.add_argument("--fsdp", action="store_true", help="FSDP2 scaling (examples/train.py under torchrun) instead")
     p.add_argument("--gpus", type=int, default=2, help="with --fsdp: the GPU count compared with one")
     p.add_argument("--fsdp-batch", default="128,64", help="with --fsdp: global batches, in sequences")
+    p.add_argument("--train-args", default="", help="with --fsdp: more arguments for examples/train.py "
+                   "(e.g. '--fsdp-keep-gathered --fsdp-unit 2'); they become part of the rows' mode")
     p.add_argument("--one", nargs=3, metavar=("CASE", "PROVIDER", "JSON"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.quick:
@@ -215,7 +221,7 @@ def main(argv=None) -> int:
             env.setdefault(var, "0" if var == "NCCL_NVLS_ENABLE" else "1")  # no NVLink multicast (shared hosts)
         batches = [int(b) for b in a.fsdp_batch.split(",")]
         logs = None if a.dry_run else Path(a.out) / "logs"
-        got = fsdp_rows(batches, a.gpus, a.steps, a.timeout, a.dry_run, env, logs)
+        got = fsdp_rows(batches, a.gpus, a.steps, a.timeout, a.dry_run, env, logs, a.train_args)
         rows = [{**r, **_meta()} for r in got if r is not None]
         if rows and not a.dry_run:
             from tritonic.bench.harness import write_json

@@ -152,10 +152,16 @@ def wrap(model, args, kind):
         # them for its matmuls anyway), reduce the gradients in float32
         mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if args.fsdp_bf16 else \
             MixedPrecisionPolicy()
-        blocks = model.blocks if kind == "gpt" else [m for m in model.modules()
-                                                     if type(m).__name__.endswith("DecoderLayer")]
-        for i, block in enumerate(blocks):  # the last block's backward needs its parameters at once: kept gathered
-            fully_shard(block, mp_policy=mp, reshard_after_forward=i < len(blocks) - 1)
+        blocks = list(model.blocks) if kind == "gpt" else [m for m in model.modules()
+                                                           if type(m).__name__.endswith("DecoderLayer")]
+        # one FSDP unit per --fsdp-unit blocks (each unit's hooks cost host time; fewer units
+        # overlap less communication); the last unit's backward needs its parameters at once,
+        # so it (or, with --fsdp-keep-gathered, every unit) is not resharded after forward
+        per = max(1, args.fsdp_unit)
+        units = [blocks[i:i + per] for i in range(0, len(blocks), per)]
+        for i, unit in enumerate(units):
+            fully_shard(unit if per > 1 else unit[0], mp_policy=mp,
+                        reshard_after_forward=not args.fsdp_keep_gathered and i < len(units) - 1)
         fully_shard(model, mp_policy=mp)
     return model
 
@@ -213,6 +219,9 @@ def parse(argv=None):
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--fsdp-bf16", action="store_true",
                    help="with --dist fsdp: gather parameters in bf16, reduce gradients in fp32")
+    p.add_argument("--fsdp-unit", type=int, default=1, metavar="N", help="with --dist fsdp: blocks per FSDP unit")
+    p.add_argument("--fsdp-keep-gathered", action="store_true",
+                   help="with --dist fsdp: no unit reshards its parameters after forward (more memory, less traffic)")
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast dtype")
     p.add_argument("--dist", choices=("none", "ddp", "fsdp"), default="none", help="under torchrun")
     p.add_argument("--ckpt", help="checkpoint folder")

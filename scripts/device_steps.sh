@@ -130,8 +130,10 @@ for step in "$@"; do
             run gpt2-350m train 550 python3 benchmarks/training.py --only gpt2-350m --steps 8 --timeout 170 \
                 --providers eager,torch.compile,tritonic,tritonic+graph --out "$R/gpt2-350m/results" ;;
         fsdp)
-            run fsdp bench 500 python3 benchmarks/training.py --fsdp --gpus 2 --fsdp-batch 128,64 --steps 30 \
-                --timeout 120 --out "$R/fsdp/results" ;;
+            run fsdp bench 400 python3 benchmarks/training.py --fsdp --gpus 2 --fsdp-batch 128,64 --steps 30 \
+                --timeout 120 --out "$R/fsdp/results"
+            run fsdp units 250 python3 benchmarks/training.py --fsdp --gpus 2 --fsdp-batch 128,64 --steps 30 \
+                --timeout 120 --train-args "--fsdp-keep-gathered --fsdp-unit 2" --out "$R/fsdp/results" ;;
         *)
             echo "unknown step $step" >> "$R/errors.txt" ;;
     esac

@@ -56,6 +56,10 @@ def test_fsdp2_over_gloo_matches_one_process_and_resumes(tmp_path):
     _run(tmp_path, "--dist", "fsdp", "--ckpt", "ck", "--ckpt-every", "2", "--resume", "--losses", "resumed.json",
          launcher=two)
     assert _losses(tmp_path / "resumed.json") == fsdp
+    # two blocks per FSDP unit, every unit kept gathered after forward: the same losses
+    _run(tmp_path, "--dist", "fsdp", "--fsdp-unit", "2", "--fsdp-keep-gathered", "--losses", "units.json",
+         launcher=two)
+    assert max(abs(a - b) for a, b in zip(one, _losses(tmp_path / "units.json"))) < 1e-5
 
 
 def test_hugging_face_model(tmp_path):
