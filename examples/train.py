@@ -16,6 +16,9 @@ FILE`` draws the loss curve (matplotlib). ``--cuda-graph`` (one GPU, bf16/fp32) 
 the whole step (forward, backward, clipping, AdamW) in one CUDA graph after a few warm-up
 steps at learning rate 0, so the host's per-op cost disappears; the losses are the same as
 without it. The JSON also holds each step's wall time; the final line gives the median.
+With ``--dist fsdp`` each block is one FSDP2 unit (``--fsdp-unit N``: N blocks per unit),
+resharded after forward except the last (``--fsdp-keep-gathered``: none), and ``--fsdp-bf16``
+gathers parameters in bf16. AdamW is PyTorch's fused one.
 """
 
 from __future__ import annotations
