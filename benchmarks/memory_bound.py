@@ -219,7 +219,7 @@ def _flce_fn(kind):
         return lambda h, w, t: liger_fused_linear_cross_entropy(h, w, t)
     from tritonic.ops.loss import fused_linear_cross_entropy
 
-    if kind == "tritonic-lowmem":  # the two-pass variant: 256-row chunks, dW per vocabulary slice
+    if kind == "tritonic-lowmem":  # the two-pass variant: vocabulary slices, their logits in dW's free rows
         return lambda h, w, t: fused_linear_cross_entropy(h, w, t, check_targets=False, low_memory=True)
     return lambda h, w, t: fused_linear_cross_entropy(h, w, t, check_targets=False)
 

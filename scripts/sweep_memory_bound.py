@@ -47,7 +47,8 @@ def flce_sweep():
     h = torch.randn(N, H, dtype=dt, device="cuda", requires_grad=True)
     w = (torch.randn(V, H, dtype=dt, device="cuda") / 64).requires_grad_()
     t = torch.randint(0, V, (N,), device="cuda")
-    for c, low in ((256, False), (512, False), (1024, False), (2048, False), (128, True), (256, True), (512, True)):
+    for c, low in ((256, False), (512, False), (1024, False), (2048, False), (256, True), (512, True), (1024, True),
+                   (2048, True), (4096, True)):
         f = lambda: torch.autograd.grad(L.fused_linear_cross_entropy(h, w, t, check_targets=False, chunk_rows=c,
                                                                      low_memory=low), (h, w))
         f(); torch.cuda.synchronize(); torch.cuda.empty_cache()

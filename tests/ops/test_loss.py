@@ -226,6 +226,47 @@ def test_fused_linear_low_memory(vocab_chunk, device):
     _check_fused(10, 16, 90, torch.float16, device, low_memory=True, vocab_chunk=16)
 
 
+def test_fused_linear_low_memory_with_more_tokens_than_hidden(device):
+    """N > H: the second pass's slices narrow as dW's free rows run out, then finish through
+    the small buffer (the plan is checked on its own below)."""
+    _check_fused(40, 16, 300, torch.float32, device, low_memory=True, vocab_chunk=64)
+    _check_fused(40, 16, 130, torch.float32, device, bias=True, low_memory=True, vocab_chunk=128,
+                 label_smoothing=0.1, reduction="sum")  # padded to 192 rows: 64-row steps
+    _check_fused(33, 16, 200, torch.float16, device, grads=("hidden", "weight"), low_memory=True, vocab_chunk=48)
+
+
+@pytest.mark.parametrize("V,Vp,N,H,width,step", [(128256, 128256, 8192, 4096, 3968, 8), (50257, 50304, 8192, 768, 512, 64),
+                                                 (300, 300, 40, 16, 64, 8), (130, 192, 40, 16, 128, 64),
+                                                 (1000, 1000, 7, 64, 96, 8)])
+def test_low_memory_plan_keeps_logits_in_unwritten_dw_rows(V, Vp, N, H, width, step):
+    """Every dW row is written by exactly one slice, and each slice's N·x logits lie in rows no
+    slice has written yet and past its own, or in the small buffer."""
+    from tritonic.ops.loss import _plan_in_dw
+
+    small_width = max(step, width // 8 // step * step)
+    dw_flat = torch.arange(Vp * H, dtype=torch.float64)  # values = offsets
+    smalls = []
+    written = torch.zeros(Vp, dtype=torch.bool)
+
+    def new_buffer(n):
+        smalls.append(n)
+        return torch.full((n,), -1.0, dtype=torch.float64)
+
+    for v0, x, buf in _plan_in_dw(V, Vp, N, H, width, step, dw_flat, small_width, new_buffer):
+        v1p = min(Vp, v0 + x)
+        assert v0 % step == 0 and 0 < x <= width and not written[v0:v1p].any()
+        need = N * (v1p - v0)
+        assert buf.numel() >= need
+        if buf[0] >= 0:  # in dW: from the end of this slice's rows on, all of it unwritten
+            start = int(buf[0])
+            assert start >= v1p * H and start + need <= Vp * H
+            assert not written[start // H:(start + need - 1) // H + 1].any()
+        else:
+            assert x == small_width
+        written[v0:v1p] = True
+    assert written.all() and len(smalls) <= 1 and all(n == N * small_width for n in smalls)
+
+
 def test_fused_linear_pads_an_unaligned_vocabulary(device):
     """GPT-2's 50257 classes: cuBLAS runs the head's GEMMs ~6x slower on an odd row stride,
     so the head is padded to a multiple of 64 rows; results as without (checked above on

@@ -237,14 +237,38 @@ def _slice_width(vocab_chunk: int, V: int, Vp: int) -> int:
     return width
 
 
-def _vocab_slices(hidden, w_full, b_full, V, Vp, vocab_chunk):
-    """(v0, v1, v1p, logits) per vocabulary slice: the logits of classes v0 .. v1p - 1 (v1: the
-    real classes' end, v1p: the padded head's) for all tokens, in one buffer reused by every
-    slice (the low-memory path's two passes)."""
-    N = hidden.shape[0]
-    width = _slice_width(vocab_chunk, V, Vp)
-    flat = empty((N * width,), dtype=hidden.dtype, device=hidden.device)
+def _fixed_plan(V: int, width: int, flat):
+    """Slices of ``width`` classes, all in one buffer ``flat``: (v0, width, buffer) each."""
     for v0 in range(0, V, width):
+        yield v0, width, flat
+
+
+def _plan_in_dw(V: int, Vp: int, N: int, H: int, width: int, step: int, dw_flat, small_width: int, new_buffer):
+    """The second pass's slices with their logits in dW's own rows: slice v0 .. v0 + x writes
+    dW's rows v0 .. v0 + x, and its N·x logits sit in the rows after those, which later slices
+    have not written yet. So x ≤ (Vp - v0)·H / (N + H): near the end the slices narrow, and
+    once that is under ``small_width`` the rest goes through one small buffer of N·small_width
+    (made by ``new_buffer`` when first needed). Widths are multiples of ``step``."""
+    small = None
+    v0 = 0
+    while v0 < V:
+        x = min(width, (Vp - v0) * H // (N + H)) // step * step
+        if x >= small_width:
+            yield v0, x, dw_flat[(v0 + x) * H:]
+        else:
+            if small is None:
+                small = new_buffer(N * small_width)
+            x = small_width
+            yield v0, x, small
+        v0 += x
+
+
+def _vocab_slices(hidden, w_full, b_full, V, Vp, plan):
+    """(v0, v1, v1p, logits) for each (v0, width, buffer) of ``plan``: the logits of classes
+    v0 .. v1p - 1 (v1: the real classes' end, v1p: the padded head's) for all tokens, in the
+    buffer's first N·(v1p - v0) elements (the low-memory path's two passes)."""
+    N = hidden.shape[0]
+    for v0, width, flat in plan:
         v1, v1p = min(V, v0 + width), min(Vp, v0 + width)
         lv = flat[:N * (v1p - v0)].view(N, v1p - v0)
         if b_full is None:
@@ -254,7 +278,7 @@ def _vocab_slices(hidden, w_full, b_full, V, Vp, vocab_chunk):
         yield v0, v1, v1p, lv
 
 
-def _sliced_stats(hidden, w_full, b_full, target, V, Vp, vocab_chunk, ignore_index, smoothing, z_coef, softcap):
+def _sliced_stats(hidden, w_full, b_full, target, V, Vp, plan, ignore_index, smoothing, z_coef, softcap):
     """The low-memory path's first pass: every row's loss and (max, log-sum-exp past it) from
     the logits of one vocabulary slice at a time, for all tokens at once (one GEMM per slice,
     the head read once; token chunks of a few hundred rows would each read all of it)."""
@@ -263,11 +287,11 @@ def _sliced_stats(hidden, w_full, b_full, target, V, Vp, vocab_chunk, ignore_ind
     stats[:, 0] = float("-inf")
     stats[:, 1:] = 0.0
     flags = dict(HAS_SMOOTHING=bool(smoothing), HAS_SOFTCAP=bool(softcap))
-    for v0, v1, _, lv in _vocab_slices(hidden, w_full, b_full, V, Vp, vocab_chunk):
+    for v0, v1, _, lv in _vocab_slices(hidden, w_full, b_full, V, Vp, plan):
         if N:
             launch(_ce_slice_stats, (N,), lv, target, stats, lv.stride(0), v1 - v0, v0, softcap, **flags,
                    BLOCK_V=_block_v(v1 - v0), num_warps=8 if v1 - v0 > 4096 else 4)
-    lv = None  # (the slices' buffer goes with it, before the second pass makes its own)
+    lv = plan = None  # (a buffer of the slices' own goes with them, before the second pass makes its own)
     m, s, total, x_t = stats.unbind(1)
     log_s = torch.log(s)
     loss = (m - x_t) + log_s  # the same formulas as _ce_fwd's
@@ -291,7 +315,8 @@ def _flce_forward(hidden, weight, bias, target, ignore_index, mean, smoothing, z
     slices of the vocabulary gathers every row's softmax statistics (``_sliced_stats``). A
     second pass recomputes each slice's logits for all tokens, turns them into their gradient,
     writes the slice's rows of dW once (K = all tokens), and adds its share of dh. One more
-    GEMM, but small slices then cost no dW traffic, and every GEMM has all N rows."""
+    GEMM, but small slices then cost no dW traffic, and every GEMM has all N rows. The
+    slices' logits live in dW's not-yet-written rows (``_plan_in_dw``)."""
     N, H = hidden.shape
     V = weight.shape[0]
     valid = target != ignore_index
@@ -321,8 +346,22 @@ def _flce_forward(hidden, weight, bias, target, ignore_index, mean, smoothing, z
     db = torch.zeros((V,), dtype=torch.float32, device=weight.device) if need_db else weight.new_empty(0)
     two_pass = vocab_chunk > 0 and (need_dw or need_db)
     if two_pass:
-        loss_rows, lse_all = _sliced_stats(hidden, w_full, b_full, target, V, Vp, vocab_chunk, ignore_index, smoothing,
+        width = _slice_width(vocab_chunk, V, Vp)
+        step = 64 if Vp != V else 8  # slices start and end on the padded head's 64-row steps; 16-byte rows
+        new_buffer = lambda n: empty((n,), dtype=hidden.dtype, device=hidden.device)  # noqa: E731
+        # dW is not written until the second pass: the first pass's logits can live in it, in
+        # slices as wide as it holds (fewer, larger GEMMs, no memory of their own)
+        dw_flat = dw_full.view(-1) if need_dw else None
+        wide = (Vp * H // N) // step * step if need_dw and N else 0
+        plan1 = _fixed_plan(V, wide, dw_flat) if wide >= width else _fixed_plan(V, width, new_buffer(N * width))
+        loss_rows, lse_all = _sliced_stats(hidden, w_full, b_full, target, V, Vp, plan1, ignore_index, smoothing,
                                            z_coef, softcap)
+        plan1 = None
+        if need_dw and N:  # the second pass's logits in dW's not-yet-written rows, a small buffer at the end
+            small_width = max(step, width // 8 // step * step)
+            plan2 = _plan_in_dw(V, Vp, N, H, width, step, dw_flat, small_width, new_buffer)
+        else:
+            plan2 = _fixed_plan(V, width, new_buffer(N * width))
     buf = empty((min(chunk, N), Vp), dtype=hidden.dtype, device=hidden.device) if not two_pass else None
     for lo in range(0, N if not two_pass else 0, chunk):
         hi = min(N, lo + chunk)
@@ -349,7 +388,7 @@ def _flce_forward(hidden, weight, bias, target, ignore_index, mean, smoothing, z
                 db += g.sum(0, dtype=torch.float32)
     if two_pass:  # the gradients, slice by slice: dW's rows written once, dh summed over the slices
         rows_scale = scale.expand(N)
-        for v0, v1, v1p, lv in _vocab_slices(hidden, w_full, b_full, V, Vp, vocab_chunk):
+        for v0, v1, v1p, lv in _vocab_slices(hidden, w_full, b_full, V, Vp, plan2):
             g = _launch_bwd(rows_scale, lv[:, :v1 - v0], target, lse_all, ignore_index, smoothing, z_coef, softcap,
                             out=lv[:, :v1 - v0], col0=v0, V=V)
             if need_dw:
@@ -434,11 +473,16 @@ def fused_linear_cross_entropy(hidden, weight, target, bias=None, ignore_index=-
 
     ``low_memory=True`` trades one more GEMM for memory. The logits are formed for one
     vocabulary slice of ``vocab_chunk`` classes at a time, for all tokens at once (default: as
-    many logits as a token chunk of ``chunk_rows``, 256 by default, would hold). This runs in
+    many logits as a token chunk of ``chunk_rows``, 1024 by default, would hold). This runs in
     two passes. The first gathers each row's softmax statistics. The second computes the
     gradients: each slice's dW rows are written once, and dh is summed over the slices. Each
     slice is one GEMM over all tokens, so the head is read once per pass; token chunks of a
-    few hundred rows would each read all of it."""
+    few hundred rows would each read all of it. Where dW is wanted, the slices' logits live in
+    dW's own memory, which is free until the second pass writes it: the first pass in slices
+    as wide as dW holds, the second in the rows after the slice being written (narrowing near
+    the end), then one buffer of an eighth of a slice. So the op's memory beyond its gradients
+    is that small buffer: at 8192 × 4096 → 128256, 31 MB, against 250 MB for one default
+    token chunk of logits."""
     op = "fused_linear_cross_entropy"
     check_tensor(op, "hidden", hidden, min_dim=1)
     check_tensor(op, "weight", weight, min_dim=2)
@@ -468,7 +512,7 @@ def fused_linear_cross_entropy(hidden, weight, target, bias=None, ignore_index=-
     check_kernel_device(op, "hidden", hidden)
     h2, t2 = hidden.reshape(-1, H), target.reshape(-1)
     N = h2.shape[0]
-    chunk = int(chunk_rows) if chunk_rows is not None else (min(N, 256) if low_memory else _chunk_rows(N, V, H))
+    chunk = int(chunk_rows) if chunk_rows is not None else (min(N, 1024) if low_memory else _chunk_rows(N, V, H))
     if chunk < 1:
         raise ValueError(f"{op}: chunk_rows must be a positive int, got {chunk_rows!r}")
     vchunk = 0
