@@ -237,10 +237,11 @@ def test_fused_linear_low_memory_with_more_tokens_than_hidden(device):
 
 @pytest.mark.parametrize("V,Vp,N,H,width,step", [(128256, 128256, 8192, 4096, 3968, 8), (50257, 50304, 8192, 768, 512, 64),
                                                  (300, 300, 40, 16, 64, 8), (130, 192, 40, 16, 128, 64),
-                                                 (1000, 1000, 7, 64, 96, 8)])
+                                                 (1000, 1000, 7, 64, 96, 8), (1000, 1000, 37, 13, 96, 8),
+                                                 (500, 512, 50, 9, 64, 64)])
 def test_low_memory_plan_keeps_logits_in_unwritten_dw_rows(V, Vp, N, H, width, step):
     """Every dW row is written by exactly one slice, and each slice's N·x logits lie in rows no
-    slice has written yet and past its own, or in the small buffer."""
+    slice has written yet and past its own (from an 8-element boundary), or in the small buffer."""
     from tritonic.ops.loss import _plan_in_dw
 
     small_width = max(step, width // 8 // step * step)
@@ -259,7 +260,7 @@ def test_low_memory_plan_keeps_logits_in_unwritten_dw_rows(V, Vp, N, H, width, s
         assert buf.numel() >= need
         if buf[0] >= 0:  # in dW: from the end of this slice's rows on, all of it unwritten
             start = int(buf[0])
-            assert start >= v1p * H and start + need <= Vp * H
+            assert start % 8 == 0 and start >= v1p * H and start + need <= Vp * H
             assert not written[start // H:(start + need - 1) // H + 1].any()
         else:
             assert x == small_width

@@ -252,9 +252,11 @@ def _plan_in_dw(V: int, Vp: int, N: int, H: int, width: int, step: int, dw_flat,
     small = None
     v0 = 0
     while v0 < V:
-        x = min(width, (Vp - v0) * H // (N + H)) // step * step
+        # the logits start on an 8-element boundary (16 bytes or more, for the GEMMs' vector access)
+        x = min(width, max(0, (Vp - v0) * H - 8) // (N + H)) // step * step
         if x >= small_width:
-            yield v0, x, dw_flat[(v0 + x) * H:]
+            start = -(-(v0 + x) * H // 8) * 8
+            yield v0, x, dw_flat[start:]
         else:
             if small is None:
                 small = new_buffer(N * small_width)
