@@ -60,3 +60,25 @@ def test_torch_compile_and_cuda_graph():
     static.copy_(torch.randn_like(static))
     graph.replay()
     torch.testing.assert_close(out, cross_entropy(static, target))
+
+
+def test_fused_linear_low_memory_bf16_and_its_memory():
+    """low_memory=True in bfloat16 at a real head (its logits in dW's free rows): the float64
+    reference's loss and gradients, and no more memory than dW, dh and the 1/8-slice buffer."""
+    N, H, V = 4096, 1024, 32000
+    args = dict(hidden=torch.randn(N, H, device="cuda", dtype=torch.bfloat16),
+                weight=(torch.randn(V, H, device="cuda") / H ** 0.5).to(torch.bfloat16),
+                target=torch.randint(0, V, (N,), device="cuda"))
+    check_op(lambda **a: fused_linear_cross_entropy(**a, low_memory=True),
+             lambda **a: fused_linear_cross_entropy_reference(**a), args, grads=["hidden", "weight"])
+    h = args["hidden"].clone().requires_grad_()
+    w = args["weight"].clone().requires_grad_()
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    dh, dw = torch.autograd.grad(fused_linear_cross_entropy(h, w, args["target"], low_memory=True), (h, w))
+    torch.cuda.synchronize()
+    extra = torch.cuda.max_memory_allocated() - base
+    width = min(V, max(512, 1024 * V // N // 128 * 128))  # the default slice
+    allowed = (V * H + N * H) * 2 + N * (width // 8) * 2 + 8 * 2**20  # dW, dh, the small buffer, 8 MiB of small tensors
+    assert extra <= allowed, (extra / 2**20, allowed / 2**20)
