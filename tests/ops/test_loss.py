@@ -233,6 +233,8 @@ def test_fused_linear_low_memory_with_more_tokens_than_hidden(device):
     _check_fused(40, 16, 130, torch.float32, device, bias=True, low_memory=True, vocab_chunk=128,
                  label_smoothing=0.1, reduction="sum")  # padded to 192 rows: 64-row steps
     _check_fused(33, 16, 200, torch.float16, device, grads=("hidden", "weight"), low_memory=True, vocab_chunk=48)
+    # dW too small to hold any slice's logits (N·8 > V·H): buffers of their own in both passes
+    _check_fused(200, 4, 40, torch.float32, device, low_memory=True, vocab_chunk=16)
 
 
 @pytest.mark.parametrize("V,Vp,N,H,width,step", [(128256, 128256, 8192, 4096, 3968, 8), (50257, 50304, 8192, 768, 512, 64),

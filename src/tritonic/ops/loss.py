@@ -355,12 +355,13 @@ def _flce_forward(hidden, weight, bias, target, ignore_index, mean, smoothing, z
         # slices as wide as it holds (fewer, larger GEMMs, no memory of their own)
         dw_flat = dw_full.view(-1) if need_dw else None
         wide = (Vp * H // N) // step * step if need_dw and N else 0
-        plan1 = _fixed_plan(V, wide, dw_flat) if wide >= width else _fixed_plan(V, width, new_buffer(N * width))
+        small_width = max(step, width // 8 // step * step)  # no narrower slices in dW than this
+        plan1 = _fixed_plan(V, wide, dw_flat) if wide >= small_width else \
+            _fixed_plan(V, width, new_buffer(N * width))
         loss_rows, lse_all = _sliced_stats(hidden, w_full, b_full, target, V, Vp, plan1, ignore_index, smoothing,
                                            z_coef, softcap)
         plan1 = None
         if need_dw and N:  # the second pass's logits in dW's not-yet-written rows, a small buffer at the end
-            small_width = max(step, width // 8 // step * step)
             plan2 = _plan_in_dw(V, Vp, N, H, width, step, dw_flat, small_width, new_buffer)
         else:
             plan2 = _fixed_plan(V, width, new_buffer(N * width))
