@@ -24,6 +24,7 @@ to the plain path, with one warning, when they are missing.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import torch
@@ -34,8 +35,6 @@ try:
 except ImportError:  # a Triton without host-side tensor descriptors
     class _TensorDescriptor:  # noqa: D401 - placeholder nothing is an instance of
         pass
-
-import dataclasses
 
 from tritonic.runtime.checks import warn_once
 from tritonic.runtime.device import interpreter_active
