@@ -183,8 +183,10 @@ def fsdp_rows(batches, gpus: int, steps: int, timeout: int, dry_run: bool, env: 
                 one = next(x for x in rows if x is not None and x["case"] == case and x["provider"] == "1 GPU")
                 row["scaling"] = row["value"] / one["value"]
                 row["max_loss_diff"] = max(abs(a - b) for a, b in zip(per[1], per[n]))
+                row["final_loss_diff"] = abs(per[1][-1] - per[n][-1])
             rows.append(row)
-            extra = f", {row['scaling']:.2f}x one, losses within {row['max_loss_diff']:.1e}" if "scaling" in row else ""
+            extra = (f", {row['scaling']:.2f}x one, losses within {row['max_loss_diff']:.1e}, "
+                     f"final losses {row['final_loss_diff']:.1e} apart") if "scaling" in row else ""
             print(f"{ms:.1f} ms/step, {row['value']:.0f} tokens/s{extra}")
     return rows
 

@@ -31,6 +31,9 @@
 #   graphvs     GPT-2 124M and 350M: torch.compile against tritonic+graph (issue 8's ratio)
 #   compilediag GPT-2 124M tritonic+compile with TORCH_LOGS=recompiles (was 2.1 s per step)
 #   gpt2-350m   all providers at GPT-2 350M
+#   llama-tritonic  the Llama-1B training row of tritonic alone (the baselines' rows do not change with tritonic)
+#   losstests   the GPU tests of the losses (CE, FLCE and its low-memory path)
+#   launch      benchmarks/launch.py (host time per launch)
 #   fsdp        FSDP2 over 2 GPUs against 1 (on nvidia-h200-x2), GPT-2 124M, bf16, global batch 128 and 64 x 1024, 30 steps
 set -u
 R=/tmp/steps
@@ -129,6 +132,13 @@ for step in "$@"; do
         gpt2-350m)
             run gpt2-350m train 550 python3 benchmarks/training.py --only gpt2-350m --steps 8 --timeout 170 \
                 --providers eager,torch.compile,tritonic,tritonic+graph --out "$R/gpt2-350m/results" ;;
+        llama-tritonic)
+            run llama tritonic 150 python3 benchmarks/training.py --only llama-1b --providers tritonic --steps 6 \
+                --timeout 140 --out "$R/llama/results" ;;
+        losstests)
+            run losstests pytest 150 python3 -m pytest -q -m gpu tests/ops/test_loss_gpu.py ;;
+        launch)
+            run launch bench 90 python3 benchmarks/launch.py --out "$R/launch/results" ;;
         fsdp)
             run fsdp bench 400 python3 benchmarks/training.py --fsdp --gpus 2 --fsdp-batch 128,64 --steps 30 \
                 --timeout 120 --out "$R/fsdp/results"

@@ -53,4 +53,5 @@ def test_fsdp_rows_compare_two_gpus_with_one(monkeypatch):
     assert rows[0]["ms"] == pytest.approx(200.0) and rows[1]["ms"] == pytest.approx(100.0)
     assert rows[1]["value"] == pytest.approx(128 * 1024 / 0.1)
     assert rows[1]["scaling"] == pytest.approx(2.0) and rows[1]["max_loss_diff"] == pytest.approx(1e-4)
+    assert rows[1]["final_loss_diff"] == pytest.approx(1e-4)
     assert all("--dist" in c and "fsdp" in c and "--dtype" in c for c in calls)
