@@ -282,6 +282,24 @@ def test_backward_with_atomic_dq(device, monkeypatch):
              grads=QKV, atol_ulps=ULPS)
 
 
+def test_forced_dq_kernel_under_an_atomic_config(device, monkeypatch):
+    """TRITONIC_ATTENTION_DQ=kernel with a tuned config that chose atomic dQ (ATOMIC_DQ=1 in
+    its meta): the second kernel runs, with the config's blocks, and the gradients hold."""
+    import importlib
+
+    from tritonic.runtime.autotune import Config
+
+    mod = importlib.import_module("tritonic.ops.attention")
+    monkeypatch.setattr(mod, "_DQ_MODE", "kernel")
+    monkeypatch.setattr(mod, "_INTERPRETER_CONFIG",
+                        Config.of(num_warps=4, num_stages=1, BLOCK_M=16, BLOCK_N=16, ATOMIC_DQ=1))
+    launched = []
+    real = mod.launch
+    monkeypatch.setattr(mod, "launch", lambda kernel, *a, **k: (launched.append(kernel), real(kernel, *a, **k)))
+    _check(_qkv(1, 2, 2, 19, 19, 16, torch.float32, device), causal=True)
+    assert mod._attn_bwd_dq in launched
+
+
 def test_output_stored_sequence_major_and_strided_output_gradient(device):
     """The output is a (B, H, S, D) view of (B, S, H, D) memory, so the usual transpose back
     to (B, S, H·D) costs no copy; the gradient arriving in that layout is read in place."""

@@ -329,7 +329,8 @@ def _backward_impl(do, q, k, v, o, lse, mask, bias, alibi_slopes, window, scale,
 
     def run(config):  # both kernels (or the one with atomic dQ) under one config, timed together
         meta = config.meta()
-        atomic = meta.pop("ATOMIC_DQ", 0) if _DQ_MODE is None else _DQ_MODE == "atomic"
+        atomic = meta.pop("ATOMIC_DQ", 0)  # popped in every mode: the launch passes its own
+        atomic = atomic if _DQ_MODE is None else _DQ_MODE == "atomic"
         atomic = atomic and not torch.are_deterministic_algorithms_enabled()  # atomics add in any order
         bm, bn = meta["BLOCK_M"], meta["BLOCK_N"]
         acc = torch.zeros(tuple(dq.shape), dtype=torch.float32, device=q.device) if atomic else None
