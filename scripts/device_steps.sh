@@ -14,7 +14,7 @@
 #   tests       pytest -m gpu over all tests, plus the integration tests on the GPU
 #   norm        norm forward sweep + benchmarks/norm.py + scripts/norm_ab.py
 #   training    benchmarks/training.py (gpt2-124m, llama-1b; training-gpt2 / training-llama: one)
-#   generate    benchmarks/generate.py
+#   generate    benchmarks/generate.py (generate-llama: the Llama-style model alone)
 #   models      benchmarks/models.py, one model per process (eager, reduce-overhead, tritonic)
 #   flce        memory_bound.py --flce and the FLCE sweep
 #   memory      memory_bound.py --graph always
@@ -34,6 +34,7 @@
 #   llama-tritonic  the Llama-1B training row of tritonic alone (the baselines' rows do not change with tritonic)
 #   losstests   the GPU tests of the losses (CE, FLCE and its low-memory path)
 #   launch      benchmarks/launch.py (host time per launch)
+#   convergence GPT-2 124M, 300 steps, bf16, tritonic against the PyTorch twin on the standard library's text
 #   fsdp        FSDP2 over 2 GPUs against 1 (on nvidia-h200-x2), GPT-2 124M, bf16, global batch 128 and 64 x 1024, 30 steps
 set -u
 R=/tmp/steps
@@ -139,6 +140,10 @@ for step in "$@"; do
             run losstests pytest 150 python3 -m pytest -q -m gpu tests/ops/test_loss_gpu.py ;;
         launch)
             run launch bench 90 python3 benchmarks/launch.py --out "$R/launch/results" ;;
+        convergence)
+            run convergence runs 420 python3 scripts/convergence.py --out "$R/convergence" --seeds 0,1 --steps 300 ;;
+        generate-llama)
+            run generate llama 300 python3 benchmarks/generate.py --only llama --out "$o" ;;
         fsdp)
             run fsdp bench 400 python3 benchmarks/training.py --fsdp --gpus 2 --fsdp-batch 128,64 --steps 30 \
                 --timeout 120 --out "$R/fsdp/results"

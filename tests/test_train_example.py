@@ -77,3 +77,22 @@ def test_cuda_graph_needs_a_gpu(tmp_path):
     r = subprocess.run([sys.executable, str(SCRIPT), *COMMON, "--cuda-graph"], capture_output=True, text=True,
                        timeout=300, cwd=tmp_path, env=env)
     assert r.returncode != 0 and "--cuda-graph: one CUDA GPU" in r.stderr, r.stderr[-2000:]
+
+
+def test_convergence_summary_and_corpus(tmp_path):
+    """scripts/convergence.py: the corpus is the standard library's text cut at the size asked,
+    and the summary compares each seed's final losses and last-20 means of the two backends."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("convergence", SCRIPT.parents[1] / "scripts" / "convergence.py")
+    conv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conv)
+    size = conv.make_corpus(tmp_path / "c.txt", 0.01)
+    assert size == (tmp_path / "c.txt").stat().st_size == int(0.01 * 2**20)
+    assert b"def " in (tmp_path / "c.txt").read_bytes()
+    runs = {"tritonic_s0": {"losses": [5.0] * 10 + [2.0] * 20}, "torch_s0": {"losses": [5.0] * 10 + [2.0] * 19 + [2.02]},
+            "tritonic_s1": {"losses": [3.0]}}  # seed 1 has no twin run: left out
+    s = conv.summarise(runs, [0, 1])
+    assert list(s) == ["seed 0"]
+    assert s["seed 0"]["final_rel_diff"] == pytest.approx(0.02 / 2.02)
+    assert s["seed 0"]["last20_rel_diff"] == pytest.approx(0.001 / 2.001)
