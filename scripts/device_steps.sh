@@ -34,6 +34,7 @@
 #   llama-tritonic  the Llama-1B training row of tritonic alone (the baselines' rows do not change with tritonic)
 #   losstests   the GPU tests of the losses (CE, FLCE and its low-memory path)
 #   launch      benchmarks/launch.py (host time per launch)
+#   launchprof  the op GPU tests through the launcher, scripts/launch_breakdown.py, then benchmarks/launch.py
 #   convergence GPT-2 124M, 300 steps, bf16, tritonic against the PyTorch twin on the standard library's text
 #   fsdp        FSDP2 over 2 GPUs against 1 (on nvidia-h200-x2), GPT-2 124M, bf16, global batch 128 and 64 x 1024, 30 steps
 set -u
@@ -138,6 +139,12 @@ for step in "$@"; do
                 --timeout 140 --out "$R/llama/results" ;;
         losstests)
             run losstests pytest 150 python3 -m pytest -q -m gpu tests/ops/test_loss_gpu.py ;;
+        launchprof)
+            run launchprof tests 300 python3 -m pytest -q -m gpu tests/test_launch.py tests/ops/test_norm_gpu.py \
+                tests/ops/test_matmul_gpu.py tests/ops/test_attention_gpu.py tests/ops/test_softmax_gpu.py \
+                tests/ops/test_activation_gpu.py tests/ops/test_rope_gpu.py
+            run launchprof breakdown 120 python3 scripts/launch_breakdown.py --json "$R/launchprof/breakdown.json"
+            run launchprof bench 90 python3 benchmarks/launch.py --out "$R/launchprof/results" ;;
         launch)
             run launch bench 90 python3 benchmarks/launch.py --out "$R/launch/results" ;;
         convergence)

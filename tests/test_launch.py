@@ -90,9 +90,9 @@ def _fast(args):
 
 def test_fast_binder_passes_pointers_as_integers():
     x = torch.empty(64)
-    key, args = _fast((x, 128, 1e-5, None))(x, 128, 1e-5, None, BLOCK=32, num_warps=4)
-    assert args == (x.data_ptr(), 128, 1e-5, None, 32)  # every parameter, constexprs too, in order
-    assert key[0] == "fast" and key[-2:] == (32, (("num_warps", 4),))
+    key, args = _fast((x, 128, 1e-5, None))((x, 128, 1e-5, None), dict(BLOCK=32, num_warps=4))
+    assert args == (x.data_ptr(), 128, 1e-5, None, None)  # every parameter in order; constexprs as None
+    assert key[0] == "fast" and key[-1] == (("BLOCK", 32), ("num_warps", 4))
 
 
 def test_fast_and_generic_binders_hand_over_the_same_arguments():
@@ -102,9 +102,9 @@ def test_fast_and_generic_binders_hand_over_the_same_arguments():
     fk.device = lambda: 0  # no CUDA here
     x = torch.empty(8)
     fk.make_fast_binder((x, 3, None, 2.0))
-    _, fast_args = fk.bind_fast(x, 3, None, 2.0, A=1, B=4)
+    _, fast_args = fk.bind_fast((x, 3, None, 2.0), dict(A=1, B=4))
     _, plain_args = fk.bind(x, 3, None, 2.0, A=1, B=4)
-    assert fast_args == (x.data_ptr(),) + plain_args[1:]
+    assert fast_args == (x.data_ptr(),) + plain_args[1:4] + (None, None)  # the launcher ignores constexprs
     assert plain_args == (x, 3, None, 2.0, 1, 4)
 
 
@@ -113,7 +113,7 @@ def test_fast_key_separates_what_triton_specialises_on():
     bind = _fast((base, 128, 1e-5, None))
 
     def key(x=base, n=128, BLOCK=32, **opts):
-        return bind(x, n, 1e-5, None, BLOCK=BLOCK, **opts)[0]
+        return bind((x, n, 1e-5, None), dict(BLOCK=BLOCK, **opts))[0]
 
     assert key() == key(x=torch.empty(64, dtype=torch.float32))
     assert key() != key(x=torch.empty(64, dtype=torch.float16))
@@ -137,7 +137,7 @@ def test_fast_binder_refuses_other_kinds(change):
             "int for float": (x, 128, 1, None),
             "subclass": (type("Sub", (torch.Tensor,), {})(x), 128, 1e-5, None)}[change]
     with pytest.raises((L._Miss, AttributeError, TypeError, RuntimeError)):
-        bind(*args, BLOCK=32)
+        bind(args, dict(BLOCK=32))
 
 
 def test_no_fast_binder_for_unknown_kinds():
@@ -160,3 +160,81 @@ def test_descriptor_without_validation_equals_tritons(monkeypatch):
     monkeypatch.setattr(launcher, "_FAST_DESCRIPTOR", False)  # another Triton: the validating constructor
     with pytest.raises((AssertionError, ValueError)):
         launcher.descriptor(t, [64, 32], [32, 1], [16, 12])  # a block that is not a power of two
+
+
+def _runnable(stream=7):
+    """A fast kernel whose one compiled entry records its C-launcher calls (no GPU here)."""
+    kernel = _kernel(("X", False), ("n", False), ("eps", False), ("P", False), ("BLOCK", True))
+    fk = L._FastKernel(kernel)
+    fk.device, fk.stream = (lambda: 0), (lambda d: stream)
+    x = torch.empty(64)
+    fk.make_fast_binder((x, 128, 1e-5, None))
+    calls = []
+    key, _ = fk.bind_fast((x, 128, 1e-5, None), dict(BLOCK=32))
+    fk.compiled[key] = (lambda *a: calls.append(a), False, True, "FUNCTION", "METADATA", None)
+    return kernel, fk, x, calls
+
+
+def test_run_fast_hands_the_c_launcher_what_bind_fast_gives():
+    _, fk, x, calls = _runnable()
+    assert fk.run_fast((3, 2), (x, 128, 1e-5, None), dict(BLOCK=32)) is True
+    _, launch_args = fk.bind_fast((x, 128, 1e-5, None), dict(BLOCK=32))
+    assert calls == [(3, 2, 1, 7, "FUNCTION", False, True, None, None, "METADATA", None, None, None, *launch_args)]
+    assert fk.run_fast((5,), (x, 256, 1e-5, None), dict(BLOCK=32)) is True  # same class of n
+    assert calls[-1][:3] == (5, 1, 1) and calls[-1][-4] == 256
+
+
+@pytest.mark.parametrize("call", ["misaligned", "n is 1", "other BLOCK", "option", "None for tensor",
+                                  "tensor for None", "float for int", "arguments missing"])
+def test_run_fast_declines_what_is_not_compiled_or_not_its_kind(call):
+    _, fk, x, calls = _runnable()
+    args, meta = {
+        "misaligned": ((x[1:], 128, 1e-5, None), dict(BLOCK=32)),
+        "n is 1": ((x, 1, 1e-5, None), dict(BLOCK=32)),
+        "other BLOCK": ((x, 128, 1e-5, None), dict(BLOCK=64)),
+        "option": ((x, 128, 1e-5, None), dict(BLOCK=32, num_warps=8)),
+        "None for tensor": ((None, 128, 1e-5, None), dict(BLOCK=32)),
+        "tensor for None": ((x, 128, 1e-5, x), dict(BLOCK=32)),
+        "float for int": ((x, 128.0, 1e-5, None), dict(BLOCK=32)),
+        "arguments missing": ((x, 128, 1e-5), dict(BLOCK=32)),
+    }[call]
+    try:
+        assert fk.run_fast((1,), args, meta) is False
+    except (AttributeError, TypeError, ValueError):  # launch() catches these and takes the slow path
+        pass
+    assert calls == []
+
+
+def test_run_fast_declines_kernels_that_need_scratch_buffers():
+    _, fk, x, calls = _runnable()
+    key = next(iter(fk.compiled))
+    fk.compiled[key] = (None,) + fk.compiled[key][1:]  # no C launcher: compiled.run allocates per launch
+    assert fk.run_fast((1,), (x, 128, 1e-5, None), dict(BLOCK=32)) is False
+
+
+def test_int_keys_of_other_ranges_differ_from_the_common_range():
+    _, fk, x, _ = _runnable()
+
+    def key(n):
+        return fk.bind_fast((x, n, 1e-5, None), dict(BLOCK=32))[0]
+
+    assert key(0) == key(16) != key(-16)
+    assert key(2**31 - 16) == key(16) != key(2**31)
+    assert key(2**31 + 16) != key(2**63 + 16)
+    assert key(-1) != key(1) != key(17)
+
+
+def test_launch_takes_the_generated_path(monkeypatch):
+    kernel, fk, x, calls = _runnable()
+    monkeypatch.setitem(L._by_id, id(kernel), (kernel, fk))
+    monkeypatch.setattr(L, "FAST", True)
+    monkeypatch.setattr(L, "_knobs", None)  # no profiler hooks
+    L.launch(kernel, (2,), x, 128, 1e-5, None, BLOCK=32)
+    assert len(calls) == 1 and calls[0][0] == 2
+    stale = _kernel(("X", False))  # an id reused by another object is not mistaken for the kernel
+    monkeypatch.setitem(L._by_id, id(stale), (kernel, fk))
+    monkeypatch.setattr(L, "_fast_kernel", lambda k: None)
+    monkeypatch.setattr(L, "is_traced", lambda *a: False)
+    with pytest.raises(TypeError):  # the plain path: kernel[grid] on a namespace that is no kernel
+        L.launch(stale, (2,), x, BLOCK=32)
+    assert len(calls) == 1

@@ -41,6 +41,10 @@ from tritonic.runtime.device import interpreter_active
 
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 _fast: dict = {}  # kernel -> _FastKernel, or None where the fast path is unavailable
+# The same by id(kernel) -> (kernel, _FastKernel or None), for launch(): a JITFunction hashes
+# in Python (~0.25 µs a lookup), id() does not; the kernel kept in the entry guards against reuse
+# of an id after a kernel is freed.
+_by_id: dict = {}
 # TRITONIC_FAST_LAUNCH=0 sends every launch through Triton's own path (for debugging and
 # for measuring what the fast path saves, as benchmarks/launch.py does).
 FAST = os.environ.get("TRITONIC_FAST_LAUNCH", "1").strip() != "0"
@@ -101,6 +105,12 @@ class _Miss(Exception):
 _INT_MIN32, _INT_MAX32, _UINT64 = -(2**31), 2**31 - 1, 2**63
 
 
+def _int_key(v: int) -> tuple:
+    """The fast key of an integer outside [0, 2**31): a tuple, never equal to the one-element
+    keys of the common range."""
+    return (v == 1, v % 16 == 0, _INT_MIN32 <= v < 2**31, v >= _UINT64)
+
+
 def _kind(v) -> str | None:
     """The kind of argument a fast binder is specialised for (None: no fast binder)."""
     if type(v) in _PLAIN:
@@ -140,8 +150,8 @@ class _FastKernel:
         namespace = {"_spec": _spec}
         exec(src, namespace)  # one small function per kernel, made once
         self.bind = namespace["bind"]
-        self.bind_fast = None
-        self.compiled: dict = {}
+        self.bind_fast = self.run_fast = None
+        self.compiled: dict = {}  # (bound into run_fast: never replaced)
         raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)  # what Triton itself uses
         self.stream = raw if raw is not None else (lambda d: torch.cuda.current_stream(d).cuda_stream)
         get_device = getattr(torch._C, "_cuda_getDevice", None)
@@ -153,8 +163,8 @@ class _FastKernel:
             return  # constexprs passed positionally: leave it to the generic binder
         guards, key, out, pre = [], [], [], []
         for name, is_const, v in zip(self.names, self.constexpr, args + (None,) * len(self.names)):
-            if is_const:  # the C launcher takes every parameter, constexprs included (and ignores them)
-                out.append(name)
+            if is_const:  # the C launcher takes every parameter, constexprs included, and ignores them
+                out.append("None")
                 continue
             kind = _kind(v) if name in self.names[:len(args)] else None
             if kind is None:
@@ -162,14 +172,14 @@ class _FastKernel:
             if kind == "T":
                 guards.append(f"({name}.__class__ is _T or {name}.__class__ is _P)")
                 pre.append(f"p_{name} = {name}.data_ptr()")
-                key += [f"{name}.dtype", f"p_{name} & 15"]
+                key += [f"{name}.dtype", f"not p_{name} & 15"]
                 out.append(f"p_{name}")
                 continue
             if kind == "N":
                 guards.append(f"{name} is None")
-            elif kind == "i":
+            elif kind == "i":  # one element: 2 for == 1, else divisible by 16; other ranges a tuple
                 guards.append(f"{name}.__class__ is int")
-                key += [f"{name} == 1", f"{name} & 15", f"_MIN32 <= {name} <= _MAX32", f"{name} >= _U64"]
+                key.append(f"((2 if {name} == 1 else not {name} & 15) if 0 <= {name} <= _MAX32 else _ikey({name}))")
             elif kind == "f":
                 guards.append(f"{name}.__class__ is float")
             elif kind == "b":
@@ -179,29 +189,52 @@ class _FastKernel:
                 guards.append(f"isinstance({name}, _D)")
                 key.append(f"_spec({name})")
             out.append(name)
-        consts = [n for n, c in zip(self.names, self.constexpr) if c]
         positional = [n for n, c in zip(self.names, self.constexpr) if not c]
-        src = (f"def bind_fast({', '.join(positional)}, *, {', '.join(consts + ['**options'])}):\n"
-               f"    if not ({' and '.join(guards) or 'True'}):\n"
+        unpack = f"    {', '.join(positional)}, = args\n"  # ValueError on another count
+        guard = ' and '.join(guards) or 'True'
+        body = "".join(f"    {line}\n" for line in pre)
+        # the constexprs and options are in the key as the call's own (name, value) pairs: calls
+        # that order them differently get entries of their own for the same compiled kernel
+        key_src = f"('fast', dev, {''.join(k + ', ' for k in key)}tuple(meta.items()))"
+        out_src = ", ".join(out)
+        src = (f"def bind_fast(args, meta):\n"
+               f"{unpack}"
+               f"    if not ({guard}):\n"
                f"        raise _Miss\n"
-               + "".join(f"    {line}\n" for line in pre)
-               + f"    return ('fast', _dev(), {', '.join(key + consts)}, tuple(options.items())), "
-               f"({', '.join(out)},)\n")
+               f"{body}"
+               f"    dev = _dev()\n"
+               f"    return {key_src}, ({out_src},)\n"
+               # run_fast: the same key, then straight into the C launcher; False where it does
+               # not apply (other kinds, a specialisation not compiled yet, scratch buffers)
+               f"def run_fast(grid, args, meta):\n"
+               f"{unpack}"
+               f"    if not ({guard}):\n"
+               f"        return False\n"
+               f"{body}"
+               f"    dev = _dev()\n"
+               f"    entry = _get({key_src})\n"
+               f"    if not entry or entry[0] is None:\n"
+               f"        return False\n"
+               f"    g = len(grid)\n"
+               f"    entry[0](grid[0], grid[1] if g > 1 else 1, grid[2] if g > 2 else 1, _stream(dev), entry[3], "
+               f"entry[1], entry[2], None, None, entry[4], None, None, None, {out_src})\n"
+               f"    return True\n")
         namespace = {"_spec": _spec, "_Miss": _Miss, "_T": torch.Tensor, "_P": torch.nn.Parameter,
-                     "_D": _TensorDescriptor, "_MIN32": _INT_MIN32, "_MAX32": _INT_MAX32, "_U64": _UINT64,
-                     "_dev": self.device}
+                     "_D": _TensorDescriptor, "_MAX32": _INT_MAX32, "_ikey": _int_key,
+                     "_dev": self.device, "_get": self.compiled.get, "_stream": self.stream}
         try:
             exec(src, namespace)
         except SyntaxError:  # e.g. a constexpr without a keyword-able name: generic binder only
             return
         self.bind_fast = namespace["bind_fast"]
+        self.run_fast = namespace["run_fast"]
 
     def launch(self, kernel, grid, args, meta) -> None:
         fast = self.bind_fast
         if fast is not None:
             try:  # the key holds the device: one flat tuple, hashed once
-                key, launch_args = fast(*args, **meta)
-            except (_Miss, AttributeError, TypeError, RuntimeError):
+                key, launch_args = fast(args, meta)
+            except (_Miss, AttributeError, TypeError, ValueError, RuntimeError):
                 pass
             else:
                 entry = self.compiled.get(key)
@@ -289,17 +322,28 @@ def _fast_kernel(kernel):
                       f"tritonic: the fast kernel launcher is unavailable with this Triton ({e!r}); "
                       f"using Triton's own launch path, which costs more host time per call")
     _fast[kernel] = fast
+    _by_id[id(kernel)] = (kernel, fast)
     return fast
 
 
 def launch(kernel, grid, *args, **meta) -> None:
     """Launch ``kernel`` over ``grid`` (a tuple of ints) with positional arguments ``args``
     and constexprs / options (``num_warps``...) as keywords."""
-    fast = _fast_kernel(kernel) if FAST else None
+    fast = None
+    if FAST:
+        hit = _by_id.get(id(kernel))
+        fast = hit[1] if hit is not None and hit[0] is kernel else _fast_kernel(kernel)
     if fast is None or _hooks_active():
         if is_traced(*args):
             wrap_triton(kernel)[grid](*args, **meta)
         else:
             kernel[grid](*args, **meta)
         return
+    run = fast.run_fast
+    if run is not None:  # the common case: one generated function from arguments to the C launcher
+        try:
+            if run(grid, args, meta):
+                return
+        except (AttributeError, TypeError, ValueError, RuntimeError):  # the slow path below says what is wrong
+            pass
     fast.launch(kernel, grid, args, meta)
