@@ -71,6 +71,11 @@ def test_generate_replays_captured_decode_steps(name):
     mask[1, :3] = 0
     kw = dict(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False, cache_implementation="static")
     theirs = eager.generate(**kw)
+    for _ in range(2):  # greedy: FastGreedy, 8 steps per graph; the second call replays the same graph
+        assert torch.equal(graphed.generate(**kw), theirs)
+    greedy = graphed.tritonic_greedy.stats
+    assert greedy["capture"] == 1 and greedy["replay"] == 4, dict(greedy)  # 11 steps: 2 replays per call
+    kw["repetition_penalty"] = 1.0  # (a no-op) another argument: transformers' loop, with its decode step graphed
     for _ in range(2):  # the second call brings a new cache: captured again
         assert torch.equal(graphed.generate(**kw), theirs)
     stats = graphed.tritonic_graphs.stats

@@ -67,7 +67,10 @@ class GraphedForward:
             buckets = tuple(b for b in buckets if b <= limit) or (limit,)
         self.model, self.forward = model, model.forward
         self.buckets, self.capture, self.warmup = buckets, capture, warmup
-        params = inspect.signature(self.forward).parameters
+        # transformers reads the forward's signature (whether it takes position_ids, the cache's
+        # name): it sees the model's own through this wrapper
+        self.__signature__ = inspect.signature(self.forward)
+        params = self.__signature__.parameters
         self.takes_use_cache = "use_cache" in params
         self.accepts = {name for name in _INPUTS if name in params}
         self.pad_id = getattr(model.config, "pad_token_id", None)
@@ -157,35 +160,44 @@ class GraphedForward:
         if len(names) != 1 or type(kwargs[names[0]]).__name__ != "StaticCache":
             return None
         rest = {k: v for k, v in kwargs.items() if v is not None and k not in (names[0], "input_ids", "attention_mask")}
+        positions = rest.pop("position_ids", None)
+        keep = rest.pop("logits_to_keep", None)  # an int: a constant of the step, in the graph's key
+        if keep is not None and type(keep) is not int:
+            return None
         if rest.pop("use_cache", True) is not True or rest.pop("return_dict", True) is not True or rest:
             return None
         ids, mask, cache = kwargs.get("input_ids"), kwargs.get("attention_mask"), kwargs[names[0]]
+        if positions is not None and (not torch.is_tensor(positions) or tuple(positions.shape) != tuple(ids.shape)):
+            return None
         if not torch.is_tensor(ids) or ids.dim() != 2 or ids.shape[1] != 1 or not torch.is_tensor(mask) or \
                 mask.dtype != torch.bool or mask.dim() != 4 or mask.shape[0] != ids.shape[0] or mask.shape[2] != 1:
             return None
         layers = getattr(cache, "layers", None)
         if not layers or not all(getattr(layer, "is_initialized", False) for layer in layers):
             return None  # the prefill has not run yet: its tensors do not exist
-        return names[0], cache, ids, mask
+        return names[0], cache, ids, mask, positions, {} if keep is None else {"logits_to_keep": keep}
 
-    def _decode(self, name, cache, ids, mask):
-        key = ("decode", ids.shape[0], name, tuple(mask.shape), ids.dtype)
+    def _decode(self, name, cache, ids, mask, positions, const):
+        key = ("decode", ids.shape[0], name, tuple(mask.shape), ids.dtype, positions is not None,
+               tuple(const.items()))
         entry = self.graphs.get(key)
         if isinstance(entry, tuple):  # (cache id, reason): a capture failed at this batch; not tried again
             self.stats[f"eager: decode capture failed ({entry[1]})"] += 1  # (clear() forgets it)
-            return self.forward(input_ids=ids, attention_mask=mask, **{name: cache}, use_cache=True)
+            return self.forward(input_ids=ids, attention_mask=mask, **{name: cache}, use_cache=True, **const,
+                                **({} if positions is None else {"position_ids": positions}))
         if entry is not None and entry.cache is not cache:
             entry = None  # a new cache (each generate call makes one): the old graph goes
         if entry is None:
             self._drop(key)  # the old entry's graph and its hold on the old cache go now
-            entry = _DecodeEntry(self, name, cache, ids, mask)
+            entry = _DecodeEntry(self, name, cache, ids, mask, positions, const)
             reason = entry.build()
             if reason is not None:
                 self.graphs[key] = (id(cache), reason)
                 self.stats[f"eager: decode capture failed ({reason})"] += 1
-                return self.forward(input_ids=ids, attention_mask=mask, **{name: cache}, use_cache=True)
+                return self.forward(input_ids=ids, attention_mask=mask, **{name: cache}, use_cache=True, **const,
+                                    **({} if positions is None else {"position_ids": positions}))
             self.graphs[key] = entry
-        return entry.run(ids, mask, self.stats)
+        return entry.run(ids, mask, positions, self.stats)
 
     def _drop(self, key) -> None:
         """Forget one graph. When none is left the memory pool is given up too: the allocator
@@ -273,15 +285,17 @@ class _DecodeEntry:
     """One decode step of a given batch over one static cache: static input_ids and mask,
     and a graph (or, without capture, the same step run eagerly from the static inputs)."""
 
-    def __init__(self, owner: GraphedForward, name: str, cache, ids, mask):
-        self.owner, self.name, self.cache = owner, name, cache
+    def __init__(self, owner: GraphedForward, name: str, cache, ids, mask, positions=None, const=None):
+        self.owner, self.name, self.cache, self.const = owner, name, cache, dict(const or {})
         with torch.inference_mode(False):  # the warm-up and capture run this step's real inputs
             self.ids, self.mask = ids.clone(), mask.clone()
+            self.positions = None if positions is None else positions.clone()
         self.graph = self.out = None
 
     def _step(self):
+        extra = dict(self.const) if self.positions is None else {"position_ids": self.positions, **self.const}
         return self.owner.forward(input_ids=self.ids, attention_mask=self.mask, **{self.name: self.cache},
-                                  use_cache=True, return_dict=True)
+                                  use_cache=True, return_dict=True, **extra)
 
     def _counters(self):
         """The cache's small integer tensors (its lengths and offsets), to put back after a warm-up."""
@@ -321,9 +335,11 @@ class _DecodeEntry:
         owner.stats["capture decode"] += 1
         return None
 
-    def run(self, ids, mask, stats):
+    def run(self, ids, mask, positions, stats):
         self.ids.copy_(ids)
         self.mask.copy_(mask)
+        if positions is not None:
+            self.positions.copy_(positions)
         if self.graph is None:
             with torch.no_grad():
                 out = self._step()

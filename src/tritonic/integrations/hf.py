@@ -382,10 +382,13 @@ def optimize(model, *, dtype=None, cuda_graphs: bool = True, buckets=None, train
 
 def _install_graphs(model, report, cuda_graphs, buckets, training) -> None:
     from tritonic.integrations.graphs import GraphedForward
+    from tritonic.integrations.greedy import FastGreedy
 
     current = model.__dict__.get("forward")
     if isinstance(current, GraphedForward):  # optimized before: start again from the model's own forward
         del model.forward
+    if isinstance(model.__dict__.get("generate"), FastGreedy):
+        del model.generate
     if not cuda_graphs:
         return
     param = next(model.parameters(), None)
@@ -404,6 +407,12 @@ def _install_graphs(model, report, cuda_graphs, buckets, training) -> None:
             gen.disable_compile = True
             report.replaced.append("generate(): transformers' auto-compile for static caches off (the decode steps "
                                    "replay tritonic's graphs instead)")
+        if callable(getattr(model, "generate", None)) and not model.config.is_encoder_decoder:
+            greedy = FastGreedy(model, model.generate, graphed.forward)
+            model.generate = greedy
+            model.tritonic_greedy = greedy
+            report.replaced.append(f"generate(): greedy decoding over a static cache runs {greedy.steps} decode steps "
+                                   f"per CUDA graph (other generate() calls: transformers' loop)")
         report.replaced.append(f"forward: CUDA graphs per (batch, sequence bucket), buckets {list(graphed.buckets)}; "
                                f"generate()'s decode steps over a static cache per (batch, cache); other calls "
                                f"(autograd, training mode, other arguments, a dynamic cache) run eagerly")

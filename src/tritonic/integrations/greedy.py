@@ -1,0 +1,280 @@
+"""Greedy ``generate()`` with several decode steps in one CUDA graph.
+
+``transformers``' generation loop runs Python and a dozen small GPU ops around every decode
+step (input preparation, a 4-D mask, logits processors, stopping criteria). At batch 1 that host
+work takes longer than the step itself. ``optimize`` therefore routes the plain greedy case to
+:class:`FastGreedy`:
+
+1. ``transformers`` runs the prefill and picks the first new token, into a static cache that
+   tritonic owns, sized for the prompt, the new tokens and one graph's worth of spare steps.
+2. The rest runs ``steps`` decode steps per graph replay. Each step runs everything on the
+   device: it marks the new key position in the mask, runs the forward, takes the argmax in
+   float32 (with end-of-sequence tokens held back until ``min_new_tokens``), pads finished rows,
+   and stores the token. The host checks once per replay whether every row has finished.
+3. A run may overshoot by up to ``steps - 1`` tokens, into the spare room. The result is cut to
+   what ``transformers`` returns: ``max_new_tokens`` tokens, or fewer when every row ended early.
+
+The cache, its graph and the step's buffers are kept per (batch, cache length bucket, dtype), so
+a second call of the same shape replays at once. The cache is reset before each call.
+
+Any other call goes to ``transformers``' own ``generate``: sampling, beams, logits processors
+other than ``min_new_tokens``, streamers, ``return_dict_in_generate``, a user's cache, caches
+with sliding-window layers, autograd. The reason is counted in ``stats``. The tokens equal
+those of ``transformers``' loop, which computes the same forward with the same mask:
+``tests/integrations/test_greedy.py`` checks this with left padding, early ends and
+``min_new_tokens``.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+
+import torch
+
+from tritonic.runtime.cudagraph import recover_from_failed_capture
+
+__all__ = ["FastGreedy"]
+
+# Arguments of generate() this path takes; anything else goes to transformers.
+_ARGS = {"input_ids", "attention_mask", "max_new_tokens", "min_new_tokens", "do_sample", "num_beams",
+         "cache_implementation", "pad_token_id", "eos_token_id", "use_cache"}
+# GenerationConfig fields that may differ from their defaults (everything else must not).
+_CONFIG_OK = {"max_length", "max_new_tokens", "min_new_tokens", "pad_token_id", "eos_token_id", "bos_token_id",
+              "decoder_start_token_id", "cache_implementation", "disable_compile", "do_sample", "num_beams",
+              "use_cache", "transformers_version", "_from_model_config", "max_cache_len", "temperature", "top_k",
+              "top_p"}  # (the sampling knobs do nothing without do_sample)
+_LENGTH_BUCKET = 256  # cache lengths are rounded up to this, so calls of similar lengths share a graph
+
+
+class _Run:
+    """One (batch, cache length, dtype): the static cache, the step's device state, the graph."""
+
+    def __init__(self, cache, batch: int, length: int, spare: int, device):
+        self.cache, self.length = cache, length
+        z = dict(device=device, dtype=torch.long)
+        self.tok = torch.zeros((batch, 1), **z)  # the token the next step feeds in
+        self.posids = torch.zeros((batch, 1), **z)  # its position: attended tokens before it (left padding)
+        self.mask2d = torch.zeros((batch, length), dtype=torch.bool, device=device)
+        self.mask = self.mask2d[:, None, None, :]  # (B, 1, 1, L): True = attend
+        self.pos = torch.zeros(1, **z)  # the key position the next step writes
+        self.k = torch.ones(1, **z)  # the index, among the new tokens, of the token it picks
+        self.count = torch.ones((), **z)  # tokens transformers would have generated so far
+        self.unfinished = torch.ones(batch, dtype=torch.bool, device=device)
+        self.out = torch.zeros((batch, 0), **z)
+        self.spare = spare
+        self.graph = None
+
+    def state(self):
+        """The tensors a step changes (the cache's counters included), for putting back after a warm-up."""
+        own = [self.tok, self.posids, self.mask2d, self.pos, self.k, self.count, self.unfinished, self.out]
+        counters = [t for layer in self.cache.layers for t in vars(layer).values()
+                    if torch.is_tensor(t) and not t.is_floating_point() and t.numel() <= 16]
+        return [(t, t.clone()) for t in own + counters]
+
+
+class FastGreedy:
+    """``model.generate`` for plain greedy decoding over a static cache; see the module docstring.
+
+    ``forward`` is the model's own forward (not a graphed wrapper); ``capture=False`` runs the
+    same steps without graphs (CPUs, tests)."""
+
+    def __init__(self, model, generate, forward, capture: bool = True, steps: int = 8):
+        self.model, self.generate, self.forward = model, generate, forward
+        self.capture, self.steps = capture, max(1, int(steps))
+        self.runs: dict = {}
+        self.pool = None
+        self._layers_ok = None
+        import inspect
+
+        params = inspect.signature(forward).parameters
+        # transformers passes position ids (from the attention mask: left padding) to forwards
+        # that take them, and the cache under the name the forward takes
+        self.takes_positions = "position_ids" in params
+        self.cache_name = "cache" if "cache" in params else "past_key_values"
+        self.stats = collections.Counter()
+
+    def clear(self) -> None:
+        self.runs.clear()
+        self.pool = None
+
+    # --------------------------------------------------------------------------- dispatch
+
+    def __call__(self, *args, **kwargs):
+        plan = self._plan(args, kwargs)
+        if isinstance(plan, str):
+            self.stats[f"transformers: {plan}"] += 1
+            return self.generate(*args, **kwargs)
+        with torch.no_grad():
+            return self._run(*plan)
+
+    def _plan(self, args, kwargs):
+        """(input_ids, mask, new, min_new, eos list, pad) for this path, else the reason it is not."""
+        try:
+            from transformers import GenerationConfig
+            from transformers.cache_utils import StaticCache, StaticLayer
+        except ImportError:
+            return "transformers without StaticCache"
+        kwargs = dict(kwargs)
+        if args:
+            if len(args) > 1 or "input_ids" in kwargs:
+                return "positional arguments"
+            kwargs["input_ids"] = args[0]
+        other = sorted(set(kwargs) - _ARGS)
+        if other:
+            return f"arguments {', '.join(other)}"
+        if self.model.training:
+            return "training mode"
+        gen = getattr(self.model, "generation_config", None)
+        if gen is None or self.model.config.is_encoder_decoder:
+            return "not a decoder-only model with a generation config"
+        diff = sorted(k for k, v in gen.to_diff_dict().items()  # None, False, 0, empty: switched off
+                      if k not in _CONFIG_OK and v not in (None, False, 0) and v != {} and v != [])
+        if diff:
+            return f"generation config sets {', '.join(diff)}"
+        if not hasattr(GenerationConfig(), "max_cache_len"):
+            return "this transformers has no max_cache_len"
+
+        def get(name):
+            return kwargs[name] if name in kwargs else getattr(gen, name, None)
+
+        if get("do_sample") or (get("num_beams") or 1) != 1 or get("use_cache") is False:
+            return "sampling, beams or no cache"
+        if get("cache_implementation") != "static":
+            return "not a static cache (cache_implementation='static')"
+        ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
+        if not torch.is_tensor(ids) or ids.dim() != 2 or ids.dtype not in (torch.int64, torch.int32) or \
+                ids.numel() == 0:
+            return "no 2-D integer input_ids"
+        if mask is not None and (not torch.is_tensor(mask) or tuple(mask.shape) != tuple(ids.shape)):
+            return "attention_mask not of input_ids' shape"
+        new, min_new = get("max_new_tokens"), get("min_new_tokens") or 0
+        if not isinstance(new, int) or new < 2 or not isinstance(min_new, int):
+            return "max_new_tokens not given, or below 2"
+        eos = get("eos_token_id")
+        eos = [] if eos is None else ([int(eos)] if isinstance(eos, int) else [int(e) for e in eos])
+        pad = get("pad_token_id")
+        pad = int(pad) if pad is not None else (eos[0] if eos else 0)
+        if self._layers_ok is None:  # (the model's layer types do not change)
+            layers = StaticCache(config=self.model.config.get_text_config(decoder=True), max_cache_len=8).layers
+            self._layers_ok = bool(layers) and all(type(layer) is StaticLayer for layer in layers)
+        if not self._layers_ok:
+            return "a cache with other layers than full-attention static ones"
+        return ids, mask, new, min_new, eos, pad
+
+    # --------------------------------------------------------------------------- the run
+
+    def _get_run(self, batch, prompt, new, device, dtype, eos, pad, min_new):
+        from transformers.cache_utils import StaticCache
+
+        spare = self.steps - 1
+        need = prompt + new + spare
+        length = -(-need // _LENGTH_BUCKET) * _LENGTH_BUCKET
+        # a graph holds its step's constants (the end tokens, the pad, min_new_tokens) too
+        key = (batch, length, dtype, device, tuple(eos), pad, min_new if eos and min_new > 1 else 0)
+        run = self.runs.get(key)
+        if run is None:
+            cache = StaticCache(config=self.model.config.get_text_config(decoder=True), max_cache_len=length)
+            run = _Run(cache, batch, length, spare, device)
+            eos_t = torch.tensor(eos, dtype=torch.long, device=device) if eos else None
+            run.consts = (eos_t, pad, min_new)
+            self.runs[key] = run
+        run.cache.reset()
+        return run
+
+    def _run(self, ids, mask, new, min_new, eos, pad):
+        batch, prompt = ids.shape
+        device = ids.device
+        dtype = next(self.model.parameters()).dtype
+        run = self._get_run(batch, prompt, new, device, dtype, eos, pad, min_new)
+        first = self.generate(input_ids=ids, attention_mask=mask, max_new_tokens=1, min_new_tokens=min(min_new, 1),
+                              do_sample=False, num_beams=1, **{self.cache_name: run.cache}, cache_implementation=None,
+                              return_dict_in_generate=True, pad_token_id=pad, eos_token_id=eos or None)
+        tok0 = first.sequences[:, -1]
+        # the step's state for this call
+        run.tok.copy_(tok0[:, None])
+        run.mask2d.zero_()
+        run.mask2d[:, :prompt] = True if mask is None else mask.bool()
+        run.pos.fill_(prompt)
+        run.k.fill_(1)
+        run.count.fill_(1)
+        eos_t = run.consts[0]
+        run.unfinished.copy_(~torch.isin(tok0, eos_t) if eos else torch.ones_like(run.unfinished))
+        total = new + run.spare
+        if run.out.shape[1] < total:
+            run.out = torch.zeros((batch, total), dtype=torch.long, device=device)
+            run.graph = None  # (the graph wrote into the old buffer)
+        run.out.zero_()
+        run.out[:, 0] = tok0
+        consts = run.consts
+        steps_left = new - 1
+        if self.capture and run.graph is None:
+            reason = self._capture(run, consts)
+            if reason is not None:
+                self.stats[f"eager steps: capture failed ({reason})"] += 1
+        while steps_left > 0:
+            if run.graph is not None:
+                run.graph.replay()
+                steps_left -= self.steps
+                self.stats["replay"] += 1
+            else:
+                for _ in range(min(self.steps, steps_left)):
+                    self._step(run, consts)
+                steps_left -= self.steps
+                self.stats["eager steps"] += 1
+            if eos and steps_left > 0 and not bool(run.unfinished.any()):  # one sync per replay
+                break
+        n = min(int(run.count), new)
+        return torch.cat([ids, run.out[:, :n].to(ids.dtype)], dim=1)
+
+    def _step(self, run: _Run, consts) -> None:
+        """One decode step, every tensor on the device (so that a graph can hold it)."""
+        eos_t, pad, min_new = consts
+        run.mask2d.index_fill_(1, run.pos, True)
+        extra = {self.cache_name: run.cache}
+        if self.takes_positions:  # as transformers counts them: attended tokens before this one
+            torch.sub(run.mask2d.sum(-1, keepdim=True), 1, out=run.posids)
+            extra["position_ids"] = run.posids
+        out = self.forward(input_ids=run.tok, attention_mask=run.mask, use_cache=True, return_dict=True, **extra)
+        logits = out.logits[:, -1].float()
+        if eos_t is not None and min_new > 1:  # min_new_tokens: no end before it
+            held = torch.where(run.k < min_new, float("-inf"), logits[:, eos_t])
+            logits[:, eos_t] = held
+        nxt = logits.argmax(-1)
+        if eos_t is not None:
+            run.count.add_(run.unfinished.any().long())  # transformers runs a step while any row is open
+            nxt = torch.where(run.unfinished, nxt, pad)
+            run.unfinished.logical_and_(~torch.isin(nxt, eos_t))
+        else:
+            run.count.add_(1)
+        run.out.index_copy_(1, run.k, nxt[:, None])
+        run.tok.copy_(nxt[:, None])
+        run.pos.add_(1)
+        run.k.add_(1)
+
+    def _capture(self, run: _Run, consts) -> str | None:
+        """Warm up one step (kernels compiled and tuned for this batch; the state put back) and
+        capture ``steps`` steps; the reason on failure (the steps then run eagerly)."""
+        saved = run.state()
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self._step(run, consts)
+                for t, value in saved:
+                    t.copy_(value)
+            torch.cuda.current_stream().wait_stream(side)
+            if self.pool is None:
+                self.pool = torch.cuda.graph_pool_handle()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self.pool):
+                for _ in range(self.steps):
+                    self._step(run, consts)
+        except Exception as e:  # something a graph cannot hold: eager steps for this shape
+            recover_from_failed_capture()
+            for t, value in saved:
+                t.copy_(value)
+            return f"{type(e).__name__}: {str(e)[:200]}"
+        run.graph = graph
+        self.stats["capture"] += 1
+        return None

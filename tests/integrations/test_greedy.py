@@ -1,0 +1,92 @@
+"""FastGreedy (integrations/greedy.py): the greedy loop with several decode steps per graph
+gives transformers' own generate() tokens. Run here without graphs (capture=False), on tiny
+random models, with left padding, early ends, min_new_tokens and overshooting steps."""
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from tritonic.integrations.greedy import FastGreedy  # noqa: E402
+
+
+def _model(kind):
+    torch.manual_seed(0)
+    if kind == "gpt2":
+        config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=97, n_positions=128)
+    else:
+        config = transformers.LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                          num_key_value_heads=2, intermediate_size=64, vocab_size=97,
+                                          max_position_embeddings=128)
+    config.pad_token_id = 0
+    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
+    model.generation_config.eos_token_id = None
+    return model
+
+
+def _inputs(batch=3, prompt=6):
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, 97, (batch, prompt), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1:, :2] = 0  # left padding on all rows but the first
+    return ids, mask
+
+
+def _fast(model, steps=3):
+    return FastGreedy(model, model.generate, model.forward, capture=False, steps=steps)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+@pytest.mark.parametrize("steps", [1, 3, 8])
+def test_tokens_equal_transformers(kind, steps):
+    model = _model(kind)
+    ids, mask = _inputs()
+    kw = dict(input_ids=ids, attention_mask=mask, max_new_tokens=7, do_sample=False, cache_implementation="static")
+    fast = _fast(model, steps)
+    torch.testing.assert_close(fast(**kw), model.generate(**kw), rtol=0, atol=0)
+    assert not any(k.startswith("transformers") for k in fast.stats)
+    again = fast(**kw)  # the same run (cache, buffers) serves a second call
+    torch.testing.assert_close(again, model.generate(**kw), rtol=0, atol=0)
+    assert len(fast.runs) == 1
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_end_tokens_padding_early_stop_and_min_new_tokens(kind):
+    model = _model(kind)
+    ids, mask = _inputs()
+    kw = dict(input_ids=ids, attention_mask=mask, max_new_tokens=9, do_sample=False, cache_implementation="static")
+    free = model.generate(**kw)[:, ids.shape[1]:]
+    fast = _fast(model)
+    cases = [
+        [int(free[0, 2])],  # row 0 ends at its third token, the others go on (padded after their end)
+        [int(t) for t in free[:, 1]],  # every row ends at its second token: transformers stops early
+        [int(free[1, 0]), int(free[2, 4])],  # two end tokens
+    ]
+    for eos in cases:
+        for min_new in (0, 4):
+            k = dict(kw, eos_token_id=eos, pad_token_id=0, min_new_tokens=min_new)
+            want = model.generate(**k)
+            got = fast(**k)
+            assert got.shape == want.shape, (eos, min_new)
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert not any(k.startswith("transformers") for k in fast.stats)
+
+
+def test_other_calls_go_to_transformers():
+    model = _model("gpt2")
+    ids, mask = _inputs()
+    fast = _fast(model)
+    base = dict(input_ids=ids, attention_mask=mask, max_new_tokens=4)
+    for kw, reason in [
+        (dict(base, cache_implementation="static", do_sample=True, top_k=1), "arguments top_k"),
+        (dict(base, cache_implementation="static", num_beams=2), "sampling, beams or no cache"),
+        (dict(base), "not a static cache"),
+        (dict(base, cache_implementation="static", repetition_penalty=1.3), "arguments repetition_penalty"),
+        (dict(base, cache_implementation="static", max_new_tokens=1), "max_new_tokens not given, or below 2"),
+    ]:
+        torch.testing.assert_close(fast(**kw), model.generate(**kw), rtol=0, atol=0)
+        assert any(reason in k for k in fast.stats), (reason, dict(fast.stats))
+    model.generation_config.repetition_penalty = 1.3
+    kw = dict(base, cache_implementation="static")
+    torch.testing.assert_close(fast(**kw), model.generate(**kw), rtol=0, atol=0)
+    assert any("generation config sets repetition_penalty" in k for k in fast.stats)
