@@ -36,6 +36,7 @@
 #   launch      benchmarks/launch.py (host time per launch)
 #   launchprof  the op GPU tests through the launcher, scripts/launch_breakdown.py, then benchmarks/launch.py
 #   convergence GPT-2 124M, 300 steps, bf16, tritonic against the PyTorch twin on the standard library's text
+#   greedy      the GPU generate tests, then benchmarks/generate.py for tritonic alone (the baselines' rows stand)
 #   fsdp        FSDP2 over 2 GPUs against 1 (on nvidia-h200-x2), GPT-2 124M, bf16, global batch 128 and 64 x 1024, 30 steps
 set -u
 R=/tmp/steps
@@ -151,6 +152,9 @@ for step in "$@"; do
             run convergence runs 420 python3 scripts/convergence.py --out "$R/convergence" --seeds 0,1 --steps 300 ;;
         generate-llama)
             run generate llama 300 python3 benchmarks/generate.py --only llama --out "$o" ;;
+        greedy)
+            run greedy tests 150 python3 -m pytest -q -m gpu tests/integrations/test_hf_gpu.py -k generate
+            run greedy bench 330 python3 benchmarks/generate.py --providers tritonic --out "$R/greedy/results" ;;
         fsdp)
             run fsdp bench 400 python3 benchmarks/training.py --fsdp --gpus 2 --fsdp-batch 128,64 --steps 30 \
                 --timeout 120 --out "$R/fsdp/results"

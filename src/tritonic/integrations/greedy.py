@@ -28,7 +28,6 @@ those of ``transformers``' loop, which computes the same forward with the same m
 from __future__ import annotations
 
 import collections
-import contextlib
 
 import torch
 
