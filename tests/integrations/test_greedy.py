@@ -90,3 +90,17 @@ def test_other_calls_go_to_transformers():
     kw = dict(base, cache_implementation="static")
     torch.testing.assert_close(fast(**kw), model.generate(**kw), rtol=0, atol=0)
     assert any("generation config sets repetition_penalty" in k for k in fast.stats)
+
+
+def test_only_the_last_runs_are_kept(monkeypatch):
+    from tritonic.integrations import greedy
+
+    monkeypatch.setattr(greedy, "_MAX_RUNS", 2)
+    model = _model("llama")
+    fast = _fast(model)
+    for batch in (1, 2, 3, 1):
+        ids, mask = _inputs(batch=batch)
+        kw = dict(input_ids=ids, attention_mask=mask, max_new_tokens=3, do_sample=False, cache_implementation="static")
+        torch.testing.assert_close(fast(**kw), model.generate(**kw), rtol=0, atol=0)
+        assert len(fast.runs) <= 2
+    assert [k[0] for k in fast.runs] == [3, 1]

@@ -15,7 +15,8 @@ work takes longer than the step itself. ``optimize`` therefore routes the plain 
    what ``transformers`` returns: ``max_new_tokens`` tokens, or fewer when every row ended early.
 
 The cache, its graph and the step's buffers are kept per (batch, cache length bucket, dtype), so
-a second call of the same shape replays at once. The cache is reset before each call.
+a second call of the same shape replays at once. The cache is reset before each call. The last
+four such runs are kept.
 
 Any other call goes to ``transformers``' own ``generate``: sampling, beams, logits processors
 other than ``min_new_tokens``, streamers, ``return_dict_in_generate``, a user's cache, caches
@@ -44,6 +45,7 @@ _CONFIG_OK = {"max_length", "max_new_tokens", "min_new_tokens", "pad_token_id", 
               "use_cache", "transformers_version", "_from_model_config", "max_cache_len", "temperature", "top_k",
               "top_p"}  # (the sampling knobs do nothing without do_sample)
 _LENGTH_BUCKET = 256  # cache lengths are rounded up to this, so calls of similar lengths share a graph
+_MAX_RUNS = 4  # (batch, length, ...) runs kept, each with its cache and graph
 
 
 class _Run:
@@ -177,6 +179,10 @@ class FastGreedy:
             run = _Run(cache, batch, length, spare, device)
             eos_t = torch.tensor(eos, dtype=torch.long, device=device) if eos else None
             run.consts = (eos_t, pad, min_new)
+            if len(self.runs) >= _MAX_RUNS:  # each run holds a whole cache: the oldest goes
+                self.runs.pop(next(iter(self.runs)))
+                if not any(r.graph is not None for r in self.runs.values()):
+                    self.pool = None  # (the allocator frees a pool whose last graph is gone)
             self.runs[key] = run
         run.cache.reset()
         return run
