@@ -80,9 +80,10 @@ def test_other_calls_go_to_transformers():
     for kw, reason in [
         (dict(base, cache_implementation="static", do_sample=True, top_k=1), "arguments top_k"),
         (dict(base, cache_implementation="static", num_beams=2), "sampling, beams or no cache"),
-        (dict(base), "not a static cache"),
+        (dict(base, cache_implementation="dynamic"), "cache_implementation='dynamic'"),
         (dict(base, cache_implementation="static", repetition_penalty=1.3), "arguments repetition_penalty"),
-        (dict(base, cache_implementation="static", max_new_tokens=1), "max_new_tokens not given, or below 2"),
+        (dict(base, cache_implementation="static", max_new_tokens=1), "fewer than 2 new tokens"),
+        (dict(input_ids=ids, attention_mask=mask, max_length=7), "fewer than 2 new tokens"),
     ]:
         torch.testing.assert_close(fast(**kw), model.generate(**kw), rtol=0, atol=0)
         assert any(reason in k for k in fast.stats), (reason, dict(fast.stats))
@@ -104,3 +105,16 @@ def test_only_the_last_runs_are_kept(monkeypatch):
         torch.testing.assert_close(fast(**kw), model.generate(**kw), rtol=0, atol=0)
         assert len(fast.runs) <= 2
     assert [k[0] for k in fast.runs] == [3, 1]
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_the_default_cache_and_max_length(kind):
+    """generate() without cache_implementation (transformers' dynamic cache) or with max_length
+    instead of max_new_tokens: the same tokens, through the static cache of this path."""
+    model = _model(kind)
+    ids, mask = _inputs()
+    fast = _fast(model)
+    for kw in (dict(input_ids=ids, attention_mask=mask, max_new_tokens=6),
+               dict(input_ids=ids, attention_mask=mask, max_length=11, do_sample=False)):
+        torch.testing.assert_close(fast(**kw), model.generate(**kw), rtol=0, atol=0)
+    assert not any(k.startswith("transformers") for k in fast.stats), dict(fast.stats)

@@ -2,8 +2,8 @@
 
 ``transformers``' generation loop runs Python and a dozen small GPU ops around every decode
 step (input preparation, a 4-D mask, logits processors, stopping criteria). At batch 1 that host
-work takes longer than the step itself. ``optimize`` therefore routes the plain greedy case to
-:class:`FastGreedy`:
+work takes longer than the step itself. ``optimize`` therefore routes the plain greedy case
+(``do_sample=False``, one beam, the default or a static cache) to :class:`FastGreedy`:
 
 1. ``transformers`` runs the prefill and picks the first new token, into a static cache that
    tritonic owns, sized for the prompt, the new tokens and one graph's worth of spare steps.
@@ -19,8 +19,10 @@ a second call of the same shape replays at once. The cache is reset before each 
 four such runs are kept.
 
 Any other call goes to ``transformers``' own ``generate``: sampling, beams, logits processors
-other than ``min_new_tokens``, streamers, ``return_dict_in_generate``, a user's cache, caches
-with sliding-window layers, autograd. The reason is counted in ``stats``. The tokens equal
+other than ``min_new_tokens``, streamers, ``return_dict_in_generate``, a user's cache, other
+``cache_implementation`` values, caches with sliding-window layers, autograd. A call that
+leaves the cache to transformers' default gets a static cache here: greedy tokens do not
+depend on where the keys are kept. The reason is counted in ``stats``. The tokens equal
 those of ``transformers``' loop, which computes the same forward with the same mask:
 ``tests/integrations/test_greedy.py`` checks this with left padding, early ends and
 ``min_new_tokens``.
@@ -37,7 +39,7 @@ from tritonic.runtime.cudagraph import recover_from_failed_capture
 __all__ = ["FastGreedy"]
 
 # Arguments of generate() this path takes; anything else goes to transformers.
-_ARGS = {"input_ids", "attention_mask", "max_new_tokens", "min_new_tokens", "do_sample", "num_beams",
+_ARGS = {"input_ids", "attention_mask", "max_new_tokens", "max_length", "min_new_tokens", "do_sample", "num_beams",
          "cache_implementation", "pad_token_id", "eos_token_id", "use_cache"}
 # GenerationConfig fields that may differ from their defaults (everything else must not).
 _CONFIG_OK = {"max_length", "max_new_tokens", "min_new_tokens", "pad_token_id", "eos_token_id", "bos_token_id",
@@ -141,8 +143,8 @@ class FastGreedy:
 
         if get("do_sample") or (get("num_beams") or 1) != 1 or get("use_cache") is False:
             return "sampling, beams or no cache"
-        if get("cache_implementation") != "static":
-            return "not a static cache (cache_implementation='static')"
+        if get("cache_implementation") not in (None, "static"):  # None: transformers' default cache, whose
+            return f"cache_implementation={get('cache_implementation')!r}"  # greedy tokens a static one gives too
         ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
         if not torch.is_tensor(ids) or ids.dim() != 2 or ids.dtype not in (torch.int64, torch.int32) or \
                 ids.numel() == 0:
@@ -150,8 +152,10 @@ class FastGreedy:
         if mask is not None and (not torch.is_tensor(mask) or tuple(mask.shape) != tuple(ids.shape)):
             return "attention_mask not of input_ids' shape"
         new, min_new = get("max_new_tokens"), get("min_new_tokens") or 0
+        if new is None and isinstance(get("max_length"), int):  # transformers' rule: max_new_tokens first
+            new = get("max_length") - ids.shape[1]
         if not isinstance(new, int) or new < 2 or not isinstance(min_new, int):
-            return "max_new_tokens not given, or below 2"
+            return "fewer than 2 new tokens"
         eos = get("eos_token_id")
         eos = [] if eos is None else ([int(eos)] if isinstance(eos, int) else [int(e) for e in eos])
         pad = get("pad_token_id")
