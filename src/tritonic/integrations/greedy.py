@@ -21,8 +21,8 @@ four such runs are kept.
 Any other call goes to ``transformers``' own ``generate``: sampling, beams, logits processors
 other than ``min_new_tokens``, streamers, ``return_dict_in_generate``, a user's cache, other
 ``cache_implementation`` values, caches with sliding-window layers, autograd. A call that
-leaves the cache to transformers' default gets a static cache here: greedy tokens do not
-depend on where the keys are kept. The reason is counted in ``stats``. The tokens equal
+leaves the cache to transformers' default gets a static cache here. The keys are the same; only
+the decode kernel's splits, and so the last bits of rounding, can differ. The reason is counted in ``stats``. The tokens equal
 those of ``transformers``' loop, which computes the same forward with the same mask:
 ``tests/integrations/test_greedy.py`` checks this with left padding, early ends and
 ``min_new_tokens``.
