@@ -66,20 +66,24 @@ def main(argv=None) -> int:
         print("launch: needs a CUDA GPU", file=sys.stderr)
         return 1
     x, y, z, w = (torch.randn(256, device="cuda") for _ in range(4))
-    launch = launch_mod.launch
     a3, a12 = (x, y, 256), (x, y, z, w, 1.0, 2.0, 3.0, 256, 1, 1, 1)
+    launch_mod.launch(_copy3, (1,), *a3, BLOCK=256)  # the first launch builds the C path
+    launch, launch_py = launch_mod.launch, launch_mod._launch_py  # (C where it was built, and Python)
     cases = {
         "3-argument kernel": {
             "triton": lambda: _copy3[(1,)](*a3, BLOCK=256),
             "tritonic": lambda: launch(_copy3, (1,), *a3, BLOCK=256),
+            "tritonic, Python path": lambda: launch_py(_copy3, (1,), *a3, BLOCK=256),
             "torch op": lambda: torch.add(x, y, out=z),
         },
         "12-argument kernel": {
             "triton": lambda: _axpby12[(1,)](*a12, BLOCK=256),
             "tritonic": lambda: launch(_axpby12, (1,), *a12, BLOCK=256),
+            "tritonic, Python path": lambda: launch_py(_axpby12, (1,), *a12, BLOCK=256),
             "torch op": lambda: torch.add(x, y, alpha=2.0, out=z),
         },
     }
+    print(f"C launch path: {'on' if launch_mod._C is not None else 'off'}")
     rows, common = [], {"device": device_name(), "torch": torch.__version__, "triton": triton.__version__,
                         "commit": _commit()}
 
@@ -133,9 +137,14 @@ def main(argv=None) -> int:
         for _ in range(24):
             _norm_fwd[(4,)](*norm_args, **norm_meta)
 
+    def norm_launches_py():
+        for _ in range(24):
+            launch_py(_norm_fwd, (4,), *norm_args, **norm_meta)
+
     case = "24 norm kernel launches, 16x768"
     row(case, "triton", host_us(norm_triton, n=50))
     row(case, "tritonic", host_us(norm_launches, n=50))
+    row(case, "tritonic, Python path", host_us(norm_launches_py, n=50))
     path = write_json(rows, args.out, "launch")
     print(f"wrote {len(rows)} rows to {path}")
     return 0

@@ -28,7 +28,7 @@ from tritonic.runtime import launcher as L  # noqa: E402
 
 def levels(kernel, grid, args, meta):
     """Host µs of each level of one kernel's launch."""
-    for _ in range(2):  # the first compiles and makes the fast binder, the second files the fast key
+    for _ in range(3):  # compiles and makes the fast binder, files the fast key, files the C key
         L.launch(kernel, grid, *args, **meta)
     torch.cuda.synchronize()
     fk = L._fast[kernel]
@@ -40,7 +40,8 @@ def levels(kernel, grid, args, meta):
         "C launcher alone": host_us(lambda: c(*g, stream, entry[3], entry[1], entry[2], None, None, entry[4],
                                               None, None, None, *launch_args)),
         "run_fast": host_us(lambda: fk.run_fast(grid, args, meta)),
-        "launch()": host_us(lambda: L.launch(kernel, grid, *args, **meta)),
+        "launch() (C where built)": host_us(lambda: L.launch(kernel, grid, *args, **meta)),
+        "launch(), Python path": host_us(lambda: L._launch_py(kernel, grid, *args, **meta)),
         "kernel[grid]": host_us(lambda: kernel[grid](*args, **meta)),
     }
 

@@ -238,3 +238,143 @@ def test_launch_takes_the_generated_path(monkeypatch):
     with pytest.raises(TypeError):  # the plain path: kernel[grid] on a namespace that is no kernel
         L.launch(stale, (2,), x, BLOCK=32)
     assert len(calls) == 1
+
+
+# ----------------------------------------------------------------------------- the C launch
+
+
+@pytest.fixture
+def c_launch(monkeypatch):
+    """The C module, configured with a device 0 and a stream 7; put back as it was afterwards."""
+    module = L._build_c()
+    if module is None:
+        pytest.skip("no C compiler here")
+    monkeypatch.setattr(L, "_knobs", None)
+    monkeypatch.setattr(L, "FAST", True)
+    L._configure_c(module, device=lambda: 0, stream=lambda d: 7)
+    yield module
+    if L._C is not None:
+        L._configure_c(L._C)
+
+
+def _c_runnable(monkeypatch):
+    kernel, fk, x, calls = _runnable()
+    monkeypatch.setitem(L._by_id, id(kernel), (kernel, fk))
+    monkeypatch.setitem(L._c_specs, id(kernel), L._c_specs[id(kernel)])  # (removed again afterwards)
+    return kernel, fk, x, calls
+
+
+def test_c_launch_gives_the_c_launcher_what_the_python_path_gives(c_launch, monkeypatch):
+    kernel, fk, x, calls = _c_runnable(monkeypatch)
+    slow = []
+    real_slow = L._c_slow
+    monkeypatch.setattr(L, "_c_slow", lambda *a: (slow.append(a[-1]), real_slow(*a)))
+    L._configure_c(c_launch, device=lambda: 0, stream=lambda d: 7)
+    c_launch.launch(kernel, (3, 2), x, 128, 1e-5, None, BLOCK=32)  # the C key is filed on the way out
+    assert len(slow) == 1 and slow[0] is not None and len(calls) == 1
+    assert len(fk.ccompiled) == 1
+    c_launch.launch(kernel, (3, 2), x, 256, 1e-5, None, BLOCK=32)  # now straight from C
+    assert len(slow) == 1 and len(calls) == 2
+    L._launch_py(kernel, (3, 2), x, 256, 1e-5, None, BLOCK=32)
+    assert calls[1] == calls[2]  # the same call of Triton's launcher from C and from Python
+    assert calls[1][:3] == (3, 2, 1) and calls[1][3] == 7 and calls[1][-5] == x.data_ptr()
+
+
+@pytest.mark.parametrize("call", ["misaligned", "n is 1", "other BLOCK", "option", "None for tensor",
+                                  "tensor for None", "float for int", "bool for int", "int over 2**31",
+                                  "negative int", "subclass", "arguments missing", "grid as list"])
+def test_c_launch_leaves_the_rest_to_python(c_launch, monkeypatch, call):
+    kernel, fk, x, calls = _c_runnable(monkeypatch)
+    c_launch.launch(kernel, (1,), x, 128, 1e-5, None, BLOCK=32)  # files the C key
+    assert len(calls) == 1
+    slow = []
+    monkeypatch.setattr(L, "_c_slow", lambda *a: slow.append(a))
+    L._configure_c(c_launch, device=lambda: 0, stream=lambda d: 7)
+    grid, args, meta = (1,), (x, 128, 1e-5, None), dict(BLOCK=32)
+    args, meta, grid = {
+        "misaligned": ((x[1:], 128, 1e-5, None), meta, grid),
+        "n is 1": ((x, 1, 1e-5, None), meta, grid),
+        "other BLOCK": (args, dict(BLOCK=64), grid),
+        "option": (args, dict(BLOCK=32, num_warps=8), grid),
+        "None for tensor": ((None, 128, 1e-5, None), meta, grid),
+        "tensor for None": ((x, 128, 1e-5, x), meta, grid),
+        "float for int": ((x, 128.0, 1e-5, None), meta, grid),
+        "bool for int": ((x, True, 1e-5, None), meta, grid),
+        "int over 2**31": ((x, 2**31 + 16, 1e-5, None), meta, grid),
+        "negative int": ((x, -16, 1e-5, None), meta, grid),
+        "subclass": ((type("Sub", (torch.Tensor,), {})(x), 128, 1e-5, None), meta, grid),
+        "arguments missing": ((x, 128, 1e-5), meta, grid),
+        "grid as list": (args, meta, [1]),
+    }[call]
+    c_launch.launch(kernel, grid, *args, **meta)
+    assert len(slow) == 1 and len(calls) == 1
+    k, g, a, m, key = slow[0]
+    assert k is kernel and g == grid and a == args and m == meta  # handed over whole
+
+
+def test_c_launch_off_and_under_hooks(c_launch, monkeypatch):
+    kernel, fk, x, calls = _c_runnable(monkeypatch)
+    c_launch.launch(kernel, (1,), x, 128, 1e-5, None, BLOCK=32)
+    slow = []
+    monkeypatch.setattr(L, "_c_slow", lambda *a: slow.append(a))
+    L._configure_c(c_launch, device=lambda: 0, stream=lambda d: 7)
+    monkeypatch.setattr(L, "FAST", False)
+    c_launch.launch(kernel, (1,), x, 128, 1e-5, None, BLOCK=32)
+    monkeypatch.setattr(L, "FAST", True)
+    monkeypatch.setattr(L, "_knobs", SimpleNamespace(launch_enter_hook=lambda *a: None))
+    L._configure_c(c_launch, device=lambda: 0, stream=lambda d: 7)
+    c_launch.launch(kernel, (1,), x, 128, 1e-5, None, BLOCK=32)
+    monkeypatch.setattr(L, "_knobs", SimpleNamespace(launch_enter_hook=SimpleNamespace(calls=[])))  # a chain, empty
+    L._configure_c(c_launch, device=lambda: 0, stream=lambda d: 7)
+    c_launch.launch(kernel, (1,), x, 128, 1e-5, None, BLOCK=32)
+    assert len(slow) == 2 and len(calls) == 2  # off, a hook: Python; an empty hook chain: C
+
+
+def test_c_launch_with_a_descriptor_and_a_parameter(c_launch, monkeypatch):
+    kernel = _kernel(("D", False), ("W", False), ("BLOCK", True))
+    fk = L._FastKernel(kernel)
+    fk.device, fk.stream = (lambda: 0), (lambda d: 7)
+    t = torch.zeros(64, 32, dtype=torch.float16)
+    w = torch.nn.Parameter(torch.zeros(8))
+    desc = L.descriptor(t, [64, 32], [32, 1], [16, 16])
+    fk.make_fast_binder((desc, w))
+    calls = []
+    key, _ = fk.bind_fast((desc, w), dict(BLOCK=16))
+    fk.compiled[key] = (lambda *a: calls.append(a), False, False, "F", "M", None)
+    monkeypatch.setitem(L._by_id, id(kernel), (kernel, fk))
+    monkeypatch.setitem(L._c_specs, id(kernel), L._c_specs[id(kernel)])
+    for _ in range(2):
+        c_launch.launch(kernel, (1,), desc, w, BLOCK=16)
+    assert len(fk.ccompiled) == 1 and len(calls) == 2 and calls[0] == calls[1]
+    assert calls[1][13] is desc and calls[1][14] == w.data_ptr() and calls[1][15] is None
+    other = L.descriptor(t, [64, 32], [32, 1], [32, 16])  # another block shape: another key
+    slow = []
+    monkeypatch.setattr(L, "_c_slow", lambda *a: slow.append(a))
+    L._configure_c(c_launch, device=lambda: 0, stream=lambda d: 7)
+    c_launch.launch(kernel, (1,), other, w, BLOCK=16)
+    assert len(slow) == 1 and slow[0][-1] is not None
+
+
+def test_the_c_launch_is_built_at_the_first_kernel_and_replaces_launch(monkeypatch):
+    """Nothing is compiled at import: _init_c runs at the first kernel on a GPU, then points
+    ``launch`` at the C function in the launcher and in the op modules (a test's own
+    replacement of an op module's ``launch`` is left alone)."""
+    import sys
+
+    if L._build_c() is None:
+        pytest.skip("no C compiler here")
+    import tritonic.ops  # noqa: F401  (the op modules, imported)
+
+    ops = [m for n, m in sys.modules.items() if n.startswith("tritonic.ops.") and getattr(m, "launch", None)
+           is L._launch_py]
+    assert ops, "no op module imports launch"
+    for m in ops:
+        monkeypatch.setattr(m, "launch", L._launch_py)  # (put back afterwards)
+    mine = lambda *a, **k: None  # noqa: E731
+    monkeypatch.setattr(ops[0], "launch", mine)
+    for name in ("_C", "launch", "_c_tried"):
+        monkeypatch.setattr(L, name, getattr(L, name))
+    monkeypatch.setattr(L, "_c_wanted", lambda: True)
+    L._init_c()
+    assert L._C is not None and L.launch is L._C.launch and L._c_tried
+    assert ops[0].launch is mine and all(m.launch is L._C.launch for m in ops[1:])

@@ -56,6 +56,9 @@ def cmd_env(args) -> int:
     rows.append(("autotune mode", f"{autotune.mode()}  (TRITONIC_AUTOTUNE=off|cached|full)"))
     rows.append(("shipped tuning tables", ", ".join(autotune.shipped_gpus()) or "none yet"))
     rows.append(("fast launcher", "on" if launch.FAST else "off (TRITONIC_FAST_LAUNCH=0)"))
+    rows.append(("C launch path", "on" if launch._C is not None else
+                 "off (TRITONIC_C_LAUNCH=0)" if os.environ.get("TRITONIC_C_LAUNCH", "1").strip() == "0" else
+                 "off (no GPU, the interpreter, or no C compiler)"))
     from tritonic.runtime.device import UnsupportedEnvironment, check_versions
 
     try:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 
 import torch
 from torch.library import wrap_triton
@@ -141,6 +142,8 @@ class _FastKernel:
     """
 
     def __init__(self, kernel):
+        self.kernel = kernel
+        self.ccompiled: dict = {}  # the C launch's keys -> the same entries as ``compiled``
         params = kernel.params
         self.names = [p.name for p in params]
         self.constexpr = [p.is_constexpr for p in params]
@@ -228,6 +231,9 @@ class _FastKernel:
             return
         self.bind_fast = namespace["bind_fast"]
         self.run_fast = namespace["run_fast"]
+        kinds = "".join(_kind(v) for v in args)
+        layout = "".join("c" if c else "a" for c in self.constexpr)
+        _c_specs[id(self.kernel)] = (self.kernel, kinds.encode(), layout.encode(), self.ccompiled)
 
     def launch(self, kernel, grid, args, meta) -> None:
         fast = self.bind_fast
@@ -317,6 +323,8 @@ def _fast_kernel(kernel):
                 except ImportError:  # triton < 3.4 kept the hooks on CompiledKernel
                     from triton.compiler import CompiledKernel as _knobs
             fast = _FastKernel(kernel)
+            if not _c_tried:
+                _init_c()
         except Exception as e:  # a Triton without the internals this relies on
             warn_once(("fast-launch", type(e).__name__),
                       f"tritonic: the fast kernel launcher is unavailable with this Triton ({e!r}); "
@@ -326,7 +334,7 @@ def _fast_kernel(kernel):
     return fast
 
 
-def launch(kernel, grid, *args, **meta) -> None:
+def _launch_py(kernel, grid, *args, **meta) -> None:
     """Launch ``kernel`` over ``grid`` (a tuple of ints) with positional arguments ``args``
     and constexprs / options (``num_warps``...) as keywords."""
     fast = None
@@ -347,3 +355,97 @@ def launch(kernel, grid, *args, **meta) -> None:
         except (AttributeError, TypeError, ValueError, RuntimeError):  # the slow path below says what is wrong
             pass
     fast.launch(kernel, grid, args, meta)
+
+
+# ----------------------------------------------------------------------------- the C launch
+# fastlaunch.c does what _launch_py's generated run_fast does, in C: for a kernel whose spec
+# _FastKernel registered (argument kinds and parameter layout), the key and the call of
+# Triton's C launcher cost no Python frames. Everything else it hands to _c_slow. It is
+# built (with Triton's own build helper, as Triton builds its launchers) when the launcher is
+# imported on a machine with a GPU; TRITONIC_C_LAUNCH=0 keeps the Python path.
+
+_c_specs: dict = {}  # id(kernel) -> (kernel, kinds, layout, C keys -> compiled entries)
+_C = None  # the built module, or None
+
+
+def _c_slow(kernel, grid, args, meta, key) -> None:
+    """The C launch's way out: the Python path, then (when the C side computed a key that was
+    not compiled yet) the entry filed under that key for the next call."""
+    _launch_py(kernel, grid, *args, **meta)
+    if key is None:
+        return
+    hit = _by_id.get(id(kernel))
+    fast = hit[1] if hit is not None and hit[0] is kernel else None
+    if fast is None or fast.bind_fast is None:
+        return
+    try:
+        entry = fast.compiled.get(fast.bind_fast(args, meta)[0])
+    except (_Miss, AttributeError, TypeError, ValueError, RuntimeError):
+        return
+    if entry:
+        fast.ccompiled[key] = entry
+
+
+def _configure_c(module, device=None, stream=None) -> None:
+    """Hand the C module the objects it works with (``device`` / ``stream``: for tests)."""
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    get_device = getattr(torch._C, "_cuda_getDevice", None)
+    module.configure(_c_specs, _c_slow, globals(), _knobs, torch.Tensor, torch.nn.Parameter, _TensorDescriptor,
+                     device or get_device or torch.cuda.current_device,
+                     stream or raw or (lambda d: torch.cuda.current_stream(d).cuda_stream), _spec)
+
+
+def _build_c():
+    """Compile fastlaunch.c (cached by Triton's cache manager); None, with one warning, where
+    that fails."""
+    from pathlib import Path
+
+    try:
+        from triton.runtime.build import compile_module_from_src
+
+        src = (Path(__file__).with_name("fastlaunch.c")).read_text()
+        module = compile_module_from_src(src, "tritonic_fastlaunch")
+    except Exception as e:  # no compiler, no headers, another Triton
+        warn_once(("c-launch", type(e).__name__), f"tritonic: the C launch path could not be built ({e!r}); "
+                  f"launches take the Python path, which costs ~1-2 µs more per call")
+        return None
+    return module
+
+
+def _c_wanted() -> bool:
+    from tritonic.runtime.device import has_cuda
+
+    return os.environ.get("TRITONIC_C_LAUNCH", "1").strip() != "0" and not interpreter_active() and has_cuda()
+
+
+def _init_c() -> None:
+    """Build the C launch (once per process, at the first kernel on a GPU: nothing is compiled
+    at import) and point ``launch`` at it, here and in the op modules that imported it."""
+    global _C, _knobs, launch, _c_tried
+    _c_tried = True
+    if not _c_wanted():
+        return
+    if _knobs is None:
+        try:
+            from triton import knobs
+
+            _knobs = knobs.runtime
+        except ImportError:  # triton < 3.4 kept the hooks on CompiledKernel
+            from triton.compiler import CompiledKernel as _knobs
+    module = _build_c()
+    if module is None:
+        return
+    try:
+        _configure_c(module)
+    except Exception as e:  # a torch without the entry points used
+        warn_once(("c-launch", type(e).__name__), f"tritonic: the C launch path is off ({e!r})")
+        return
+    _C = module
+    launch = module.launch
+    for name, mod in list(sys.modules.items()):  # (a test's own replacement is left alone)
+        if name.startswith("tritonic.") and getattr(mod, "launch", None) is _launch_py:
+            mod.launch = module.launch
+
+
+_c_tried = False
+launch = _launch_py
