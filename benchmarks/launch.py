@@ -11,6 +11,10 @@ host is shared), with the GPU work kept tiny so the host is what is measured. Wr
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("TRITONIC_C_LAUNCH", "1")  # time the C launch too (opt-in elsewhere for now)
+
 import argparse
 import datetime
 import sys

@@ -6,6 +6,10 @@ prepared beforehand), tritonic's generated ``run_fast``, the whole ``launch()``,
 """
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("TRITONIC_C_LAUNCH", "1")  # time the C launch too (opt-in elsewhere for now)
+
 import argparse
 import cProfile
 import io

@@ -378,3 +378,37 @@ def test_the_c_launch_is_built_at_the_first_kernel_and_replaces_launch(monkeypat
     L._init_c()
     assert L._C is not None and L.launch is L._C.launch and L._c_tried
     assert ops[0].launch is mine and all(m.launch is L._C.launch for m in ops[1:])
+
+
+@pytest.mark.gpu
+def test_c_launch_on_gpu(monkeypatch):
+    """TRITONIC_C_LAUNCH=1 on a GPU: built at the first kernel, then op launches take it (the
+    kernel's C keys fill), with the same results, alignments and side streams as before."""
+    import sys
+
+    import torch.nn.functional as F
+
+    from tritonic.kernels.norm import _norm_fwd
+    from tritonic.ops import layer_norm
+
+    norm_mod = sys.modules["tritonic.ops.norm"]
+    for name in ("_C", "launch", "_c_tried"):
+        monkeypatch.setattr(L, name, getattr(L, name))
+    monkeypatch.setattr(norm_mod, "launch", norm_mod.launch)
+    monkeypatch.setenv("TRITONIC_C_LAUNCH", "1")
+    L._c_tried = False
+    L._fast.pop(_norm_fwd, None)
+    L._by_id.pop(id(_norm_fwd), None)
+    base = torch.randn(64 * 64 + 8, device="cuda")
+    w = torch.randn(64, device="cuda")
+    for off in (0, 1, 0, 1, 2, 0, 1, 2):
+        x = base[off:off + 64 * 64].view(64, 64)
+        torch.testing.assert_close(layer_norm(x, w), F.layer_norm(x, (64,), w), atol=1e-5, rtol=1e-5)
+    assert L._C is not None and norm_mod.launch is L._C.launch
+    assert len(L._fast[_norm_fwd].ccompiled) >= 2
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        y = layer_norm(x, w)
+    side.synchronize()
+    torch.testing.assert_close(y, F.layer_norm(x, (64,), w), atol=1e-5, rtol=1e-5)
