@@ -118,3 +118,17 @@ def test_the_default_cache_and_max_length(kind):
                dict(input_ids=ids, attention_mask=mask, max_length=11, do_sample=False)):
         torch.testing.assert_close(fast(**kw), model.generate(**kw), rtol=0, atol=0)
     assert not any(k.startswith("transformers") for k in fast.stats), dict(fast.stats)
+
+
+def test_calls_inside_and_outside_inference_mode():
+    """The cache and buffers outlive a call: one made under torch.inference_mode() is still
+    updated in place by a later call outside it."""
+    model = _model("gpt2")
+    ids, mask = _inputs()
+    fast = _fast(model)
+    kw = dict(input_ids=ids, attention_mask=mask, max_new_tokens=5, do_sample=False, cache_implementation="static")
+    with torch.inference_mode():
+        inside = fast(**kw)
+    torch.testing.assert_close(fast(**kw), inside, rtol=0, atol=0)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(**kw), model.generate(**kw), rtol=0, atol=0)

@@ -108,7 +108,9 @@ class FastGreedy:
         if isinstance(plan, str):
             self.stats[f"transformers: {plan}"] += 1
             return self.generate(*args, **kwargs)
-        with torch.no_grad():
+        # outside inference mode: the cache and buffers live on across calls, and a tensor made
+        # under inference_mode cannot be updated in place by a later call outside it
+        with torch.inference_mode(False), torch.no_grad():
             return self._run(*plan)
 
     def _plan(self, args, kwargs):
