@@ -78,14 +78,17 @@ def test_other_calls_go_to_transformers():
     fast = _fast(model)
     base = dict(input_ids=ids, attention_mask=mask, max_new_tokens=4)
     for kw, reason in [
-        (dict(base, cache_implementation="static", do_sample=True, top_k=1), "arguments top_k"),
-        (dict(base, cache_implementation="static", num_beams=2), "sampling, beams or no cache"),
+        (dict(base, cache_implementation="static", do_sample=True, min_p=0.1), "arguments min_p"),
+        (dict(base, cache_implementation="static", num_beams=2), "beams or no cache"),
         (dict(base, cache_implementation="dynamic"), "cache_implementation='dynamic'"),
         (dict(base, cache_implementation="static", repetition_penalty=1.3), "arguments repetition_penalty"),
         (dict(base, cache_implementation="static", max_new_tokens=1), "fewer than 2 new tokens"),
         (dict(input_ids=ids, attention_mask=mask, max_length=7), "fewer than 2 new tokens"),
     ]:
-        torch.testing.assert_close(fast(**kw), model.generate(**kw), rtol=0, atol=0)
+        torch.manual_seed(0)  # (one case samples)
+        got = fast(**kw)
+        torch.manual_seed(0)
+        torch.testing.assert_close(got, model.generate(**kw), rtol=0, atol=0)
         assert any(reason in k for k in fast.stats), (reason, dict(fast.stats))
     model.generation_config.repetition_penalty = 1.3
     kw = dict(base, cache_implementation="static")
@@ -132,3 +135,43 @@ def test_calls_inside_and_outside_inference_mode():
     torch.testing.assert_close(fast(**kw), inside, rtol=0, atol=0)
     with torch.inference_mode():
         torch.testing.assert_close(fast(**kw), model.generate(**kw), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+@pytest.mark.parametrize("knobs", [dict(), dict(temperature=0.7), dict(top_k=5), dict(top_p=0.8),
+                                   dict(temperature=1.3, top_k=20, top_p=0.9), dict(top_k=0, top_p=0.5)])
+def test_sampled_tokens_equal_transformers_from_the_same_seed(kind, knobs):
+    """do_sample=True: transformers' warpers in its order, then a draw with the random numbers
+    torch.multinomial would use, so on the CPU the same seed gives the same tokens."""
+    model = _model(kind)
+    ids, mask = _inputs()
+    fast = _fast(model)
+    kw = dict(input_ids=ids, attention_mask=mask, max_new_tokens=7, do_sample=True, cache_implementation="static",
+              **knobs)
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        want = model.generate(**kw)
+        torch.manual_seed(seed)
+        got = fast(**kw)
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert not any(k.startswith("transformers") for k in fast.stats), dict(fast.stats)
+    eos = [int(want[0, ids.shape[1] + 2])]  # an end token, with min_new_tokens
+    for min_new in (0, 4):
+        k = dict(kw, eos_token_id=eos, pad_token_id=0, min_new_tokens=min_new)
+        torch.manual_seed(3)
+        want = model.generate(**k)
+        torch.manual_seed(3)
+        torch.testing.assert_close(fast(**k), want, rtol=0, atol=0)
+
+
+def test_other_warpers_go_to_transformers():
+    model = _model("gpt2")
+    ids, mask = _inputs()
+    fast = _fast(model)
+    model.generation_config.typical_p = 0.9
+    kw = dict(input_ids=ids, attention_mask=mask, max_new_tokens=4, do_sample=True, cache_implementation="static")
+    torch.manual_seed(0)
+    want = model.generate(**kw)
+    torch.manual_seed(0)
+    torch.testing.assert_close(fast(**kw), want, rtol=0, atol=0)
+    assert any("generation config sets typical_p" in k for k in fast.stats), dict(fast.stats)

@@ -75,6 +75,8 @@ def test_generate_replays_captured_decode_steps(name):
         assert torch.equal(graphed.generate(**kw), theirs)
     greedy = graphed.tritonic_greedy.stats
     assert greedy["capture"] == 1 and greedy["replay"] == 4, dict(greedy)  # 11 steps: 2 replays per call
+    sampled = graphed.generate(**dict(kw, do_sample=True, top_k=1))  # sampling from one token: greedy's
+    assert torch.equal(sampled, theirs) and greedy["capture"] == 2, dict(greedy)
     kw["repetition_penalty"] = 1.0  # (a no-op) another argument: transformers' loop, with its decode step graphed
     for _ in range(2):  # the second call brings a new cache: captured again
         assert torch.equal(graphed.generate(**kw), theirs)

@@ -1,16 +1,18 @@
-"""Greedy ``generate()`` with several decode steps in one CUDA graph.
+"""Greedy and sampled ``generate()`` with several decode steps in one CUDA graph.
 
 ``transformers``' generation loop runs Python and a dozen small GPU ops around every decode
 step (input preparation, a 4-D mask, logits processors, stopping criteria). At batch 1 that host
-work takes longer than the step itself. ``optimize`` therefore routes the plain greedy case
-(``do_sample=False``, one beam, the default or a static cache) to :class:`FastGreedy`:
+work takes longer than the step itself. ``optimize`` therefore routes the plain cases (one beam,
+greedy or sampled with temperature / top-k / top-p, the default or a static cache) to
+:class:`FastGreedy`:
 
 1. ``transformers`` runs the prefill and picks the first new token, into a static cache that
    tritonic owns, sized for the prompt, the new tokens and one graph's worth of spare steps.
 2. The rest runs ``steps`` decode steps per graph replay. Each step runs everything on the
-   device: it marks the new key position in the mask, runs the forward, takes the argmax in
-   float32 (with end-of-sequence tokens held back until ``min_new_tokens``), pads finished rows,
-   and stores the token. The host checks once per replay whether every row has finished.
+   device: it marks the new key position in the mask, runs the forward, and picks the token
+   in float32, holding end-of-sequence tokens back until ``min_new_tokens``. Greedy calls take
+   the argmax. Sampled calls apply transformers' warpers in its order (temperature, top-k,
+   top-p) and draw. The step then pads finished rows and stores the token. The host checks once per replay whether every row has finished.
 3. A run may overshoot by up to ``steps - 1`` tokens, into the spare room. The result is cut to
    what ``transformers`` returns: ``max_new_tokens`` tokens, or fewer when every row ended early.
 
@@ -18,14 +20,15 @@ The cache, its graph and the step's buffers are kept per (batch, cache length bu
 a second call of the same shape replays at once. The cache is reset before each call. The last
 four such runs are kept.
 
-Any other call goes to ``transformers``' own ``generate``: sampling, beams, logits processors
-other than ``min_new_tokens``, streamers, ``return_dict_in_generate``, a user's cache, other
+Any other call goes to ``transformers``' own ``generate``: beams, other warpers (min-p,
+typical, epsilon, eta, top-h), logits processors other than ``min_new_tokens``, streamers, ``return_dict_in_generate``, a user's cache, other
 ``cache_implementation`` values, caches with sliding-window layers, autograd. A call that
 leaves the cache to transformers' default gets a static cache here. The keys are the same; only
 the decode kernel's splits, and so the last bits of rounding, can differ. The reason is counted in ``stats``. The tokens equal
 those of ``transformers``' loop, which computes the same forward with the same mask:
 ``tests/integrations/test_greedy.py`` checks this with left padding, early ends and
-``min_new_tokens``.
+``min_new_tokens``. It also checks sampled tokens, from the same seed on the CPU: the draw uses
+the random numbers that ``torch.multinomial`` would.
 """
 
 from __future__ import annotations
@@ -40,14 +43,33 @@ __all__ = ["FastGreedy"]
 
 # Arguments of generate() this path takes; anything else goes to transformers.
 _ARGS = {"input_ids", "attention_mask", "max_new_tokens", "max_length", "min_new_tokens", "do_sample", "num_beams",
-         "cache_implementation", "pad_token_id", "eos_token_id", "use_cache"}
+         "cache_implementation", "pad_token_id", "eos_token_id", "use_cache", "temperature", "top_k", "top_p"}
 # GenerationConfig fields that may differ from their defaults (everything else must not).
 _CONFIG_OK = {"max_length", "max_new_tokens", "min_new_tokens", "pad_token_id", "eos_token_id", "bos_token_id",
               "decoder_start_token_id", "cache_implementation", "disable_compile", "do_sample", "num_beams",
               "use_cache", "transformers_version", "_from_model_config", "max_cache_len", "temperature", "top_k",
-              "top_p"}  # (the sampling knobs do nothing without do_sample)
+              "top_p"}
 _LENGTH_BUCKET = 256  # cache lengths are rounded up to this, so calls of similar lengths share a graph
 _MAX_RUNS = 4  # (batch, length, ...) runs kept, each with its cache and graph
+
+
+def _sample(logits, temperature: float, top_k: int, top_p: float):
+    """transformers' sampling, on the device: temperature, top-k, top-p (as its warpers do them,
+    keeping at least one token), softmax, then one draw. The draw is the exponential trick
+    that torch.multinomial uses for one sample (the same tokens from the same generator state
+    on the CPU), written out because multinomial's checks do not fit in a CUDA graph."""
+    if temperature != 1.0:
+        logits = logits / temperature
+    if top_k:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1]))[0][..., -1, None]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        ordered, order = torch.sort(logits, descending=False)
+        drop = ordered.softmax(dim=-1).cumsum(dim=-1) <= (1 - top_p)
+        drop[..., -1:] = False
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    return (probs / torch.empty_like(probs).exponential_(1)).argmax(-1)
 
 
 class _Run:
@@ -133,18 +155,32 @@ class FastGreedy:
         gen = getattr(self.model, "generation_config", None)
         if gen is None or self.model.config.is_encoder_decoder:
             return "not a decoder-only model with a generation config"
+        # transformers fills fields left None with its global defaults (top_k 50, max_length 20, ...)
+        defaults = getattr(GenerationConfig, "_get_default_generation_params", dict)()
         diff = sorted(k for k, v in gen.to_diff_dict().items()  # None, False, 0, empty: switched off
-                      if k not in _CONFIG_OK and v not in (None, False, 0) and v != {} and v != [])
+                      if k not in _CONFIG_OK and v not in (None, False, 0) and v != {} and v != []
+                      and not (k in defaults and v == defaults[k]))
         if diff:
             return f"generation config sets {', '.join(diff)}"
         if not hasattr(GenerationConfig(), "max_cache_len"):
             return "this transformers has no max_cache_len"
 
         def get(name):
-            return kwargs[name] if name in kwargs else getattr(gen, name, None)
+            value = kwargs[name] if name in kwargs else getattr(gen, name, None)
+            return defaults.get(name) if value is None else value
 
-        if get("do_sample") or (get("num_beams") or 1) != 1 or get("use_cache") is False:
-            return "sampling, beams or no cache"
+        if (get("num_beams") or 1) != 1 or get("use_cache") is False:
+            return "beams or no cache"
+        sampling = None
+        if get("do_sample"):  # transformers' order: temperature, then top-k, then top-p
+            t, k, p = get("temperature"), get("top_k"), get("top_p")
+            t = 1.0 if t is None else t
+            k = 0 if k is None else k
+            p = 1.0 if p is None else p
+            if not (isinstance(t, (int, float)) and t > 0 and isinstance(k, int) and k >= 0
+                    and isinstance(p, (int, float)) and 0 < p <= 1):
+                return "sampling options out of range"
+            sampling = (float(t), int(k), float(p))
         if get("cache_implementation") not in (None, "static"):  # None: transformers' default cache, whose
             return f"cache_implementation={get('cache_implementation')!r}"  # greedy tokens a static one gives too
         ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
@@ -167,24 +203,24 @@ class FastGreedy:
             self._layers_ok = bool(layers) and all(type(layer) is StaticLayer for layer in layers)
         if not self._layers_ok:
             return "a cache with other layers than full-attention static ones"
-        return ids, mask, new, min_new, eos, pad
+        return ids, mask, new, min_new, eos, pad, sampling
 
     # --------------------------------------------------------------------------- the run
 
-    def _get_run(self, batch, prompt, new, device, dtype, eos, pad, min_new):
+    def _get_run(self, batch, prompt, new, device, dtype, eos, pad, min_new, sampling):
         from transformers.cache_utils import StaticCache
 
         spare = self.steps - 1
         need = prompt + new + spare
         length = -(-need // _LENGTH_BUCKET) * _LENGTH_BUCKET
         # a graph holds its step's constants (the end tokens, the pad, min_new_tokens) too
-        key = (batch, length, dtype, device, tuple(eos), pad, min_new if eos and min_new > 1 else 0)
+        key = (batch, length, dtype, device, tuple(eos), pad, min_new if eos and min_new > 1 else 0, sampling)
         run = self.runs.get(key)
         if run is None:
             cache = StaticCache(config=self.model.config.get_text_config(decoder=True), max_cache_len=length)
             run = _Run(cache, batch, length, spare, device)
             eos_t = torch.tensor(eos, dtype=torch.long, device=device) if eos else None
-            run.consts = (eos_t, pad, min_new)
+            run.consts = (eos_t, pad, min_new, sampling)
             if len(self.runs) >= _MAX_RUNS:  # each run holds a whole cache: the oldest goes
                 self.runs.pop(next(iter(self.runs)))
                 if not any(r.graph is not None for r in self.runs.values()):
@@ -193,13 +229,15 @@ class FastGreedy:
         run.cache.reset()
         return run
 
-    def _run(self, ids, mask, new, min_new, eos, pad):
+    def _run(self, ids, mask, new, min_new, eos, pad, sampling):
         batch, prompt = ids.shape
         device = ids.device
         dtype = next(self.model.parameters()).dtype
-        run = self._get_run(batch, prompt, new, device, dtype, eos, pad, min_new)
+        run = self._get_run(batch, prompt, new, device, dtype, eos, pad, min_new, sampling)
+        knobs = {} if sampling is None else dict(zip(("temperature", "top_k", "top_p"), sampling))
         first = self.generate(input_ids=ids, attention_mask=mask, max_new_tokens=1, min_new_tokens=min(min_new, 1),
-                              do_sample=False, num_beams=1, **{self.cache_name: run.cache}, cache_implementation=None,
+                              do_sample=sampling is not None, **knobs, num_beams=1, **{self.cache_name: run.cache},
+                              cache_implementation=None,
                               return_dict_in_generate=True, pad_token_id=pad, eos_token_id=eos or None)
         tok0 = first.sequences[:, -1]
         # the step's state for this call
@@ -240,7 +278,7 @@ class FastGreedy:
 
     def _step(self, run: _Run, consts) -> None:
         """One decode step, every tensor on the device (so that a graph can hold it)."""
-        eos_t, pad, min_new = consts
+        eos_t, pad, min_new, sampling = consts
         run.mask2d.index_fill_(1, run.pos, True)
         extra = {self.cache_name: run.cache}
         if self.takes_positions:  # as transformers counts them: attended tokens before this one
@@ -251,7 +289,10 @@ class FastGreedy:
         if eos_t is not None and min_new > 1:  # min_new_tokens: no end before it
             held = torch.where(run.k < min_new, float("-inf"), logits[:, eos_t])
             logits[:, eos_t] = held
-        nxt = logits.argmax(-1)
+        if sampling is None:
+            nxt = logits.argmax(-1)
+        else:
+            nxt = _sample(logits, *sampling)
         if eos_t is not None:
             run.count.add_(run.unfinished.any().long())  # transformers runs a step while any row is open
             nxt = torch.where(run.unfinished, nxt, pad)
