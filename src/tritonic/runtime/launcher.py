@@ -20,6 +20,9 @@ Ops call :func:`launch` rather than ``kernel[grid](...)``:
 The fast path relies on Triton internals that have changed between releases (the compiled
 kernel's ``run``, ``function`` and ``packed_metadata``); it checks for them and falls back
 to the plain path, with one warning, when they are missing.
+
+With ``TRITONIC_C_LAUNCH=1`` the fast path's common case runs in C (``fastlaunch.c``, built
+at the first kernel on a GPU; see the end of this file).
 """
 
 from __future__ import annotations
