@@ -12,28 +12,33 @@ greedy or sampled with temperature / top-k / top-p, the default or a static cach
    device: it marks the new key position in the mask, runs the forward, and picks the token
    in float32, holding end-of-sequence tokens back until ``min_new_tokens``. Greedy calls take
    the argmax. Sampled calls apply transformers' warpers in its order (temperature, top-k,
-   top-p) and draw. The step then pads finished rows and stores the token. The host checks once per replay whether every row has finished.
+   top-p) and draw. The step then pads finished rows and stores the token. The host checks
+   once per replay whether every row has finished.
 3. A run may overshoot by up to ``steps - 1`` tokens, into the spare room. The result is cut to
    what ``transformers`` returns: ``max_new_tokens`` tokens, or fewer when every row ended early.
 
-The cache, its graph and the step's buffers are kept per (batch, cache length bucket, dtype), so
-a second call of the same shape replays at once. The cache is reset before each call. The last
-four such runs are kept.
+The cache, its graph and the step's buffers are kept per (batch, cache length bucket, dtype,
+end tokens, sampling options), so a second call of the same shape replays at once. The cache is
+reset before each call. The last four such runs are kept.
 
-Any other call goes to ``transformers``' own ``generate``: beams, other warpers (min-p,
-typical, epsilon, eta, top-h), logits processors other than ``min_new_tokens``, streamers, ``return_dict_in_generate``, a user's cache, other
-``cache_implementation`` values, caches with sliding-window layers, autograd. A call that
-leaves the cache to transformers' default gets a static cache here. The keys are the same; only
-the decode kernel's splits, and so the last bits of rounding, can differ. The reason is counted in ``stats``. The tokens equal
-those of ``transformers``' loop, which computes the same forward with the same mask:
-``tests/integrations/test_greedy.py`` checks this with left padding, early ends and
-``min_new_tokens``. It also checks sampled tokens, from the same seed on the CPU: the draw uses
-the random numbers that ``torch.multinomial`` would.
+Any other call goes to ``transformers``' own ``generate``, and the reason is counted in
+``stats``: beams, other warpers (min-p, typical, epsilon, eta, top-h), logits processors other
+than ``min_new_tokens``, streamers, ``return_dict_in_generate``, a user's cache, other
+``cache_implementation`` values, caches with sliding-window layers, autograd.
+
+A call that leaves the cache to transformers' default gets a static cache here. The keys are
+the same; only the decode kernel's splits, and so the last bits of rounding, can differ.
+
+The tokens equal those of ``transformers``' loop, which computes the same forward with the same
+mask. ``tests/integrations/test_greedy.py`` checks this with left padding, early ends and
+``min_new_tokens``. It also checks sampled tokens from the same seed on the CPU, since the draw
+uses the random numbers that ``torch.multinomial`` would.
 """
 
 from __future__ import annotations
 
 import collections
+import inspect
 
 import torch
 
@@ -99,7 +104,8 @@ class _Run:
 
 
 class FastGreedy:
-    """``model.generate`` for plain greedy decoding over a static cache; see the module docstring.
+    """``model.generate`` for greedy and sampled decoding over a static cache; see the module
+    docstring.
 
     ``forward`` is the model's own forward (not a graphed wrapper); ``capture=False`` runs the
     same steps without graphs (CPUs, tests)."""
@@ -110,8 +116,6 @@ class FastGreedy:
         self.runs: dict = {}
         self.pool = None
         self._layers_ok = None
-        import inspect
-
         params = inspect.signature(forward).parameters
         # transformers passes position ids (from the attention mask: left padding) to forwards
         # that take them, and the cache under the name the forward takes
