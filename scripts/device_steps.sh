@@ -18,6 +18,7 @@
 #   models      benchmarks/models.py, one model per process (eager, reduce-overhead, tritonic)
 #   flce        memory_bound.py --flce and the FLCE sweep
 #   memory      memory_bound.py --graph always
+#   flceab      scripts/flce_ab.py: FLCE low_memory against Liger in alternation (8 rounds)
 #   demo        tritonic demo (all-MiniLM-L6-v2 from .minilm/)
 #   newtests    the GPU tests added since the last GPU run (capture_train_step, loss, matmul, rotary, decode)
 #   graphstep   GPT-2 124M: tritonic and tritonic+graph, the head/CE kernels at both strides, the step's kernels
@@ -90,6 +91,8 @@ for step in "$@"; do
         flce)
             run flce bench 150 python3 benchmarks/memory_bound.py --flce --out "$o"
             run flce sweep 150 python3 scripts/sweep_memory_bound.py flce ;;
+        flceab)
+            run flceab ab 200 python3 scripts/flce_ab.py --rounds 8 --out "$R/flceab/results" ;;
         memory)
             run memory bench 400 python3 benchmarks/memory_bound.py --graph always --out "$o" ;;
         demo)
