@@ -175,3 +175,20 @@ def test_other_warpers_go_to_transformers():
     torch.manual_seed(0)
     torch.testing.assert_close(fast(**kw), want, rtol=0, atol=0)
     assert any("generation config sets typical_p" in k for k in fast.stats), dict(fast.stats)
+
+
+def test_a_model_without_a_static_cache_goes_to_transformers(monkeypatch):
+    from transformers import cache_utils
+
+    model = _model("gpt2")
+    ids, mask = _inputs()
+    fast = _fast(model)
+    kw = dict(input_ids=ids, attention_mask=mask, max_new_tokens=4)  # (transformers' loop: a dynamic cache)
+    want = model.generate(**kw)
+
+    def refuse(*a, **k):
+        raise ValueError("no static cache for this config")
+
+    monkeypatch.setattr(cache_utils, "StaticCache", refuse)
+    torch.testing.assert_close(fast(**kw), want, rtol=0, atol=0)
+    assert any("no static cache for this model (ValueError)" in k for k in fast.stats), dict(fast.stats)

@@ -202,11 +202,15 @@ class FastGreedy:
         eos = [] if eos is None else ([int(eos)] if isinstance(eos, int) else [int(e) for e in eos])
         pad = get("pad_token_id")
         pad = int(pad) if pad is not None else (eos[0] if eos else 0)
-        if self._layers_ok is None:  # (the model's layer types do not change)
-            layers = StaticCache(config=self.model.config.get_text_config(decoder=True), max_cache_len=8).layers
-            self._layers_ok = bool(layers) and all(type(layer) is StaticLayer for layer in layers)
-        if not self._layers_ok:
-            return "a cache with other layers than full-attention static ones"
+        if self._layers_ok is None:  # (the model's layer types do not change): "" or why not
+            try:
+                layers = StaticCache(config=self.model.config.get_text_config(decoder=True), max_cache_len=8).layers
+                ok = bool(layers) and all(type(layer) is StaticLayer for layer in layers)
+                self._layers_ok = "" if ok else "a cache with other layers than full-attention static ones"
+            except Exception as e:  # a config a static cache cannot be made for
+                self._layers_ok = f"no static cache for this model ({type(e).__name__})"
+        if self._layers_ok:
+            return self._layers_ok
         return ids, mask, new, min_new, eos, pad, sampling
 
     # --------------------------------------------------------------------------- the run
