@@ -192,3 +192,19 @@ def test_a_model_without_a_static_cache_goes_to_transformers(monkeypatch):
     monkeypatch.setattr(cache_utils, "StaticCache", refuse)
     torch.testing.assert_close(fast(**kw), want, rtol=0, atol=0)
     assert any("no static cache for this model (ValueError)" in k for k in fast.stats), dict(fast.stats)
+
+
+def test_a_failure_in_the_fast_loop_falls_back_to_transformers(monkeypatch):
+    model = _model("llama")
+    ids, mask = _inputs()
+    fast = _fast(model)
+    kw = dict(input_ids=ids, attention_mask=mask, max_new_tokens=5, do_sample=False, cache_implementation="static")
+
+    def broken(*a, **k):
+        raise RuntimeError("a model this loop does not fit")
+
+    monkeypatch.setattr(fast, "_step", broken)
+    with pytest.warns(UserWarning, match="fell back to transformers' loop"):
+        got = fast(**kw)
+    torch.testing.assert_close(got, model.generate(**kw), rtol=0, atol=0)
+    assert any("the fast loop failed (RuntimeError" in k for k in fast.stats) and not fast.runs

@@ -24,7 +24,8 @@ reset before each call. The last four such runs are kept.
 Any other call goes to ``transformers``' own ``generate``, and the reason is counted in
 ``stats``: beams, other warpers (min-p, typical, epsilon, eta, top-h), logits processors other
 than ``min_new_tokens``, streamers, ``return_dict_in_generate``, a user's cache, other
-``cache_implementation`` values, caches with sliding-window layers, autograd.
+``cache_implementation`` values, caches with sliding-window layers, autograd. So does a call
+whose fast loop fails (one warning; running out of memory is raised as it is).
 
 A call that leaves the cache to transformers' default gets a static cache here. The keys are
 the same; only the decode kernel's splits, and so the last bits of rounding, can differ.
@@ -42,6 +43,7 @@ import inspect
 
 import torch
 
+from tritonic.runtime.checks import warn_once
 from tritonic.runtime.cudagraph import recover_from_failed_capture
 
 __all__ = ["FastGreedy"]
@@ -136,8 +138,18 @@ class FastGreedy:
             return self.generate(*args, **kwargs)
         # outside inference mode: the cache and buffers live on across calls, and a tensor made
         # under inference_mode cannot be updated in place by a later call outside it
-        with torch.inference_mode(False), torch.no_grad():
-            return self._run(*plan)
+        try:
+            with torch.inference_mode(False), torch.no_grad():
+                return self._run(*plan)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as e:  # a model this path does not fit: transformers' loop, from the start
+            self.clear()
+            self.stats[f"transformers: the fast loop failed ({type(e).__name__}: {str(e)[:120]})"] += 1
+            warn_once(("fast-generate", type(self.model).__name__, type(e).__name__),
+                      f"tritonic: generate() of {type(self.model).__name__} fell back to transformers' loop "
+                      f"({type(e).__name__}: {str(e)[:200]})")
+            return self.generate(*args, **kwargs)
 
     def _plan(self, args, kwargs):
         """(input_ids, mask, new, min_new, eos list, pad) for this path, else the reason it is not."""
