@@ -28,6 +28,7 @@
 #               then the two-kernel backward alone (TRITONIC_ATTENTION_DQ=kernel) for the A/B
 #   firstcall   issue 7's first call per new bucket from cold caches (empty Triton and tritonic caches; the
 #               shipped tables still apply), then again with the caches the first run filled
+#   firstcall-pre  the cold first calls again with TRITONIC_PRECOMPILE=1 (kernels compiled in parallel)
 #   attntests   the GPU tests of attention (both dQ paths), losses, HF integration and captured steps
 #   graphvs     GPT-2 124M and 350M: torch.compile against tritonic+graph (issue 8's ratio)
 #   compilediag GPT-2 124M tritonic+compile with TORCH_LOGS=recompiles (was 2.1 s per step)
@@ -127,6 +128,10 @@ for step in "$@"; do
                 python3 benchmarks/models.py --first-call --out "$R/firstcall/cold"
             TRITON_CACHE_DIR=$cold/triton TRITONIC_CACHE_DIR=$cold/tritonic run firstcall warm 300 \
                 python3 benchmarks/models.py --first-call --out "$R/firstcall/warm" ;;
+        firstcall-pre)
+            cold=$(mktemp -d)
+            TRITONIC_PRECOMPILE=1 TRITON_CACHE_DIR=$cold/triton TRITONIC_CACHE_DIR=$cold/tritonic \
+                run firstcall-pre cold 400 python3 benchmarks/models.py --first-call --out "$R/firstcall-pre/cold" ;;
         attntests)
             run attntests pytest 260 python3 -m pytest -q -m gpu tests/ops/test_attention_gpu.py \
                 tests/ops/test_loss_gpu.py tests/integrations/test_hf_gpu.py tests/test_capture_train_step.py ;;

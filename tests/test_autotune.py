@@ -217,3 +217,18 @@ def test_traced_ops_do_not_tune(monkeypatch):
     for t in (dy.as_subclass(Traced), dy):
         mm._linear_bwd(t, torch.randn(4, 6), x, w, 1, False, False, False)
     assert seen == [False, True]
+
+
+def test_precompiling_runs_every_config_and_keeps_no_choice(monkeypatch):
+    """Under launcher.precompile every config's launch only submits its compile: the tuner runs
+    them all, times nothing, remembers nothing and writes nothing; the real call tunes."""
+    from tritonic.runtime import launcher
+
+    monkeypatch.setattr(launcher, "_precompiling", True)
+    t, calls = _timer()
+    tuner = at.Autotuner("k", CONFIGS)
+    assert _pick(tuner, timer=t) == CONFIGS[0] and calls == CONFIGS
+    assert tuner.chosen == {} and not list(at.cache_dir().glob("*.json"))
+    monkeypatch.setattr(launcher, "_precompiling", False)
+    t2, calls2 = _timer()
+    assert _pick(tuner, timer=t2) == CONFIGS[2] and calls2 == CONFIGS

@@ -414,3 +414,35 @@ def test_c_launch_on_gpu(monkeypatch):
         y = layer_norm(x, w)
     side.synchronize()
     torch.testing.assert_close(y, F.layer_norm(x, (64,), w), atol=1e-5, rtol=1e-5)
+
+
+def test_precompile_submits_compiles_and_runs_nothing(monkeypatch):
+    """Inside precompile(): a launch calls the kernel's warmup (Triton's compile, submitted to
+    the pool by AsyncCompileMode) instead of running; outside, launches run again. A no-op in
+    the interpreter and when nested."""
+    pytest.importorskip("triton.runtime._async_compile")
+    monkeypatch.setattr(L, "interpreter_active", lambda: True)
+    with L.precompile():
+        assert not L.precompiling()  # the interpreter compiles nothing
+    monkeypatch.setattr(L, "interpreter_active", lambda: False)
+    warmed, ran = [], []
+
+    class Kernel:
+        def warmup(self, *args, grid, **meta):
+            warmed.append((args, grid, meta))
+
+        def __getitem__(self, grid):
+            return lambda *a, **k: ran.append(grid)
+
+    k = Kernel()
+    monkeypatch.setattr(L, "FAST", False)  # (the plain path: a namespace is no JITFunction)
+    x = torch.empty(4)
+    with L.precompile(workers=2):
+        assert L.precompiling()
+        with L.precompile():  # nested: the outer one is in charge
+            L._launch_py(k, (3,), x, 5, BLOCK=16)
+        assert L.precompiling()
+    assert not L.precompiling()
+    assert warmed == [((x, 5), (3,), {"BLOCK": 16})] and ran == []
+    L._launch_py(k, (3,), x, 5, BLOCK=16)
+    assert ran == [(3,)] and len(warmed) == 1

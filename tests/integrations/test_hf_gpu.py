@@ -51,6 +51,26 @@ def test_cuda_graphs_replay_per_bucket(name):
     assert any("outside the buckets" in k for k in stats), dict(stats)
 
 
+@pytest.mark.parametrize("name", ["bert", "llama"])
+def test_cuda_graphs_with_precompiling(name, monkeypatch):
+    """TRITONIC_PRECOMPILE=1: a new bucket's first forward (outputs thrown away) only submits
+    the kernels' compiles to a thread pool; the warm-up and the capture then run as before."""
+    from tritonic.runtime import launcher
+
+    monkeypatch.setenv("TRITONIC_PRECOMPILE", "1")
+    cls, config = _models()[name]
+    torch.manual_seed(0)
+    model = cls(config).cuda().half().eval()
+    eager = tritonic.optimize(copy.deepcopy(model), cuda_graphs=False)
+    graphed = tritonic.optimize(model, buckets=(16, 32))
+    kw = _inputs(name, 2, 13, "cuda", 3)
+    with torch.inference_mode():
+        ours = graphed(**kw).last_hidden_state
+    keep = kw["attention_mask"].bool()
+    torch.testing.assert_close(ours[keep], _run(eager, kw)[keep], atol=2e-3, rtol=2e-3)
+    assert graphed.tritonic_graphs.stats["capture"] == 1 and not launcher.precompiling()
+
+
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
 def test_generate_replays_captured_decode_steps(name):
     """generate() with a static cache on the GPU: the decode step is captured once per

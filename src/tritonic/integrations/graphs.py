@@ -44,6 +44,7 @@ import inspect
 import torch
 
 from tritonic.runtime.cudagraph import recover_from_failed_capture
+from tritonic.runtime.launcher import precompile, precompile_wanted
 
 __all__ = ["DEFAULT_BUCKETS", "GraphedForward"]
 
@@ -233,6 +234,9 @@ class GraphedForward:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side), torch.no_grad():
+                if precompile_wanted():  # the kernels compiled in parallel first (outputs garbage)
+                    with contextlib.suppress(Exception), precompile():
+                        self.forward(**static, **extra)
                 for _ in range(self.warmup):  # compiles and tunes the kernels for these shapes
                     self.forward(**static, **extra)
             torch.cuda.current_stream().wait_stream(side)
