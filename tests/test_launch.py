@@ -446,3 +446,24 @@ def test_precompile_submits_compiles_and_runs_nothing(monkeypatch):
     assert warmed == [((x, 5), (3,), {"BLOCK": 16})] and ran == []
     L._launch_py(k, (3,), x, 5, BLOCK=16)
     assert ran == [(3,)] and len(warmed) == 1
+
+
+def test_c_launch_leaks_no_references(c_launch, monkeypatch):
+    """Reference counts of the arguments stay put over many fast and slow C launches."""
+    import sys
+
+    kernel, fk, x, calls = _c_runnable(monkeypatch)
+    c_launch.launch(kernel, (3, 2), x, 128, 1e-5, None, BLOCK=32)  # files the C key
+    slow = []
+    monkeypatch.setattr(L, "_c_slow", lambda *a: slow.append(1))
+    L._configure_c(c_launch, device=lambda: 0, stream=lambda d: 7)
+    grid, big, y = (3, 2), 1 << 40, torch.empty(8)
+    objs = [x, y, grid, big, kernel, fk.ccompiled]
+    before = [sys.getrefcount(o) for o in objs]
+    for _ in range(2000):
+        c_launch.launch(kernel, grid, x, 128, 1e-5, None, BLOCK=32)  # fast
+        c_launch.launch(kernel, grid, x, big, 1e-5, None, BLOCK=32)  # int out of range
+        c_launch.launch(kernel, grid, x, 128, 1e-5, y, BLOCK=32)  # tensor for None
+        c_launch.launch(kernel, grid, x, 128, 1e-5, None, BLOCK=64)  # key miss
+    assert len(calls) == 2001 and len(slow) == 6000
+    assert [sys.getrefcount(o) for o in objs] == before
