@@ -37,7 +37,8 @@
 #   losstests   the GPU tests of the losses (CE, FLCE and its low-memory path)
 #   launch      benchmarks/launch.py (host time per launch)
 #   launchprof  the op GPU tests through the launcher, scripts/launch_breakdown.py, then benchmarks/launch.py
-#   claunch     launchprof with the C launch on (TRITONIC_C_LAUNCH=1) for the tests too
+#   claunch     the GPU tests with TRITONIC_C_LAUNCH=2 (C binder + direct cuLaunchKernelEx), then the
+#               breakdown and launch.py with 1 (C binder, Triton's launcher) and with 2
 #   convergence GPT-2 124M, 300 steps, bf16, tritonic against the PyTorch twin on the standard library's text
 #   greedy      the GPU generate tests, then benchmarks/generate.py for tritonic alone (the baselines' rows stand)
 #   fsdp        FSDP2 over 2 GPUs against 1 (on nvidia-h200-x2), GPT-2 124M, bf16, global batch 128 and 64 x 1024, 30 steps
@@ -156,12 +157,15 @@ for step in "$@"; do
             run launchprof breakdown 120 python3 scripts/launch_breakdown.py --json "$R/launchprof/breakdown.json"
             run launchprof bench 90 python3 benchmarks/launch.py --out "$R/launchprof/results" ;;
         claunch)
-            TRITONIC_C_LAUNCH=1 run claunch tests 300 python3 -m pytest -q -m gpu tests/test_launch.py \
+            TRITONIC_C_LAUNCH=2 run claunch tests 300 python3 -m pytest -q -m gpu tests/test_launch.py \
                 tests/ops/test_norm_gpu.py tests/ops/test_matmul_gpu.py tests/ops/test_attention_gpu.py \
                 tests/ops/test_softmax_gpu.py tests/ops/test_activation_gpu.py tests/ops/test_rope_gpu.py \
                 tests/ops/test_loss_gpu.py tests/integrations/test_hf_gpu.py
-            run claunch breakdown 120 python3 scripts/launch_breakdown.py --json "$R/claunch/breakdown.json"
-            run claunch bench 90 python3 benchmarks/launch.py --out "$R/claunch/results" ;;
+            for m in 1 2; do
+                TRITONIC_C_LAUNCH=$m run claunch breakdown$m 120 python3 scripts/launch_breakdown.py \
+                    --json "$R/claunch/breakdown$m.json"
+                TRITONIC_C_LAUNCH=$m run claunch bench$m 90 python3 benchmarks/launch.py --out "$R/claunch/results$m"
+            done ;;
         launch)
             run launch bench 90 python3 benchmarks/launch.py --out "$R/launch/results" ;;
         convergence)

@@ -381,9 +381,11 @@ def test_the_c_launch_is_built_at_the_first_kernel_and_replaces_launch(monkeypat
 
 
 @pytest.mark.gpu
-def test_c_launch_on_gpu(monkeypatch):
+@pytest.mark.parametrize("mode", ["1", "2"])
+def test_c_launch_on_gpu(monkeypatch, mode):
     """TRITONIC_C_LAUNCH=1 on a GPU: built at the first kernel, then op launches take it (the
-    kernel's C keys fill), with the same results, alignments and side streams as before."""
+    kernel's C keys fill), with the same results, alignments and side streams as before.
+    TRITONIC_C_LAUNCH=2: the norm kernel's entries carry a direct-launch spec and run by it."""
     import sys
 
     import torch.nn.functional as F
@@ -392,12 +394,12 @@ def test_c_launch_on_gpu(monkeypatch):
     from tritonic.ops import layer_norm
 
     norm_mod = sys.modules["tritonic.ops.norm"]
-    for name in ("_C", "launch", "_c_tried"):
+    for name in ("_C", "_C_DIRECT", "launch", "_c_tried"):
         monkeypatch.setattr(L, name, getattr(L, name))
     for n, m in list(sys.modules.items()):  # the op modules' launch is put back afterwards
         if n.startswith("tritonic.ops.") and hasattr(m, "launch"):
             monkeypatch.setattr(m, "launch", m.launch)
-    monkeypatch.setenv("TRITONIC_C_LAUNCH", "1")
+    monkeypatch.setenv("TRITONIC_C_LAUNCH", mode)
     L._c_tried = False
     L._fast.pop(_norm_fwd, None)
     L._by_id.pop(id(_norm_fwd), None)
@@ -408,12 +410,16 @@ def test_c_launch_on_gpu(monkeypatch):
         torch.testing.assert_close(layer_norm(x, w), F.layer_norm(x, (64,), w), atol=1e-5, rtol=1e-5)
     assert L._C is not None and norm_mod.launch is L._C.launch
     assert len(L._fast[_norm_fwd].ccompiled) >= 2
+    entries = list(L._fast[_norm_fwd].ccompiled.values())
+    assert L._C_DIRECT == (mode == "2") and all((len(e) == 7 and isinstance(e[6], tuple)) == (mode == "2")
+                                                for e in entries)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         y = layer_norm(x, w)
     side.synchronize()
     torch.testing.assert_close(y, F.layer_norm(x, (64,), w), atol=1e-5, rtol=1e-5)
+    L._C.enable_direct(False)  # (the module is shared by the process)
 
 
 def test_precompile_submits_compiles_and_runs_nothing(monkeypatch):
@@ -467,3 +473,38 @@ def test_c_launch_leaks_no_references(c_launch, monkeypatch):
         c_launch.launch(kernel, grid, x, 128, 1e-5, None, BLOCK=64)  # key miss
     assert len(calls) == 2001 and len(slow) == 6000
     assert [sys.getrefcount(o) for o in objs] == before
+
+
+def test_c_direct_path_packs_parameters_as_tritons_launcher_does():
+    """The direct path (TRITONIC_C_LAUNCH=2) packs each parameter into an 8-byte slot, value in
+    the low bytes: pointers, ints by width, fp32, fp16 (IEEE half), bf16 (the float32's top
+    half, as Triton packs it), fp64; constexprs are skipped; two zero scratch pointers follow."""
+    import struct
+
+    module = L._build_c()
+    if module is None:
+        pytest.skip("no C compiler here")
+    sig = {"X": "*bf16", "n": "i32", "eps": "fp32", "P": "constexpr", "h": "fp16", "z": "bf16", "big": "i64",
+           "flag": "i1", "u": "u64", "d": "fp64", "BLOCK": "constexpr"}
+    compiled = SimpleNamespace(src=SimpleNamespace(signature=sig))
+    spec = L._direct_spec((lambda *a: None, False, False, 1234, (4, 1, 512), compiled))
+    assert spec == (b"PifcezlbLdc", 1234, 128, 512)
+    layout = b"aaaaaaaaaac"  # ten positional parameters, then BLOCK
+    kinds = b"TifNffibif"
+    x = torch.empty(8)
+    args = (x, 300, 1.5, None, -2.25, 3.14159, -(2**40), True, 2**63 + 5, 0.1)
+    got = module.pack_check(spec, layout, kinds, args, (x.data_ptr(),))
+
+    def slot(fmt, v):
+        return struct.pack(fmt, v).ljust(8, b"\0")
+
+    bf16 = struct.pack("<I", struct.unpack("<I", struct.pack("<f", 3.14159))[0] >> 16)[:2]
+    want = (slot("<Q", x.data_ptr()) + slot("<i", 300) + slot("<f", 1.5) + slot("<e", -2.25) + bf16.ljust(8, b"\0")
+            + slot("<q", -(2**40)) + slot("<b", 1) + slot("<Q", 2**63 + 5) + slot("<d", 0.1) + bytes(16))
+    assert got == want
+    for other in ({"D": "tensordesc<bf16[16, 16]>"}, {"t": ("i32", "i32")}):  # Triton's own launcher for these
+        c2 = SimpleNamespace(src=SimpleNamespace(signature={**sig, **other}))
+        assert L._direct_spec((lambda *a: None, False, False, 1, (4, 1, 0), c2)) is None
+    assert L._direct_spec((lambda *a: None, False, False, 1, (4, 2, 0), compiled)) is None  # a cluster
+    assert L._direct_spec((None, False, False, 1, (4, 1, 0), compiled)) is None  # scratch buffers
+    assert L._direct_spec((lambda *a: None, False, True, 1, (4, 1, 0), compiled)) is None  # PDL

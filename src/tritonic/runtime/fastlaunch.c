@@ -19,6 +19,20 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <string.h>
+
+#ifdef TRITONIC_HAVE_CUDA_H
+/* The direct path (TRITONIC_C_LAUNCH=2): the compiled kernel's parameters packed here, as
+ * Triton's generated launcher packs them, and cuLaunchKernelEx called without it. Only for
+ * kernels with one CTA per cluster, no PDL, no cooperative grid, no scratch buffers and
+ * no tensor descriptors (launcher.py's _direct_spec decides; its entries carry the spec). */
+#include "cuda.h"
+#include <dlfcn.h>
+typedef CUresult (*launch_ex_t)(const CUlaunchConfig *, CUfunction, void **, void **);
+typedef CUresult (*ctx_get_t)(CUcontext *);
+static launch_ex_t g_launch_ex = NULL;
+static ctx_get_t g_ctx_get = NULL;
+#endif
 
 static PyObject *g_specs = NULL;   /* dict: id(kernel) -> spec */
 static PyObject *g_slow = NULL;    /* callable(kernel, grid, args, meta, key or None) */
@@ -59,6 +73,96 @@ done:
     Py_XDECREF(meta);
     return r;
 }
+
+/* Pack the parameters by the spec's type codes (the direct path; see enable_direct). */
+static int pack(PyObject *spec, const char *lay, Py_ssize_t nparams, const char *kinds, PyObject *const *pos,
+                Py_ssize_t npos, PyObject **outs, uint64_t *slots) {
+    /* The slots (8 bytes each, the value in the low bytes) of the kernel's parameters, then the
+     * two scratch pointers; returns their number, 0 where the spec does not fit, -1 on error. */
+    const char *codes = PyBytes_AS_STRING(PyTuple_GET_ITEM(spec, 0));
+    if (PyBytes_GET_SIZE(PyTuple_GET_ITEM(spec, 0)) != nparams || nparams > 120) return 0;
+    int np = 0;
+    Py_ssize_t a = 0, t = 0;
+    for (Py_ssize_t i = 0; i < nparams; i++) {
+        PyObject *v = Py_None;
+        if (lay[i] == 'a') {
+            if (a >= npos) return 0;
+            v = kinds[a] == 'T' ? outs[t++] : pos[a];
+            a++;
+        }
+        char c = codes[i];
+        if (c == 'c') continue;
+        uint64_t slot = 0;
+        if (c == 'P') {
+            if (v != Py_None) slot = PyLong_AsUnsignedLongLong(v);
+        } else if (c == 'f' || c == 'd' || c == 'e' || c == 'z') {  /* fp32, fp64, fp16, bf16 */
+            double x = PyFloat_AsDouble(v);
+            if (c == 'd') {
+                memcpy(&slot, &x, 8);
+            } else if (c == 'f') {
+                float f = (float)x;
+                memcpy(&slot, &f, 4);
+            } else if (c == 'e') {
+                uint16_t h;
+#if PY_VERSION_HEX < 0x030B00A1
+                if (_PyFloat_Pack2(x, (unsigned char *)&h, 1) < 0) return -1;
+#else
+                if (PyFloat_Pack2(x, (char *)&h, 1) < 0) return -1;
+#endif
+                memcpy(&slot, &h, 2);
+            } else {  /* bf16: the top half of the float32, as Triton packs it */
+                float f = (float)x;
+                uint32_t u;
+                memcpy(&u, &f, 4);
+                uint16_t h = (uint16_t)(u >> 16);
+                memcpy(&slot, &h, 2);
+            }
+        } else {  /* integers: b/B 8 bits, h/H 16, i/I 32, l/L 64 (signed / unsigned) */
+            long long x = (c == 'L') ? (long long)PyLong_AsUnsignedLongLong(v) : PyLong_AsLongLong(v);
+            int width = (c == 'b' || c == 'B') ? 1 : (c == 'h' || c == 'H') ? 2 : (c == 'i' || c == 'I') ? 4 : 8;
+            memcpy(&slot, &x, width);  /* little-endian: the low bytes */
+        }
+        if (PyErr_Occurred()) return -1;
+        slots[np++] = slot;
+    }
+    slots[np++] = 0;  /* global scratch */
+    slots[np++] = 0;  /* profile scratch */
+    return np;
+}
+
+#ifdef TRITONIC_HAVE_CUDA_H
+/* Launch with cuLaunchKernelEx; 1 on success, 0 where the direct path does not apply after all
+ * (the caller then uses Triton's launcher), -1 on an error. */
+static int direct_launch(PyObject *spec, PyObject *grid, PyObject *stream, const char *lay, Py_ssize_t nparams,
+                         const char *kinds, PyObject *const *pos, Py_ssize_t npos, PyObject **outs) {
+    uint64_t slots[122];
+    void *params[122];
+    int np = pack(spec, lay, nparams, kinds, pos, npos, outs, slots);
+    if (np <= 0) return np;
+    for (int i = 0; i < np; i++) params[i] = &slots[i];
+    CUcontext ctx = NULL;
+    if (g_ctx_get(&ctx) != CUDA_SUCCESS || ctx == NULL) return 0;  /* Triton's launcher makes one */
+    CUlaunchConfig config;
+    memset(&config, 0, sizeof(config));
+    Py_ssize_t ng = PyTuple_GET_SIZE(grid);
+    config.gridDimX = (unsigned int)PyLong_AsLong(PyTuple_GET_ITEM(grid, 0));
+    config.gridDimY = ng > 1 ? (unsigned int)PyLong_AsLong(PyTuple_GET_ITEM(grid, 1)) : 1;
+    config.gridDimZ = ng > 2 ? (unsigned int)PyLong_AsLong(PyTuple_GET_ITEM(grid, 2)) : 1;
+    config.blockDimX = (unsigned int)PyLong_AsLong(PyTuple_GET_ITEM(spec, 2));
+    config.blockDimY = config.blockDimZ = 1;
+    config.sharedMemBytes = (unsigned int)PyLong_AsLong(PyTuple_GET_ITEM(spec, 3));
+    config.hStream = (CUstream)(uintptr_t)PyLong_AsUnsignedLongLong(stream);
+    CUfunction fn = (CUfunction)(uintptr_t)PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(spec, 1));
+    if (PyErr_Occurred()) return -1;
+    if (config.gridDimX * config.gridDimY * config.gridDimZ == 0) return 1;  /* nothing to run */
+    CUresult r = g_launch_ex(&config, fn, params, NULL);
+    if (r != CUDA_SUCCESS) {
+        PyErr_Format(PyExc_RuntimeError, "tritonic: cuLaunchKernelEx failed with CUDA error %d", (int)r);
+        return -1;
+    }
+    return 1;
+}
+#endif
 
 static PyObject *launch(PyObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames) {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
@@ -157,6 +261,20 @@ static PyObject *launch(PyObject *self, PyObject *const *args, Py_ssize_t nargsf
     if (!PyTuple_Check(grid) || PyTuple_GET_SIZE(grid) < 1 || PyTuple_GET_SIZE(grid) > 3) goto slow;
     Py_ssize_t nparams = PyBytes_GET_SIZE(layout);
     const char *lay = PyBytes_AS_STRING(layout);
+#ifdef TRITONIC_HAVE_CUDA_H
+    if (g_launch_ex != NULL && PyTuple_GET_SIZE(entry) > 6 && PyTuple_Check(PyTuple_GET_ITEM(entry, 6))) {
+        PyObject *st = PyObject_CallOneArg(g_stream, dev);
+        if (st == NULL) goto error;
+        int done = direct_launch(PyTuple_GET_ITEM(entry, 6), grid, st, lay, nparams, kinds, pos, npos, outs);
+        Py_DECREF(st);
+        if (done < 0) goto error;
+        if (done > 0) {
+            for (i = 0; i < nouts; i++) Py_DECREF(outs[i]);
+            Py_DECREF(key);
+            Py_RETURN_NONE;
+        }
+    }
+#endif
     PyObject *call = PyTuple_New(13 + nparams);
     if (call == NULL) goto error;
     PyObject *one = PyLong_FromLong(1);
@@ -218,7 +336,42 @@ static PyObject *configure(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *pack_check(PyObject *self, PyObject *args) {
+    /* pack_check(spec, layout, kinds, args, pointers): the packed slots as bytes (tests) */
+    PyObject *spec, *layout, *kinds, *vals, *ptrs;
+    if (!PyArg_ParseTuple(args, "O!SSO!O!", &PyTuple_Type, &spec, &layout, &kinds, &PyTuple_Type, &vals,
+                          &PyTuple_Type, &ptrs))
+        return NULL;
+    uint64_t slots[122];
+    PyObject *outs[64];
+    Py_ssize_t n = PyTuple_GET_SIZE(ptrs) < 64 ? PyTuple_GET_SIZE(ptrs) : 64;
+    for (Py_ssize_t i = 0; i < n; i++) outs[i] = PyTuple_GET_ITEM(ptrs, i);
+    int np = pack(spec, PyBytes_AS_STRING(layout), PyBytes_GET_SIZE(layout), PyBytes_AS_STRING(kinds),
+                  &PyTuple_GET_ITEM(vals, 0), PyTuple_GET_SIZE(vals), outs, slots);
+    if (np < 0) return NULL;
+    return PyBytes_FromStringAndSize((const char *)slots, 8 * (Py_ssize_t)np);
+}
+
+static PyObject *enable_direct(PyObject *self, PyObject *arg) {
+#ifdef TRITONIC_HAVE_CUDA_H
+    if (PyObject_IsTrue(arg)) {
+        void *h = dlopen("libcuda.so.1", RTLD_LAZY);
+        if (h == NULL) Py_RETURN_FALSE;
+        g_launch_ex = (launch_ex_t)dlsym(h, "cuLaunchKernelEx");
+        g_ctx_get = (ctx_get_t)dlsym(h, "cuCtxGetCurrent");
+        if (g_launch_ex == NULL || g_ctx_get == NULL) { g_launch_ex = NULL; g_ctx_get = NULL; Py_RETURN_FALSE; }
+        Py_RETURN_TRUE;
+    }
+    g_launch_ex = NULL;
+    g_ctx_get = NULL;
+#endif
+    Py_RETURN_FALSE;
+}
+
 static PyMethodDef methods[] = {
+    {"pack_check", pack_check, METH_VARARGS, "pack_check(spec, layout, kinds, args, pointers): packed slots"},
+    {"enable_direct", enable_direct, METH_O, "enable_direct(on): launch with cuLaunchKernelEx where entries "
+     "carry a spec (needs libcuda); returns whether it is on"},
     {"launch", (PyCFunction)(void (*)(void))launch, METH_FASTCALL | METH_KEYWORDS,
      "launch(kernel, grid, *args, **meta): tritonic's launch, its hot path in C"},
     {"configure", configure, METH_VARARGS, "configure(specs, slow, flags, knobs, Tensor, Parameter, "

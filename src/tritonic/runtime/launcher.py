@@ -393,7 +393,35 @@ def _c_slow(kernel, grid, args, meta, key) -> None:
     except (_Miss, AttributeError, TypeError, ValueError, RuntimeError):
         return
     if entry:
-        fast.ccompiled[key] = entry
+        fast.ccompiled[key] = entry + (_direct_spec(entry),) if _C_DIRECT else entry
+
+
+# Triton's parameter types -> the direct path's codes (fastlaunch.c): pointers, integers by
+# width and sign, floats by format; constexprs are not passed.
+_CODES = {"i1": "b", "i8": "b", "u1": "B", "u8": "B", "i16": "h", "u16": "H", "i32": "i", "u32": "I", "i64": "l",
+          "u64": "L", "fp16": "e", "bf16": "z", "fp32": "f", "f32": "f", "fp64": "d", "constexpr": "c"}
+_C_DIRECT = False  # TRITONIC_C_LAUNCH=2 and libcuda found
+
+
+def _direct_spec(entry):
+    """(type codes, CUfunction, threads per block, shared memory) for fastlaunch.c's direct
+    launch, or None where Triton's own launcher must run: scratch buffers, a cooperative grid,
+    PDL, clusters, tensor descriptors, or a compiled kernel without the attributes used."""
+    launch_c, coop, pdl, function, metadata, compiled = entry[:6]
+    sig = getattr(getattr(compiled, "src", None), "signature", None)
+    if launch_c is None or coop or pdl or not isinstance(sig, dict) or not isinstance(metadata, tuple) \
+            or len(metadata) != 3:
+        return None
+    num_warps, num_ctas, shared = metadata
+    if num_ctas != 1:
+        return None
+    codes = []
+    for ty in sig.values():
+        code = "P" if isinstance(ty, str) and ty.startswith("*") else _CODES.get(ty) if isinstance(ty, str) else None
+        if code is None:
+            return None
+        codes.append(code)
+    return ("".join(codes).encode(), int(function), 32 * int(num_warps), int(shared))
 
 
 def _configure_c(module, device=None, stream=None) -> None:
@@ -407,14 +435,18 @@ def _configure_c(module, device=None, stream=None) -> None:
 
 def _build_c():
     """Compile fastlaunch.c (cached by Triton's cache manager); None, with one warning, where
-    that fails."""
+    that fails. With Triton's copy of cuda.h at hand, the direct path is compiled in too."""
     from pathlib import Path
 
     try:
+        import triton
         from triton.runtime.build import compile_module_from_src
 
         src = (Path(__file__).with_name("fastlaunch.c")).read_text()
-        module = compile_module_from_src(src, "tritonic_fastlaunch")
+        include = Path(triton.__file__).parent / "backends" / "nvidia" / "include"
+        has_h = (include / "cuda.h").exists()
+        module = compile_module_from_src(src, "tritonic_fastlaunch", include_dirs=[str(include)] if has_h else [],
+                                         ccflags=["-DTRITONIC_HAVE_CUDA_H"] if has_h else [])
     except Exception as e:  # no compiler, no headers, another Triton
         warn_once(("c-launch", type(e).__name__), f"tritonic: the C launch path could not be built ({e!r}); "
                   f"launches take the Python path, which costs ~1-2 µs more per call")
@@ -425,14 +457,15 @@ def _build_c():
 def _c_wanted() -> bool:
     from tritonic.runtime.device import has_cuda
 
-    # opt-in (TRITONIC_C_LAUNCH=1) until it has run on a GPU: its CPU tests use a stub launcher
-    return os.environ.get("TRITONIC_C_LAUNCH", "0").strip() == "1" and not interpreter_active() and has_cuda()
+    # opt-in until it has run on a GPU (its CPU tests use a stub launcher): 1 the C binder with
+    # Triton's launcher, 2 also the direct cuLaunchKernelEx where a kernel allows it
+    return os.environ.get("TRITONIC_C_LAUNCH", "0").strip() in ("1", "2") and not interpreter_active() and has_cuda()
 
 
 def _init_c() -> None:
     """Build the C launch (once per process, at the first kernel on a GPU: nothing is compiled
     at import) and point ``launch`` at it, here and in the op modules that imported it."""
-    global _C, _knobs, launch, _c_tried
+    global _C, _C_DIRECT, _knobs, launch, _c_tried
     _c_tried = True
     if not _c_wanted():
         return
@@ -452,6 +485,7 @@ def _init_c() -> None:
         warn_once(("c-launch", type(e).__name__), f"tritonic: the C launch path is off ({e!r})")
         return
     _C = module
+    _C_DIRECT = os.environ.get("TRITONIC_C_LAUNCH", "0").strip() == "2" and bool(module.enable_direct(True))
     launch = module.launch
     for name, mod in list(sys.modules.items()):  # (a test's own replacement is left alone)
         if name.startswith("tritonic.") and getattr(mod, "launch", None) is _launch_py:
