@@ -220,7 +220,7 @@ def test_traced_ops_do_not_tune(monkeypatch):
 
 
 def test_precompiling_runs_every_config_and_keeps_no_choice(monkeypatch):
-    """Under launcher.precompile every config's launch only submits its compile: the tuner runs
+    """Under precompile() every config's launch only submits its compile: the tuner runs
     them all, times nothing, remembers nothing and writes nothing; the real call tunes."""
     from tritonic.runtime import launcher
 

@@ -427,10 +427,12 @@ def test_precompile_submits_compiles_and_runs_nothing(monkeypatch):
     the pool by AsyncCompileMode) instead of running; outside, launches run again. A no-op in
     the interpreter and when nested."""
     pytest.importorskip("triton.runtime._async_compile")
-    monkeypatch.setattr(L, "interpreter_active", lambda: True)
-    with L.precompile():
-        assert not L.precompiling()  # the interpreter compiles nothing
-    monkeypatch.setattr(L, "interpreter_active", lambda: False)
+    from tritonic.runtime import precompile as P
+
+    monkeypatch.setattr(P, "interpreter_active", lambda: True)
+    with P.precompile():
+        assert not P.precompiling()  # the interpreter compiles nothing
+    monkeypatch.setattr(P, "interpreter_active", lambda: False)
     warmed, ran = [], []
 
     class Kernel:
@@ -443,12 +445,12 @@ def test_precompile_submits_compiles_and_runs_nothing(monkeypatch):
     k = Kernel()
     monkeypatch.setattr(L, "FAST", False)  # (the plain path: a namespace is no JITFunction)
     x = torch.empty(4)
-    with L.precompile(workers=2):
-        assert L.precompiling()
-        with L.precompile():  # nested: the outer one is in charge
+    with P.precompile(workers=2):
+        assert P.precompiling()
+        with P.precompile():  # nested: the outer one is in charge
             L._launch_py(k, (3,), x, 5, BLOCK=16)
-        assert L.precompiling()
-    assert not L.precompiling()
+        assert P.precompiling()
+    assert not P.precompiling()
     assert warmed == [((x, 5), (3,), {"BLOCK": 16})] and ran == []
     L._launch_py(k, (3,), x, 5, BLOCK=16)
     assert ran == [(3,)] and len(warmed) == 1

@@ -55,7 +55,7 @@ def test_cuda_graphs_replay_per_bucket(name):
 def test_cuda_graphs_with_precompiling(name, monkeypatch):
     """TRITONIC_PRECOMPILE=1: a new bucket's first forward (outputs thrown away) only submits
     the kernels' compiles to a thread pool; the warm-up and the capture then run as before."""
-    from tritonic.runtime import launcher
+    from tritonic.runtime.precompile import precompiling
 
     monkeypatch.setenv("TRITONIC_PRECOMPILE", "1")
     cls, config = _models()[name]
@@ -68,7 +68,7 @@ def test_cuda_graphs_with_precompiling(name, monkeypatch):
         ours = graphed(**kw).last_hidden_state
     keep = kw["attention_mask"].bool()
     torch.testing.assert_close(ours[keep], _run(eager, kw)[keep], atol=2e-3, rtol=2e-3)
-    assert graphed.tritonic_graphs.stats["capture"] == 1 and not launcher.precompiling()
+    assert graphed.tritonic_graphs.stats["capture"] == 1 and not precompiling()
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama"])

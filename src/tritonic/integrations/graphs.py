@@ -44,7 +44,7 @@ import inspect
 import torch
 
 from tritonic.runtime.cudagraph import recover_from_failed_capture
-from tritonic.runtime.launcher import precompile, precompile_wanted
+from tritonic.runtime.precompile import precompile, precompile_wanted
 
 __all__ = ["DEFAULT_BUCKETS", "GraphedForward"]
 

@@ -219,7 +219,7 @@ class Autotuner:
         elif m == "full" and len(self.configs) > 1:
             if not may_tune:
                 return self.configs[0]
-            from tritonic.runtime.launcher import precompiling
+            from tritonic.runtime.precompile import precompiling
 
             if precompiling():  # every config's launch submits its compile; nothing is timed or kept
                 for c in self.configs:

@@ -340,7 +340,7 @@ def _fast_kernel(kernel):
 def _launch_py(kernel, grid, *args, **meta) -> None:
     """Launch ``kernel`` over ``grid`` (a tuple of ints) with positional arguments ``args``
     and constexprs / options (``num_warps``...) as keywords."""
-    if _precompiling:  # (see precompile below): compile in the pool, do not run
+    if _precompiling:  # (runtime/precompile.py): compile in the pool, do not run
         if not is_traced(*args):
             try:
                 kernel.warmup(*args, grid=grid, **meta)
@@ -496,64 +496,4 @@ _c_tried = False
 launch = _launch_py
 
 
-# ----------------------------------------------------------------------------- precompiling
-# A model's first call compiles its kernels one after the other as it reaches them (Triton
-# compiles in the calling thread). Under ``precompile()``, launches of kernels not compiled yet
-# submit the compile to a thread pool through Triton's AsyncCompileMode and run nothing; the
-# autotuner runs every config that way and remembers no choice. Leaving the block waits for
-# the compiles, so a forward run inside it, on any inputs, leaves the real run with its kernels
-# compiled in parallel (Triton's compiles release the GIL: 4 compiles took half the time of
-# one after another in 2 threads on the dev CPU). The outputs of a run inside are garbage.
-# optimize()'s CUDA graphs use it before their warm-up when TRITONIC_PRECOMPILE=1.
-
-_precompiling = False
-
-
-def precompiling() -> bool:
-    return _precompiling
-
-
-def precompile_wanted() -> bool:
-    return os.environ.get("TRITONIC_PRECOMPILE", "0").strip() == "1" and not interpreter_active()
-
-
-class precompile:
-    """``with precompile(): model(...)``: see above. A no-op in the interpreter, with a Triton
-    without AsyncCompileMode, and inside another ``precompile``."""
-
-    def __init__(self, workers: int | None = None):
-        self.workers = workers or min(16, os.cpu_count() or 1)
-        self.mode = self.pool = None
-
-    def __enter__(self):
-        global _precompiling
-        if _precompiling or interpreter_active():
-            return self
-        try:
-            from concurrent.futures import ThreadPoolExecutor
-
-            from triton.runtime._async_compile import AsyncCompileMode
-        except ImportError:
-            return self
-        self.pool = ThreadPoolExecutor(self.workers)
-        self.mode = AsyncCompileMode(self.pool, ignore_errors=True)
-        try:
-            self.mode.__enter__()
-        except RuntimeError:  # another AsyncCompileMode is active: leave it alone
-            self.pool.shutdown(wait=False)
-            self.mode = self.pool = None
-            return self
-        _precompiling = True
-        return self
-
-    def __exit__(self, *exc):
-        global _precompiling
-        if self.mode is None:
-            return False
-        _precompiling = False
-        try:
-            self.mode.__exit__(None, None, None)  # waits for the compiles (their errors are ignored)
-        finally:
-            self.pool.shutdown(wait=True)
-        return False
-
+_precompiling = False  # set by runtime/precompile.py: launches compile in a pool and run nothing
