@@ -2,7 +2,7 @@
 (transformers' own auto-compile of the static-cache decode step, mode "reduce-overhead")
 and tritonic (``optimize``: captured decode steps), float16, random weights.
 
-    python benchmarks/generate.py [--only gpt2] [--new 256] [--out DIR]
+    python benchmarks/generate.py [--only gpt2] [--new 256] [--sample] [--out DIR]
     python benchmarks/generate.py --dry-run        # tiny models on the CPU (interpreter), no GPU
 
 Cases: GPT-2 (124M) and the Llama-style model of ``benchmarks/models.py`` (hidden 2048, 16
@@ -68,6 +68,8 @@ def main(argv=None) -> int:
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--quick", action="store_true", help="32 new tokens")
     p.add_argument("--graph", help="accepted for scripts/gpu_check.sh and ignored")
+    p.add_argument("--sample", action="store_true",
+                   help="sampled decoding (temperature 0.7, top-k 50, top-p 0.9) instead of greedy")
     a = p.parse_args(argv)
     device = "cpu" if a.dry_run or not torch.cuda.is_available() else "cuda"
     new = 4 if a.dry_run else (32 if a.quick else a.new)
@@ -84,6 +86,8 @@ def main(argv=None) -> int:
             mask[1:, : prompt // 4] = 0  # left padding on all rows but the first
         kw = dict(input_ids=ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new, do_sample=False,
                   cache_implementation="static")
+        if a.sample:  # (the tokens then differ between providers: their random streams do)
+            kw.update(do_sample=True, temperature=0.7, top_k=50, top_p=0.9)
         reference = None
         for provider in providers:
             model = copy.deepcopy(base)
@@ -99,13 +103,14 @@ def main(argv=None) -> int:
                 failed += 1
                 print(f"failed: {type(e).__name__}: {str(e)[:200]}")
                 continue
-            same = None if reference is None else bool(torch.equal(out, reference))
+            same = None if reference is None or a.sample else bool(torch.equal(out, reference))
             reference = out if reference is None else reference
             tps = batch * new / (ms * 1e-3)
             graphs = getattr(model, "tritonic_graphs", None)
             print(f"{ms:.1f} ms, {tps:.0f} tokens/s" + ("" if same is None else f", tokens equal eager's: {same}")
                   + (f", {dict(graphs.stats)}" if graphs is not None else ""))
-            rows.append({"bench": "generate", "case": case, "mode": "generate", "provider": provider, "ms": ms,
+            mode = "generate, sampled (t 0.7, top-k 50, top-p 0.9)" if a.sample else "generate"
+            rows.append({"bench": "generate", "case": case, "mode": mode, "provider": provider, "ms": ms,
                          "metric": "tokens/s", "value": tps, "same_tokens_as_eager": same,
                          "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
                          "torch": torch.__version__, "commit": _commit(),

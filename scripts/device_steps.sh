@@ -40,6 +40,7 @@
 #   claunch     the GPU tests with TRITONIC_C_LAUNCH=2 (C binder + direct cuLaunchKernelEx), then the
 #               breakdown and launch.py with 1 (C binder, Triton's launcher) and with 2
 #   convergence GPT-2 124M, 300 steps, bf16, tritonic against the PyTorch twin on the standard library's text
+#   sampled     benchmarks/generate.py --sample: sampled decoding, torch.compile against tritonic
 #   greedy      the GPU generate tests, then benchmarks/generate.py for tritonic alone (the baselines' rows stand)
 #   fsdp        FSDP2 over 2 GPUs against 1 (on nvidia-h200-x2), GPT-2 124M, bf16, global batch 128 and 64 x 1024, 30 steps
 set -u
@@ -175,6 +176,9 @@ for step in "$@"; do
         greedy)
             run greedy tests 150 python3 -m pytest -q -m gpu tests/integrations/test_hf_gpu.py -k generate
             run greedy bench 330 python3 benchmarks/generate.py --providers tritonic --out "$R/greedy/results" ;;
+        sampled)
+            run sampled bench 500 python3 benchmarks/generate.py --sample --providers torch.compile,tritonic \
+                --out "$R/sampled/results" ;;
         fsdp)
             run fsdp bench 400 python3 benchmarks/training.py --fsdp --gpus 2 --fsdp-batch 128,64 --steps 30 \
                 --timeout 120 --out "$R/fsdp/results"
