@@ -302,9 +302,7 @@ class _DecodeEntry:
                                   use_cache=True, return_dict=True, **extra)
 
     def _counters(self):
-        """The cache's small integer tensors (its lengths and offsets), to put back after a warm-up."""
-        return [(t, t.clone()) for layer in self.cache.layers for t in vars(layer).values()
-                if torch.is_tensor(t) and not t.is_floating_point() and t.numel() <= 16]
+        return [(t, t.clone()) for t in cache_counters(self.cache)]
 
     def build(self) -> str | None:
         """Warm up (kernels compiled and tuned for this batch) and capture; the reason on failure."""
@@ -353,6 +351,13 @@ class _DecodeEntry:
             out = self.out
             stats["replay decode"] += 1
         return _cut(out, 1, 1)  # one token per sequence: nothing to cut, every tensor copied out
+
+
+def cache_counters(cache) -> list:
+    """A static cache's small integer tensors (its lengths and offsets): what a warm-up step
+    advances and must put back."""
+    return [t for layer in cache.layers for t in vars(layer).values()
+            if torch.is_tensor(t) and not t.is_floating_point() and t.numel() <= 16]
 
 
 def _cut(out, length: int, bucket: int):

@@ -43,6 +43,7 @@ import inspect
 
 import torch
 
+from tritonic.integrations.graphs import cache_counters
 from tritonic.runtime.checks import warn_once
 from tritonic.runtime.cudagraph import recover_from_failed_capture
 
@@ -100,9 +101,7 @@ class _Run:
     def state(self):
         """The tensors a step changes (the cache's counters included), for putting back after a warm-up."""
         own = [self.tok, self.posids, self.mask2d, self.pos, self.k, self.count, self.unfinished, self.out]
-        counters = [t for layer in self.cache.layers for t in vars(layer).values()
-                    if torch.is_tensor(t) and not t.is_floating_point() and t.numel() <= 16]
-        return [(t, t.clone()) for t in own + counters]
+        return [(t, t.clone()) for t in own + cache_counters(self.cache)]
 
 
 class FastGreedy:
