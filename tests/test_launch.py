@@ -56,25 +56,41 @@ def test_interpreter_takes_the_plain_path(monkeypatch):
     L._fast.pop(marker, None)
 
 
-@pytest.mark.gpu
-def test_fast_path_on_gpu_respects_alignment_and_streams():
+def _layer_norm_checks(offsets):
+    """layer_norm at these offsets into one buffer (16-byte aligned or not) against PyTorch;
+    returns the last input and the weight."""
     import torch.nn.functional as F
 
-    from tritonic.kernels.norm import _norm_fwd
     from tritonic.ops import layer_norm
 
     base = torch.randn(64 * 64 + 8, device="cuda")
     w = torch.randn(64, device="cuda")
-    for off in (0, 1, 0, 1, 2):  # aligned, misaligned, then the cached keys again
+    for off in offsets:
         x = base[off:off + 64 * 64].view(64, 64)
         torch.testing.assert_close(layer_norm(x, w), F.layer_norm(x, (64,), w), atol=1e-5, rtol=1e-5)
-    assert L._fast[_norm_fwd] is not None and len(L._fast[_norm_fwd].compiled) >= 2
+    return x, w
+
+
+def _layer_norm_on_a_side_stream(x, w):
+    import torch.nn.functional as F
+
+    from tritonic.ops import layer_norm
+
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         y = layer_norm(x, w)
     side.synchronize()
     torch.testing.assert_close(y, F.layer_norm(x, (64,), w), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.gpu
+def test_fast_path_on_gpu_respects_alignment_and_streams():
+    from tritonic.kernels.norm import _norm_fwd
+
+    x, w = _layer_norm_checks((0, 1, 0, 1, 2))  # aligned, misaligned, then the cached keys again
+    assert L._fast[_norm_fwd] is not None and len(L._fast[_norm_fwd].compiled) >= 2
+    _layer_norm_on_a_side_stream(x, w)
 
 
 # ----------------------------------------------------------------------------- the fast binder
@@ -386,14 +402,12 @@ def test_c_launch_on_gpu(monkeypatch, mode):
     """TRITONIC_C_LAUNCH=1 on a GPU: built at the first kernel, then op launches take it (the
     kernel's C keys fill), with the same results, alignments and side streams as before.
     TRITONIC_C_LAUNCH=2: the norm kernel's entries carry a direct-launch spec and run by it."""
+    import importlib
     import sys
 
-    import torch.nn.functional as F
-
     from tritonic.kernels.norm import _norm_fwd
-    from tritonic.ops import layer_norm
 
-    norm_mod = sys.modules["tritonic.ops.norm"]
+    norm_mod = importlib.import_module("tritonic.ops.norm")
     for name in ("_C", "_C_DIRECT", "launch", "_c_tried"):
         monkeypatch.setattr(L, name, getattr(L, name))
     for n, m in list(sys.modules.items()):  # the op modules' launch is put back afterwards
@@ -403,22 +417,13 @@ def test_c_launch_on_gpu(monkeypatch, mode):
     L._c_tried = False
     L._fast.pop(_norm_fwd, None)
     L._by_id.pop(id(_norm_fwd), None)
-    base = torch.randn(64 * 64 + 8, device="cuda")
-    w = torch.randn(64, device="cuda")
-    for off in (0, 1, 0, 1, 2, 0, 1, 2):
-        x = base[off:off + 64 * 64].view(64, 64)
-        torch.testing.assert_close(layer_norm(x, w), F.layer_norm(x, (64,), w), atol=1e-5, rtol=1e-5)
+    x, w = _layer_norm_checks((0, 1, 0, 1, 2, 0, 1, 2))
     assert L._C is not None and norm_mod.launch is L._C.launch
     assert len(L._fast[_norm_fwd].ccompiled) >= 2
     entries = list(L._fast[_norm_fwd].ccompiled.values())
     assert L._C_DIRECT == (mode == "2") and all((len(e) == 7 and isinstance(e[6], tuple)) == (mode == "2")
                                                 for e in entries)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        y = layer_norm(x, w)
-    side.synchronize()
-    torch.testing.assert_close(y, F.layer_norm(x, (64,), w), atol=1e-5, rtol=1e-5)
+    _layer_norm_on_a_side_stream(x, w)
     L._C.enable_direct(False)  # (the module is shared by the process)
 
 
