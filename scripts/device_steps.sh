@@ -42,6 +42,8 @@
 #   convergence GPT-2 124M, 300 steps, bf16, tritonic against the PyTorch twin on the standard library's text
 #   sampled     benchmarks/generate.py --sample: sampled decoding, torch.compile against tritonic
 #   greedy      the GPU generate tests, then benchmarks/generate.py for tritonic alone (the baselines' rows stand)
+#   inferprof   issue 7's graphed calls, kernel by kernel (tritonic; BERT, GPT-2, Llama at 1x16 and 1x128), then
+#               scripts/infer_gemm_ab.py (the projections' variants at inference sizes, in graphs)
 #   fsdp        FSDP2 over 2 GPUs against 1 (on nvidia-h200-x2), GPT-2 124M, bf16, global batch 128 and 64 x 1024, 30 steps
 set -u
 R=/tmp/steps
@@ -91,6 +93,12 @@ for step in "$@"; do
                 run models "$m" 200 python3 benchmarks/models.py --providers eager,reduce-overhead,tritonic --only "$m" \
                     --out "$o"
             done ;;
+        inferprof)
+            for m in bert gpt2 llama; do for sh in 1x16 1x128; do
+                run inferprof "prof_${m}_$sh" 120 python3 scripts/profile_models.py --model "$m" --shape "$sh" \
+                    --providers tritonic --out "$o"
+            done; done
+            run inferprof gemm_ab 240 python3 scripts/infer_gemm_ab.py --out "$R/inferprof/gemm_ab.json" ;;
         flce)
             run flce bench 150 python3 benchmarks/memory_bound.py --flce --out "$o"
             run flce sweep 150 python3 scripts/sweep_memory_bound.py flce ;;

@@ -3,11 +3,12 @@
 
     PYTHONPATH=src python scripts/profile_models.py --model llama --shape 1x16 [--out DIR]
 
-Both run without CUDA graphs so the profiler sees each kernel; the graph replays that the
-benchmark times launch the same kernels. Prints, per provider, the GPU time of one forward
-(sum of kernel times), the number of kernels, and the kernels grouped by name with their
-share; ``--out`` writes the same as JSON. Also times a graphed call of each (tritonic's own
-graphs, and ``reduce-overhead``), to show how much of the call is not kernel time.
+The kernels listed are those of the graphed call the benchmark times (tritonic's graph per
+bucket, ``reduce-overhead``'s graph): CUPTI reports the kernels of a graph replay one by one.
+``--eager`` lists the kernels of the call without graphs instead (``torch.compile`` in its
+default mode). Prints, per provider, the GPU time of one forward (sum of kernel times), the
+number of kernels, and the kernels grouped by name with their share; ``--out`` writes the
+same as JSON. Also times both calls, to show how much of the call is not kernel time.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ def main() -> int:
     p.add_argument("--shape", default="1x16")
     p.add_argument("--out")
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--providers", default="tritonic,torch.compile")
+    p.add_argument("--eager", action="store_true", help="list the kernels of the call without graphs")
     a = p.parse_args()
     B, S = (int(v) for v in a.shape.split("x"))
     from transformers import AutoModel
@@ -79,7 +82,7 @@ def main() -> int:
     case = {"B": B, "S": S, "device": "cuda"}
     kw = M._inputs(case, 1000)
     result = {"model": a.model, "shape": a.shape, "providers": {}}
-    for prov in ("tritonic", "torch.compile"):
+    for prov in a.providers.split(","):
         torch.manual_seed(0)
         model = AutoModel.from_config(M._config(a.model), attn_implementation="sdpa").to("cuda", M.DT).eval()
         if prov == "tritonic":
@@ -98,7 +101,7 @@ def main() -> int:
         def gcall(m=graphed):
             with torch.inference_mode():
                 return m(**kw)
-        per = kernels(call)
+        per = kernels(call if a.eager else gcall)
         total = sum(v[0] for v in per.values())
         count = sum(v[1] for v in per.values())
         row = {"gpu_us": total, "kernels": count, "eager_wall_ms": wall_ms(call), "graphed_wall_ms": wall_ms(gcall),
