@@ -44,6 +44,8 @@
 #   greedy      the GPU generate tests, then benchmarks/generate.py for tritonic alone (the baselines' rows stand)
 #   inferprof   issue 7's graphed calls, kernel by kernel (tritonic; BERT, GPT-2, Llama at 1x16 and 1x128), then
 #               scripts/infer_gemm_ab.py (the projections' variants at inference sizes, in graphs)
+#   models-tritonic  benchmarks/models.py for tritonic alone (the baselines' rows of the same card stand)
+#   infertests  the tests of the inference path on the GPU (embedding, stacking, matmul, integrations)
 #   fsdp        FSDP2 over 2 GPUs against 1 (on nvidia-h200-x2), GPT-2 124M, bf16, global batch 128 and 64 x 1024, 30 steps
 set -u
 R=/tmp/steps
@@ -93,6 +95,13 @@ for step in "$@"; do
                 run models "$m" 200 python3 benchmarks/models.py --providers eager,reduce-overhead,tritonic --only "$m" \
                     --out "$o"
             done ;;
+        models-tritonic)
+            for m in bert gpt2 llama; do
+                run models-tritonic "$m" 150 python3 benchmarks/models.py --providers tritonic --only "$m" --out "$o"
+            done ;;
+        infertests)
+            run infertests pytest 300 python3 -m pytest -q -x tests/ops/test_embedding.py tests/integrations/test_stacking.py \
+                tests/ops/test_matmul_gpu.py tests/integrations ;;
         inferprof)
             for m in bert gpt2 llama; do for sh in 1x16 1x128; do
                 run inferprof "prof_${m}_$sh" 120 python3 scripts/profile_models.py --model "$m" --shape "$sh" \

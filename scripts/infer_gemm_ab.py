@@ -59,9 +59,21 @@ def w(n, k):
 
 
 def cases(M: int):
-    out = []
     # Llama-style 1B: hidden 2048, 32 q heads / 8 kv heads of 64, MLP 5632
-    for name, h, kv, f in (("llama", 2048, 512, 5632), ("bert/gpt2", 768, 768, 3072)):
+    out = _cases(M, "llama", 2048, 512, 5632) + _cases(M, "bert/gpt2", 768, 768, 3072)
+    table = torch.randn(30522, 768, device="cuda", dtype=DT)
+    ids = torch.randint(0, 30522, (M,), device="cuda")
+    out.append((f"embedding 30522x768 M={M}", {
+        "F.embedding": lambda: F.embedding(ids, table),
+        "table[ids]": lambda: table[ids],
+        "tritonic embedding": lambda: ops.embedding(ids, table),
+    }))
+    return out
+
+
+def _cases(M, name, h, kv, f):  # (a function per model: each lambda keeps its own tensors)
+    out = []
+    if True:
         x = torch.randn(M, h, device="cuda", dtype=DT)
         wq, wk, wv = w(h, h), w(kv, h), w(kv, h)
         wqkv = torch.cat([wq, wk, wv])

@@ -274,11 +274,13 @@ class Report:
     def __init__(self):
         self.replaced: list[str] = []
         self.kept: list[str] = []
+        self.stacks: list = []  # (module name, stacking group): groups turned off at run time are reported
 
     def __str__(self) -> str:
         lines = ["tritonic.optimize:"]
         lines += [f"  replaced: {r}" for r in self.replaced] or ["  replaced: nothing"]
         lines += [f"  kept:     {k}" for k in self.kept]
+        lines += [f"  unstacked at run time: {name}: {g.why_off}" for name, g in self.stacks if not g.on]
         if FALLBACKS:
             for why, n in FALLBACKS.items():
                 to = "the model's eager attention" if why in _EAGER else "SDPA"
@@ -364,6 +366,14 @@ def optimize(model, *, dtype=None, cuda_graphs: bool = True, buckets=None, train
     replaced, kept = swap_modules(model)
     report.replaced += replaced
     report.kept += kept
+    if not training:  # (under autograd the members run alone anyway)
+        from tritonic.integrations.stacking import stack_gated_mlps, stack_projections
+
+        for stack in (stack_projections, stack_gated_mlps):
+            replaced, kept = stack(model)
+            report.replaced += replaced
+            report.kept += kept
+        report.stacks = model.tritonic_stacks
     from tritonic.integrations.rotary import install_rope
 
     replaced, kept = install_rope(model)

@@ -1,7 +1,8 @@
 """Swapping a model's modules for tritonic's, by what they do, each swap checked.
 
 A small registry maps a module to a replacement that computes the same function with
-tritonic's kernels: a module made of one ``nn.Linear`` and one activation (BERT's
+tritonic's kernels: ``torch.nn.Embedding`` to :class:`tritonic.nn.Embedding` (one gather
+kernel; its probe must give the original's rows exactly), a module made of one ``nn.Linear`` and one activation (BERT's
 intermediate layer) to :class:`LinearActBlock` (one GEMM, activation in the epilogue); a
 ``gate_proj``/``up_proj``/``down_proj``/``act_fn`` MLP to :class:`GatedMLPBlock` (the gate
 product in one kernel); GPT-2's ``Conv1D`` MLP to :class:`Conv1DActBlock`; BERT's
@@ -23,6 +24,7 @@ import copy
 import inspect
 
 import torch
+import torch.nn.functional as F
 
 from tritonic import nn as tnn
 from tritonic import ops
@@ -58,6 +60,30 @@ def _layer_norm(m):
                         bias=m.bias is not None, device="meta")
     new.weight, new.bias = m.weight, m.bias  # shared parameters
     return new
+
+
+def _embedding(m):
+    if type(m) is not torch.nn.Embedding or m.max_norm is not None or m.sparse:
+        return None
+    new = tnn.Embedding(m.num_embeddings, m.embedding_dim, m.padding_idx, scale_grad_by_freq=m.scale_grad_by_freq,
+                        device="meta")
+    new.weight = m.weight  # shared (and still tied where the model ties it to its output layer)
+    return new
+
+
+def _probe_embedding(orig, new) -> str | None:
+    """None when the lookup gives the original's rows exactly (a gather rounds nothing)."""
+    gen = torch.Generator(device="cpu").manual_seed(1234)
+    ids = torch.randint(0, orig.num_embeddings, (3, 5), generator=gen).to(orig.weight.device)
+    with torch.no_grad():
+        try:
+            ours = new(ids)
+        except Exception as e:  # noqa: BLE001 (a table the kernel does not take)
+            return f"{type(e).__name__}: {e}"
+        theirs = orig(ids)
+    if ours.shape != theirs.shape or ours.dtype != theirs.dtype or not torch.equal(ours, theirs):
+        return "probe rows differ from the original's"
+    return None
 
 
 def _rms_norm(m):
@@ -127,6 +153,13 @@ def _gated_product(gate, up, activation: str):
     return ops.geglu(gate, up, approximate="tanh" if activation == "gelu_tanh" else "none")
 
 
+def _gated_product_halves(y, activation: str):
+    """``act(gate) * up`` where ``y`` holds ``[gate, up]`` along its last dimension."""
+    if activation == "silu":
+        return ops.swiglu(y)
+    return ops.geglu(y, approximate="tanh" if activation == "gelu_tanh" else "none")
+
+
 class GatedMLPBlock(_Adopted):
     """``down_proj(act(gate_proj(x)) * up_proj(x))`` (Llama-family MLPs) with the gate product in
     one kernel (``swiglu`` / ``geglu``); the projections keep their own weights. Without biases,
@@ -137,9 +170,14 @@ class GatedMLPBlock(_Adopted):
         super().__init__(original)
         self.activation = activation
 
+    _stacked = None  # (gate/up weight stacked, a _Group checking the views): set by stack_gated_mlps
+
     def forward(self, x):
         if not self._kernels_apply(x, self.gate_proj):
             return self._original[0](x)
+        if self._stacked is not None and not torch.is_grad_enabled() and self._stacked[1].intact():
+            # inference: one GEMM over [gate; up], the gated product on its two halves
+            return self.down_proj(_gated_product_halves(F.linear(x, self._stacked[0]), self.activation))
         lin = (self.gate_proj, self.up_proj, self.down_proj)
         if all(m.bias is None and m.weight.dtype == x.dtype for m in lin):
             # one op that recomputes the gated product in the backward instead of keeping it
@@ -262,7 +300,7 @@ def _gated_mlp(m):
     return None if act not in ("silu", "gelu", "gelu_tanh") else GatedMLPBlock(m, act)
 
 
-REGISTRY = [_layer_norm, _rms_norm, _dense_add_norm, _dense_act_dense, _linear_act, _gated_mlp, _conv1d_mlp]
+REGISTRY = [_embedding, _layer_norm, _rms_norm, _dense_add_norm, _dense_act_dense, _linear_act, _gated_mlp, _conv1d_mlp]
 
 
 def _probe_ok(orig, new, hidden: int, dtype, device, out_width: int | None = None) -> str | None:
@@ -309,6 +347,16 @@ def swap_modules(model: torch.nn.Module, dtype=None) -> tuple[list[str], list[st
                 new = make(child)
                 if new is None:
                     continue
+                full = f"{parent_name}.{name}" if parent_name else name
+                if isinstance(new, tnn.Embedding):
+                    why = _probe_embedding(child, new)
+                    if why is None:
+                        setattr(parent, name, new)
+                        key = f"{type(child).__name__} -> tritonic Embedding"
+                        replaced[key] = replaced.get(key, 0) + 1
+                    else:
+                        kept.append(f"{full} ({type(child).__name__}): {why}")
+                    break
                 weight = getattr(child, "weight", None)
                 if isinstance(new, Conv1DActBlock):  # Conv1D weights are (in, out)
                     weight = child.c_fc.weight
@@ -324,7 +372,6 @@ def swap_modules(model: torch.nn.Module, dtype=None) -> tuple[list[str], list[st
                 probe_dtype = dtype or (weight.dtype if isinstance(weight, torch.Tensor) else torch.float32)
                 out_width = child.dense.out_features if isinstance(new, DenseAddNormBlock) else None
                 why = _probe_ok(child, new, hidden, probe_dtype, device, out_width)
-                full = f"{parent_name}.{name}" if parent_name else name
                 if why is None:
                     setattr(parent, name, new)
                     gone.append(full)
