@@ -3,7 +3,8 @@
 random weights from configs.
 
     python benchmarks/models.py [--only gpt2] [--providers eager,tritonic] [--out DIR]
-    python benchmarks/models.py --first-call [--only bert]   # seconds to the first output per new shape
+    python benchmarks/models.py --first-call [--only bert,gpt2 1x16] [--providers tritonic]
+                                                               # seconds to the first output per new shape
     python benchmarks/models.py --dry-run                      # CPU smoke run, no GPU
 
 Cases: BERT-base, GPT-2 (124M) and a Llama-style model (hidden 2048, 16 layers, 32 query /
@@ -144,14 +145,15 @@ def first_call(argv) -> int:
     bucket: kernels compiled and tuned, graph captured), and torch.compile per new shape."""
     from tritonic.bench.harness import write_json
 
-    only = argv[argv.index("--only") + 1] if "--only" in argv else ""
+    only = argv[argv.index("--only") + 1].split(",") if "--only" in argv else [""]
     out = argv[argv.index("--out") + 1] if "--out" in argv else "benchmarks/results"
+    kinds = argv[argv.index("--providers") + 1].split(",") if "--providers" in argv else ["tritonic", "reduce-overhead"]
     rows = []
     for case in CASES:
-        if only not in case["name"]:
+        if not any(o in case["name"] for o in only):
             continue
         case = {**case, "device": "cuda"}
-        for kind in ("tritonic", "reduce-overhead"):
+        for kind in kinds:
             _MODELS.clear()
             torch._dynamo.reset()
             model = _plain(case["model"], "cuda")

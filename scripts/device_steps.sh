@@ -28,6 +28,8 @@
 #               then the two-kernel backward alone (TRITONIC_ATTENTION_DQ=kernel) for the A/B
 #   firstcall   issue 7's first call per new bucket from cold caches (empty Triton and tritonic caches; the
 #               shipped tables still apply), then again with the caches the first run filled
+#   firstcall-quick  tritonic's cold first call alone (1x16 of each model, then Llama 1x128: a new bucket
+#               of a model whose kernels are compiled), without and with TRITONIC_PRECOMPILE=1
 #   firstcall-pre  the cold first calls again with TRITONIC_PRECOMPILE=1 (kernels compiled in parallel)
 #   attntests   the GPU tests of attention (both dQ paths), losses, HF integration and captured steps
 #   graphvs     GPT-2 124M and 350M: torch.compile against tritonic+graph (issue 8's ratio)
@@ -147,6 +149,13 @@ for step in "$@"; do
                 python3 benchmarks/models.py --first-call --out "$R/firstcall/cold"
             TRITON_CACHE_DIR=$cold/triton TRITONIC_CACHE_DIR=$cold/tritonic run firstcall warm 300 \
                 python3 benchmarks/models.py --first-call --out "$R/firstcall/warm" ;;
+        firstcall-quick)  # cold caches, tritonic alone, the 1x16 case of each model; plain, then precompiled
+            for pre in 0 1; do
+                cold=$(mktemp -d)
+                TRITONIC_PRECOMPILE=$pre TRITON_CACHE_DIR=$cold/triton TRITONIC_CACHE_DIR=$cold/tritonic \
+                    run firstcall-quick "pre$pre" 150 python3 benchmarks/models.py --first-call --providers tritonic \
+                    --only "bert 1x16,gpt2 1x16,llama 1x16,llama 1x128" --out "$R/firstcall-quick/pre$pre"
+            done ;;
         firstcall-pre)
             cold=$(mktemp -d)
             TRITONIC_PRECOMPILE=1 TRITON_CACHE_DIR=$cold/triton TRITONIC_CACHE_DIR=$cold/tritonic \

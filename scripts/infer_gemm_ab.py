@@ -82,6 +82,13 @@ def _cases(M, name, h, kv, f):  # (a function per model: each lambda keeps its o
             "F.linear stacked": lambda: F.linear(x, wqkv),
             "tritonic linear stacked": lambda: ops.linear(x, wqkv),
         }))
+        for n_out, k_in in ((h, h), (h, f), (kv + 2 * h, h)):  # plain products: out proj, MLP down, stacked qkv
+            wp_, bp_ = w(n_out, k_in), torch.randn(n_out, device="cuda", dtype=DT)
+            xp_ = torch.randn(M, k_in, device="cuda", dtype=DT)
+            out.append((f"{name} plain {k_in}->{n_out} M={M}", {
+                "F.linear": lambda wp_=wp_, bp_=bp_, xp_=xp_: F.linear(xp_, wp_, bp_),
+                "tritonic linear": lambda wp_=wp_, bp_=bp_, xp_=xp_: ops.linear(xp_, wp_, bp_),
+            }))
         wo = w(h, h)
         xo, r = torch.randn(M, h, device="cuda", dtype=DT), torch.randn(M, h, device="cuda", dtype=DT)
         out.append((f"{name} out+residual M={M}", {

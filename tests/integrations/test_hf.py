@@ -199,7 +199,7 @@ def test_a_fallback_under_torch_compile_compiles_once():
     assert counter.frame_count == 1
 
 
-def test_a_causal_mask_without_padding_stays_none_where_transformers_would_build_it(monkeypatch):
+def test_a_causal_mask_without_padding_stays_none_where_transformers_would_build_it(monkeypatch, device):
     """Inside a CUDA-graph capture or torch.compile, transformers' ``is_tracing`` is True and
     its SDPA mask function (5.17; later versions skip it too) builds the full (B, 1, S, S)
     causal mask; ours keeps None where only shapes and arguments decide it, and hands every
@@ -222,8 +222,8 @@ def test_a_causal_mask_without_padding_stays_none_where_transformers_would_build
         assert (ours is None and theirs is None) or torch.equal(ours, theirs), other
     # a whole GPT-2 forward under "tracing": the attention sees no mask, the output is unchanged
     cls, config = _models()["gpt2"]
-    model = tritonic.optimize(cls(config).eval(), cuda_graphs=False)
-    ids = torch.randint(1, 97, (2, 7))
+    model = tritonic.optimize(cls(config).to(device).eval(), cuda_graphs=False)  # (on the GPU where there is one)
+    ids = torch.randint(1, 97, (2, 7), device=device)
     seen = []
     forward = hf.tritonic_attention_forward
 
@@ -397,7 +397,9 @@ def test_generate_greedy_matches_the_original(name, cache, device):
     theirs = model.generate(**kw)
     calls, decode = [], []
     real, real_decode = hf.attention, hf.attention_decode
-    ours_model = tritonic.optimize(model)
+    # transformers' own loop, step by step (graphs would replay the steps without calling the
+    # counting wrappers below; tests/integrations/test_greedy.py covers the graphed loop)
+    ours_model = tritonic.optimize(model, cuda_graphs=False)
     import unittest.mock
 
     with unittest.mock.patch.object(hf, "attention", lambda *a, **k: calls.append(a[0].shape[2]) or real(*a, **k)), \

@@ -41,7 +41,7 @@ def test_llama_stacks_and_matches_the_original(device):
     tritonic.optimize(model, cuda_graphs=False)
     report = str(model.tritonic_report)
     assert "2 groups of projections -> one stacked GEMM" in report
-    assert "2 gated MLPs: gate_proj and up_proj -> one stacked GEMM" in report
+    assert "2 gated MLPs: gate_proj and up_proj -> one interleaved GEMM" in report
     attn = model.layers[0].self_attn
     assert isinstance(attn.q_proj, StackedLinear)
     group = attn.q_proj._group[0]
@@ -109,3 +109,30 @@ def test_groups_that_cannot_share_a_weight_are_left_alone(device):
     replaced, kept = stack_projections(m)
     assert not replaced and "not stacked" in kept[0]
     assert type(m.q) is torch.nn.Linear
+
+
+def test_interleaved_gate_up_saves_and_loads_as_separate_tensors(device, tmp_path):
+    from transformers import LlamaModel
+
+    model = _llama(device)
+    ref = copy.deepcopy(model)
+    tritonic.optimize(model, cuda_graphs=False)
+    mlp = model.layers[0].mlp
+    assert mlp._stacked is not None and mlp.gate_proj.weight.stride() == (2 * 64, 1)
+    sd = model.state_dict()
+    for k in ("layers.0.mlp.gate_proj.weight", "layers.0.mlp.up_proj.weight"):
+        assert sd[k].is_contiguous() and torch.equal(sd[k], ref.state_dict()[k])
+    with torch.no_grad():  # writes through the views into the interleaved weight
+        model.load_state_dict({k: v * 0.5 if "up_proj" in k else v for k, v in ref.state_dict().items()})
+        ref.layers[0].mlp.up_proj.weight.mul_(0.5)
+        ref.layers[1].mlp.up_proj.weight.mul_(0.5)
+    assert mlp._interleaved_intact()
+    ids = torch.randint(1, 97, (2, 9), device=device)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(input_ids=ids).last_hidden_state, ref(input_ids=ids).last_hidden_state,
+                                   atol=1e-5, rtol=1e-5)
+    model.save_pretrained(tmp_path)  # overlapping views would make transformers refuse to write
+    again = LlamaModel.from_pretrained(tmp_path).to(device).eval()
+    with torch.inference_mode():
+        torch.testing.assert_close(again(input_ids=ids).last_hidden_state, ref(input_ids=ids).last_hidden_state,
+                                   atol=1e-5, rtol=1e-5)

@@ -1,4 +1,6 @@
-"""Sibling projections that read one input, run as one GEMM (inference).
+"""Sibling projections that read one input, run as one GEMM (inference): q/k/v, and the
+gate/up pair of gated MLPs (:func:`stack_gated_mlps`, rows interleaved, the gated product in
+the GEMM's epilogue).
 
 Attention modules project the same hidden states three times (``q_proj``/``k_proj``/``v_proj``
 in Llama-family models, ``query``/``key``/``value`` in BERT, ``q``/``k``/``v`` in T5). At the
@@ -205,10 +207,52 @@ def stack_projections(model: torch.nn.Module) -> tuple[list[str], list[str]]:
     return replaced, kept
 
 
+def _interleave(gate: torch.nn.Linear, up: torch.nn.Linear) -> torch.Tensor:
+    """One (2F, K) weight whose rows alternate gate, up; the two parameters become its even and
+    odd rows (views with a row stride of 2K)."""
+    with torch.no_grad():
+        w = torch.stack([gate.weight.detach(), up.weight.detach()], dim=1).reshape(-1, gate.in_features)
+        gate.weight.data, up.weight.data = w[0::2], w[1::2]
+    return w
+
+
+def _contiguous_gate_up(module, state_dict, prefix, local_metadata):
+    """The state_dict holds the gate and up weights as tensors of their own: the parameters are
+    interleaved views of one weight, which checkpoint writers would see as overlapping tensors."""
+    for name in ("gate_proj.weight", "up_proj.weight"):
+        t = state_dict.get(prefix + name)
+        if isinstance(t, torch.Tensor) and not t.is_contiguous():
+            state_dict[prefix + name] = t.contiguous()
+
+
+def _probe_gated(block, w) -> str | None:
+    from tritonic import ops
+
+    torch.manual_seed(1234)
+    x = torch.randn(3, 5, w.shape[1], device=w.device).to(w.dtype)
+    with torch.no_grad():
+        g, u = block.gate_proj.weight, block.up_proj.weight
+        ref = ops.gated_mlp_reference(x.double(), g.double(), u.double(), block.down_proj.weight.double(),
+                                      block.activation)
+        own = ops.gated_mlp_reference(x, g, u, block.down_proj.weight, block.activation)
+        try:
+            ours = block.down_proj(ops.gated_linear(x, w, block.activation, layout="interleaved"))
+        except Exception as e:  # noqa: BLE001 (a shape the kernel does not take)
+            return f"{type(e).__name__}: {e}"
+    err, err_own = ((t.double() - ref).abs().max().item() for t in (ours, own))
+    atol = 8 * torch.finfo(w.dtype).eps * max(ref.abs().max().item(), 1e-3)
+    return None if err <= 2 * err_own + atol else f"probe error {err:.2e} against float64, the original's {err_own:.2e}"
+
+
 def stack_gated_mlps(model: torch.nn.Module) -> tuple[list[str], list[str]]:
     """Give each swapped gated MLP (:class:`~tritonic.integrations.swaps.GatedMLPBlock`) one
-    ``[gate; up]`` weight: under no autograd it runs one GEMM over it and the gated product on
-    the two halves (one launch and one pass over the input fewer)."""
+    weight whose rows alternate gate and up. Under no autograd it runs one GEMM over it with the
+    gated product in the epilogue (``ops.gated_linear(layout="interleaved")``): on an H100 this
+    beat the two projections and the gated-product kernel at every size measured (Llama-1B's MLP,
+    16 rows 18.3 against 22.6 µs, 1024 rows 70.7 against 76.5, 8192 rows 678 against 694;
+    ``scripts/infer_gemm_ab.py``). ``gate_proj.weight`` and ``up_proj.weight`` become the even
+    and odd rows of that weight (no second copy); the ``state_dict`` gives them as tensors of
+    their own, and ``load_state_dict`` writes through the views."""
     from tritonic.integrations.swaps import GatedMLPBlock
 
     count = 0
@@ -216,14 +260,19 @@ def stack_gated_mlps(model: torch.nn.Module) -> tuple[list[str], list[str]]:
     for name, m in model.named_modules():
         if not isinstance(m, GatedMLPBlock) or m._stacked is not None:
             continue
-        linears = [m.gate_proj, m.up_proj]
-        if any(type(lin) is not torch.nn.Linear or lin.bias is not None for lin in linears):
-            continue  # (biased gate/up projections keep the block's own path)
-        stacked = stack_parameters(linears)
-        why = "widths, dtypes or devices differ" if stacked is None else _probe(linears, *stacked)
+        gate, up = m.gate_proj, m.up_proj
+        if any(type(lin) is not torch.nn.Linear or lin.bias is not None or type(lin.weight.data) is not torch.Tensor
+               for lin in (gate, up)) or gate.weight.shape != up.weight.shape or gate.weight.dtype != up.weight.dtype \
+                or gate.weight.device != up.weight.device or gate.weight.device.type == "meta":
+            continue  # (biased or mismatched gate/up projections keep the block's own path)
+        w = _interleave(gate, up)
+        why = _probe_gated(m, w)
         if why is not None:
-            kept.append(f"{name}.gate_proj/up_proj: not stacked ({why})")
+            kept.append(f"{name}.gate_proj/up_proj: not interleaved ({why})")
             continue
-        m._stacked = (stacked[0], _Group(("gate_proj", "up_proj"), linears, *stacked))
+        m._stacked = w
+        hook = getattr(m, "register_state_dict_post_hook", None) or m._register_state_dict_hook
+        hook(_contiguous_gate_up)
         count += 1
-    return ([f"{count} gated MLPs: gate_proj and up_proj -> one stacked GEMM (inference)"] if count else []), kept
+    return ([f"{count} gated MLPs: gate_proj and up_proj -> one interleaved GEMM with the gated product in its "
+             f"epilogue (inference)"] if count else []), kept

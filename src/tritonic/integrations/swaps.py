@@ -24,7 +24,6 @@ import copy
 import inspect
 
 import torch
-import torch.nn.functional as F
 
 from tritonic import nn as tnn
 from tritonic import ops
@@ -153,13 +152,6 @@ def _gated_product(gate, up, activation: str):
     return ops.geglu(gate, up, approximate="tanh" if activation == "gelu_tanh" else "none")
 
 
-def _gated_product_halves(y, activation: str):
-    """``act(gate) * up`` where ``y`` holds ``[gate, up]`` along its last dimension."""
-    if activation == "silu":
-        return ops.swiglu(y)
-    return ops.geglu(y, approximate="tanh" if activation == "gelu_tanh" else "none")
-
-
 class GatedMLPBlock(_Adopted):
     """``down_proj(act(gate_proj(x)) * up_proj(x))`` (Llama-family MLPs) with the gate product in
     one kernel (``swiglu`` / ``geglu``); the projections keep their own weights. Without biases,
@@ -170,19 +162,28 @@ class GatedMLPBlock(_Adopted):
         super().__init__(original)
         self.activation = activation
 
-    _stacked = None  # (gate/up weight stacked, a _Group checking the views): set by stack_gated_mlps
+    _stacked = None  # the interleaved gate/up weight (see stacking.stack_gated_mlps), or None
 
     def forward(self, x):
         if not self._kernels_apply(x, self.gate_proj):
             return self._original[0](x)
-        if self._stacked is not None and not torch.is_grad_enabled() and self._stacked[1].intact():
-            # inference: one GEMM over [gate; up], the gated product on its two halves
-            return self.down_proj(_gated_product_halves(F.linear(x, self._stacked[0]), self.activation))
+        w = self._stacked
+        if w is not None and not torch.is_grad_enabled() and self._interleaved_intact():
+            # inference: one GEMM over the interleaved [gate, up] rows, the gated product in its epilogue
+            return self.down_proj(ops.gated_linear(x, w, self.activation, layout="interleaved"))
         lin = (self.gate_proj, self.up_proj, self.down_proj)
         if all(m.bias is None and m.weight.dtype == x.dtype for m in lin):
             # one op that recomputes the gated product in the backward instead of keeping it
             return ops.gated_mlp(x, *(m.weight for m in lin), activation=self.activation)
         return self.down_proj(_gated_product(self.gate_proj(x), self.up_proj(x), self.activation))
+
+    def _interleaved_intact(self) -> bool:
+        """gate_proj and up_proj still the even and odd rows of the interleaved weight (a
+        ``model.to(...)`` or new tensors make them something else: then they run alone)."""
+        w, g, u = self._stacked, self.gate_proj.weight, self.up_proj.weight
+        return (g.dtype == w.dtype and u.dtype == w.dtype and g.device == w.device and g.data_ptr() == w.data_ptr()
+                and u.data_ptr() == w.data_ptr() + w.stride(0) * w.element_size()
+                and g.stride() == u.stride() == (2 * w.stride(0), 1))
 
 
 class DenseAddNormBlock(_Adopted):
