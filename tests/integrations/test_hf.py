@@ -400,6 +400,9 @@ def test_generate_greedy_matches_the_original(name, cache, device):
     # transformers' own loop, step by step (graphs would replay the steps without calling the
     # counting wrappers below; tests/integrations/test_greedy.py covers the graphed loop)
     ours_model = tritonic.optimize(model, cuda_graphs=False)
+    # and not transformers' auto-compile of static-cache steps (on GPUs): traced steps take the
+    # flash kernel, not flash-decoding, which this test counts
+    ours_model.generation_config.disable_compile = True
     import unittest.mock
 
     with unittest.mock.patch.object(hf, "attention", lambda *a, **k: calls.append(a[0].shape[2]) or real(*a, **k)), \
