@@ -20,6 +20,7 @@ parameter per token (attention scores left out).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -148,6 +149,13 @@ def first_call(argv) -> int:
     only = argv[argv.index("--only") + 1].split(",") if "--only" in argv else [""]
     out = argv[argv.index("--out") + 1] if "--out" in argv else "benchmarks/results"
     kinds = argv[argv.index("--providers") + 1].split(",") if "--providers" in argv else ["tritonic", "reduce-overhead"]
+    import triton
+
+    from tritonic.bench.harness import _commit
+    from tritonic.runtime import device_name
+
+    meta = {"device": device_name(), "torch": torch.__version__, "triton": triton.__version__, "commit": _commit(),
+            "cold": bool(os.environ.get("TRITON_CACHE_DIR")), "precompile": os.environ.get("TRITONIC_PRECOMPILE", "0")}
     rows = []
     for case in CASES:
         if not any(o in case["name"] for o in only):
@@ -167,7 +175,7 @@ def first_call(argv) -> int:
             s = time.perf_counter() - t
             print(f"{case['name']} {kind}: first call {s:.2f} s", flush=True)
             rows.append({"bench": "models_first_call", "case": case["name"], "mode": "fwd", "provider": kind,
-                         "metric": "s", "value": s})
+                         "metric": "s", "value": s, **meta})
     print(f"wrote {len(rows)} rows to {write_json(rows, out, 'models_first_call')}")
     return 0
 

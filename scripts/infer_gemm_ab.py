@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from tritonic import ops
-from tritonic.ops.matmul import interleave_gate_up
+from tritonic.ops.gated import interleave_gate_up
 
 DT = torch.float16
 

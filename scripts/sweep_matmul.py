@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from triton.testing import do_bench
 
 mm = importlib.import_module("tritonic.ops.matmul")
+gated_ops = importlib.import_module("tritonic.ops.gated")
 
 
 def bench(fn):
@@ -58,8 +59,8 @@ def main(only=None):
               bench(lambda: F.gelu(F.linear(x, w, b))))
         xl = torch.randn(4096, 4096, device=dev, dtype=torch.bfloat16)
         wl = torch.randn(2 * 14336, 4096, device=dev, dtype=torch.bfloat16) / 64
-        sweep("llama gated fwd", lambda: mm.gated_linear(xl, wl), mm._tma_gated_tuner, 2 * 4096 * 2 * 14336 * 4096,
-              bench(lambda: mm.gated_linear_reference(xl, wl)))
+        sweep("llama gated fwd", lambda: gated_ops.gated_linear(xl, wl), mm._tma_gated_tuner, 2 * 4096 * 2 * 14336 * 4096,
+              bench(lambda: gated_ops.gated_linear_reference(xl, wl)))
         return
     sweep("bert-ffn linear only (fp16 4096x768->3072)", lambda: mm.linear(x, w, b), mm._tma_tuner, fl,
           bench(lambda: F.linear(x, w, b)))
@@ -79,8 +80,8 @@ def main(only=None):
     xl = torch.randn(4096, 4096, device=dev, dtype=bf)
     wl = torch.randn(2 * 14336, 4096, device=dev, dtype=bf) / 64
     fll = 2 * 4096 * 2 * 14336 * 4096
-    sweep("llama gated fwd (bf16 4096x4096->2x14336)", lambda: mm.gated_linear(xl, wl), mm._tma_gated_tuner, fll,
-          bench(lambda: mm.gated_linear_reference(xl, wl)))
+    sweep("llama gated fwd (bf16 4096x4096->2x14336)", lambda: gated_ops.gated_linear(xl, wl), mm._tma_gated_tuner, fll,
+          bench(lambda: gated_ops.gated_linear_reference(xl, wl)))
     a = torch.randn(4096, 4096, device=dev, dtype=bf)
     c = torch.randn(4096, 4096, device=dev, dtype=bf)
     sweep("mm bf16 4096^3", lambda: mm.matmul(a, c), mm._tma_tuner, 2 * 4096 ** 3, bench(lambda: torch.matmul(a, c)))

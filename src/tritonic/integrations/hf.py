@@ -374,6 +374,11 @@ def optimize(model, *, dtype=None, cuda_graphs: bool = True, buckets=None, train
             report.replaced += replaced
             report.kept += kept
         report.stacks = model.tritonic_stacks
+        from tritonic.integrations.residual import fuse_residual_norms
+
+        replaced, kept = fuse_residual_norms(model)
+        report.replaced += replaced
+        report.kept += kept
     from tritonic.integrations.rotary import install_rope
 
     replaced, kept = install_rope(model)

@@ -35,6 +35,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from tritonic.integrations.swaps import PROBE_ROWS
+
 __all__ = ["StackedLinear", "stack_gated_mlps", "stack_parameters", "stack_projections"]
 
 GROUPS = (("q_proj", "k_proj", "v_proj"), ("query", "key", "value"), ("q", "k", "v"))
@@ -151,7 +153,7 @@ def _probe(linears, weight, bias) -> str | None:
     """None when the stacked product's columns match each member's own product on a probe
     input under the correctness rule (against float64), else why not."""
     torch.manual_seed(1234)
-    x = torch.randn(3, 5, weight.shape[1], device=weight.device).to(weight.dtype)
+    x = torch.randn(*PROBE_ROWS, weight.shape[1], device=weight.device).to(weight.dtype)
     with torch.no_grad():
         stacked = F.linear(x, weight, bias)
         start = 0
@@ -229,7 +231,7 @@ def _probe_gated(block, w) -> str | None:
     from tritonic import ops
 
     torch.manual_seed(1234)
-    x = torch.randn(3, 5, w.shape[1], device=w.device).to(w.dtype)
+    x = torch.randn(*PROBE_ROWS, w.shape[1], device=w.device).to(w.dtype)
     with torch.no_grad():
         g, u = block.gate_proj.weight, block.up_proj.weight
         ref = ops.gated_mlp_reference(x.double(), g.double(), u.double(), block.down_proj.weight.double(),

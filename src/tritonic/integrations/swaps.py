@@ -28,7 +28,12 @@ import torch
 from tritonic import nn as tnn
 from tritonic import ops
 
-__all__ = ["RMSNormLike", "swap_modules"]
+__all__ = ["PROBE_ROWS", "RMSNormLike", "swap_modules"]
+
+# Probe inputs: (2, 8) tokens, 16 rows. Triton specialises integer arguments on divisibility by
+# 16, so a probe of 16 rows compiles the variant a real batch of 16, 32, ... rows runs too
+# (with 15 rows the first real call compiled every probed kernel a second time).
+PROBE_ROWS = (2, 8)
 
 
 class RMSNormLike(torch.nn.Module):
@@ -47,6 +52,14 @@ class RMSNormLike(torch.nn.Module):
         if x.dtype != self.weight.dtype:  # mixed precision: the family's own type promotion rules
             return self._original[0](x)
         return ops.rms_norm(x, self.weight, self.eps, offset=self.offset, upcast=self.upcast)
+
+    def add_norm(self, a: torch.Tensor, b: torch.Tensor):
+        """``(self(a + b), a + b)`` with the add inside the norm's kernel (see
+        :mod:`tritonic.integrations.residual`); other dtypes or shapes: the add, then the module."""
+        if a.dtype != self.weight.dtype or b.dtype != a.dtype or a.shape != b.shape:
+            s = a + b
+            return self(s), s
+        return ops.rms_norm(a, self.weight, self.eps, residual=b, offset=self.offset, upcast=self.upcast)
 
     def extra_repr(self) -> str:
         return f"{tuple(self.weight.shape)}, eps={self.eps}, offset={self.offset}, upcast={self.upcast}"
@@ -73,7 +86,7 @@ def _embedding(m):
 def _probe_embedding(orig, new) -> str | None:
     """None when the lookup gives the original's rows exactly (a gather rounds nothing)."""
     gen = torch.Generator(device="cpu").manual_seed(1234)
-    ids = torch.randint(0, orig.num_embeddings, (3, 5), generator=gen).to(orig.weight.device)
+    ids = torch.randint(0, orig.num_embeddings, PROBE_ROWS, generator=gen).to(orig.weight.device)
     with torch.no_grad():
         try:
             ours = new(ids)
@@ -308,9 +321,9 @@ def _probe_ok(orig, new, hidden: int, dtype, device, out_width: int | None = Non
     """None when ``new`` passes the correctness rule against ``orig`` on a probe input, else why
     not. ``out_width``: the module also takes a residual input of that width (its second argument)."""
     torch.manual_seed(1234)
-    xs = [torch.randn(3, 5, hidden, device=device).to(dtype)]
+    xs = [torch.randn(*PROBE_ROWS, hidden, device=device).to(dtype)]
     if out_width is not None:
-        xs.append(torch.randn(3, 5, out_width, device=device).to(dtype))
+        xs.append(torch.randn(*PROBE_ROWS, out_width, device=device).to(dtype))
     modes = {m: m.training for m in (*orig.modules(), *new.modules())}
     orig.eval()  # the function is probed, not dropout (and not the fallback a training-mode block takes)
     new.eval()

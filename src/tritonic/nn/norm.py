@@ -36,6 +36,18 @@ class LayerNorm(torch.nn.LayerNorm):
         return ops.layer_norm(xf, w, b, self.eps).view(x.shape)
 
 
+    def add_norm(self, a: torch.Tensor, b: torch.Tensor):
+        """``(self(a + b), a + b)``, the add inside the norm's kernel where it applies (a
+        pre-norm block's residual add; see :mod:`tritonic.integrations.residual`)."""
+        w = self.weight
+        if len(self.normalized_shape) != 1 or a.shape != b.shape or a.dtype != b.dtype or \
+                (w is not None and w.dtype != a.dtype) or a.shape[-1:] != tuple(self.normalized_shape) or \
+                not can_run_kernels(a.device):
+            s = a + b
+            return self(s), s
+        return ops.layer_norm(a, w, self.bias, self.eps, residual=b)
+
+
 class RMSNorm(torch.nn.RMSNorm):
     """``torch.nn.RMSNorm`` computed by tritonic's kernel (``eps=None`` means the input
     dtype's machine epsilon, as in torch). Scales in float32 like torch does.

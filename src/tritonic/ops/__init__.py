@@ -9,8 +9,8 @@ from tritonic.ops.activation import (geglu, geglu_reference, gelu, gelu_referenc
                                      swiglu_reference)
 from tritonic.ops.attention import (attention, attention_decode, attention_decode_reference, attention_reference,
                                     attention_varlen, attention_varlen_reference)
-from tritonic.ops.matmul import (gated_linear, gated_linear_reference, interleave_gate_up, linear,
-                                 linear_reference, matmul)
+from tritonic.ops.gated import gated_linear, gated_linear_reference, interleave_gate_up
+from tritonic.ops.matmul import linear, linear_reference, matmul
 from tritonic.ops.embedding import embedding, embedding_reference
 from tritonic.ops.loss import (cross_entropy, cross_entropy_reference, fused_linear_cross_entropy,
                               fused_linear_cross_entropy_reference)

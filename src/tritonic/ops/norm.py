@@ -326,7 +326,9 @@ def _check(op, x, weight, bias, residual, eps) -> bool:
     else goes through the full checks, which name the bad argument."""
     if (isinstance(x, torch.Tensor) and x.dim() >= 1 and x.dtype in KERNEL_DTYPES
             and _param_ok(weight, x.shape[-1], x.device) and _param_ok(bias, x.shape[-1], x.device)
-            and residual is None and type(eps) is float and eps >= 0 and _checks.can_run_kernels(x.device)
+            and (residual is None or (isinstance(residual, torch.Tensor) and residual.shape == x.shape
+                                      and residual.dtype == x.dtype and residual.device == x.device))
+            and type(eps) is float and eps >= 0 and _checks.can_run_kernels(x.device)
             and 0 < x.shape[-1] <= MAX_HIDDEN and x.numel() > 0):
         return True
     check_tensor(op, "x", x, min_dim=1)
