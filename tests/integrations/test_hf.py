@@ -216,10 +216,20 @@ def test_a_causal_mask_without_padding_stays_none_where_transformers_would_build
     assert row.shape == (2, 1, 1, 6)
     assert torch.equal(hf._with_causality(row, 6), mu.sdpa_mask(**dict(kw, attention_mask=pad)).expand(2, 1, 6, 6))
     for other in (dict(kw, q_length=1, kv_length=6, q_offset=5),
-                  dict(kw, q_length=3, kv_length=6, q_offset=3), dict(kw, mask_function=mu.bidirectional_mask_function),
-                  dict(kw, allow_is_causal_skip=False)):
+                  dict(kw, q_length=3, kv_length=6, q_offset=3), dict(kw, allow_is_causal_skip=False)):
         theirs, ours = mu.sdpa_mask(**other), hf.tritonic_mask(**other)
         assert (ours is None and theirs is None) or torch.equal(ours, theirs), other
+    # bidirectional (encoder) masks: the padding's key row, or None (every key) without padding
+    bi = dict(kw, mask_function=mu.bidirectional_mask_function)
+    theirs = mu.sdpa_mask(**bi)
+    assert hf.tritonic_mask(**bi) is None and (theirs is None or bool(theirs.all()))
+    for q_length in (6, 3):  # (a cross-attention's queries: fewer than its keys)
+        other = dict(bi, attention_mask=pad, q_length=q_length)
+        row = hf.tritonic_mask(**other)
+        assert row.shape == (2, 1, 1, 6)
+        assert torch.equal(row.expand(2, 1, q_length, 6), mu.sdpa_mask(**other).expand(2, 1, q_length, 6))
+    kept = dict(bi, attention_mask=pad, allow_is_bidirectional_skip=False)  # transformers' own then
+    assert torch.equal(hf.tritonic_mask(**kept), mu.sdpa_mask(**kept))
     # a whole GPT-2 forward under "tracing": the attention sees no mask, the output is unchanged
     cls, config = _models()["gpt2"]
     model = tritonic.optimize(cls(config).to(device).eval(), cuda_graphs=False)  # (on the GPU where there is one)

@@ -51,7 +51,12 @@ def test_fused_layers_match_the_original(name, device, monkeypatch):
     with torch.inference_mode():
         ours, theirs = model(input_ids=ids).last_hidden_state, ref(input_ids=ids).last_hidden_state
     torch.testing.assert_close(ours, theirs, atol=2e-5, rtol=2e-5)
-    assert len(calls) == 2  # once per layer
+    # once per layer in the middle, and layer 0's closing add with layer 1's first norm
+    assert len(calls) == 3
+    assert "the next layer's first norm -> one norm kernel (1)" in str(model.tritonic_report)
+    first = layer.ln_1 if name == "gpt2" else layer.input_layernorm
+    assert "_tritonic_ahead" not in first.__dict__ and "_tritonic_ahead" not in \
+        ((model.h if name == "gpt2" else model.layers)[1].ln_1 if name == "gpt2" else model.layers[1].input_layernorm).__dict__
 
 
 def test_a_branch_between_keeps_the_original_statements_when_taken(device, monkeypatch):
@@ -66,10 +71,10 @@ def test_a_branch_between_keeps_the_original_statements_when_taken(device, monke
     with torch.inference_mode():
         torch.testing.assert_close(model(input_ids=ids, encoder_hidden_states=enc).last_hidden_state,
                                    ref(input_ids=ids, encoder_hidden_states=enc).last_hidden_state, atol=2e-5, rtol=2e-5)
-        assert calls == []
+        assert len(calls) == 1  # the branch taken: only layer 0's closing add with layer 1's first norm
         torch.testing.assert_close(model(input_ids=ids).last_hidden_state, ref(input_ids=ids).last_hidden_state,
                                    atol=2e-5, rtol=2e-5)
-    assert len(calls) == 2
+    assert len(calls) == 1 + 3
 
 
 class _Norm(torch.nn.Module):
@@ -131,3 +136,21 @@ def test_add_norm_falls_back_for_other_dtypes(device):
     y, s = norm.add_norm(a, b)
     torch.testing.assert_close(s, a + b)
     torch.testing.assert_close(y, (a + b) * 3)
+
+
+def test_a_kept_norm_serves_only_the_tensor_it_was_computed_for(device):
+    model = _model("llama", device)
+    tritonic.optimize(model, cuda_graphs=False)
+    norm = model.layers[1].input_layernorm
+    a, b = torch.randn(2, 3, 64, device=device), torch.randn(2, 3, 64, device=device)
+    with torch.no_grad():
+        s = norm.add_norm_ahead(a, b)
+        torch.testing.assert_close(s, a + b)
+        other = s.clone()  # another tensor: computed afresh, and the kept one is dropped
+        torch.testing.assert_close(norm(other), norm._original[0](other), atol=1e-5, rtol=1e-5)
+        assert "_tritonic_ahead" not in norm.__dict__
+        s = norm.add_norm_ahead(a, b)
+        s.mul_(2)  # written in place since: not the kept value's input any more
+        torch.testing.assert_close(norm(s), norm._original[0](s), atol=1e-5, rtol=1e-5)
+        s = norm.add_norm_ahead(a, b)
+        assert torch.equal(norm(s), norm.__class__.forward(norm, s.clone()))  # the kept output, same values

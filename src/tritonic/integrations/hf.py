@@ -219,7 +219,8 @@ def tritonic_attention_forward(module: torch.nn.Module, query: torch.Tensor, key
 def tritonic_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_function=None, attention_mask=None,
                   local_size=None, allow_is_causal_skip=True, **kwargs):
     """``transformers``' SDPA mask function, except for a causal mask with as many keys as
-    queries and no cache offset. Without an ``attention_mask`` it is None, so attention runs
+    queries and no cache offset, and a bidirectional (encoder) mask without offsets, which is
+    the padding mask's key row (B, 1, 1, S), or None without a padding mask. Without an ``attention_mask`` it is None, so attention runs
     causal without a mask, also where ``transformers`` refuses to look (inside a CUDA-graph
     capture, under ``torch.compile``). With a 2-D padding mask it is that mask's (B, 1, 1, S)
     key row, and the attention adds the causality itself
@@ -233,6 +234,18 @@ def tritonic_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask
 
     if mask_function is None:
         mask_function = causal_mask_function
+    if (mask_function is _bidirectional() and kwargs.get("allow_is_bidirectional_skip", True) and local_size is None
+            and type(q_length) is int and type(kv_length) is int and q_length >= 1
+            and type(q_offset) is int and q_offset == 0 and type(kv_offset) is int and kv_offset == 0):
+        # a bidirectional (encoder) mask is the padding mask's key row for every query:
+        # (B, 1, 1, S), read by the kernel's key-padding path. transformers instead reads the
+        # mask's contents to drop an all-ones one (a host sync) except under capture, where it
+        # builds (B, 1, S, S); a graph warmed up without a mask then captured with one ran an
+        # attention variant the warm-up had not tuned.
+        if attention_mask is None:
+            return None
+        if attention_mask.dim() == 2 and tuple(attention_mask.shape) == (batch_size, kv_length):
+            return attention_mask.bool()[:, None, None, :]
     if (mask_function is causal_mask_function and allow_is_causal_skip
             and local_size is None and type(q_length) is int and type(kv_length) is int and 1 < q_length == kv_length
             and type(q_offset) is int and q_offset == 0 and type(kv_offset) is int and kv_offset == 0):
@@ -245,6 +258,13 @@ def tritonic_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask
     return sdpa_mask(batch_size, q_length, kv_length, q_offset=q_offset, kv_offset=kv_offset,
                      mask_function=mask_function, attention_mask=attention_mask, local_size=local_size,
                      allow_is_causal_skip=allow_is_causal_skip, **kwargs)
+
+
+def _bidirectional():
+    """``transformers``' bidirectional mask function (None in releases without one)."""
+    from transformers import masking_utils
+
+    return getattr(masking_utils, "bidirectional_mask_function", None)
 
 
 def register() -> None:

@@ -134,7 +134,7 @@ def _rewrite(fn, fusable):
     if "super" in fn.__code__.co_names:
         return None, "its forward calls super()"
     try:
-        lines, first = inspect.getsourcelines(fn)
+        lines, first_line = inspect.getsourcelines(fn)
         filename = inspect.getsourcefile(fn) or "<tritonic>"
     except (OSError, TypeError):
         return None, "no source for its forward"
@@ -166,9 +166,19 @@ def _rewrite(fn, fusable):
         i = last + 1
     if not fused:
         return None, "no `X = A + B; R = X; X = self.norm(X)` in its forward"
+    first = _first_norm(out, fusable)
+    if first is not None and len(out) >= 2:
+        tail = _tail_add(out[-2], out[-1])
+        if tail is not None:  # `X = A + B; return X` -> the next layer's first norm computed here too
+            load = ast.Load()
+            call = ast.Call(func=ast.Attribute(value=ast.Name("self", load), attr="_tritonic_add_ahead", ctx=load),
+                            args=[ast.Name(tail[0], load), ast.Name(tail[1], load)], keywords=[])
+            out[-2:] = [ast.copy_location(ast.Return(value=call), out[-1])]
+        else:
+            first = None
     func.body = out
     ast.fix_missing_locations(tree)
-    ast.increment_lineno(tree, first - 1)
+    ast.increment_lineno(tree, first_line - 1)
     namespace: dict = {}
     exec(compile(tree, filename, "exec"), fn.__globals__, namespace)  # noqa: S102 (the model's own code)
     new = namespace[func.name]
@@ -177,7 +187,59 @@ def _rewrite(fn, fusable):
     new.__dict__.update(fn.__dict__)
     new.__qualname__ = fn.__qualname__
     new._tritonic_add_norm = tuple(fused)
+    new._tritonic_first_norm = first  # set: the forward ends in self._tritonic_add_ahead(A, B)
     return new, fused
+
+
+def _first_norm(body, fusable):
+    """N when the function starts (after a docstring) with ``R = X; X = self.N(X)``."""
+    start = 1 if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) else 0
+    if len(body) < start + 2:
+        return None
+    s1, s2 = body[start], body[start + 1]
+    if not (isinstance(s1, ast.Assign) and len(s1.targets) == 1 and _name(s1.targets[0]) and _name(s1.value)):
+        return None
+    x = _name(s1.value)
+    call = s2.value if isinstance(s2, ast.Assign) else None
+    if (isinstance(s2, ast.Assign) and len(s2.targets) == 1 and _name(s2.targets[0]) == x
+            and isinstance(call, ast.Call) and len(call.args) == 1 and not call.keywords and _name(call.args[0]) == x
+            and isinstance(call.func, ast.Attribute) and _name(call.func.value) == "self" and call.func.attr in fusable):
+        return call.func.attr
+    return None
+
+
+def _tail_add(s1, s2):
+    """(A, B) when the function ends with ``X = A + B; return X``."""
+    if (isinstance(s1, ast.Assign) and len(s1.targets) == 1 and _name(s1.targets[0])
+            and isinstance(s1.value, ast.BinOp) and isinstance(s1.value.op, ast.Add)
+            and _name(s1.value.left) and _name(s1.value.right)
+            and isinstance(s2, ast.Return) and _name(s2.value) == _name(s1.targets[0])):
+        return _name(s1.value.left), _name(s1.value.right)
+    return None
+
+
+def _plain_add(a, b):
+    return a + b
+
+
+def _chain(model: torch.nn.Module) -> int:
+    """In every ModuleList / Sequential of rewritten layers, layer i's closing add goes to
+    layer i+1's first norm (``add_norm_ahead``: the sum and its norm in one kernel, the norm
+    kept for that layer's first call); the last layer adds plainly. Returns the links made."""
+    links = 0
+    for m in model.modules():
+        if getattr(getattr(m.__dict__.get("forward"), "__func__", None), "_tritonic_first_norm", None):
+            m.__dict__["_tritonic_add_ahead"] = _plain_add
+    for seq in model.modules():
+        if not isinstance(seq, (torch.nn.ModuleList, torch.nn.Sequential)):
+            continue
+        layers = list(seq)
+        for cur, nxt in zip(layers, layers[1:]):
+            first = getattr(getattr(nxt.__dict__.get("forward"), "__func__", None), "_tritonic_first_norm", None)
+            if "_tritonic_add_ahead" in cur.__dict__ and first is not None:
+                cur.__dict__["_tritonic_add_ahead"] = getattr(nxt, first).add_norm_ahead
+                links += 1
+    return links
 
 
 def fuse_residual_norms(model: torch.nn.Module) -> tuple[list[str], list[str]]:
@@ -198,7 +260,12 @@ def fuse_residual_norms(model: torch.nn.Module) -> tuple[list[str], list[str]]:
                 done[key] = "its forward is wrapped in a way tritonic does not follow"
             else:
                 new, info = _rewrite(inner, fusable)
-                done[key] = (_rewrap(cls.forward, path, new), info) if new is not None else info
+                if new is not None:
+                    bound = _rewrap(cls.forward, path, new)
+                    bound._tritonic_first_norm = new._tritonic_first_norm  # (read by _chain on the wrapper)
+                    done[key] = (bound, info)
+                else:
+                    done[key] = info
             if isinstance(done[key], str) and any(isinstance(c, torch.nn.Module) and "Attention" in type(c).__name__
                                                    for c in module.children()):
                 kept.append(f"residual add + norm ({cls.__name__}): {done[key]}")
@@ -209,4 +276,7 @@ def fuse_residual_norms(model: torch.nn.Module) -> tuple[list[str], list[str]]:
             count[cls.__name__] = (n + 1, tuple(entry[1]))
     replaced = [f"residual add + {'/'.join(norms)} -> one norm kernel in {c}.forward ({n})"
                 for c, (n, norms) in count.items()]
+    links = _chain(model)
+    if links:
+        replaced.append(f"residual add closing a layer + the next layer's first norm -> one norm kernel ({links})")
     return replaced, kept
