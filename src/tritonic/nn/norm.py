@@ -30,7 +30,10 @@ def take_ahead(module: torch.nn.Module, x: torch.Tensor):
 def add_norm_ahead(module: torch.nn.Module, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a + b``, computing ``module``'s norm of it in the same kernel and keeping that for the
     module's next call with the returned tensor (a layer's closing residual add and the next
-    layer's first norm; see :mod:`tritonic.integrations.residual`)."""
+    layer's first norm; see :mod:`tritonic.integrations.residual`). While torch compiles, the
+    plain add: a traced graph cannot keep tensors across module calls this way."""
+    if torch.compiler.is_compiling():
+        return a + b
     y, s = module.add_norm(a, b)
     module.__dict__["_tritonic_ahead"] = (s, y, None if s.is_inference() else s._version)
     return s
