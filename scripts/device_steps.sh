@@ -46,6 +46,8 @@
 #   greedy      the GPU generate tests, then benchmarks/generate.py for tritonic alone (the baselines' rows stand)
 #   inferprof   issue 7's graphed calls, kernel by kernel (tritonic; BERT, GPT-2, Llama at 1x16 and 1x128), then
 #               scripts/infer_gemm_ab.py (the projections' variants at inference sizes, in graphs)
+#   issue7      infertests, models-tritonic, firstcall-quick in one go (the first run of a session for issue 7)
+#   inferprof-mid  graphed-call kernels of BERT and GPT-2 at 8x128, tritonic and reduce-overhead side by side
 #   models-tritonic  benchmarks/models.py for tritonic alone (the baselines' rows of the same card stand)
 #   infertests  the tests of the inference path on the GPU (embedding, stacking, matmul, integrations)
 #   fsdp        FSDP2 over 2 GPUs against 1 (on nvidia-h200-x2), GPT-2 124M, bf16, global batch 128 and 64 x 1024, 30 steps
@@ -96,6 +98,13 @@ for step in "$@"; do
             for m in bert gpt2 llama; do
                 run models "$m" 200 python3 benchmarks/models.py --providers eager,reduce-overhead,tritonic --only "$m" \
                     --out "$o"
+            done ;;
+        issue7)
+            bash "$0" infertests models-tritonic firstcall-quick ;;
+        inferprof-mid)
+            for m in bert gpt2; do
+                run inferprof-mid "prof_${m}_8x128" 200 python3 scripts/profile_models.py --model "$m" --shape 8x128 \
+                    --providers tritonic,torch.compile --out "$o"
             done ;;
         models-tritonic)
             for m in bert gpt2 llama; do
