@@ -50,6 +50,21 @@ def test_layer_norm_residual(shape, dtype, device):
     check_op(lambda **a: layer_norm(**a), _torch_ln, args, grads=_grads(args))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64], ids=str)
+def test_layer_norm_residual_without_the_sum(dtype, device):
+    """return_sum=False gives y alone: the same values as with the sum (which, without
+    autograd, the kernel does not write; float64 goes to the reference)."""
+    args = _inputs((3, 5, 96), dtype, device, residual=True)
+    y = layer_norm(args["x"], args["weight"], args["bias"], residual=args["residual"], return_sum=False)
+    both = layer_norm(args["x"], args["weight"], args["bias"], residual=args["residual"])
+    assert isinstance(y, torch.Tensor) and y.shape == args["x"].shape
+    assert torch.equal(y, both[0])
+    x = args["x"].detach().clone().requires_grad_(True)
+    y = layer_norm(x, args["weight"], args["bias"], residual=args["residual"], return_sum=False)
+    y.float().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
 def _torch_rms(x, weight, residual, eps=1e-6, offset=0.0, upcast=True):
     return rms_norm_reference(x, weight, eps, residual, offset, upcast)
 

@@ -217,9 +217,8 @@ class DenseAddNormBlock(_Adopted):
                 input_tensor.shape[-1] != self.dense.out_features or \
                 (ln.weight is not None and ln.weight.dtype != hidden_states.dtype):
             return self._original[0](hidden_states, input_tensor)
-        y, _ = ops.layer_norm(self.dropout(self.dense(hidden_states)), ln.weight, ln.bias, ln.eps,
-                              residual=input_tensor)
-        return y
+        return ops.layer_norm(self.dropout(self.dense(hidden_states)), ln.weight, ln.bias, ln.eps,
+                              residual=input_tensor, return_sum=False)  # (the sum is not used: not written)
 
 
 class DenseActDenseBlock(_Adopted):

@@ -24,7 +24,7 @@ def _load_input(X, R, S, offs_x, offs_r, offs_s, mask, HAS_RESIDUAL: tl.constexp
     x = tl.load(X + offs_x, mask=mask, other=0.0, eviction_policy=EVICT).to(tl.float32)
     if HAS_RESIDUAL:
         r = tl.load(R + offs_r, mask=mask, other=0.0, eviction_policy=EVICT).to(tl.float32)
-        s = (x + r).to(S.dtype.element_ty)
+        s = (x + r).to(X.dtype.element_ty)  # (the sum's dtype is the input's)
         if STORE_SUM:
             tl.store(S + offs_s, s, mask=mask)
         x = s.to(tl.float32)
@@ -66,7 +66,7 @@ def _norm_fwd(
     W,  # weight, (N,); read only if HAS_WEIGHT
     B,  # bias, (N,); read only if HAS_BIAS (LayerNorm only)
     Y,  # output, (M, N) with row stride stride_y
-    S,  # X + R handed back to the caller, (M, N); written only if HAS_RESIDUAL
+    S,  # X + R handed back to the caller, (M, N); written only if HAS_RESIDUAL and STORE_SUM
     MEAN,  # float32 (M,): row means, written for LayerNorm when STORE_STATS
     RSTD,  # float32 (M,): 1 / sqrt(var + eps) (LayerNorm) or 1 / sqrt(mean(x^2) + eps) (RMSNorm), if STORE_STATS
     stride_x, stride_r, stride_y, stride_s,  # row strides, in elements
@@ -87,6 +87,7 @@ def _norm_fwd(
     HAS_OFFSET: tl.constexpr = True,  # offset != 0 (else the add is left out)
     EVEN: tl.constexpr = False,  # BLOCK_N divides N (one pass: equals it) and BLOCK_M divides M: no masks
     INT64: tl.constexpr = True,  # row offsets need 64 bits (the tensors hold 2**31 elements or more)
+    STORE_SUM: tl.constexpr = True,  # with a residual, write the sum to S (False: the caller wants y alone)
 ):
     # The per-element instruction count matters here: at ~4 TB/s an SM must turn over about ten
     # elements a cycle, so the common case drops the masks, the offset add and 64-bit indexing.
@@ -106,7 +107,7 @@ def _norm_fwd(
             col_mask = cols < N
         mask = row_mask[:, None] & col_mask[None, :]
         x = _load_input(X, R, S, rows[:, None] * stride_x + cols[None, :], rows[:, None] * stride_r + cols[None, :],
-                        rows[:, None] * stride_s + cols[None, :], mask, HAS_RESIDUAL, True, LOAD_EVICT)
+                        rows[:, None] * stride_s + cols[None, :], mask, HAS_RESIDUAL, STORE_SUM, LOAD_EVICT)
         if IS_RMS:
             rstd = tl.rsqrt(tl.sum(x * x, axis=1) / N + eps)
             xhat = x * rstd[:, None]
@@ -139,7 +140,7 @@ def _norm_fwd(
             else:
                 mask = row_mask[:, None] & (c < N)[None, :]
             x = _load_input(X, R, S, rows[:, None] * stride_x + c[None, :], rows[:, None] * stride_r + c[None, :],
-                            rows[:, None] * stride_s + c[None, :], mask, HAS_RESIDUAL, True, "evict_last")
+                            rows[:, None] * stride_s + c[None, :], mask, HAS_RESIDUAL, STORE_SUM, "evict_last")
             if IS_RMS:
                 m2 += tl.sum(x * x, axis=1)
             else:

@@ -151,11 +151,11 @@ def _bwd_config(N: int):
     return (True, block_m, block_n, warps, per_sm)
 
 
-def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast, store_stats=True):
+def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast, store_stats=True, store_sum=True):
     # Outputs a case does not produce are None here (the kernel never touches them).
     M, N = x.shape
     y = empty_like(x)
-    s = empty_like(x) if residual is not None else None
+    s = empty_like(x) if residual is not None and store_sum else None
     mean = empty((M,), dtype=torch.float32, device=x.device) if store_stats and not is_rms else None
     rstd = empty((M,), dtype=torch.float32, device=x.device) if store_stats else None
     single, block_m, block_n, num_warps, load_evict, store_cs = _fwd_config(N, _OVERRIDE)
@@ -171,7 +171,7 @@ def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast, store_st
         HAS_BIAS=bias is not None, UPCAST=upcast, STORE_STATS=store_stats, SINGLE_PASS=single,
         BLOCK_M=block_m, BLOCK_N=block_n, LOAD_EVICT=load_evict, STORE_CS=store_cs,
         HAS_OFFSET=offset != 0.0, EVEN=N % block_n == 0 and M % block_m == 0, INT64=int64,
-        num_warps=num_warps,
+        STORE_SUM=s is not None, num_warps=num_warps,
     )
     return y, s, mean, rstd
 
@@ -359,21 +359,27 @@ def _check(op, x, weight, bias, residual, eps) -> bool:
     return True
 
 
-def layer_norm(x, weight=None, bias=None, eps=1e-5, residual=None):
+def layer_norm(x, weight=None, bias=None, eps=1e-5, residual=None, return_sum=True):
     """LayerNorm over the last dimension of ``x``: ``(s - mean) / sqrt(var + eps) * weight + bias``.
 
     With ``residual``, ``s = x + residual`` (rounded to ``x``'s dtype) is normalised and
     ``(y, s)`` is returned, fusing a pre-norm block's residual add; otherwise ``y``.
+    ``return_sum=False`` returns ``y`` alone and, without autograd, never writes the sum (a
+    post-norm block such as BERT's: one tensor less written per call).
     """
     if not _check("layer_norm", x, weight, bias, residual, eps):
-        return layer_norm_reference(x, weight, bias, eps, residual)
+        out = layer_norm_reference(x, weight, bias, eps, residual)
+        return out[0] if residual is not None and not return_sum else out
     x2, r2 = _as_rows(x), None if residual is None else _as_rows(residual)
     path = _path(x, weight, bias, residual)
     if path == "plain":
-        y, s, _, _ = _launch_fwd(x2, r2, weight, bias, float(eps), 0.0, False, True, store_stats=False)
+        y, s, _, _ = _launch_fwd(x2, r2, weight, bias, float(eps), 0.0, False, True, store_stats=False,
+                                 store_sum=bool(return_sum))
     else:
         fn = _LayerNormFn.apply if path == "grad" else torch.ops.tritonic.layer_norm
         y, s, _, _ = fn(x2, weight, bias, r2, float(eps))
+    if residual is not None and not return_sum:
+        return y.view(x.shape) if x.dim() != 2 else y
     return _shaped(y, s, x, residual)
 
 
