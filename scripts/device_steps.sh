@@ -47,6 +47,7 @@
 #   inferprof   issue 7's graphed calls, kernel by kernel (tritonic; BERT, GPT-2, Llama at 1x16 and 1x128), then
 #               scripts/infer_gemm_ab.py (the projections' variants at inference sizes, in graphs)
 #   issue7      infertests, models-tritonic, firstcall-quick in one go (the first run of a session for issue 7)
+#   splitk      scripts/splitk_ab.py: a split-K small-M product prototype against cuBLAS in graphs (issue 4)
 #   inferprof-mid  graphed-call kernels of BERT and GPT-2 at 8x128, tritonic and reduce-overhead side by side
 #   models-tritonic  benchmarks/models.py for tritonic alone (the baselines' rows of the same card stand)
 #   infertests  the tests of the inference path on the GPU (embedding, stacking, matmul, integrations)
@@ -101,6 +102,8 @@ for step in "$@"; do
             done ;;
         issue7)
             bash "$0" infertests models-tritonic firstcall-quick ;;
+        splitk)
+            run splitk ab 200 python3 scripts/splitk_ab.py ;;
         inferprof-mid)
             for m in bert gpt2; do
                 run inferprof-mid "prof_${m}_8x128" 200 python3 scripts/profile_models.py --model "$m" --shape 8x128 \
