@@ -35,7 +35,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from tritonic.integrations.swaps import PROBE_ROWS
+from tritonic.integrations.swaps import PROBE_ROWS, within_rule
+from tritonic.nn.norm import tensor_version
 
 __all__ = ["StackedLinear", "stack_gated_mlps", "stack_parameters", "stack_projections"]
 
@@ -110,7 +111,7 @@ class _Group:
 
     def take(self, i: int, x: torch.Tensor):
         """Member i's output for x from the stacked product, or None (then it runs alone)."""
-        if self.x is x and self.version == _version(x) and i in self.pending:
+        if self.x is x and self.version == tensor_version(x) and i in self.pending:
             self.pending.discard(i)
             start, stop = self.bounds[i]
             y = self.out[..., start:stop]
@@ -126,15 +127,10 @@ class _Group:
             self.turn_off("the parameters are no longer views of the stacked weight (moved or replaced)")
             return None
         self.out = F.linear(x, self.weight, self.bias)
-        self.x, self.version = x, _version(x)
+        self.x, self.version = x, tensor_version(x)
         self.pending = set(range(len(self.members))) - {i}
         start, stop = self.bounds[i]
         return self.out[..., start:stop]
-
-
-def _version(x: torch.Tensor):
-    """x's version counter (bumped by in-place writes); inference tensors keep none."""
-    return None if x.is_inference() else x._version
 
 
 class StackedLinear(torch.nn.Linear):
@@ -161,10 +157,8 @@ def _probe(linears, weight, bias) -> str | None:
             n = m.out_features
             ref = F.linear(x.double(), m.weight.double(), None if m.bias is None else m.bias.double())
             own = F.linear(x, m.weight, m.bias)
-            err = (stacked[..., start:start + n].double() - ref).abs().max().item()
-            err_own = (own.double() - ref).abs().max().item()
-            atol = 8 * torch.finfo(weight.dtype).eps * max(ref.abs().max().item(), 1e-3)
-            if not err <= 2 * err_own + atol:
+            ok, err, err_own = within_rule(stacked[..., start:start + n], own, ref)
+            if not ok:
                 return f"stacked probe error {err:.2e} against float64, the separate products' {err_own:.2e}"
             start += n
     return None
@@ -241,9 +235,8 @@ def _probe_gated(block, w) -> str | None:
             ours = block.down_proj(ops.gated_linear(x, w, block.activation, layout="interleaved"))
         except Exception as e:  # noqa: BLE001 (a shape the kernel does not take)
             return f"{type(e).__name__}: {e}"
-    err, err_own = ((t.double() - ref).abs().max().item() for t in (ours, own))
-    atol = 8 * torch.finfo(w.dtype).eps * max(ref.abs().max().item(), 1e-3)
-    return None if err <= 2 * err_own + atol else f"probe error {err:.2e} against float64, the original's {err_own:.2e}"
+    ok, err, err_own = within_rule(ours, own, ref)
+    return None if ok else f"probe error {err:.2e} against float64, the original's {err_own:.2e}"
 
 
 def stack_gated_mlps(model: torch.nn.Module) -> tuple[list[str], list[str]]:

@@ -346,12 +346,39 @@ def _probe_ok(orig, new, hidden: int, dtype, device, out_width: int | None = Non
             m.training = mode
     if ours.shape != theirs.shape or ours.dtype != theirs.dtype:
         return f"output {tuple(ours.shape)} {ours.dtype}, the original gives {tuple(theirs.shape)} {theirs.dtype}"
+    ok, err, err_theirs = within_rule(ours, theirs, ref)
+    if not ok:
+        return f"probe error {err:.2e} against float64, the original's {err_theirs:.2e}"
+    return None
+
+
+def _probe_swap(child, new, dtype) -> str | None:
+    """``_probe_ok`` with the probe's width, device and dtype read off the module being replaced."""
+    weight = getattr(child, "weight", None)
+    if isinstance(new, Conv1DActBlock):  # Conv1D weights are (in, out)
+        weight = child.c_fc.weight
+        hidden = weight.shape[0]
+    elif isinstance(new, _Adopted):  # the input width is the first Linear's
+        first = next(c for c in child.children() if isinstance(c, torch.nn.Linear))
+        weight, hidden = first.weight, first.in_features
+    elif isinstance(weight, torch.Tensor) and weight.dim() == 1:
+        hidden = weight.shape[0]
+    else:
+        hidden = child.normalized_shape[-1]
+    device = weight.device if isinstance(weight, torch.Tensor) else torch.device("cpu")
+    probe_dtype = dtype or (weight.dtype if isinstance(weight, torch.Tensor) else torch.float32)
+    out_width = child.dense.out_features if isinstance(new, DenseAddNormBlock) else None
+    return _probe_ok(child, new, hidden, probe_dtype, device, out_width)
+
+
+def within_rule(ours: torch.Tensor, theirs: torch.Tensor, ref: torch.Tensor) -> tuple[bool, float, float]:
+    """The correctness rule of the probes: ``ours``' error against the float64 ``ref`` is at most
+    twice ``theirs``' plus a few units in the last place of ``theirs``' dtype. Returns (ok,
+    our error, their error)."""
     err = (ours.double() - ref).abs().max().item()
     err_theirs = (theirs.double() - ref).abs().max().item()
     atol = 8 * torch.finfo(theirs.dtype).eps * max(ref.abs().max().item(), 1e-3)
-    if not err <= 2 * err_theirs + atol:
-        return f"probe error {err:.2e} against float64, the original's {err_theirs:.2e}"
-    return None
+    return err <= 2 * err_theirs + atol, err, err_theirs
 
 
 def swap_modules(model: torch.nn.Module, dtype=None) -> tuple[list[str], list[str]]:
@@ -368,34 +395,12 @@ def swap_modules(model: torch.nn.Module, dtype=None) -> tuple[list[str], list[st
                 if new is None:
                     continue
                 full = f"{parent_name}.{name}" if parent_name else name
-                if isinstance(new, tnn.Embedding):
-                    why = _probe_embedding(child, new)
-                    if why is None:
-                        setattr(parent, name, new)
-                        key = f"{type(child).__name__} -> tritonic Embedding"
-                        replaced[key] = replaced.get(key, 0) + 1
-                    else:
-                        kept.append(f"{full} ({type(child).__name__}): {why}")
-                    break
-                weight = getattr(child, "weight", None)
-                if isinstance(new, Conv1DActBlock):  # Conv1D weights are (in, out)
-                    weight = child.c_fc.weight
-                    hidden = weight.shape[0]
-                elif isinstance(new, _Adopted):  # the input width is the first Linear's
-                    first = next(c for c in child.children() if isinstance(c, torch.nn.Linear))
-                    weight, hidden = first.weight, first.in_features
-                elif isinstance(weight, torch.Tensor) and weight.dim() == 1:
-                    hidden = weight.shape[0]
-                else:
-                    hidden = child.normalized_shape[-1]
-                device = weight.device if isinstance(weight, torch.Tensor) else torch.device("cpu")
-                probe_dtype = dtype or (weight.dtype if isinstance(weight, torch.Tensor) else torch.float32)
-                out_width = child.dense.out_features if isinstance(new, DenseAddNormBlock) else None
-                why = _probe_ok(child, new, hidden, probe_dtype, device, out_width)
+                why = _probe_embedding(child, new) if isinstance(new, tnn.Embedding) else _probe_swap(child, new, dtype)
                 if why is None:
                     setattr(parent, name, new)
                     gone.append(full)
-                    key = f"{type(child).__name__} -> {type(new).__name__}"
+                    label = "tritonic Embedding" if isinstance(new, tnn.Embedding) else type(new).__name__
+                    key = f"{type(child).__name__} -> {label}"
                     replaced[key] = replaced.get(key, 0) + 1
                 else:
                     kept.append(f"{full} ({type(child).__name__}): {why}")

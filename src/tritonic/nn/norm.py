@@ -18,11 +18,16 @@ def _flat(x: torch.Tensor, shape, param):
     return x.reshape(*x.shape[: x.dim() - len(shape)], n), None if param is None else param.reshape(n)
 
 
+def tensor_version(t: torch.Tensor):
+    """``t``'s version counter (bumped by in-place writes); inference tensors keep none (None)."""
+    return None if t.is_inference() else t._version
+
+
 def take_ahead(module: torch.nn.Module, x: torch.Tensor):
     """The output an ``add_norm_ahead`` call kept for ``x`` (that very tensor, not written in
     place since), or None; a kept output for another tensor is dropped."""
     ahead = module.__dict__.pop("_tritonic_ahead", None)
-    if ahead is not None and ahead[0] is x and ahead[2] == (None if x.is_inference() else x._version):
+    if ahead is not None and ahead[0] is x and ahead[2] == tensor_version(x):
         return ahead[1]
     return None
 
@@ -35,7 +40,7 @@ def add_norm_ahead(module: torch.nn.Module, a: torch.Tensor, b: torch.Tensor) ->
     if torch.compiler.is_compiling():
         return a + b
     y, s = module.add_norm(a, b)
-    module.__dict__["_tritonic_ahead"] = (s, y, None if s.is_inference() else s._version)
+    module.__dict__["_tritonic_ahead"] = (s, y, tensor_version(s))
     return s
 
 
