@@ -13,15 +13,17 @@ pytest.importorskip("transformers")
 import tritonic  # noqa: E402
 
 
-def _lm(name, device):
+def _lm(name, device, initializer_range=0.02):
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     if name == "llama":
         return LlamaForCausalLM(LlamaConfig(vocab_size=97, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                            num_key_value_heads=2, intermediate_size=96)).to(device)
+                                            num_key_value_heads=2, intermediate_size=96,
+                                            initializer_range=initializer_range)).to(device)
     return GPT2LMHeadModel(GPT2Config(vocab_size=97, n_embd=64, n_layer=2, n_head=4, bos_token_id=0,
-                                      eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)).to(device)
+                                      eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                                      initializer_range=initializer_range)).to(device)
 
 
 def _batch(device):
@@ -126,7 +128,9 @@ def test_packed_sequences_given_by_position_ids_are_still_detected(name, device)
     position_ids that restart (two sequences in one row), the loss is the original's."""
     import transformers.masking_utils as mu
 
-    model = _lm(name, device).train()
+    # Weights ten times the default scale, so that attention patterns (and so the packing)
+    # move the loss well past float32 noise (at the default scale the gap was ~1e-5).
+    model = _lm(name, device, initializer_range=0.2).train()
     ref = copy.deepcopy(model)
     tritonic.optimize(model, training=True)
     ids, labels = _batch(device)
@@ -136,7 +140,7 @@ def test_packed_sequences_given_by_position_ids_are_still_detected(name, device)
     assert mu.find_packed_sequence_indices(positions) is not None  # the wrapper answers outside the loss path
     torch.testing.assert_close(out.loss, want.loss, rtol=1e-5, atol=1e-6)
     unpacked = ref(input_ids=ids, labels=labels).loss
-    assert not torch.allclose(want.loss, unpacked)  # the packing changes the loss: the case is real
+    assert not torch.allclose(want.loss, unpacked, rtol=1e-3)  # the packing changes the loss: the case is real
 
 
 def test_gradient_checkpointing(device):
