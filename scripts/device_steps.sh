@@ -47,6 +47,11 @@
 #   inferprof   issue 7's graphed calls, kernel by kernel (tritonic; BERT, GPT-2, Llama at 1x16 and 1x128), then
 #               scripts/infer_gemm_ab.py (the projections' variants at inference sizes, in graphs)
 #   issue7      infertests, models-tritonic, firstcall-quick in one go (the first run of a session for issue 7)
+#   geluab      scripts/gelu_gemm_ab.py: the FFN-up product + GELU (erf, tanh) at 128-8192 rows, every Hopper
+#               config against cuBLAS (+ F.gelu, + cuBLASLt's epilogue), in graphs
+#   claunch-lite  the launcher tests and the norm GPU tests with TRITONIC_C_LAUNCH=2, then breakdown and
+#               launch.py with 1 and 2 (claunch without the whole GPU suite)
+#   models-bert / models-gpt2 / models-llama  models-tritonic for one model
 #   splitk      scripts/splitk_ab.py: a split-K small-M product prototype against cuBLAS in graphs (issue 4)
 #   inferprof-mid  graphed-call kernels of BERT and GPT-2 at 8x128, tritonic and reduce-overhead side by side
 #   models-tritonic  benchmarks/models.py for tritonic alone (the baselines' rows of the same card stand)
@@ -102,6 +107,19 @@ for step in "$@"; do
             done ;;
         issue7)
             bash "$0" infertests models-tritonic firstcall-quick ;;
+        geluab)
+            run geluab ab 300 python3 scripts/gelu_gemm_ab.py --out "$R/geluab/gelu_gemm_ab.json" ;;
+        claunch-lite)
+            TRITONIC_C_LAUNCH=2 run claunch tests 200 python3 -m pytest -q -m gpu tests/test_launch.py \
+                tests/ops/test_norm_gpu.py
+            for m in 1 2; do
+                TRITONIC_C_LAUNCH=$m run claunch breakdown$m 120 python3 scripts/launch_breakdown.py \
+                    --json "$R/claunch/breakdown$m.json"
+                TRITONIC_C_LAUNCH=$m run claunch bench$m 90 python3 benchmarks/launch.py --out "$R/claunch/results$m"
+            done ;;
+        models-bert|models-gpt2|models-llama)
+            run models-tritonic "${step#models-}" 150 python3 benchmarks/models.py --providers tritonic \
+                --only "${step#models-}" --out "$R/models-tritonic/results" ;;
         splitk)
             run splitk ab 200 python3 scripts/splitk_ab.py ;;
         inferprof-mid)

@@ -24,6 +24,19 @@ def test_bind_returns_all_arguments_in_order():
     assert key[-1] == (("num_warps", 4),)
 
 
+def test_bind_fills_parameters_left_at_their_defaults():
+    """A constexpr with a default (a flag added to a kernel later) may be left out, as with
+    Triton's own call: the generic binder fills in the default (it used to raise TypeError)."""
+    params = [SimpleNamespace(name="X", is_constexpr=False, has_default=False),
+              SimpleNamespace(name="BLOCK", is_constexpr=True, has_default=False),
+              SimpleNamespace(name="FLAG", is_constexpr=True, has_default=True, default=True)]
+    bind = L._FastKernel(SimpleNamespace(params=params)).bind
+    x = torch.empty(8)
+    assert bind(x, BLOCK=4)[1] == (x, 4, True)
+    assert bind(x, BLOCK=4, FLAG=False)[1] == (x, 4, False)
+    assert bind(x, BLOCK=4)[0] != bind(x, BLOCK=4, FLAG=False)[0]
+
+
 def test_key_separates_what_triton_specialises_on():
     bind = _bind()
     base = torch.empty(64, dtype=torch.float32)
@@ -417,6 +430,7 @@ def test_c_launch_on_gpu(monkeypatch, mode):
     L._c_tried = False
     L._fast.pop(_norm_fwd, None)
     L._by_id.pop(id(_norm_fwd), None)
+    L._c_specs.pop(id(_norm_fwd), None)  # (a run with TRITONIC_C_LAUNCH set throughout built it already)
     x, w = _layer_norm_checks((0, 1, 0, 1, 2, 0, 1, 2))
     assert L._C is not None and norm_mod.launch is L._C.launch
     assert len(L._fast[_norm_fwd].ccompiled) >= 2

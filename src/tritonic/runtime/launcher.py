@@ -151,9 +151,12 @@ class _FastKernel:
         self.names = [p.name for p in params]
         self.constexpr = [p.is_constexpr for p in params]
         keyed = [f"_spec({n})" if not c else n for n, c in zip(self.names, self.constexpr)]
-        src = (f"def bind({', '.join(self.names)}, **options):\n"
+        # parameters with defaults (a constexpr flag added later) keep them, as Triton's own call does
+        defaults = {f"_d{i}": p.default for i, p in enumerate(params) if getattr(p, "has_default", False)}
+        sig = [f"{n}=_d{i}" if f"_d{i}" in defaults else n for i, n in enumerate(self.names)]
+        src = (f"def bind({', '.join(sig)}, **options):\n"
                f"    return ({', '.join(keyed)}, tuple(options.items())), ({', '.join(self.names)},)\n")
-        namespace = {"_spec": _spec}
+        namespace = {"_spec": _spec, **defaults}
         exec(src, namespace)  # one small function per kernel, made once
         self.bind = namespace["bind"]
         self.bind_fast = self.run_fast = None
