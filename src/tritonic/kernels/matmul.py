@@ -27,21 +27,13 @@ NONE, RELU, GELU, GELU_TANH, SILU = 0, 1, 2, 3, 4
 
 @triton.jit
 def _erf(x):
-    """erf in float32 to 1.5e-7 (Abramowitz & Stegun 7.1.26: one exp, one reciprocal and five
-    multiply-adds, a third of libdevice's cost; a GELU epilogue is ALU-bound). The reciprocal
-    is the fast one (``div.full``, 2 ulp): an IEEE division costs ~10 instructions more."""
+    """erf in float32 to 1.5e-7 (Abramowitz & Stegun 7.1.26: one exp, one division and five
+    multiply-adds, a third of libdevice's cost; a GELU epilogue is ALU-bound)."""
     a = tl.abs(x)
-    t = tl.fdiv(1.0, 1.0 + 0.3275911 * a)
+    t = 1.0 / (1.0 + 0.3275911 * a)
     poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
     y = 1.0 - poly * tl.exp(-a * a)
     return tl.where(x < 0.0, -y, y)
-
-
-@triton.jit
-def _sigmoid(v):
-    """1 / (1 + exp(-v)) with the fast reciprocal (2 ulp; 1 / inf = 0 at the far left), where
-    ``tl.sigmoid`` divides exactly."""
-    return tl.fdiv(1.0, 1.0 + tl.exp(-v))
 
 
 @triton.jit
@@ -53,9 +45,9 @@ def _activation(z, ACT: tl.constexpr):
         z = 0.5 * z * (1.0 + _erf(z * 0.7071067811865476))
     elif ACT == 3:  # tanh(u) written as 2 sigmoid(2u) - 1: no libdevice needed
         u = 0.7978845608028654 * (z + 0.044715 * z * z * z)
-        z = z * _sigmoid(2.0 * u)
+        z = z * tl.sigmoid(2.0 * u)
     elif ACT == 4:
-        z = z * _sigmoid(z)
+        z = z * tl.sigmoid(z)
     return z
 
 
@@ -69,11 +61,11 @@ def _activation_grad(z, ACT: tl.constexpr):
     elif ACT == 3:  # with s = sigmoid(2u): 1 + tanh(u) = 2s and 1 - tanh(u)^2 = 4s(1 - s);
         # 1 - s is computed as sigmoid(-2u): subtracting from 1 would cancel for large u.
         u = 0.7978845608028654 * (z + 0.044715 * z * z * z)
-        s = _sigmoid(2.0 * u)
-        g = s + 2.0 * z * s * _sigmoid(-2.0 * u) * 0.7978845608028654 * (1.0 + 0.134145 * z * z)
+        s = tl.sigmoid(2.0 * u)
+        g = s + 2.0 * z * s * tl.sigmoid(-2.0 * u) * 0.7978845608028654 * (1.0 + 0.134145 * z * z)
     elif ACT == 4:
-        s = _sigmoid(z)
-        g = s * (1.0 + z * _sigmoid(-z))
+        s = tl.sigmoid(z)
+        g = s * (1.0 + z * tl.sigmoid(-z))
     else:
         g = tl.full(z.shape, 1.0, tl.float32)
     return g
