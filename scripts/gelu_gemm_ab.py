@@ -22,6 +22,8 @@ from infer_gemm_ab import graph_us
 
 from tritonic import ops
 
+from tritonic.runtime.autotune import Config  # noqa: E402
+
 mm = importlib.import_module("tritonic.ops.matmul")  # (tritonic.ops.matmul the name is the function)
 
 DT = torch.float16
@@ -33,6 +35,8 @@ def main() -> int:
     p.add_argument("--k", type=int, default=768)
     p.add_argument("--n", type=int, default=3072)
     p.add_argument("--out")
+    p.add_argument("--acts", default="gelu,gelu_tanh")
+    p.add_argument("--ws", action="store_true", help="also warp-specialised configs (WARP_SPEC, not flattened)")
     a = p.parse_args()
     K, N = a.k, a.n
     rows = []
@@ -41,10 +45,14 @@ def main() -> int:
         w = torch.randn(N, K, device="cuda", dtype=DT) / K ** 0.5
         b = torch.randn(N, device="cuda", dtype=DT) * 0.1
         flop = 2 * M * N * K
-        for act, approx in (("gelu", "none"), ("gelu_tanh", "tanh")):
-            ref = F.gelu(F.linear(x, w, b).float(), approximate=approx)
-            found = {"linear alone": graph_us(lambda: F.linear(x, w, b)),
-                     "linear + gelu": graph_us(lambda: F.gelu(F.linear(x, w, b), approximate=approx))}
+        for act, approx in (("gelu", "none"), ("gelu_tanh", "tanh"), (None, None)):
+            if str(act) not in a.acts.split(","):
+                continue
+            ref = F.linear(x, w, b).float()
+            ref = ref if act is None else F.gelu(ref, approximate=approx)
+            found = {"linear alone": graph_us(lambda: F.linear(x, w, b))}
+            if act is not None:
+                found["linear + gelu"] = graph_us(lambda: F.gelu(F.linear(x, w, b), approximate=approx))
             if approx == "tanh":
                 found["addmm_activation"] = graph_us(lambda: torch._addmm_activation(b, x, w.t(), use_gelu=True))
             with torch.no_grad():
@@ -52,7 +60,13 @@ def main() -> int:
                 found["tritonic (shipped)"] = graph_us(lambda: ops.linear(x, w, b, activation=act))
             out = torch.empty(M, N, device="cuda", dtype=DT)
             run = mm._tma_runner(x, w.t(), out, b, None, None, mm.ACTIVATIONS[act], 0)
-            for cfg in mm._tma_tuner.configs:
+            configs = list(mm._tma_tuner.configs)
+            if a.ws:
+                configs += [Config.of(num_warps=nw, num_stages=st, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=64, GROUP_M=8,
+                                      FLATTEN=False, WARP_SPEC=True)
+                            for bm, bn, nw, st in [(128, 128, 4, 3), (128, 128, 8, 4), (128, 256, 8, 3),
+                                                   (256, 128, 8, 3), (128, 64, 4, 4), (64, 128, 4, 4)]]
+            for cfg in configs:
                 name = "tma " + " ".join(f"{k}={v}" for k, v in cfg.kwargs) \
                     + f" w{cfg.num_warps} s{cfg.num_stages}"
                 try:

@@ -202,6 +202,8 @@ def _matmul_tma(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
+    FLATTEN: tl.constexpr = True,  # the tile loop flattened with the K loop (software pipelining across tiles)
+    WARP_SPEC: tl.constexpr = False,  # warp-specialised tile loop (loads, MMA and epilogue in their own warps)
 ):
     """Hopper path of :func:`_matmul` for float16/bfloat16: the same prologue and epilogue,
     operands brought in by the tensor memory accelerator (out-of-range rows and columns
@@ -210,7 +212,7 @@ def _matmul_tma(
     the loads of the next tile overlap the epilogue of this one."""
     n_m, n_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
     k_tiles = tl.cdiv(K, BLOCK_K)
-    for tile in tl.range(tl.program_id(0), n_m * n_n, n_programs, flatten=True):
+    for tile in tl.range(tl.program_id(0), n_m * n_n, n_programs, flatten=FLATTEN, warp_specialize=WARP_SPEC):
         pid_m, pid_n = _tile_coords(tile, n_m, n_n, GROUP_M)
         off_m, off_n = pid_m * BLOCK_M, pid_n * BLOCK_N
         acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
