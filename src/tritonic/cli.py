@@ -57,8 +57,8 @@ def cmd_env(args) -> int:
     rows.append(("shipped tuning tables", ", ".join(autotune.shipped_gpus()) or "none yet"))
     rows.append(("fast launcher", "on" if launch.FAST else "off (TRITONIC_FAST_LAUNCH=0)"))
     rows.append(("C launch path", "on" if launch._C is not None else
-                 "off (opt-in: TRITONIC_C_LAUNCH=1)" if os.environ.get("TRITONIC_C_LAUNCH", "0").strip() != "1" else
-                 "asked for; built at the first kernel on a GPU (not with the interpreter or without a C compiler)"))
+                 "off (TRITONIC_C_LAUNCH=0)" if launch._c_mode() not in ("1", "2") else
+                 "on: built at the first kernel on a GPU (not with the interpreter or without a C compiler)"))
     from tritonic.runtime.device import UnsupportedEnvironment, check_versions
 
     try:

@@ -21,7 +21,7 @@ The fast path relies on Triton internals that have changed between releases (the
 kernel's ``run``, ``function`` and ``packed_metadata``); it checks for them and falls back
 to the plain path, with one warning, when they are missing.
 
-With ``TRITONIC_C_LAUNCH=1`` the fast path's common case runs in C (``fastlaunch.c``, built
+By default (``TRITONIC_C_LAUNCH=2``; 0 turns it off) the fast path's common case runs in C (``fastlaunch.c``, built
 at the first kernel on a GPU; see the end of this file).
 """
 
@@ -375,7 +375,7 @@ def _launch_py(kernel, grid, *args, **meta) -> None:
 # _FastKernel registered (argument kinds and parameter layout), the key and the call of
 # Triton's C launcher cost no Python frames. Everything else it hands to _c_slow. It is
 # built (with Triton's own build helper, as Triton builds its launchers) when the launcher is
-# imported on a machine with a GPU; TRITONIC_C_LAUNCH=0 keeps the Python path.
+# launched on a machine with a GPU; TRITONIC_C_LAUNCH=0 keeps the Python path.
 
 _c_specs: dict = {}  # id(kernel) -> (kernel, kinds, layout, C keys -> compiled entries)
 _C = None  # the built module, or None
@@ -460,9 +460,14 @@ def _build_c():
 def _c_wanted() -> bool:
     from tritonic.runtime.device import has_cuda
 
-    # opt-in until it has run on a GPU (its CPU tests use a stub launcher): 1 the C binder with
-    # Triton's launcher, 2 also the direct cuLaunchKernelEx where a kernel allows it
-    return os.environ.get("TRITONIC_C_LAUNCH", "0").strip() in ("1", "2") and not interpreter_active() and has_cuda()
+    # on by default since the GPU suite passed with it on an H100 (2026-12-06): 2 (default) the C
+    # binder and the direct cuLaunchKernelEx where a kernel allows it, 1 the C binder with
+    # Triton's launcher, 0 the Python path
+    return _c_mode() in ("1", "2") and not interpreter_active() and has_cuda()
+
+
+def _c_mode() -> str:
+    return os.environ.get("TRITONIC_C_LAUNCH", "2").strip()
 
 
 def _init_c() -> None:
@@ -488,7 +493,7 @@ def _init_c() -> None:
         warn_once(("c-launch", type(e).__name__), f"tritonic: the C launch path is off ({e!r})")
         return
     _C = module
-    _C_DIRECT = os.environ.get("TRITONIC_C_LAUNCH", "0").strip() == "2" and bool(module.enable_direct(True))
+    _C_DIRECT = _c_mode() == "2" and bool(module.enable_direct(True))
     launch = module.launch
     for name, mod in list(sys.modules.items()):  # (a test's own replacement is left alone)
         if name.startswith("tritonic.") and getattr(mod, "launch", None) is _launch_py:
