@@ -158,22 +158,28 @@ def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast, store_st
     s = empty_like(x) if residual is not None and store_sum else None
     mean = empty((M,), dtype=torch.float32, device=x.device) if store_stats and not is_rms else None
     rstd = empty((M,), dtype=torch.float32, device=x.device) if store_stats else None
-    single, block_m, block_n, num_warps, load_evict, store_cs = _fwd_config(N, _OVERRIDE)
-    grid = (_cdiv(M, block_m),)
-    # 64-bit row offsets only where an offset can pass 2**31 (M rows at the widest row stride)
-    int64 = (M + block_m) * max(x.stride(0), y.stride(0), residual.stride(0) if residual is not None else 0,
-                                N) >= INT32_ROWS
-    launch(
-        _norm_fwd, grid, x, residual, weight, bias, y, s, mean, rstd,
-        x.stride(0), residual.stride(0) if residual is not None else 0, y.stride(0), N,
-        M, N, eps, offset,
-        IS_RMS=is_rms, HAS_RESIDUAL=residual is not None, HAS_WEIGHT=weight is not None,
-        HAS_BIAS=bias is not None, UPCAST=upcast, STORE_STATS=store_stats, SINGLE_PASS=single,
-        BLOCK_M=block_m, BLOCK_N=block_n, LOAD_EVICT=load_evict, STORE_CS=store_cs,
-        HAS_OFFSET=offset != 0.0, EVEN=N % block_n == 0 and M % block_m == 0, INT64=int64,
-        STORE_SUM=s is not None, num_warps=num_warps,
-    )
+    sx = x.stride(0)
+    sr = residual.stride(0) if residual is not None else 0
+    # 64-bit row offsets only where an offset can pass 2**31 (M rows, plus a last block's padding
+    # rows, at the widest row stride; BLOCK_M is at most 16 in the tables, 1024 leaves room)
+    int64 = (M + 1024) * max(sx, sr, N) >= INT32_ROWS
+    grid, meta = _fwd_launch(M, N, is_rms, residual is not None, weight is not None, bias is not None, upcast,
+                             store_stats, s is not None, offset != 0.0, int64, _OVERRIDE)
+    launch(_norm_fwd, grid, x, residual, weight, bias, y, s, mean, rstd, sx, sr, N, N, M, N, eps, offset, **meta)
     return y, s, mean, rstd
+
+
+@functools.lru_cache(maxsize=4096)
+def _fwd_launch(M, N, is_rms, has_residual, has_weight, has_bias, upcast, store_stats, store_sum, has_offset, int64,
+                override_file):
+    """(grid, keyword arguments) of a forward launch, cached: they depend on the shape and the
+    flags only, and building 17 keywords costs more host time than the kernel's launch."""
+    single, block_m, block_n, num_warps, load_evict, store_cs = _fwd_config(N, override_file)
+    meta = dict(IS_RMS=is_rms, HAS_RESIDUAL=has_residual, HAS_WEIGHT=has_weight, HAS_BIAS=has_bias, UPCAST=upcast,
+                STORE_STATS=store_stats, SINGLE_PASS=single, BLOCK_M=block_m, BLOCK_N=block_n, LOAD_EVICT=load_evict,
+                STORE_CS=store_cs, HAS_OFFSET=has_offset, EVEN=N % block_n == 0 and M % block_m == 0, INT64=int64,
+                STORE_SUM=store_sum, num_warps=num_warps)
+    return (_cdiv(M, block_m),), meta
 
 
 def _launch_bwd(dy, ds, s, weight, bias, mean, rstd, offset, is_rms, upcast, need_dw, need_db):

@@ -13,6 +13,8 @@ import threading
 import torch
 
 _state = threading.local()
+_active = 0  # poisoning() contexts open in any thread: the allocators' cheap first test
+_lock = threading.Lock()
 
 
 def poison_outputs() -> bool:
@@ -21,17 +23,22 @@ def poison_outputs() -> bool:
 
 @contextlib.contextmanager
 def poisoning(enabled: bool = True):
+    global _active
     prev = poison_outputs()
     _state.poison = enabled
+    with _lock:
+        _active += 1
     try:
         yield
     finally:
         _state.poison = prev
+        with _lock:
+            _active -= 1
 
 
 def empty(shape, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     out = torch.empty(shape, dtype=dtype, device=device)
-    if poison_outputs():
+    if _active and poison_outputs():
         if out.dtype.is_floating_point:
             out.fill_(float("nan"))
         else:
@@ -42,6 +49,6 @@ def empty(shape, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
 def empty_like(t: torch.Tensor) -> torch.Tensor:
     """A contiguous tensor of ``t``'s shape, dtype and device (poisoned like :func:`empty`)."""
     out = torch.empty_like(t, memory_format=torch.contiguous_format)
-    if poison_outputs():
+    if _active and poison_outputs():
         out.fill_(float("nan") if out.dtype.is_floating_point else -(2**30))
     return out
