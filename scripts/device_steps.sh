@@ -52,6 +52,8 @@
 #   claunch-lite  the launcher tests and the norm GPU tests with TRITONIC_C_LAUNCH=2, then breakdown and
 #               launch.py with 1 and 2 (claunch without the whole GPU suite)
 #   models-bert / models-gpt2 / models-llama  models-tritonic for one model
+#   pdl         programmatic dependent launch: its GPU test, then models.py for tritonic with TRITONIC_PDL=1
+#               (rows under pdl/results: merge them as provider "tritonic (TRITONIC_PDL=1)")
 #   splitk      scripts/splitk_ab.py: a split-K small-M product prototype against cuBLAS in graphs (issue 4)
 #   inferprof-mid  graphed-call kernels of BERT and GPT-2 at 8x128, tritonic and reduce-overhead side by side
 #   models-tritonic  benchmarks/models.py for tritonic alone (the baselines' rows of the same card stand)
@@ -116,6 +118,12 @@ for step in "$@"; do
                 TRITONIC_C_LAUNCH=$m run claunch breakdown$m 120 python3 scripts/launch_breakdown.py \
                     --json "$R/claunch/breakdown$m.json"
                 TRITONIC_C_LAUNCH=$m run claunch bench$m 90 python3 benchmarks/launch.py --out "$R/claunch/results$m"
+            done ;;
+        pdl)
+            run pdl tests 120 python3 -m pytest -q -m gpu tests/test_pdl.py
+            for m in bert gpt2 llama; do
+                TRITONIC_PDL=1 run pdl "$m" 150 python3 benchmarks/models.py --providers tritonic --only "$m" \
+                    --out "$R/pdl/results"
             done ;;
         models-bert|models-gpt2|models-llama)
             run models-tritonic "${step#models-}" 150 python3 benchmarks/models.py --providers tritonic \

@@ -18,6 +18,8 @@ usual lower triangle.
 import triton
 import triton.language as tl
 
+from tritonic.kernels.pdl import pdl_enter
+
 LOG2E = 1.4426950408889634
 
 
@@ -188,7 +190,9 @@ def _attn_fwd(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,  # D rounded up to a power of two
+    USE_PDL: tl.constexpr = False,  # programmatic dependent launch (kernels/pdl.py)
 ):
+    pdl_enter(USE_PDL)
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b, h, h_kv = _heads(bh, H, GROUP)

@@ -9,10 +9,14 @@ answer). Offsets are int64.
 import triton
 import triton.language as tl
 
+from tritonic.kernels.pdl import pdl_enter
+
 
 @triton.jit
 def _embedding_fwd(IDS, W, OUT, T, V, D, stride_w, stride_o,
-                   BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+                   BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+                   USE_PDL: tl.constexpr = False):  # programmatic dependent launch (kernels/pdl.py)
+    pdl_enter(USE_PDL)
     pid_t = tl.program_id(0)
     pid_d = tl.program_id(1)
     toks = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)

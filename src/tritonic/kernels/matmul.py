@@ -21,6 +21,8 @@ column; that measured 8x slower on an H100 (benchmarks/NOTES.md).
 import triton
 import triton.language as tl
 
+from tritonic.kernels.pdl import pdl_enter
+
 # Activation codes (constexpr ACT): the same numbers in ops/matmul.py.
 NONE, RELU, GELU, GELU_TANH, SILU = 0, 1, 2, 3, 4
 
@@ -128,7 +130,9 @@ def _matmul(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,  # tiles of GROUP_M rows are walked column by column, so B stays in L2
+    USE_PDL: tl.constexpr = False,  # programmatic dependent launch (kernels/pdl.py)
 ):
+    pdl_enter(USE_PDL)
     pid = tl.program_id(0)
     batch = tl.program_id(1).to(tl.int64)
     n_m, n_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
@@ -214,12 +218,14 @@ def _matmul_tma(
     GROUP_M: tl.constexpr,
     FLATTEN: tl.constexpr = True,  # the tile loop flattened with the K loop (software pipelining across tiles)
     WARP_SPEC: tl.constexpr = False,  # warp-specialised tile loop (loads, MMA and epilogue in their own warps)
+    USE_PDL: tl.constexpr = False,  # programmatic dependent launch (kernels/pdl.py)
 ):
     """Hopper path of :func:`_matmul` for float16/bfloat16: the same prologue and epilogue,
     operands brought in by the tensor memory accelerator (out-of-range rows and columns
     read as zero and are never written, so no masks), a persistent grid of one program
     per SM walking the tiles in grouped order, the tile loop flattened with the K loop so
     the loads of the next tile overlap the epilogue of this one."""
+    pdl_enter(USE_PDL)
     n_m, n_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
     k_tiles = tl.cdiv(K, BLOCK_K)
     for tile in tl.range(tl.program_id(0), n_m * n_n, n_programs, flatten=FLATTEN, warp_specialize=WARP_SPEC):

@@ -14,6 +14,8 @@ over 2**31 elements index correctly.
 import triton
 import triton.language as tl
 
+from tritonic.kernels.pdl import pdl_enter
+
 
 @triton.jit
 def _load_input(X, R, S, offs_x, offs_r, offs_s, mask, HAS_RESIDUAL: tl.constexpr, STORE_SUM: tl.constexpr,
@@ -88,7 +90,9 @@ def _norm_fwd(
     EVEN: tl.constexpr = False,  # BLOCK_N divides N (one pass: equals it) and BLOCK_M divides M: no masks
     INT64: tl.constexpr = True,  # row offsets need 64 bits (the tensors hold 2**31 elements or more)
     STORE_SUM: tl.constexpr = True,  # with a residual, write the sum to S (False: the caller wants y alone)
+    USE_PDL: tl.constexpr = False,  # programmatic dependent launch (kernels/pdl.py)
 ):
+    pdl_enter(USE_PDL)
     # The per-element instruction count matters here: at ~4 TB/s an SM must turn over about ten
     # elements a cycle, so the common case drops the masks, the offset add and 64-bit indexing.
     pid = tl.program_id(0)

@@ -32,6 +32,7 @@ from tritonic.runtime import empty, has_tma, interpreter_active, num_sms, warn_o
 from tritonic.runtime.autotune import Autotuner, Config, bucket
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
 from tritonic.runtime.launcher import descriptor, is_traced, launch
+from tritonic.runtime.pdl import pdl_meta
 
 __all__ = ["attention", "attention_reference", "attention_varlen", "attention_varlen_reference", "attention_decode",
            "attention_decode_reference"]
@@ -179,6 +180,8 @@ def _forward_impl(q, k, v, mask, bias, alibi_slopes, window, scale, causal, varl
 
     tma = _tma_kv(k, v, varlen)
     flags["TMA_KV"] = tma
+    traced = is_traced(q, k, v)
+    pdl = pdl_meta(q.device) if not traced else {}
 
     def run(config):
         meta = config.meta()
@@ -189,9 +192,9 @@ def _forward_impl(q, k, v, mask, bias, alibi_slopes, window, scale, causal, varl
             vd = descriptor(v, list(v.shape), list(v.stride()), block)
         launch(_attn_fwd, ((Sq + meta["BLOCK_M"] - 1) // meta["BLOCK_M"], B * H), q, k, v, o, lse, m, bb, slopes,
                cu_q, cu_k, kd, vd, *_bhm(lse, varlen), *_bhm(q, varlen), *_bhm(k, varlen), *_bhm(v, varlen),
-               *_bhm(o, varlen), *strides, *scalars, **flags, BLOCK_D=block_d, **meta)
+               *_bhm(o, varlen), *strides, *scalars, **flags, BLOCK_D=block_d, **meta, **pdl)
 
-    _tuned_run(_fwd_tuner(block_d), run, (q.dtype, Sq, Sk, block_d, tuple(flags.values())), is_traced(q, k, v))
+    _tuned_run(_fwd_tuner(block_d), run, (q.dtype, Sq, Sk, block_d, tuple(flags.values())), traced)
     return o, lse
 
 

@@ -33,6 +33,7 @@ from tritonic.runtime.autotune import Autotuner, Config, bucket
 from tritonic.runtime import checks as _checks
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
 from tritonic.runtime.launcher import descriptor, is_traced, launch
+from tritonic.runtime.pdl import pdl_meta
 
 __all__ = ["linear", "matmul", "linear_reference", "ACTIVATIONS"]
 
@@ -163,8 +164,10 @@ def _gemm(a, b, out, *, bias=None, residual=None, z=None, act=0, batch=1, gated=
 
     tuner = _tuner
     traced = is_traced(a, b)
+    pdl = pdl_meta(a.device) if not traced else {}
+    flags.update(pdl)
     if not traced and _use_tma(a, b, out, z, batch, gated):
-        run = _tma_runner(a, b, out, bias, residual, z, act, gated)
+        run = _tma_runner(a, b, out, bias, residual, z, act, gated, pdl)
         tuner = _tma_gated_tuner if gated == 1 else _tma_tuner
     elif M <= SMALL_M:
         tuner = _small_tuner
@@ -212,7 +215,7 @@ def _plain_gemm(a, b, out):
     return _gemm(a, b, out)
 
 
-def _tma_runner(a, b, out, bias, residual, z, act, gated):
+def _tma_runner(a, b, out, bias, residual, z, act, gated, pdl=None):
     """A launch of the Hopper kernel for one config (descriptors depend on the block shape)."""
     a2, b2, c2 = (a, b, out) if a.dim() == 2 else (a[0], b[0], out[0])
     M, K = a2.shape
@@ -245,7 +248,7 @@ def _tma_runner(a, b, out, bias, residual, z, act, gated):
         launch(_matmul_tma, (programs,), a_desc, b_desc, c_desc, z_desc, zu_desc, bias, residual,
                M, N, K, residual.stride(0) if residual is not None else 0, programs,
                ACT=act, HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, STORE_Z=z is not None,
-               GATED=gated, A_KMAJOR=a_kmajor, B_KMAJOR=b_kmajor, **meta)
+               GATED=gated, A_KMAJOR=a_kmajor, B_KMAJOR=b_kmajor, **meta, **(pdl or {}))
 
     return run
 

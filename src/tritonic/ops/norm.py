@@ -29,6 +29,7 @@ from tritonic.runtime import empty, num_sms, warn_once
 from tritonic.runtime import checks as _checks
 from tritonic.runtime.alloc import empty_like
 from tritonic.runtime.launcher import is_traced, launch
+from tritonic.runtime.pdl import pdl_meta
 from tritonic.runtime.checks import (
     KERNEL_DTYPES,
     check_kernel_device,
@@ -163,15 +164,16 @@ def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast, store_st
     # 64-bit row offsets only where an offset can pass 2**31 (M rows, plus a last block's padding
     # rows, at the widest row stride; BLOCK_M is at most 16 in the tables, 1024 leaves room)
     int64 = (M + 1024) * max(sx, sr, N) >= INT32_ROWS
+    pdl = pdl_meta(x.device) if not is_traced(x) else None
     grid, meta = _fwd_launch(M, N, is_rms, residual is not None, weight is not None, bias is not None, upcast,
-                             store_stats, s is not None, offset != 0.0, int64, _OVERRIDE)
+                             store_stats, s is not None, offset != 0.0, int64, _OVERRIDE, bool(pdl))
     launch(_norm_fwd, grid, x, residual, weight, bias, y, s, mean, rstd, sx, sr, N, N, M, N, eps, offset, **meta)
     return y, s, mean, rstd
 
 
 @functools.lru_cache(maxsize=4096)
 def _fwd_launch(M, N, is_rms, has_residual, has_weight, has_bias, upcast, store_stats, store_sum, has_offset, int64,
-                override_file):
+                override_file, pdl=False):
     """(grid, keyword arguments) of a forward launch, cached: they depend on the shape and the
     flags only, and building 17 keywords costs more host time than the kernel's launch."""
     single, block_m, block_n, num_warps, load_evict, store_cs = _fwd_config(N, override_file)
@@ -179,6 +181,8 @@ def _fwd_launch(M, N, is_rms, has_residual, has_weight, has_bias, upcast, store_
                 STORE_STATS=store_stats, SINGLE_PASS=single, BLOCK_M=block_m, BLOCK_N=block_n, LOAD_EVICT=load_evict,
                 STORE_CS=store_cs, HAS_OFFSET=has_offset, EVEN=N % block_n == 0 and M % block_m == 0, INT64=int64,
                 STORE_SUM=store_sum, num_warps=num_warps)
+    if pdl:
+        meta.update(USE_PDL=True, launch_pdl=True)
     return (_cdiv(M, block_m),), meta
 
 

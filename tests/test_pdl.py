@@ -1,0 +1,100 @@
+"""Programmatic dependent launch (TRITONIC_PDL=1; runtime/pdl.py, kernels/pdl.py).
+
+On the CPU: when it is off, launches carry nothing new; when on, the norm forward, the
+GEMMs, attention's forward and the embedding gather launch with ``USE_PDL`` and
+``launch_pdl`` (the kernels themselves only run it on a GPU: the interpreter has no
+griddepcontrol). On a GPU: the same ops with it on match the ones with it off, eagerly and
+replayed from a CUDA graph."""
+
+import importlib
+
+import pytest
+import torch
+
+from tritonic import ops
+from tritonic.runtime import pdl
+
+ON = {"USE_PDL": True, "launch_pdl": True}
+OP_MODULES = ("norm", "matmul", "attention", "embedding")
+
+
+def test_off_by_default_and_on_the_cpu(monkeypatch):
+    monkeypatch.delenv("TRITONIC_PDL", raising=False)
+    pdl._on.cache_clear()
+    assert not pdl.requested() and pdl.pdl_meta(torch.device("cpu")) == {}
+    monkeypatch.setenv("TRITONIC_PDL", "1")
+    assert pdl.requested() and pdl.pdl_meta(torch.device("cpu")) == {}  # a CPU tensor never
+    pdl._on.cache_clear()
+
+
+def _capture(monkeypatch, module, on):
+    """Launches of ``tritonic.ops.<module>`` recorded (kernel name, keywords), not run."""
+    mod = importlib.import_module(f"tritonic.ops.{module}")
+    seen = []
+    monkeypatch.setattr(mod, "pdl_meta", lambda device: ON if on else {})
+    monkeypatch.setattr(mod, "launch", lambda kernel, grid, *a, **kw: seen.append((kernel.fn.__name__, kw)))
+    return seen
+
+
+def _kernels_launched(monkeypatch, on):
+    seen = [_capture(monkeypatch, m, on) for m in OP_MODULES]
+    x = torch.randn(4, 32)
+    ops.layer_norm(x, torch.ones(32), torch.zeros(32))
+    ops.rms_norm(x, torch.ones(32))
+    with torch.no_grad():
+        ops.linear(x, torch.randn(16, 32), torch.zeros(16), activation="gelu")
+    q = torch.randn(1, 2, 8, 16)
+    ops.attention(q, q, q, causal=True)
+    ops.embedding(torch.tensor([1, 2, 3]), torch.randn(10, 32))
+    return [k for s in seen for k in s]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the launches are stubbed on the CPU")
+@pytest.mark.parametrize("on", [False, True])
+def test_launches_carry_pdl_only_when_on(monkeypatch, on):
+    launched = _kernels_launched(monkeypatch, on)
+    names = {name for name, _ in launched}
+    assert {"_norm_fwd", "_attn_fwd", "_embedding_fwd"} <= names and names & {"_matmul", "_matmul_tma"}, names
+    for name, kw in launched:
+        if name in ("_norm_fwd", "_attn_fwd", "_embedding_fwd", "_matmul", "_matmul_tma"):
+            assert (kw.get("USE_PDL"), kw.get("launch_pdl")) == ((True, True) if on else (None, None)), (name, kw)
+
+
+@pytest.mark.gpu
+def test_ops_with_pdl_match_and_replay_in_a_graph(monkeypatch):
+    """PDL forced on (the GPU is sm_90 or later): results equal those with it off, and a CUDA
+    graph of the chain (embedding, norm, GEMM, attention, norm) replays to the same values."""
+    if torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("programmatic dependent launch needs compute capability 9.0")
+    dt = torch.float16
+    emb, w_ln = torch.randn(100, 256, device="cuda", dtype=dt), torch.randn(256, device="cuda", dtype=dt)
+    w_qkv = torch.randn(768, 256, device="cuda", dtype=dt) / 16
+    ids = torch.randint(0, 100, (2, 64), device="cuda")
+
+    def chain():
+        h = ops.embedding(ids, emb)
+        h = ops.layer_norm(h, w_ln)
+        q, k, v = ops.linear(h, w_qkv).view(2, 64, 3, 4, 64).permute(2, 0, 3, 1, 4)
+        o = ops.attention(q, k, v, causal=True).transpose(1, 2).reshape(2, 64, 256)
+        return ops.rms_norm(o + h, w_ln)
+
+    with torch.no_grad():
+        want = chain()
+        monkeypatch.setattr(pdl, "_on", lambda index: True)
+        got = chain()
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            chain()
+        torch.cuda.current_stream().wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            out = chain()
+        for _ in range(3):
+            ids.copy_(torch.randint(0, 100, (2, 64), device="cuda"))
+            g.replay()
+            monkeypatch.setattr(pdl, "_on", lambda index: False)
+            ref = chain()
+            monkeypatch.setattr(pdl, "_on", lambda index: True)
+            torch.testing.assert_close(out, ref, atol=0, rtol=0)
