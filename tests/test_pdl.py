@@ -23,7 +23,10 @@ def test_off_by_default_and_on_the_cpu(monkeypatch):
     pdl._on.cache_clear()
     assert not pdl.requested() and pdl.pdl_meta(torch.device("cpu")) == {}
     monkeypatch.setenv("TRITONIC_PDL", "1")
-    assert pdl.requested() and pdl.pdl_meta(torch.device("cpu")) == {}  # a CPU tensor never
+    monkeypatch.setattr(pdl, "REQUESTED", pdl.requested())
+    assert pdl.REQUESTED and pdl.pdl_meta(torch.device("cpu")) == {}  # a CPU tensor never
+    if not torch.cuda.is_available():  # no GPU: the interpreter, never on
+        assert not pdl._on(0)
     pdl._on.cache_clear()
 
 
@@ -31,13 +34,20 @@ def _capture(monkeypatch, module, on):
     """Launches of ``tritonic.ops.<module>`` recorded (kernel name, keywords), not run."""
     mod = importlib.import_module(f"tritonic.ops.{module}")
     seen = []
-    monkeypatch.setattr(mod, "pdl_meta", lambda device: ON if on else {})
     monkeypatch.setattr(mod, "launch", lambda kernel, grid, *a, **kw: seen.append((kernel.fn.__name__, kw)))
     return seen
 
 
+def _force(monkeypatch, on):
+    """PDL on or off whatever the device (the CPU included: the launches are stubs)."""
+    monkeypatch.setattr(pdl, "REQUESTED", on)
+    monkeypatch.setattr(pdl, "pdl_meta", lambda device: ON if on else {})
+    monkeypatch.setattr(pdl, "enabled", lambda device: on)
+
+
 def _kernels_launched(monkeypatch, on):
     seen = [_capture(monkeypatch, m, on) for m in OP_MODULES]
+    _force(monkeypatch, on)
     x = torch.randn(4, 32)
     ops.layer_norm(x, torch.ones(32), torch.zeros(32))
     ops.rms_norm(x, torch.ones(32))
@@ -80,7 +90,9 @@ def test_ops_with_pdl_match_and_replay_in_a_graph(monkeypatch):
 
     with torch.no_grad():
         want = chain()
+        monkeypatch.setattr(pdl, "REQUESTED", True)
         monkeypatch.setattr(pdl, "_on", lambda index: True)
+        assert pdl.enabled(ids.device)
         got = chain()
         torch.testing.assert_close(got, want, atol=0, rtol=0)
         side = torch.cuda.Stream()
@@ -94,7 +106,7 @@ def test_ops_with_pdl_match_and_replay_in_a_graph(monkeypatch):
         for _ in range(3):
             ids.copy_(torch.randint(0, 100, (2, 64), device="cuda"))
             g.replay()
-            monkeypatch.setattr(pdl, "_on", lambda index: False)
+            monkeypatch.setattr(pdl, "REQUESTED", False)
             ref = chain()
-            monkeypatch.setattr(pdl, "_on", lambda index: True)
+            monkeypatch.setattr(pdl, "REQUESTED", True)
             torch.testing.assert_close(out, ref, atol=0, rtol=0)

@@ -32,7 +32,7 @@ from tritonic.runtime import empty, has_tma, interpreter_active, num_sms, warn_o
 from tritonic.runtime.autotune import Autotuner, Config, bucket
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
 from tritonic.runtime.launcher import descriptor, is_traced, launch
-from tritonic.runtime.pdl import pdl_meta
+from tritonic.runtime import pdl as _pdl
 
 __all__ = ["attention", "attention_reference", "attention_varlen", "attention_varlen_reference", "attention_decode",
            "attention_decode_reference"]
@@ -181,7 +181,7 @@ def _forward_impl(q, k, v, mask, bias, alibi_slopes, window, scale, causal, varl
     tma = _tma_kv(k, v, varlen)
     flags["TMA_KV"] = tma
     traced = is_traced(q, k, v)
-    pdl = pdl_meta(q.device) if not traced else {}
+    pdl = _pdl.pdl_meta(q.device) if _pdl.REQUESTED and not traced else {}
 
     def run(config):
         meta = config.meta()

@@ -22,7 +22,7 @@ from tritonic.kernels.embedding import _embedding_fwd
 from tritonic.runtime import empty, interpreter_active
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device
 from tritonic.runtime.launcher import is_traced, launch
-from tritonic.runtime.pdl import pdl_meta
+from tritonic.runtime import pdl as _pdl
 
 __all__ = ["embedding", "embedding_reference"]
 
@@ -46,7 +46,7 @@ def _gather(ids: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     grid = (-(-T // block_t), -(-D // block_d))
     launch(_embedding_fwd, grid, flat, weight, out, T, V, D, weight.stride(0), out.stride(0),
            BLOCK_T=block_t, BLOCK_D=block_d, num_warps=4 if block_d * block_t >= 512 else 2,
-           **(pdl_meta(out.device) if not is_traced(flat, weight) else {}))
+           **(_pdl.pdl_meta(out.device) if _pdl.REQUESTED and not is_traced(flat, weight) else {}))
     return out.view(*ids.shape, D)
 
 

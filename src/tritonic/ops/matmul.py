@@ -33,7 +33,7 @@ from tritonic.runtime.autotune import Autotuner, Config, bucket
 from tritonic.runtime import checks as _checks
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
 from tritonic.runtime.launcher import descriptor, is_traced, launch
-from tritonic.runtime.pdl import pdl_meta
+from tritonic.runtime import pdl as _pdl
 
 __all__ = ["linear", "matmul", "linear_reference", "ACTIVATIONS"]
 
@@ -164,8 +164,9 @@ def _gemm(a, b, out, *, bias=None, residual=None, z=None, act=0, batch=1, gated=
 
     tuner = _tuner
     traced = is_traced(a, b)
-    pdl = pdl_meta(a.device) if not traced else {}
-    flags.update(pdl)
+    pdl = _pdl.pdl_meta(a.device) if _pdl.REQUESTED and not traced else None
+    if pdl:
+        flags.update(pdl)
     if not traced and _use_tma(a, b, out, z, batch, gated):
         run = _tma_runner(a, b, out, bias, residual, z, act, gated, pdl)
         tuner = _tma_gated_tuner if gated == 1 else _tma_tuner

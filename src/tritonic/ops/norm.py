@@ -29,7 +29,7 @@ from tritonic.runtime import empty, num_sms, warn_once
 from tritonic.runtime import checks as _checks
 from tritonic.runtime.alloc import empty_like
 from tritonic.runtime.launcher import is_traced, launch
-from tritonic.runtime.pdl import pdl_meta
+from tritonic.runtime import pdl as _pdl
 from tritonic.runtime.checks import (
     KERNEL_DTYPES,
     check_kernel_device,
@@ -164,9 +164,9 @@ def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast, store_st
     # 64-bit row offsets only where an offset can pass 2**31 (M rows, plus a last block's padding
     # rows, at the widest row stride; BLOCK_M is at most 16 in the tables, 1024 leaves room)
     int64 = (M + 1024) * max(sx, sr, N) >= INT32_ROWS
-    pdl = pdl_meta(x.device) if not is_traced(x) else None
+    pdl = _pdl.REQUESTED and not is_traced(x) and _pdl.enabled(x.device)
     grid, meta = _fwd_launch(M, N, is_rms, residual is not None, weight is not None, bias is not None, upcast,
-                             store_stats, s is not None, offset != 0.0, int64, _OVERRIDE, bool(pdl))
+                             store_stats, s is not None, offset != 0.0, int64, _OVERRIDE, pdl)
     launch(_norm_fwd, grid, x, residual, weight, bias, y, s, mean, rstd, sx, sr, N, N, M, N, eps, offset, **meta)
     return y, s, mean, rstd
 
@@ -334,13 +334,17 @@ def _check(op, x, weight, bias, residual, eps) -> bool:
 
     The common case passes a few cheap comparisons (this runs on every call); anything
     else goes through the full checks, which name the bad argument."""
-    if (isinstance(x, torch.Tensor) and x.dim() >= 1 and x.dtype in KERNEL_DTYPES
-            and _param_ok(weight, x.shape[-1], x.device) and _param_ok(bias, x.shape[-1], x.device)
-            and (residual is None or (isinstance(residual, torch.Tensor) and residual.shape == x.shape
-                                      and residual.dtype == x.dtype and residual.device == x.device))
-            and type(eps) is float and eps >= 0 and _checks.can_run_kernels(x.device)
-            and 0 < x.shape[-1] <= MAX_HIDDEN and x.numel() > 0):
-        return True
+    if isinstance(x, torch.Tensor) and x.dim() >= 1 and x.dtype in KERNEL_DTYPES:
+        N, dev = x.shape[-1], x.device
+        if ((weight is None or (isinstance(weight, torch.Tensor) and weight.dim() == 1 and weight.shape[0] == N
+                                and weight.dtype in KERNEL_DTYPES and weight.device == dev))
+                and (bias is None or (isinstance(bias, torch.Tensor) and bias.dim() == 1 and bias.shape[0] == N
+                                      and bias.dtype in KERNEL_DTYPES and bias.device == dev))
+                and (residual is None or (isinstance(residual, torch.Tensor) and residual.shape == x.shape
+                                          and residual.dtype == x.dtype and residual.device == dev))
+                and type(eps) is float and eps >= 0 and 0 < N <= MAX_HIDDEN and x.numel() > 0
+                and _checks.can_run_kernels(dev)):
+            return True
     check_tensor(op, "x", x, min_dim=1)
     N = x.shape[-1]
     for name, t in (("weight", weight), ("bias", bias)):

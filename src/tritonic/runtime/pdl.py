@@ -24,6 +24,9 @@ def requested() -> bool:
     return os.environ.get("TRITONIC_PDL", "0").strip() == "1"
 
 
+REQUESTED = requested()  # read at import; ops test this first, so that off costs nothing per call
+
+
 @functools.lru_cache(maxsize=None)
 def _on(device_index: int) -> bool:
     return (requested() and not interpreter_active() and has_cuda()
@@ -33,7 +36,7 @@ def _on(device_index: int) -> bool:
 def pdl_meta(device: torch.device) -> dict:
     """The launch keywords for a kernel taking ``USE_PDL`` on ``device`` (empty when off).
     The dict is shared: callers unpack it, never change it."""
-    if device.type != "cuda":
+    if not REQUESTED or device.type != "cuda":
         return _OFF
     return _ON if _on(device.index or 0) else _OFF
 
