@@ -139,7 +139,7 @@ def test_linear_modules_keep_state_dict(device):
 
 @pytest.fixture
 def tma(monkeypatch):
-    monkeypatch.setenv("TRITONIC_GEMM", "tma")
+    monkeypatch.setattr(importlib.import_module("tritonic.ops.matmul"), "GEMM_CHOICE", "tma")
     calls = []
     mm = importlib.import_module("tritonic.ops.matmul")  # (tritonic.ops.matmul is also the function)
 
@@ -191,7 +191,7 @@ def test_gated_linear_float32(M, F, K, act, device):
 
 @pytest.mark.parametrize("path", ["portable", "tma"])
 def test_gated_linear_float16(path, device, monkeypatch):
-    monkeypatch.setenv("TRITONIC_GEMM", path)
+    monkeypatch.setattr(importlib.import_module("tritonic.ops.matmul"), "GEMM_CHOICE", path)
     a = dict(x=torch.randn(2, 20, 48, dtype=torch.float16, device=device),
              weight_gate_up=torch.randn(2 * 40, 48, dtype=torch.float16, device=device) / 48 ** 0.5)
     check_op(lambda **k: gated_linear(**k), lambda **k: gated_linear_reference(**k), a,
@@ -202,7 +202,7 @@ def test_gated_linear_float16(path, device, monkeypatch):
                                         ("tma", torch.float16)])
 @pytest.mark.parametrize("act", ["silu", "gelu"])
 def test_gated_linear_interleaved(path, dtype, act, device, monkeypatch):
-    monkeypatch.setenv("TRITONIC_GEMM", path)
+    monkeypatch.setattr(importlib.import_module("tritonic.ops.matmul"), "GEMM_CHOICE", path)
     w = interleave_gate_up(torch.randn(2 * 40, 48, dtype=dtype, device=device) / 48 ** 0.5)
     a = dict(x=torch.randn(2, 20, 48, dtype=dtype, device=device), weight_gate_up=w)
     check_op(lambda **k: gated_linear(**k, activation=act, layout="interleaved"),

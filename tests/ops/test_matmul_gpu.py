@@ -1,6 +1,8 @@
 """GPU-only GEMM tests: bfloat16 (the interpreter's tl.dot is wrong for it), real sizes,
 TF32 switching, torch.compile and CUDA graphs."""
 
+import importlib
+
 import pytest
 import torch
 
@@ -67,7 +69,7 @@ def test_compile_and_graphs():
 def test_gated_linear_bf16(M, path, layout, monkeypatch):
     from tritonic.ops import gated_linear, gated_linear_reference
 
-    monkeypatch.setenv("TRITONIC_GEMM", path)
+    monkeypatch.setattr(importlib.import_module("tritonic.ops.matmul"), "GEMM_CHOICE", path)
     a = dict(x=torch.randn(M, 512, device="cuda", dtype=torch.bfloat16),
              weight_gate_up=torch.randn(2 * 1000, 512, device="cuda", dtype=torch.bfloat16) / 512 ** 0.5)
     check_op(lambda **k: gated_linear(**k, layout=layout), lambda **k: gated_linear_reference(**k, layout=layout),
@@ -77,7 +79,7 @@ def test_gated_linear_bf16(M, path, layout, monkeypatch):
 @pytest.mark.parametrize("path", ["auto", "portable"])
 def test_linear_paths_agree_with_bias_grad(path, monkeypatch):
     """The bias gradient comes out of the dW product (row sums of dY * act'(Z)) on both paths."""
-    monkeypatch.setenv("TRITONIC_GEMM", path)
+    monkeypatch.setattr(importlib.import_module("tritonic.ops.matmul"), "GEMM_CHOICE", path)
     a = dict(x=torch.randn(300, 256, device="cuda", dtype=torch.float16),
              weight=torch.randn(1000, 256, device="cuda", dtype=torch.float16) / 16,
              bias=torch.randn(1000, device="cuda", dtype=torch.float16), residual=None)

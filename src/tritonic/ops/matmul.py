@@ -83,10 +83,9 @@ SMALL_M = 32  # at most this many rows: the small-M configs
 _DTYPE_NAMES = {torch.float16: "torch.float16", torch.bfloat16: "torch.bfloat16", torch.float32: "torch.float32"}
 
 
-def _gemm_choice() -> str:
-    """TRITONIC_GEMM: "auto" (default: the Hopper path where it applies), "tma" (also in
-    the interpreter, for tests), "portable" (never the Hopper path)."""
-    return os.environ.get("TRITONIC_GEMM", "auto").strip().lower()
+# TRITONIC_GEMM: "auto" (default: the Hopper path where it applies), "tma" (also in the
+# interpreter, for tests), "portable" (never the Hopper path). Read at import; tests set it here.
+GEMM_CHOICE = os.environ.get("TRITONIC_GEMM", "auto").strip().lower()
 
 
 def _tma_layout(t: torch.Tensor, major: int) -> bool:
@@ -98,7 +97,7 @@ def _tma_layout(t: torch.Tensor, major: int) -> bool:
 
 
 def _use_tma(a, b, out, z, batch, gated=False) -> bool:
-    choice = _gemm_choice()
+    choice = GEMM_CHOICE
     if choice == "portable" or batch != 1 or a.dtype not in (torch.float16, torch.bfloat16):
         return False
     a2, b2, c2 = (a, b, out) if a.dim() == 2 else (a[0], b[0], out[0])
@@ -141,37 +140,39 @@ def _gemm(a, b, out, *, bias=None, residual=None, z=None, act=0, batch=1, gated=
     ``z``: keep the pre-activation; ``gated``: out = act(a @ gate) * (a @ up) where ``b``
     holds the gate columns then the up columns (1) or the two alternating (2); z then holds
     both, in ``b``'s column order."""
-    if a.dim() == 2:  # one product: batch strides 0 (no [None] views: they cost host time)
+    flat = a.dim() == 2
+    if flat:
         (M, K), N2 = a.shape, b.shape[1]
-        sa, sb, so = (0, *a.stride()), (0, *b.stride()), (0, *out.stride())
     else:
         _, M, K = a.shape
         N2 = b.shape[2]
-        sa, sb, so = a.stride(), b.stride(), out.stride()
     N = N2 // 2 if gated == 1 else N2
     precision = "tf32" if a.dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32 else "ieee"
-    sr = residual.stride() if residual is not None else (0, 0)
-    args = (a, b, out, bias, residual, z, M, N, K, *sa, *sb, *so, *sr,
-            z.stride(0) if z is not None and gated else 0)
-    flags = dict(ACT=act, HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, STORE_Z=z is not None,
-                 GATED=gated, PRECISION=precision,
-                 ROUND_TF32=a.dtype == torch.float32 and precision == "tf32" and not interpreter_active())
-
-    def run(config):
-        meta = config.meta()
-        grid = (_cdiv(M, meta["BLOCK_M"]) * _cdiv(N, meta["BLOCK_N"]), batch)
-        launch(_matmul, grid, *args, **flags, **meta)
-
-    tuner = _tuner
     traced = is_traced(a, b)
     pdl = _pdl.pdl_meta(a.device) if _pdl.REQUESTED and not traced else None
-    if pdl:
-        flags.update(pdl)
     if not traced and _use_tma(a, b, out, z, batch, gated):
         run = _tma_runner(a, b, out, bias, residual, z, act, gated, pdl)
         tuner = _tma_gated_tuner if gated == 1 else _tma_tuner
-    elif M <= SMALL_M:
-        tuner = _small_tuner
+    else:  # the portable kernel (its arguments are built only here: host time on every call)
+        if flat:  # one product: batch strides 0 (no [None] views: they cost host time)
+            sa, sb, so = (0, *a.stride()), (0, *b.stride()), (0, *out.stride())
+        else:
+            sa, sb, so = a.stride(), b.stride(), out.stride()
+        sr = residual.stride() if residual is not None else (0, 0)
+        args = (a, b, out, bias, residual, z, M, N, K, *sa, *sb, *so, *sr,
+                z.stride(0) if z is not None and gated else 0)
+        flags = dict(ACT=act, HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, STORE_Z=z is not None,
+                     GATED=gated, PRECISION=precision,
+                     ROUND_TF32=a.dtype == torch.float32 and precision == "tf32" and not interpreter_active())
+        if pdl:
+            flags.update(pdl)
+
+        def run(config):
+            meta = config.meta()
+            grid = (_cdiv(M, meta["BLOCK_M"]) * _cdiv(N, meta["BLOCK_N"]), batch)
+            launch(_matmul, grid, *args, **flags, **meta)
+
+        tuner = _small_tuner if M <= SMALL_M else _tuner
     key = None
     if interpreter_active() or traced:
         config = tuner.configs[0]
@@ -385,7 +386,7 @@ def _lt_gelu(x, weight, bias) -> bool:
     ``TRITONIC_GEMM`` not forcing our kernels."""
     return (x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and weight.dtype == x.dtype
             and bias.dtype == x.dtype and bias.dim() == 1 and not interpreter_active()
-            and _gemm_choice() == "auto" and hasattr(torch, "_addmm_activation"))
+            and GEMM_CHOICE == "auto" and hasattr(torch, "_addmm_activation"))
 
 
 def linear(x, weight, bias=None, activation=None, residual=None):
