@@ -52,6 +52,9 @@
 #   claunch-lite  the launcher tests and the norm GPU tests with TRITONIC_C_LAUNCH=2, then breakdown and
 #               launch.py with 1 and 2 (claunch without the whole GPU suite)
 #   models-bert / models-gpt2 / models-llama  models-tritonic for one model
+#   next7       the seventh session's unmeasured work in one go (~7 min): geluab-erf, models-bert, pdl, launch3
+#   geluab-erf  gelu_gemm_ab.py for the erf form at 1024 and 8192 rows only
+#   launch3     benchmarks/launch.py in three processes (host times move between runs)
 #   pdl         programmatic dependent launch: its GPU test, then models.py for tritonic with TRITONIC_PDL=1
 #               (rows under pdl/results: merge them as provider "tritonic (TRITONIC_PDL=1)")
 #   splitk      scripts/splitk_ab.py: a split-K small-M product prototype against cuBLAS in graphs (issue 4)
@@ -119,6 +122,13 @@ for step in "$@"; do
                     --json "$R/claunch/breakdown$m.json"
                 TRITONIC_C_LAUNCH=$m run claunch bench$m 90 python3 benchmarks/launch.py --out "$R/claunch/results$m"
             done ;;
+        next7)
+            bash "$0" geluab-erf models-bert pdl launch3 ;;
+        geluab-erf)
+            run geluab erf 150 python3 scripts/gelu_gemm_ab.py --rows 1024,8192 --acts gelu \
+                --out "$R/geluab/gelu_erf.json" ;;
+        launch3)
+            for i in 1 2 3; do run launch3 "bench$i" 90 python3 benchmarks/launch.py --out "$R/launch3/results$i"; done ;;
         pdl)
             run pdl tests 120 python3 -m pytest -q -m gpu tests/test_pdl.py
             for m in bert gpt2 llama; do
