@@ -322,13 +322,6 @@ def _path(x, weight, bias, residual) -> str:
 # ----------------------------------------------------------------------------- public API
 
 
-def _param_ok(t, N, device) -> bool:
-    """The common case of a weight or bias, in cheap comparisons: None, or a 1-D kernel-dtype
-    tensor of N elements on ``device``."""
-    return t is None or (isinstance(t, torch.Tensor) and t.dim() == 1 and t.shape[0] == N
-                         and t.dtype in KERNEL_DTYPES and t.device == device)
-
-
 def _check(op, x, weight, bias, residual, eps) -> bool:
     """Validate the arguments; True when the kernels can run them, False to fall back.
 

@@ -21,8 +21,8 @@ The fast path relies on Triton internals that have changed between releases (the
 kernel's ``run``, ``function`` and ``packed_metadata``); it checks for them and falls back
 to the plain path, with one warning, when they are missing.
 
-By default (``TRITONIC_C_LAUNCH=2``; 0 turns it off) the fast path's common case runs in C (``fastlaunch.c``, built
-at the first kernel on a GPU; see the end of this file).
+By default (``TRITONIC_C_LAUNCH=2``; 0 turns it off) the fast path's common case runs in C
+(``fastlaunch.c``, built at the first kernel on a GPU; see the end of this file).
 """
 
 from __future__ import annotations
