@@ -1,10 +1,10 @@
 """Programmatic dependent launch (TRITONIC_PDL=1; runtime/pdl.py, kernels/pdl.py).
 
 On the CPU: when it is off, launches carry nothing new; when on, the norm forward, the
-GEMMs, attention's forward and the embedding gather launch with ``USE_PDL`` and
-``launch_pdl`` (the kernels themselves only run it on a GPU: the interpreter has no
-griddepcontrol). On a GPU: the same ops with it on match the ones with it off, eagerly and
-replayed from a CUDA graph."""
+GEMMs, attention's forward, the embedding gather, RoPE and the activations launch with
+``USE_PDL`` and ``launch_pdl`` (the kernels themselves only run it on a GPU: the interpreter
+has no griddepcontrol). On a GPU: the same ops with it on match the ones with it off,
+eagerly and replayed from a CUDA graph."""
 
 import importlib
 
@@ -15,7 +15,7 @@ from tritonic import ops
 from tritonic.runtime import pdl
 
 ON = {"USE_PDL": True, "launch_pdl": True}
-OP_MODULES = ("norm", "matmul", "attention", "embedding")
+OP_MODULES = ("norm", "matmul", "attention", "embedding", "rope", "activation")
 
 
 def test_off_by_default_and_on_the_cpu(monkeypatch):
@@ -56,6 +56,8 @@ def _kernels_launched(monkeypatch, on):
     q = torch.randn(1, 2, 8, 16)
     ops.attention(q, q, q, causal=True)
     ops.embedding(torch.tensor([1, 2, 3]), torch.randn(10, 32))
+    ops.rope(q, q, torch.randn(1, 8, 16), torch.randn(1, 8, 16))
+    ops.gelu(x)
     return [k for s in seen for k in s]
 
 
@@ -64,9 +66,10 @@ def _kernels_launched(monkeypatch, on):
 def test_launches_carry_pdl_only_when_on(monkeypatch, on):
     launched = _kernels_launched(monkeypatch, on)
     names = {name for name, _ in launched}
-    assert {"_norm_fwd", "_attn_fwd", "_embedding_fwd"} <= names and names & {"_matmul", "_matmul_tma"}, names
+    assert {"_norm_fwd", "_attn_fwd", "_embedding_fwd", "_rope", "_act_fwd"} <= names, names
+    assert names & {"_matmul", "_matmul_tma"}, names
     for name, kw in launched:
-        if name in ("_norm_fwd", "_attn_fwd", "_embedding_fwd", "_matmul", "_matmul_tma"):
+        if name in ("_norm_fwd", "_attn_fwd", "_embedding_fwd", "_matmul", "_matmul_tma", "_rope", "_act_fwd"):
             assert (kw.get("USE_PDL"), kw.get("launch_pdl")) == ((True, True) if on else (None, None)), (name, kw)
 
 

@@ -26,6 +26,8 @@ whatever the storage dtype; results are rounded once, to the output's dtype.
 import triton
 import triton.language as tl
 
+from tritonic.kernels.pdl import pdl_enter
+
 from tritonic.kernels.matmul import GELU, GELU_TANH, SILU, _activation, _activation_grad
 
 __all__ = ["GELU", "GELU_TANH", "SILU", "_act_fwd", "_act_bwd"]
@@ -96,7 +98,9 @@ def _act_fwd(
     GATED: tl.constexpr,  # SwiGLU / GeGLU: multiply by U
     ROWS: tl.constexpr,  # strided rows rather than one flat contiguous array
     BLOCK: tl.constexpr,  # elements per program (a power of two)
+    USE_PDL: tl.constexpr = False,  # programmatic dependent launch (kernels/pdl.py)
 ):
+    pdl_enter(USE_PDL)
     row, start = _block(n_cols, n_blocks, ROWS, BLOCK)
     cols = start + tl.arange(0, BLOCK)
     if start + BLOCK <= n_cols:
@@ -131,10 +135,12 @@ def _act_bwd(
     GATED: tl.constexpr,
     ROWS: tl.constexpr,
     BLOCK: tl.constexpr,
+    USE_PDL: tl.constexpr = False,  # programmatic dependent launch (kernels/pdl.py)
 ):
     """Both gradients of a gated product in one pass: the gate and up values are read once
     and act(gate) is recomputed here rather than saved by the forward (a few flops instead
     of a tensor written and read back)."""
+    pdl_enter(USE_PDL)
     row, start = _block(n_cols, n_blocks, ROWS, BLOCK)
     cols = start + tl.arange(0, BLOCK)
     if start + BLOCK <= n_cols:

@@ -25,6 +25,8 @@ offsets are int64, so tensors over 2**31 elements index correctly.
 import triton
 import triton.language as tl
 
+from tritonic.kernels.pdl import pdl_enter
+
 
 @triton.jit
 def _load_angle(T, row_off, ok, i, HALF, stride_w, INTERLEAVED: tl.constexpr, FULL_TABLE: tl.constexpr):
@@ -128,7 +130,9 @@ def _rope(
     BLOCK_S: tl.constexpr,  # tokens per program
     BLOCK_HALF: tl.constexpr,  # HALF rounded up to a power of two
     BLOCK_PASS: tl.constexpr,  # D - r rounded up to a power of two (read only if COPY_PASS)
+    USE_PDL: tl.constexpr = False,  # programmatic dependent launch (kernels/pdl.py)
 ):
+    pdl_enter(USE_PDL)
     # Axis 0: batch entry and token block (token blocks of one entry are neighbours, and so
     # are their addresses); axis 1: head block.
     s_blocks = tl.cdiv(S, BLOCK_S)

@@ -42,6 +42,7 @@ from tritonic.runtime.checks import (
     check_tensor,
 )
 from tritonic.runtime.launcher import is_traced, launch
+from tritonic.runtime import pdl as _pdl
 
 __all__ = ["gelu", "silu", "swiglu", "geglu", "gelu_reference", "silu_reference", "swiglu_reference",
            "geglu_reference"]
@@ -138,7 +139,8 @@ def _launch(kernel, kind, tensors, gated):
     n_blocks = _cdiv(n, block)
     # n_blocks is read only with ROWS: 0 otherwise, so its value does not multiply compilations.
     launch(kernel, (n_rows * n_blocks,), *args, n, n_blocks if rows else 0, *strides,
-           ACT=KINDS[kind], GATED=gated, ROWS=rows, BLOCK=block, num_warps=warps)
+           ACT=KINDS[kind], GATED=gated, ROWS=rows, BLOCK=block, num_warps=warps,
+           **(_pdl.pdl_meta(ref.device) if _pdl.REQUESTED and not is_traced(*present) else {}))
 
 
 def _split(x: torch.Tensor):

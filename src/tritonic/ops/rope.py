@@ -62,6 +62,7 @@ from tritonic.runtime.checks import (
     check_tensor,
 )
 from tritonic.runtime.launcher import is_traced, launch
+from tritonic.runtime import pdl as _pdl
 
 __all__ = ["rope", "rope_reference"]
 
@@ -175,6 +176,7 @@ def _launch(q, k, qo, ko, cos, sin, pos, interleaved: bool, r: int, backward: bo
         INTERLEAVED=interleaved, FULL_TABLE=W == r, HAS_POS=has_pos,
         COPY_PASS=not inplace and r < D, BACKWARD=backward,
         BLOCK_H=block_h, BLOCK_S=block_s, BLOCK_HALF=block_half, BLOCK_PASS=block_pass, num_warps=num_warps,
+        **(_pdl.pdl_meta(q.device) if _pdl.REQUESTED and not is_traced(q, k) else {}),
     )
 
 

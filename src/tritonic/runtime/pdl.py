@@ -1,10 +1,11 @@
 """Programmatic dependent launch, the launches' side (the kernels' side: kernels/pdl.py).
 
 ``TRITONIC_PDL=1`` turns it on for the kernels that take ``USE_PDL`` (the norm forward, the
-GEMMs, attention's forward and the embedding gather) on GPUs of compute capability 9.0 and
-later: their launches then carry ``launch_pdl=True`` (Triton's launcher sets the
-programmatic stream serialisation attribute) and the kernels wait for their predecessor
-inside. Off by default until it has been measured on a GPU; never in the interpreter.
+GEMMs, attention's forward, the embedding gather, RoPE and the activations) on GPUs of
+compute capability 9.0 and later: their launches then carry ``launch_pdl=True`` (Triton's
+launcher sets the programmatic stream serialisation attribute) and the kernels wait for
+their predecessor inside. Off by default until it has been measured on a GPU; never in the
+interpreter.
 """
 
 from __future__ import annotations
