@@ -52,7 +52,8 @@
 #   claunch-lite  the launcher tests and the norm GPU tests with TRITONIC_C_LAUNCH=2, then breakdown and
 #               launch.py with 1 and 2 (claunch without the whole GPU suite)
 #   models-bert / models-gpt2 / models-llama  models-tritonic for one model
-#   next7       the seventh session's unmeasured work in one go (~7 min): geluab-erf, models-bert, pdl, launch3
+#   next7       the seventh session's unmeasured work in one go (~8 min): geluab-erf, bertffn, models-bert, pdl, launch3
+#   bertffn     benchmarks/matmul.py for the BERT FFN case alone (issue 4's <= 43 us)
 #   geluab-erf  gelu_gemm_ab.py for the erf form at 1024 and 8192 rows only
 #   launch3     benchmarks/launch.py in three processes (host times move between runs)
 #   pdl         programmatic dependent launch: its GPU test, then models.py for tritonic with TRITONIC_PDL=1
@@ -123,7 +124,10 @@ for step in "$@"; do
                 TRITONIC_C_LAUNCH=$m run claunch bench$m 90 python3 benchmarks/launch.py --out "$R/claunch/results$m"
             done ;;
         next7)
-            bash "$0" geluab-erf models-bert pdl launch3 ;;
+            bash "$0" geluab-erf bertffn models-bert pdl launch3 ;;
+        bertffn)
+            run bertffn bench 200 python3 benchmarks/matmul.py --only bert-ffn --providers torch,tritonic \
+                --out "$R/bertffn/results" ;;
         geluab-erf)
             run geluab erf 150 python3 scripts/gelu_gemm_ab.py --rows 1024,8192 --acts gelu \
                 --out "$R/geluab/gelu_erf.json" ;;
