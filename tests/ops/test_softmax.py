@@ -26,11 +26,13 @@ def _check(op, x, dim=-1, scale=None, mask=None, grads=True):
              dict(x=x), grads=["x"] if grads else ())
 
 
-@pytest.fixture
-def chunked(monkeypatch):
-    """Send rows wider than 16 columns down the multi-pass path, in chunks of 16."""
+@pytest.fixture(params=[False, True], ids=["loop", "prefetch"])
+def chunked(monkeypatch, request):
+    """Send rows wider than 16 columns down the multi-pass path, in chunks of 16, with the
+    forward's plain loop and with its loads one chunk ahead (PREFETCH)."""
     monkeypatch.setattr(sm_ops, "FUSED_WIDTH", 16)
     monkeypatch.setattr(sm_ops, "CHUNK", 16)
+    monkeypatch.setattr(sm_ops, "PREFETCH", request.param)
 
 
 @pytest.mark.parametrize("op", OPS)

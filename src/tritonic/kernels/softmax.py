@@ -48,7 +48,14 @@ def _logits(X, x_offs, keep, bounds, scale, HAS_SCALE: tl.constexpr, EVICT: tl.c
     the values at masked positions (possibly non-finite) are discarded, never used. The load
     itself is predicated on the bounds only: predicating it on the mask too would make it
     wait for the mask's load."""
-    z = tl.load(X + x_offs, mask=bounds, other=0.0, eviction_policy=EVICT).to(tl.float32)
+    x = tl.load(X + x_offs, mask=bounds, other=0.0, eviction_policy=EVICT)
+    return _as_logits(x, keep, scale, HAS_SCALE)
+
+
+@triton.jit
+def _as_logits(x, keep, scale, HAS_SCALE: tl.constexpr):
+    """The second half of :func:`_logits`, for a tile already loaded (``x`` in X's dtype)."""
+    z = x.to(tl.float32)
     if HAS_SCALE:
         z = z * scale
     return tl.where(keep, z, float("-inf"))
@@ -92,6 +99,7 @@ def _softmax_fwd(
     SINGLE_PASS: tl.constexpr,  # BLOCK_N >= N: the row stays in registers
     BLOCK_M: tl.constexpr,  # rows per program
     BLOCK_N: tl.constexpr,  # columns per chunk (a power of two)
+    PREFETCH: tl.constexpr = False,  # multi-pass: load the next chunk before reducing this one
 ):
     pid = tl.program_id(0)
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -118,13 +126,27 @@ def _softmax_fwd(
         # end: one reduction per chunk (the maximum) instead of two, and the rounding errors
         # of the rescaling stay independent from lane to lane rather than hitting the whole
         # row's sum at each chunk.
+        # PREFETCH: each chunk's load is issued one iteration ahead, into registers, so that it
+        # is in flight while this chunk's maximum is reduced across the warps (a barrier) and
+        # its exponentials computed; otherwise the loads and the reduction alternate, and a
+        # program has one chunk in flight at most (the last prefetch is out of bounds: no traffic).
         m = tl.full([BLOCK_M], float("-inf"), tl.float32)
         acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        if PREFETCH:
+            x_next = tl.load(X + rows[:, None] * stride_x + cols[None, :],
+                             mask=row_mask[:, None] & (cols < N)[None, :], other=0.0, eviction_policy="evict_last")
         for start in range(0, N, BLOCK_N):
             c = start + cols
             bounds = row_mask[:, None] & (c < N)[None, :]
             keep = _keep(MASK, m_offs, c, stride_mn, bounds, HAS_MASK, "evict_last")
-            z = _logits(X, rows[:, None] * stride_x + c[None, :], keep, bounds, scale, HAS_SCALE, "evict_last")
+            if PREFETCH:
+                x_cur = x_next
+                cn = c + BLOCK_N
+                x_next = tl.load(X + rows[:, None] * stride_x + cn[None, :],
+                                 mask=row_mask[:, None] & (cn < N)[None, :], other=0.0, eviction_policy="evict_last")
+                z = _as_logits(x_cur, keep, scale, HAS_SCALE)
+            else:
+                z = _logits(X, rows[:, None] * stride_x + c[None, :], keep, bounds, scale, HAS_SCALE, "evict_last")
             m_new = tl.maximum(m, tl.max(z, axis=1))  # -inf until something is kept
             m_safe = _finite_max(m_new)
             # exp(m - m_safe) is exp(-inf) = 0 while nothing was kept, when acc is 0 anyway.
@@ -136,11 +158,22 @@ def _softmax_fwd(
         # this pass lets it go. Backwards, last chunk first: the chunks pass 1 read last are
         # the likeliest still to be in L2.
         last = (N - 1) // BLOCK_N * BLOCK_N
+        if PREFETCH:
+            c0 = last + cols
+            x_next = tl.load(X + rows[:, None] * stride_x + c0[None, :],
+                             mask=row_mask[:, None] & (c0 < N)[None, :], other=0.0, eviction_policy="evict_first")
         for start in range(0, N, BLOCK_N):
             c = (last - start) + cols
             bounds = row_mask[:, None] & (c < N)[None, :]
             keep = _keep(MASK, m_offs, c, stride_mn, bounds, HAS_MASK, "evict_first")
-            z = _logits(X, rows[:, None] * stride_x + c[None, :], keep, bounds, scale, HAS_SCALE, "evict_first")
+            if PREFETCH:  # the chunk before this one (pass 2 walks backwards); none after the first
+                x_cur = x_next
+                cp = c - BLOCK_N
+                x_next = tl.load(X + rows[:, None] * stride_x + cp[None, :],
+                                 mask=row_mask[:, None] & (cp >= 0)[None, :], other=0.0, eviction_policy="evict_first")
+                z = _as_logits(x_cur, keep, scale, HAS_SCALE)
+            else:
+                z = _logits(X, rows[:, None] * stride_x + c[None, :], keep, bounds, scale, HAS_SCALE, "evict_first")
             y = _outputs(z, m, s, LOG)
             tl.store(Y + rows[:, None] * stride_y + c[None, :], y.to(out_dtype), mask=bounds)
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 
 import torch
 
@@ -45,6 +46,9 @@ __all__ = ["softmax", "log_softmax", "softmax_reference", "log_softmax_reference
 # row alone and spill. Module-level so that tests can lower them to exercise the chunked path.
 FUSED_WIDTH = 16384
 CHUNK = 8192  # columns per chunk of the multi-pass path (H100 sweep at 131072 wide: 4096/8 warps 1.056 ms, 8192/16 1.014)
+# The multi-pass forward loads each chunk one iteration ahead (TRITONIC_SOFTMAX_PREFETCH=1, read
+# at import; off until timed on a GPU against the plain loop: 4096 x 131072 ran at 2.0 TB/s)
+PREFETCH = os.environ.get("TRITONIC_SOFTMAX_PREFETCH", "0").strip() == "1"
 
 
 # ----------------------------------------------------------------------------- references
@@ -150,7 +154,7 @@ def _launch_fwd(x, mask, scale, log):
         _softmax_fwd, (_cdiv(M, block_m),), x2, m, y,
         x2.stride(0), N, *strides, *sizes, M, N, scale,
         LOG=log, HAS_SCALE=scale != 1.0, HAS_MASK=m is not None, SINGLE_PASS=single,
-        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps,
+        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps, PREFETCH=PREFETCH and not single,
     )
     return y
 
