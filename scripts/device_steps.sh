@@ -52,8 +52,9 @@
 #   claunch-lite  the launcher tests and the norm GPU tests with TRITONIC_C_LAUNCH=2, then breakdown and
 #               launch.py with 1 and 2 (claunch without the whole GPU suite)
 #   models-bert / models-gpt2 / models-llama  models-tritonic for one model
-#   next7       the seventh session's unmeasured work in one go (~9 min): geluab-erf, bertffn, models-bert, pdl,
-#               launch3, softmaxab
+#   next7       the seventh session's unmeasured work in one go (~11 min): geluab-erf, bertffn, models-bert, pdl,
+#               attnshort, launch3, softmaxab
+#   attnshort   scripts/attn_short_ab.py: the attention forward's configs at issue 7's short sequences (batch 1 and 8)
 #   softmaxab   the wide-row softmax (4096 x 131072) with TRITONIC_SOFTMAX_PREFETCH=0 / 1, twice in alternation
 #   bertffn     benchmarks/matmul.py for the BERT FFN case alone (issue 4's <= 43 us)
 #   geluab-erf  gelu_gemm_ab.py for the erf form at 1024 and 8192 rows only
@@ -126,7 +127,9 @@ for step in "$@"; do
                 TRITONIC_C_LAUNCH=$m run claunch bench$m 90 python3 benchmarks/launch.py --out "$R/claunch/results$m"
             done ;;
         next7)
-            bash "$0" geluab-erf bertffn models-bert pdl launch3 softmaxab ;;
+            bash "$0" geluab-erf bertffn models-bert pdl attnshort launch3 softmaxab ;;
+        attnshort)
+            run attnshort ab 200 python3 scripts/attn_short_ab.py --out "$R/attnshort/attn_short_ab.json" ;;
         softmaxab)
             for round in 1 2; do for p in 0 1; do
                 TRITONIC_SOFTMAX_PREFETCH=$p run softmaxab "prefetch${p}_$round" 120 python3 benchmarks/memory_bound.py \

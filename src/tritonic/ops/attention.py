@@ -205,8 +205,10 @@ def _attn_configs(rows):
 
 
 _FWD_TUNERS = {
+    # the last two: short sequences at batch 1, where BLOCK_M = 128 leaves a grid of one program per head
     "narrow": Autotuner("attention_fwd", _attn_configs([(128, 64, 8, 3), (128, 128, 8, 2), (64, 64, 4, 3),
-                                                        (128, 32, 4, 3), (64, 128, 4, 2), (128, 64, 4, 3)])),
+                                                        (128, 32, 4, 3), (64, 128, 4, 2), (128, 64, 4, 3),
+                                                        (32, 64, 4, 3), (16, 64, 4, 3)])),
     "wide": Autotuner("attention_fwd_d256", _attn_configs([(64, 32, 4, 2), (64, 64, 8, 2), (128, 32, 8, 2)])),
 }
 # The backward's dQ either comes from a second kernel that recomputes the scores
