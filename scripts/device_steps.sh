@@ -52,7 +52,7 @@
 #   claunch-lite  the launcher tests and the norm GPU tests with TRITONIC_C_LAUNCH=2, then breakdown and
 #               launch.py with 1 and 2 (claunch without the whole GPU suite)
 #   models-bert / models-gpt2 / models-llama  models-tritonic for one model
-#   next7       the seventh session's unmeasured work in one go (~11 min): geluab-erf, bertffn, models-bert, pdl,
+#   next7       the seventh session's unmeasured work in one go (~14 min): geluab-erf, bertffn, models-bert, pdl,
 #               attnshort, launch3, softmaxab
 #   attnshort   scripts/attn_short_ab.py: the attention forward's configs at issue 7's short sequences (batch 1 and 8)
 #   softmaxab   the wide-row softmax (4096 x 131072) with TRITONIC_SOFTMAX_PREFETCH=0 / 1, twice in alternation
@@ -60,7 +60,8 @@
 #   geluab-erf  gelu_gemm_ab.py for the erf form at 1024 and 8192 rows only
 #   launch3     benchmarks/launch.py in three processes (host times move between runs)
 #   pdl         programmatic dependent launch: its GPU test, then models.py for tritonic with TRITONIC_PDL=1
-#               (rows under pdl/results: merge them as provider "tritonic (TRITONIC_PDL=1)")
+#               (rows under pdl/results: merge them as provider "tritonic (TRITONIC_PDL=1)"), then GPT-2 and
+#               BERT with TRITONIC_INFER_GEMM=triton as well (pdl/results_all_ours)
 #   splitk      scripts/splitk_ab.py: a split-K small-M product prototype against cuBLAS in graphs (issue 4)
 #   inferprof-mid  graphed-call kernels of BERT and GPT-2 at 8x128, tritonic and reduce-overhead side by side
 #   models-tritonic  benchmarks/models.py for tritonic alone (the baselines' rows of the same card stand)
@@ -148,6 +149,11 @@ for step in "$@"; do
             for m in bert gpt2 llama; do
                 TRITONIC_PDL=1 run pdl "$m" 150 python3 benchmarks/models.py --providers tritonic --only "$m" \
                     --out "$R/pdl/results"
+            done
+            # and every product on tritonic's GEMM (integrations/gemm_route.py), so that every boundary is ours
+            for m in gpt2 bert; do
+                TRITONIC_PDL=1 TRITONIC_INFER_GEMM=triton run pdl "${m}_all_ours" 200 python3 benchmarks/models.py \
+                    --providers tritonic --only "$m" --out "$R/pdl/results_all_ours"
             done ;;
         models-bert|models-gpt2|models-llama)
             run models-tritonic "${step#models-}" 150 python3 benchmarks/models.py --providers tritonic \

@@ -399,6 +399,11 @@ def optimize(model, *, dtype=None, cuda_graphs: bool = True, buckets=None, train
         replaced, kept = fuse_residual_norms(model)
         report.replaced += replaced
         report.kept += kept
+        from tritonic.integrations.gemm_route import route_plain_products  # (opt-in, TRITONIC_INFER_GEMM)
+
+        replaced, kept = route_plain_products(model)
+        report.replaced += replaced
+        report.kept += kept
     from tritonic.integrations.rotary import install_rope
 
     replaced, kept = install_rope(model)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from tritonic.integrations.gemm_route import plain_linear
 from tritonic.integrations.swaps import PROBE_ROWS, within_rule
 from tritonic.nn.norm import tensor_version
 
@@ -126,7 +127,7 @@ class _Group:
         if not self.intact():
             self.turn_off("the parameters are no longer views of the stacked weight (moved or replaced)")
             return None
-        self.out = F.linear(x, self.weight, self.bias)
+        self.out = plain_linear(x, self.weight, self.bias)  # F.linear unless TRITONIC_INFER_GEMM=triton
         self.x, self.version = x, tensor_version(x)
         self.pending = set(range(len(self.members))) - {i}
         start, stop = self.bounds[i]

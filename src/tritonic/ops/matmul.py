@@ -86,6 +86,7 @@ _DTYPE_NAMES = {torch.float16: "torch.float16", torch.bfloat16: "torch.bfloat16"
 # TRITONIC_GEMM: "auto" (default: the Hopper path where it applies), "tma" (also in the
 # interpreter, for tests), "portable" (never the Hopper path). Read at import; tests set it here.
 GEMM_CHOICE = os.environ.get("TRITONIC_GEMM", "auto").strip().lower()
+_LT_GELU = os.environ.get("TRITONIC_INFER_GEMM", "").strip().lower() != "triton"  # see integrations/gemm_route
 
 
 def _tma_layout(t: torch.Tensor, major: int) -> bool:
@@ -382,9 +383,8 @@ def _check_linear(x, weight, bias, activation, residual) -> bool:
 
 
 def _lt_gelu(x, weight, bias) -> bool:
-    """cuBLASLt's GELU (tanh) epilogue applies: CUDA, 16-bit, a 1-D bias, not traced, and
-    ``TRITONIC_GEMM`` not forcing our kernels."""
-    return (x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and weight.dtype == x.dtype
+    """cuBLASLt's GELU (tanh) epilogue applies: CUDA, 16-bit, a 1-D bias, not traced, no env forcing ours."""
+    return (_LT_GELU and x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and weight.dtype == x.dtype
             and bias.dtype == x.dtype and bias.dim() == 1 and not interpreter_active()
             and GEMM_CHOICE == "auto" and hasattr(torch, "_addmm_activation"))
 
