@@ -1,9 +1,9 @@
-"""Fit the GEMM epilogue's erf (kernels/matmul.py ``_erf``): erf(a) = 1 - 2^(-a q(a)) for
+"""Fit the GEMM epilogue's erf (kernels/matmul.py ``_normal_cdf``): erf(a) = 1 - 2^(-a q(a)) for
 a = min(|x|, 4), with q a polynomial fitted to -log2(erfc(a)) / a on (0, 4] by least squares,
 reweighted towards the worst points and weighted by erf's sensitivity to q (erfc(a) a ln 2).
 Prints the coefficients (lowest degree first, float32), the float32-evaluated maximum error
-against math.erf on [-6, 6], and the coefficients rescaled to GELU's units (``_gelu_erf``:
-q'(a) = q(a / sqrt 2) / sqrt 2, for a = |z|).
+against math.erf on [-6, 6], and the coefficients rescaled to GELU's units (what ``_normal_cdf``
+uses: q'(a) = q(a / sqrt 2) / sqrt 2, for a = |z|).
 
     python scripts/fit_erf.py [--degree 8]
 """

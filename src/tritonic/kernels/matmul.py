@@ -28,32 +28,14 @@ NONE, RELU, GELU, GELU_TANH, SILU = 0, 1, 2, 3, 4
 
 
 @triton.jit
-def _erf(x):
-    """erf in float32 to 9e-8: 1 - 2^(-a q(a)) with a = min(|x|, 4) and q a degree-8 polynomial
-    fitted to -log2(erfc(a)) / a (scripts/fit_erf.py). One special-function op (the exp2) and
-    nine multiply-adds: the special-function unit runs at 1/8 of the multiply-add rate, and
-    a GELU epilogue is bound by it (Abramowitz & Stegun 7.1.26 took two, a reciprocal and an
-    exponential)."""
-    a = tl.minimum(tl.abs(x), 4.0)
-    q = -1.1604868632275611e-05
-    q = q * a + 0.0001529648870928213
-    q = q * a - 0.0008482363191433251
-    q = q * a + 0.002274789148941636
-    q = q * a - 8.480928954668343e-05
-    q = q * a - 0.02772447280585766
-    q = q * a + 0.1483079046010971
-    q = q * a + 0.9184429049491882
-    q = q * a + 1.6279072761535645
-    y = 1.0 - tl.exp2(-a * q)
-    return tl.where(x < 0.0, -y, y)
-
-
-@triton.jit
-def _gelu_erf(z):
-    """GELU (erf form) from the same fit as :func:`_erf`, folded: with h = erfc(|z| / sqrt 2) / 2
-    = 2^(-a q'(a) - 1) (a = |z|, q' the fit rescaled to z's units), gelu(z) = z (1 - h) for
-    z >= 0 and z h below. One exp2, nine multiply-adds and two selects; h is 0 past
-    |z| = 4 sqrt 2, where it is below float32's resolution of 1 - h."""
+def _normal_cdf(z):
+    """Phi(z) = (1 + erf(z / sqrt 2)) / 2 in float32, to 9e-8 absolute. With a = |z| and
+    h = erfc(a / sqrt 2) / 2 = 2^(-a q(a) - 1), q a degree-8 polynomial fitted to
+    -log2(erfc) (scripts/fit_erf.py, in z's units): Phi = 1 - h for z >= 0, h below. One
+    special-function op (the exp2) and nine multiply-adds: the special-function unit runs at
+    1/8 of the multiply-add rate, and a GELU epilogue is bound by it (Abramowitz & Stegun
+    7.1.26 took two, a reciprocal and an exponential). h is 0 past |z| = 4 sqrt 2, where it
+    is below float32's resolution of 1 - h."""
     a = tl.minimum(tl.abs(z), 5.656854249492381)
     q = -5.128675866217236e-07
     q = q * a + 9.560305443301331e-06
@@ -65,7 +47,7 @@ def _gelu_erf(z):
     q = q * a + 0.4592214524745941
     q = q * a + 1.1511043310165405
     h = tl.where(a < 5.656854249492381, tl.exp2(-a * q - 1.0), 0.0)
-    return z * tl.where(z >= 0.0, 1.0 - h, h)
+    return tl.where(z >= 0.0, 1.0 - h, h)
 
 
 @triton.jit
@@ -74,7 +56,7 @@ def _activation(z, ACT: tl.constexpr):
     if ACT == 1:
         z = tl.maximum(z, 0.0)
     elif ACT == 2:
-        z = _gelu_erf(z)
+        z = z * _normal_cdf(z)
     elif ACT == 3:  # tanh(u) written as 2 sigmoid(2u) - 1: no libdevice needed
         u = 0.7978845608028654 * (z + 0.044715 * z * z * z)
         z = z * tl.sigmoid(2.0 * u)
@@ -89,7 +71,7 @@ def _activation_grad(z, ACT: tl.constexpr):
     if ACT == 1:
         g = tl.where(z > 0.0, 1.0, 0.0)
     elif ACT == 2:
-        g = 0.5 * (1.0 + _erf(z * 0.7071067811865476)) + z * 0.3989422804014327 * tl.exp(-0.5 * z * z)
+        g = _normal_cdf(z) + z * 0.3989422804014327 * tl.exp(-0.5 * z * z)
     elif ACT == 3:  # with s = sigmoid(2u): 1 + tanh(u) = 2s and 1 - tanh(u)^2 = 4s(1 - s);
         # 1 - s is computed as sigmoid(-2u): subtracting from 1 would cancel for large u.
         u = 0.7978845608028654 * (z + 0.044715 * z * z * z)
