@@ -59,9 +59,9 @@ def main() -> int:
         ref = ops.attention(q, k, v, **kw)  # the shipped (or cached) choice, now in tuner.chosen
         (key, shipped), = tuner.chosen.items()
         found = {"shipped": graph_us(lambda: ops.attention(q, k, v, **kw))}
-        for cfg in tuner.configs:
+        named = {f"bm{c.kwargs[0][1]} bn{c.kwargs[1][1]} w{c.num_warps} s{c.num_stages}": c for c in tuner.configs}
+        for name, cfg in named.items():
             tuner.chosen[key] = cfg
-            name = f"bm{cfg.kwargs[0][1]} bn{cfg.kwargs[1][1]} w{cfg.num_warps} s{cfg.num_stages}"
             try:
                 out = ops.attention(q, k, v, **kw)
                 if (out.float() - ref.float()).abs().max().item() > 1e-2:
@@ -76,10 +76,8 @@ def main() -> int:
               f"best {best[1]} {best[0]:.2f} us", flush=True)
         for n, v_ in found.items():
             print(f"  {n:24s} {v_:7.2f} us", flush=True)
-        best_cfg = next(c for c in tuner.configs
-                        if f"bm{c.kwargs[0][1]} bn{c.kwargs[1][1]} w{c.num_warps} s{c.num_stages}" == best[1])
         rows.append({"case": label, "kind": kind, "us": found, "key": autotune._key_str(tuner.name, key),
-                     "best": best_cfg.to_json()})
+                     "best": named[best[1]].to_json()})
     if a.out:
         with open(a.out, "w") as f:
             json.dump(rows, f, indent=1)

@@ -122,6 +122,8 @@ for step in "$@"; do
         claunch-lite)
             TRITONIC_C_LAUNCH=2 run claunch tests 200 python3 -m pytest -q -m gpu tests/test_launch.py \
                 tests/ops/test_norm_gpu.py
+            bash "$0" claunch-bench ;;
+        claunch-bench)  # (claunch and claunch-lite) the breakdown and launch.py with the C launch 1 and 2
             for m in 1 2; do
                 TRITONIC_C_LAUNCH=$m run claunch breakdown$m 120 python3 scripts/launch_breakdown.py \
                     --json "$R/claunch/breakdown$m.json"
@@ -256,11 +258,7 @@ for step in "$@"; do
                 tests/ops/test_norm_gpu.py tests/ops/test_matmul_gpu.py tests/ops/test_attention_gpu.py \
                 tests/ops/test_softmax_gpu.py tests/ops/test_activation_gpu.py tests/ops/test_rope_gpu.py \
                 tests/ops/test_loss_gpu.py tests/integrations/test_hf_gpu.py
-            for m in 1 2; do
-                TRITONIC_C_LAUNCH=$m run claunch breakdown$m 120 python3 scripts/launch_breakdown.py \
-                    --json "$R/claunch/breakdown$m.json"
-                TRITONIC_C_LAUNCH=$m run claunch bench$m 90 python3 benchmarks/launch.py --out "$R/claunch/results$m"
-            done ;;
+            bash "$0" claunch-bench ;;
         launch)
             run launch bench 90 python3 benchmarks/launch.py --out "$R/launch/results" ;;
         convergence)
