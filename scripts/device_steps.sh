@@ -62,6 +62,7 @@
 #   pdl         programmatic dependent launch: its GPU test, then models.py for tritonic with TRITONIC_PDL=1
 #               (rows under pdl/results: merge them as provider "tritonic (TRITONIC_PDL=1)"), then GPT-2 and
 #               BERT with TRITONIC_INFER_GEMM=triton as well (pdl/results_all_ours)
+#   linbwd      scripts/profile_linear_bwd.py: the BERT FFN backward's kernels and host time (default, C launch 0, PDL 0)
 #   splitk      scripts/splitk_ab.py: a split-K small-M product prototype against cuBLAS in graphs (issue 4)
 #   inferprof-mid  graphed-call kernels of BERT and GPT-2 at 8x128, tritonic and reduce-overhead side by side
 #   models-tritonic  benchmarks/models.py for tritonic alone (the baselines' rows of the same card stand)
@@ -162,6 +163,10 @@ for step in "$@"; do
                 --only "${step#models-}" --out "$R/models-tritonic/results" ;;
         splitk)
             run splitk ab 200 python3 scripts/splitk_ab.py ;;
+        linbwd)  # where ops.linear's backward spends its time (BERT FFN), as shipped and with the C launch / PDL off
+            run linbwd default 90 python3 scripts/profile_linear_bwd.py --json "$R/linbwd/default.json"
+            TRITONIC_C_LAUNCH=0 run linbwd claunch0 90 python3 scripts/profile_linear_bwd.py --json "$R/linbwd/claunch0.json"
+            TRITONIC_PDL=0 run linbwd pdl0 90 python3 scripts/profile_linear_bwd.py --json "$R/linbwd/pdl0.json" ;;
         inferprof-mid)
             for m in bert gpt2; do
                 run inferprof-mid "prof_${m}_8x128" 200 python3 scripts/profile_models.py --model "$m" --shape 8x128 \

@@ -509,7 +509,7 @@ def test_c_direct_path_packs_parameters_as_tritons_launcher_does():
            "flag": "i1", "u": "u64", "d": "fp64", "BLOCK": "constexpr"}
     compiled = SimpleNamespace(src=SimpleNamespace(signature=sig))
     spec = L._direct_spec((lambda *a: None, False, False, 1234, (4, 1, 512), compiled))
-    assert spec == (b"PifcezlbLdc", 1234, 128, 512)
+    assert spec == (b"PifcezlbLdc", 1234, 128, 512, False)
     layout = b"aaaaaaaaaac"  # ten positional parameters, then BLOCK
     kinds = b"TifNffibif"
     x = torch.empty(8)
@@ -528,4 +528,5 @@ def test_c_direct_path_packs_parameters_as_tritons_launcher_does():
         assert L._direct_spec((lambda *a: None, False, False, 1, (4, 1, 0), c2)) is None
     assert L._direct_spec((lambda *a: None, False, False, 1, (4, 2, 0), compiled)) is None  # a cluster
     assert L._direct_spec((None, False, False, 1, (4, 1, 0), compiled)) is None  # scratch buffers
-    assert L._direct_spec((lambda *a: None, False, True, 1, (4, 1, 0), compiled)) is None  # PDL
+    # PDL: the direct path too, with the flag that sets the launch attribute
+    assert L._direct_spec((lambda *a: None, False, True, 1, (4, 1, 0), compiled)) == (b"PifcezlbLdc", 1, 128, 0, True)

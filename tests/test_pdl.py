@@ -1,4 +1,4 @@
-"""Programmatic dependent launch (TRITONIC_PDL=1; runtime/pdl.py, kernels/pdl.py).
+"""Programmatic dependent launch (on by default, TRITONIC_PDL=0 off; runtime/pdl.py, kernels/pdl.py).
 
 On the CPU: when it is off, launches carry nothing new; when on, the norm forward, the
 GEMMs, attention's forward, the embedding gather, RoPE and the activations launch with
@@ -18,11 +18,12 @@ ON = {"USE_PDL": True, "launch_pdl": True}
 OP_MODULES = ("norm", "matmul", "attention", "embedding", "rope", "activation")
 
 
-def test_off_by_default_and_on_the_cpu(monkeypatch):
-    monkeypatch.delenv("TRITONIC_PDL", raising=False)
+def test_on_by_default_off_by_choice_and_never_on_the_cpu(monkeypatch):
+    monkeypatch.setenv("TRITONIC_PDL", "0")
     pdl._on.cache_clear()
-    assert not pdl.requested() and pdl.pdl_meta(torch.device("cpu")) == {}
-    monkeypatch.setenv("TRITONIC_PDL", "1")
+    monkeypatch.setattr(pdl, "REQUESTED", pdl.requested())
+    assert not pdl.REQUESTED and pdl.pdl_meta(torch.device("cpu")) == {}
+    monkeypatch.delenv("TRITONIC_PDL", raising=False)
     monkeypatch.setattr(pdl, "REQUESTED", pdl.requested())
     assert pdl.REQUESTED and pdl.pdl_meta(torch.device("cpu")) == {}  # a CPU tensor never
     if not torch.cuda.is_available():  # no GPU: the interpreter, never on

@@ -24,7 +24,7 @@
 #ifdef TRITONIC_HAVE_CUDA_H
 /* The direct path (TRITONIC_C_LAUNCH=2): the compiled kernel's parameters packed here, as
  * Triton's generated launcher packs them, and cuLaunchKernelEx called without it. Only for
- * kernels with one CTA per cluster, no PDL, no cooperative grid, no scratch buffers and
+ * kernels with one CTA per cluster, no cooperative grid, no scratch buffers and
  * no tensor descriptors (launcher.py's _direct_spec decides; its entries carry the spec). */
 #include "cuda.h"
 #include <dlfcn.h>
@@ -155,6 +155,14 @@ static int direct_launch(PyObject *spec, PyObject *grid, PyObject *stream, const
     CUfunction fn = (CUfunction)(uintptr_t)PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(spec, 1));
     if (PyErr_Occurred()) return -1;
     if (config.gridDimX * config.gridDimY * config.gridDimZ == 0) return 1;  /* nothing to run */
+    CUlaunchAttribute attr;  /* programmatic dependent launch, as Triton's launcher sets it */
+    if (PyTuple_GET_SIZE(spec) > 4 && PyObject_IsTrue(PyTuple_GET_ITEM(spec, 4)) == 1) {
+        memset(&attr, 0, sizeof(attr));
+        attr.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attr.value.programmaticStreamSerializationAllowed = 1;
+        config.attrs = &attr;
+        config.numAttrs = 1;
+    }
     CUresult r = g_launch_ex(&config, fn, params, NULL);
     if (r != CUDA_SUCCESS) {
         PyErr_Format(PyExc_RuntimeError, "tritonic: cuLaunchKernelEx failed with CUDA error %d", (int)r);

@@ -409,10 +409,11 @@ _C_DIRECT = False  # TRITONIC_C_LAUNCH=2 and libcuda found
 def _direct_spec(entry):
     """(type codes, CUfunction, threads per block, shared memory) for fastlaunch.c's direct
     launch, or None where Triton's own launcher must run: scratch buffers, a cooperative grid,
-    PDL, clusters, tensor descriptors, or a compiled kernel without the attributes used."""
+    clusters, tensor descriptors, or a compiled kernel without the attributes used. A fifth
+    item, the PDL flag, makes the C side set the programmatic stream serialisation attribute."""
     launch_c, coop, pdl, function, metadata, compiled = entry[:6]
     sig = getattr(getattr(compiled, "src", None), "signature", None)
-    if launch_c is None or coop or pdl or not isinstance(sig, dict) or not isinstance(metadata, tuple) \
+    if launch_c is None or coop or not isinstance(sig, dict) or not isinstance(metadata, tuple) \
             or len(metadata) != 3:
         return None
     num_warps, num_ctas, shared = metadata
@@ -424,7 +425,7 @@ def _direct_spec(entry):
         if code is None:
             return None
         codes.append(code)
-    return ("".join(codes).encode(), int(function), 32 * int(num_warps), int(shared))
+    return ("".join(codes).encode(), int(function), 32 * int(num_warps), int(shared), bool(pdl))
 
 
 def _configure_c(module, device=None, stream=None) -> None:

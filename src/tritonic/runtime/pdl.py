@@ -1,11 +1,11 @@
 """Programmatic dependent launch, the launches' side (the kernels' side: kernels/pdl.py).
 
-``TRITONIC_PDL=1`` turns it on for the kernels that take ``USE_PDL`` (the norm forward, the
-GEMMs, attention's forward, the embedding gather, RoPE and the activations) on GPUs of
-compute capability 9.0 and later: their launches then carry ``launch_pdl=True`` (Triton's
-launcher sets the programmatic stream serialisation attribute) and the kernels wait for
-their predecessor inside. Off by default until it has been measured on a GPU; never in the
-interpreter.
+On GPUs of compute capability 9.0 and later, the kernels that take ``USE_PDL`` (the norm
+forward, the GEMMs, attention's forward, the embedding gather, RoPE and the activations)
+launch with ``launch_pdl=True`` (the programmatic stream serialisation attribute) and wait
+for their predecessor inside. On by default since an H100 measured it (BERT at 1x16 0.423 ->
+0.376 ms a call); ``TRITONIC_PDL=0`` turns it off. Never in the interpreter, never while
+torch traces.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ _OFF: dict = {}
 
 
 def requested() -> bool:
-    return os.environ.get("TRITONIC_PDL", "0").strip() == "1"
+    return os.environ.get("TRITONIC_PDL", "1").strip() != "0"
 
 
 REQUESTED = requested()  # read at import; ops test this first, so that off costs nothing per call
