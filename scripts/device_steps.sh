@@ -62,6 +62,7 @@
 #   pdl         programmatic dependent launch: its GPU test, then models.py for tritonic with TRITONIC_PDL=1
 #               (rows under pdl/results: merge them as provider "tritonic (TRITONIC_PDL=1)"), then GPT-2 and
 #               BERT with TRITONIC_INFER_GEMM=triton as well (pdl/results_all_ours)
+#   pdl-off     models.py for tritonic with TRITONIC_PDL=0 (merge as provider "tritonic (TRITONIC_PDL=0)")
 #   linbwd      scripts/profile_linear_bwd.py: the BERT FFN backward's kernels and host time (default, C launch 0, PDL 0)
 #   splitk      scripts/splitk_ab.py: a split-K small-M product prototype against cuBLAS in graphs (issue 4)
 #   inferprof-mid  graphed-call kernels of BERT and GPT-2 at 8x128, tritonic and reduce-overhead side by side
@@ -163,6 +164,11 @@ for step in "$@"; do
                 --only "${step#models-}" --out "$R/models-tritonic/results" ;;
         splitk)
             run splitk ab 200 python3 scripts/splitk_ab.py ;;
+        pdl-off)  # models.py for tritonic with TRITONIC_PDL=0 (the same session's A/B against the default)
+            for m in gpt2 llama bert; do
+                TRITONIC_PDL=0 run pdl-off "$m" 150 python3 benchmarks/models.py --providers tritonic --only "$m" \
+                    --out "$R/pdl-off/results"
+            done ;;
         linbwd)  # where ops.linear's backward spends its time (BERT FFN), as shipped and with the C launch / PDL off
             run linbwd default 90 python3 scripts/profile_linear_bwd.py --json "$R/linbwd/default.json"
             TRITONIC_C_LAUNCH=0 run linbwd claunch0 90 python3 scripts/profile_linear_bwd.py --json "$R/linbwd/claunch0.json"
