@@ -56,7 +56,6 @@
 #               attnshort, launch3, softmaxab
 #   attnshort   scripts/attn_short_ab.py: the attention forward's configs at issue 7's short sequences (batch 1 and 8)
 #   softmaxab   the wide-row softmax (4096 x 131072) with TRITONIC_SOFTMAX_PREFETCH=0 / 1, twice in alternation
-#   softmaxpersist  the wide-row softmax forward with TRITONIC_SOFTMAX_PERSIST=0 / 1 / 2, twice in alternation
 #   bertffn     benchmarks/matmul.py for the BERT FFN case alone (issue 4's <= 43 us)
 #   geluab-erf  gelu_gemm_ab.py for the erf form at 1024 and 8192 rows only
 #   launch3     benchmarks/launch.py in three processes (host times move between runs)
@@ -140,11 +139,6 @@ for step in "$@"; do
             for round in 1 2; do for p in 0 1; do
                 TRITONIC_SOFTMAX_PREFETCH=$p run softmaxab "prefetch${p}_$round" 120 python3 benchmarks/memory_bound.py \
                     --only "softmax 4096x131072" --providers torch.compile,tritonic --out "$R/softmaxab/p${p}_$round"
-            done; done ;;
-        softmaxpersist)  # the multi-pass forward with k programs per SM looping over rows (0: one per row)
-            for round in 1 2; do for k in 0 1 2; do
-                TRITONIC_SOFTMAX_PERSIST=$k run softmaxpersist "persist${k}_$round" 120 python3 benchmarks/memory_bound.py \
-                    --only "softmax 4096x131072" --providers tritonic --modes fwd --out "$R/softmaxpersist/k${k}_$round"
             done; done ;;
         bertffn)
             run bertffn bench 200 python3 benchmarks/matmul.py --only bert-ffn --providers torch,tritonic \

@@ -26,15 +26,13 @@ def _check(op, x, dim=-1, scale=None, mask=None, grads=True):
              dict(x=x), grads=["x"] if grads else ())
 
 
-@pytest.fixture(params=[(False, 0), (True, 0), (True, 1)], ids=["loop", "prefetch", "persistent"])
+@pytest.fixture(params=[False, True], ids=["loop", "prefetch"])
 def chunked(monkeypatch, request):
     """Send rows wider than 16 columns down the multi-pass path, in chunks of 16, with the
-    forward's plain loop, with its loads one chunk ahead (PREFETCH), and with a program per
-    SM looping over the rows (PERSIST=1: 4 programs in the interpreter)."""
+    forward's plain loop and with its loads one chunk ahead (PREFETCH)."""
     monkeypatch.setattr(sm_ops, "FUSED_WIDTH", 16)
     monkeypatch.setattr(sm_ops, "CHUNK", 16)
-    monkeypatch.setattr(sm_ops, "PREFETCH", request.param[0])
-    monkeypatch.setattr(sm_ops, "PERSIST", request.param[1])
+    monkeypatch.setattr(sm_ops, "PREFETCH", request.param)
 
 
 @pytest.mark.parametrize("op", OPS)

@@ -83,8 +83,7 @@ def _outputs(z, m, s, LOG: tl.constexpr):
 
 
 @triton.jit
-def _softmax_fwd_rows(
-    blk,  # which BLOCK_M rows
+def _softmax_fwd(
     X,  # input, (M, N) with row stride stride_x and unit column stride
     MASK,  # boolean mask, True = keep; read only if HAS_MASK (row offsets from _mask_offsets)
     Y,  # output, (M, N) with row stride stride_y
@@ -100,10 +99,10 @@ def _softmax_fwd_rows(
     SINGLE_PASS: tl.constexpr,  # BLOCK_N >= N: the row stays in registers
     BLOCK_M: tl.constexpr,  # rows per program
     BLOCK_N: tl.constexpr,  # columns per chunk (a power of two)
-    PREFETCH: tl.constexpr,
+    PREFETCH: tl.constexpr = False,  # multi-pass: load the next chunk before reducing this one
 ):
-    """_softmax_fwd's work for rows blk * BLOCK_M ... (blk + 1) * BLOCK_M - 1."""
-    rows = blk * BLOCK_M + tl.arange(0, BLOCK_M)
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     row_mask = rows < M
     rows = rows.to(tl.int64)
     cols = tl.arange(0, BLOCK_N)
@@ -177,38 +176,6 @@ def _softmax_fwd_rows(
                 z = _logits(X, rows[:, None] * stride_x + c[None, :], keep, bounds, scale, HAS_SCALE, "evict_first")
             y = _outputs(z, m, s, LOG)
             tl.store(Y + rows[:, None] * stride_y + c[None, :], y.to(out_dtype), mask=bounds)
-
-
-@triton.jit
-def _softmax_fwd(
-    X,  # input, (M, N) with row stride stride_x and unit column stride
-    MASK,  # boolean mask, True = keep; read only if HAS_MASK (row offsets from _mask_offsets)
-    Y,  # output, (M, N) with row stride stride_y
-    stride_x, stride_y,  # row strides, in elements
-    stride_m0, stride_m1, stride_m2,  # mask strides of the three collapsed leading dims (0 = broadcast)
-    stride_mn,  # mask column stride (0 when one value serves a whole row)
-    D1, D2,  # sizes of the two inner collapsed leading dims (M = D0 * D1 * D2)
-    M, N,  # rows and row width
-    scale,  # multiplies the input before the softmax; used only if HAS_SCALE
-    LOG: tl.constexpr,  # log-softmax instead of softmax
-    HAS_SCALE: tl.constexpr,  # scale != 1: one multiply per element saved otherwise
-    HAS_MASK: tl.constexpr,
-    SINGLE_PASS: tl.constexpr,  # BLOCK_N >= N: the row stays in registers
-    BLOCK_M: tl.constexpr,  # rows per program
-    BLOCK_N: tl.constexpr,  # columns per chunk (a power of two)
-    PREFETCH: tl.constexpr = False,  # multi-pass: load the next chunk before reducing this one
-    PERSISTENT: tl.constexpr = False,  # a grid smaller than the row blocks: each program loops over
-    # blocks pid, pid + grid, ... (fewer rows in flight, so that pass 2 finds pass 1's row in L2)
-):
-    pid = tl.program_id(0)
-    if PERSISTENT:
-        for blk in range(pid, tl.cdiv(M, BLOCK_M), tl.num_programs(0)):
-            _softmax_fwd_rows(blk, X, MASK, Y, stride_x, stride_y, stride_m0, stride_m1, stride_m2, stride_mn,
-                              D1, D2, M, N, scale, LOG, HAS_SCALE, HAS_MASK, SINGLE_PASS, BLOCK_M, BLOCK_N,
-                              PREFETCH)
-    else:
-        _softmax_fwd_rows(pid, X, MASK, Y, stride_x, stride_y, stride_m0, stride_m1, stride_m2, stride_mn,
-                          D1, D2, M, N, scale, LOG, HAS_SCALE, HAS_MASK, SINGLE_PASS, BLOCK_M, BLOCK_N, PREFETCH)
 
 
 @triton.jit

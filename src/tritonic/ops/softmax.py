@@ -35,7 +35,6 @@ from tritonic.ops._register import register
 from tritonic.runtime import empty, warn_once
 from tritonic.runtime import checks as _checks
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
-from tritonic.runtime.device import num_sms
 from tritonic.runtime.launcher import is_traced, launch
 
 __all__ = ["softmax", "log_softmax", "softmax_reference", "log_softmax_reference"]
@@ -50,11 +49,6 @@ CHUNK = 8192  # columns per chunk of the multi-pass path (H100 sweep at 131072 w
 # The multi-pass forward loads each chunk one iteration ahead (read at import; TRITONIC_SOFTMAX_PREFETCH=0
 # keeps the plain loop. H100, 4096 x 131072 forward: 1.007 ms plain, 0.924 ms prefetching, twice each)
 PREFETCH = os.environ.get("TRITONIC_SOFTMAX_PREFETCH", "1").strip() != "0"
-# TRITONIC_SOFTMAX_PERSIST=k (read at import; 0, the default, is off): the multi-pass forward runs
-# k programs per SM that loop over the rows, instead of a program per row, so that about
-# k * SMs rows are in flight: at 131072 bf16 columns, k = 1 keeps 132 x 256 KB = 33 MB of rows,
-# which L2 (50 MB) holds for pass 2. Being timed on a GPU.
-PERSIST = int(os.environ.get("TRITONIC_SOFTMAX_PERSIST", "0") or 0)
 
 
 # ----------------------------------------------------------------------------- references
@@ -156,14 +150,11 @@ def _launch_fwd(x, mask, scale, log):
     y = empty(tuple(x.shape), dtype=x.dtype, device=x.device)
     m, strides, sizes = _mask_geometry(mask, tuple(x.shape))
     single, block_m, block_n, num_warps = _config(int(N), FUSED_WIDTH, CHUNK)
-    blocks = _cdiv(M, block_m)
-    programs = blocks if single or PERSIST <= 0 else min(blocks, PERSIST * num_sms(x.device.index))
     launch(
-        _softmax_fwd, (programs,), x2, m, y,
+        _softmax_fwd, (_cdiv(M, block_m),), x2, m, y,
         x2.stride(0), N, *strides, *sizes, M, N, scale,
         LOG=log, HAS_SCALE=scale != 1.0, HAS_MASK=m is not None, SINGLE_PASS=single,
         BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps, PREFETCH=PREFETCH and not single,
-        PERSISTENT=programs < blocks,
     )
     return y
 
