@@ -63,6 +63,24 @@ def main():
               f"host {host:.4f} ms per call")
         for k, v in sorted(kernels.items(), key=lambda kv: -kv[1]["us_per_call"])[:12]:
             print(f"    {v['us_per_call']:9.1f} us  x{v['count']:.0f}  {k[:110]}")
+        # the host side: the CPU ops by their own time, and a Python profile of the calls
+        cpu = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:15]
+        out[name]["cpu"] = {e.key: {"count": e.count / 5, "self_us_per_call": e.self_cpu_time_total / 5} for e in cpu}
+        print("    host, self CPU time per backward:")
+        for e in cpu:
+            print(f"    {e.self_cpu_time_total / 5:9.1f} us  x{e.count / 5:.0f}  {e.key[:100]}")
+        import cProfile
+        import io
+        import pstats
+        pr = cProfile.Profile()
+        pr.enable()
+        for _ in range(20):
+            grad()
+        pr.disable()
+        torch.cuda.synchronize()
+        buf = io.StringIO()
+        pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(15)
+        print(buf.getvalue())
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)

@@ -1,4 +1,5 @@
-"""Programmatic dependent launch (on by default, TRITONIC_PDL=0 off; runtime/pdl.py, kernels/pdl.py).
+"""Programmatic dependent launch (runtime/pdl.py, kernels/pdl.py): inside tritonic's captures, for
+launches of at most 128 rows; TRITONIC_PDL=0 turns it off.
 
 On the CPU: when it is off, launches carry nothing new; when on, the norm forward, the
 GEMMs, attention's forward, the embedding gather, RoPE and the activations launch with
@@ -18,17 +19,27 @@ ON = {"USE_PDL": True, "launch_pdl": True}
 OP_MODULES = ("norm", "matmul", "attention", "embedding", "rope", "activation")
 
 
-def test_on_by_default_off_by_choice_and_never_on_the_cpu(monkeypatch):
+def test_on_by_default_inside_captures_for_small_launches(monkeypatch):
     monkeypatch.setenv("TRITONIC_PDL", "0")
-    pdl._on.cache_clear()
-    monkeypatch.setattr(pdl, "REQUESTED", pdl.requested())
-    assert not pdl.REQUESTED and pdl.pdl_meta(torch.device("cpu")) == {}
+    assert not pdl.requested()
     monkeypatch.delenv("TRITONIC_PDL", raising=False)
-    monkeypatch.setattr(pdl, "REQUESTED", pdl.requested())
-    assert pdl.REQUESTED and pdl.pdl_meta(torch.device("cpu")) == {}  # a CPU tensor never
-    if not torch.cuda.is_available():  # no GPU: the interpreter, never on
-        assert not pdl._on(0)
-    pdl._on.cache_clear()
+    assert pdl.requested()
+    monkeypatch.setattr(pdl, "REQUESTED", True)
+    monkeypatch.setattr(pdl, "_on", lambda index: True)  # (as on an sm_90 GPU)
+    gpu = torch.device("cuda", 0)  # (a device object only: nothing runs)
+    assert not pdl.ACTIVE and pdl.pdl_meta(gpu, 16) is pdl.OFF  # outside a capture: off
+    seen = []
+    captured = pdl.while_capturing(lambda: seen.append((pdl.ACTIVE, pdl.pdl_meta(gpu, 16), pdl.pdl_meta(gpu, 129),
+                                                        pdl.pdl_meta(torch.device("cpu"), 16))))
+    with pdl.capturing():
+        captured()  # nested: still on inside, off after the outer one closes
+        assert pdl.ACTIVE
+    assert seen == [(True, pdl.ON, pdl.OFF, pdl.OFF)] and pdl.MAX_ROWS == 128
+    assert not pdl.ACTIVE
+    monkeypatch.setattr(pdl, "REQUESTED", False)  # TRITONIC_PDL=0: a capture changes nothing
+    with pdl.capturing():
+        assert not pdl.ACTIVE and pdl.pdl_meta(gpu, 16) is pdl.OFF
+    assert pdl.OFF == {"USE_PDL": False}  # (named when off: Inductor needs every constexpr given)
 
 
 def _capture(monkeypatch, module, on):
@@ -41,9 +52,8 @@ def _capture(monkeypatch, module, on):
 
 def _force(monkeypatch, on):
     """PDL on or off whatever the device (the CPU included: the launches are stubs)."""
-    monkeypatch.setattr(pdl, "REQUESTED", on)
-    monkeypatch.setattr(pdl, "pdl_meta", lambda device: ON if on else {})
-    monkeypatch.setattr(pdl, "enabled", lambda device: on)
+    monkeypatch.setattr(pdl, "ACTIVE", on)
+    monkeypatch.setattr(pdl, "pdl_meta", lambda device, rows: pdl.ON if on else pdl.OFF)
 
 
 def _kernels_launched(monkeypatch, on):
@@ -71,7 +81,7 @@ def test_launches_carry_pdl_only_when_on(monkeypatch, on):
     assert names & {"_matmul", "_matmul_tma"}, names
     for name, kw in launched:
         if name in ("_norm_fwd", "_attn_fwd", "_embedding_fwd", "_matmul", "_matmul_tma", "_rope", "_act_fwd"):
-            assert (kw.get("USE_PDL"), kw.get("launch_pdl")) == ((True, True) if on else (None, None)), (name, kw)
+            assert (kw.get("USE_PDL"), kw.get("launch_pdl")) == ((True, True) if on else (False, None)), (name, kw)
 
 
 @pytest.mark.gpu
@@ -94,9 +104,9 @@ def test_ops_with_pdl_match_and_replay_in_a_graph(monkeypatch):
 
     with torch.no_grad():
         want = chain()
-        monkeypatch.setattr(pdl, "REQUESTED", True)
+        monkeypatch.setattr(pdl, "ACTIVE", True)  # (as inside a capture; every launch here has 128 rows)
         monkeypatch.setattr(pdl, "_on", lambda index: True)
-        assert pdl.enabled(ids.device)
+        assert pdl.pdl_meta(ids.device, 128) is pdl.ON
         got = chain()
         torch.testing.assert_close(got, want, atol=0, rtol=0)
         side = torch.cuda.Stream()
@@ -110,7 +120,7 @@ def test_ops_with_pdl_match_and_replay_in_a_graph(monkeypatch):
         for _ in range(3):
             ids.copy_(torch.randint(0, 100, (2, 64), device="cuda"))
             g.replay()
-            monkeypatch.setattr(pdl, "REQUESTED", False)
+            monkeypatch.setattr(pdl, "ACTIVE", False)
             ref = chain()
-            monkeypatch.setattr(pdl, "REQUESTED", True)
+            monkeypatch.setattr(pdl, "ACTIVE", True)
             torch.testing.assert_close(out, ref, atol=0, rtol=0)

@@ -44,6 +44,7 @@ import inspect
 import torch
 
 from tritonic.runtime.cudagraph import recover_from_failed_capture
+from tritonic.runtime.pdl import while_capturing
 from tritonic.runtime.precompile import precompile, precompile_wanted
 
 __all__ = ["DEFAULT_BUCKETS", "GraphedForward"]
@@ -212,6 +213,7 @@ class GraphedForward:
 
     # --------------------------------------------------------------------------- capture
 
+    @while_capturing
     def _build(self, key, inputs, length, bucket):
         batch = key[0]
         static = {}
@@ -304,6 +306,7 @@ class _DecodeEntry:
     def _counters(self):
         return [(t, t.clone()) for t in cache_counters(self.cache)]
 
+    @while_capturing
     def build(self) -> str | None:
         """Warm up (kernels compiled and tuned for this batch) and capture; the reason on failure."""
         owner = self.owner

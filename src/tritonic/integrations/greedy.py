@@ -46,6 +46,7 @@ import torch
 from tritonic.integrations.graphs import cache_counters
 from tritonic.runtime.checks import warn_once
 from tritonic.runtime.cudagraph import recover_from_failed_capture
+from tritonic.runtime.pdl import while_capturing
 
 __all__ = ["FastGreedy"]
 
@@ -323,6 +324,7 @@ class FastGreedy:
         run.pos.add_(1)
         run.k.add_(1)
 
+    @while_capturing
     def _capture(self, run: _Run, consts) -> str | None:
         """Warm up one step (kernels compiled and tuned for this batch; the state put back) and
         capture ``steps`` steps; the reason on failure (the steps then run eagerly)."""

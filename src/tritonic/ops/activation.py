@@ -140,7 +140,8 @@ def _launch(kernel, kind, tensors, gated):
     # n_blocks is read only with ROWS: 0 otherwise, so its value does not multiply compilations.
     launch(kernel, (n_rows * n_blocks,), *args, n, n_blocks if rows else 0, *strides,
            ACT=KINDS[kind], GATED=gated, ROWS=rows, BLOCK=block, num_warps=warps,
-           **(_pdl.pdl_meta(ref.device) if _pdl.REQUESTED and not is_traced(*present) else {}))
+           **(_pdl.pdl_meta(ref.device, ref.numel() // max(ref.shape[-1], 1) if ref.dim() else 1)
+             if _pdl.ACTIVE and not is_traced(*present) else _pdl.OFF))
 
 
 def _split(x: torch.Tensor):

@@ -181,7 +181,8 @@ def _forward_impl(q, k, v, mask, bias, alibi_slopes, window, scale, causal, varl
     tma = _tma_kv(k, v, varlen)
     flags["TMA_KV"] = tma
     traced = is_traced(q, k, v)
-    pdl = _pdl.pdl_meta(q.device) if _pdl.REQUESTED and not traced else {}
+    pdl = (_pdl.pdl_meta(q.device, B * Sq if varlen is None else q.shape[0]) if _pdl.ACTIVE and not traced
+           else _pdl.OFF)
 
     def run(config):
         meta = config.meta()

@@ -46,7 +46,7 @@ def _gather(ids: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     grid = (-(-T // block_t), -(-D // block_d))
     launch(_embedding_fwd, grid, flat, weight, out, T, V, D, weight.stride(0), out.stride(0),
            BLOCK_T=block_t, BLOCK_D=block_d, num_warps=4 if block_d * block_t >= 512 else 2,
-           **(_pdl.pdl_meta(out.device) if _pdl.REQUESTED and not is_traced(flat, weight) else {}))
+           **(_pdl.pdl_meta(out.device, T) if _pdl.ACTIVE and not is_traced(flat, weight) else _pdl.OFF))
     return out.view(*ids.shape, D)
 
 

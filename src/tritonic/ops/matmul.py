@@ -150,7 +150,7 @@ def _gemm(a, b, out, *, bias=None, residual=None, z=None, act=0, batch=1, gated=
     N = N2 // 2 if gated == 1 else N2
     precision = "tf32" if a.dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32 else "ieee"
     traced = is_traced(a, b)
-    pdl = _pdl.pdl_meta(a.device) if _pdl.REQUESTED and not traced else None
+    pdl = _pdl.pdl_meta(a.device, M) if _pdl.ACTIVE and not traced else _pdl.OFF
     if not traced and _use_tma(a, b, out, z, batch, gated):
         run = _tma_runner(a, b, out, bias, residual, z, act, gated, pdl)
         tuner = _tma_gated_tuner if gated == 1 else _tma_tuner
@@ -165,8 +165,7 @@ def _gemm(a, b, out, *, bias=None, residual=None, z=None, act=0, batch=1, gated=
         flags = dict(ACT=act, HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, STORE_Z=z is not None,
                      GATED=gated, PRECISION=precision,
                      ROUND_TF32=a.dtype == torch.float32 and precision == "tf32" and not interpreter_active())
-        if pdl:
-            flags.update(pdl)
+        flags.update(pdl)  # (USE_PDL=False too: see runtime/pdl.OFF)
 
         def run(config):
             meta = config.meta()
@@ -251,7 +250,7 @@ def _tma_runner(a, b, out, bias, residual, z, act, gated, pdl=None):
         launch(_matmul_tma, (programs,), a_desc, b_desc, c_desc, z_desc, zu_desc, bias, residual,
                M, N, K, residual.stride(0) if residual is not None else 0, programs,
                ACT=act, HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, STORE_Z=z is not None,
-               GATED=gated, A_KMAJOR=a_kmajor, B_KMAJOR=b_kmajor, **meta, **(pdl or {}))
+               GATED=gated, A_KMAJOR=a_kmajor, B_KMAJOR=b_kmajor, **meta, **(pdl or _pdl.OFF))
 
     return run
 

@@ -164,7 +164,7 @@ def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast, store_st
     # 64-bit row offsets only where an offset can pass 2**31 (M rows, plus a last block's padding
     # rows, at the widest row stride; BLOCK_M is at most 16 in the tables, 1024 leaves room)
     int64 = (M + 1024) * max(sx, sr, N) >= INT32_ROWS
-    pdl = _pdl.REQUESTED and not is_traced(x) and _pdl.enabled(x.device)
+    pdl = _pdl.ACTIVE and not is_traced(x) and _pdl.pdl_meta(x.device, M) is not _pdl.OFF
     grid, meta = _fwd_launch(M, N, is_rms, residual is not None, weight is not None, bias is not None, upcast,
                              store_stats, s is not None, offset != 0.0, int64, _OVERRIDE, pdl)
     launch(_norm_fwd, grid, x, residual, weight, bias, y, s, mean, rstd, sx, sr, N, N, M, N, eps, offset, **meta)
@@ -181,8 +181,7 @@ def _fwd_launch(M, N, is_rms, has_residual, has_weight, has_bias, upcast, store_
                 STORE_STATS=store_stats, SINGLE_PASS=single, BLOCK_M=block_m, BLOCK_N=block_n, LOAD_EVICT=load_evict,
                 STORE_CS=store_cs, HAS_OFFSET=has_offset, EVEN=N % block_n == 0 and M % block_m == 0, INT64=int64,
                 STORE_SUM=store_sum, num_warps=num_warps)
-    if pdl:
-        meta.update(USE_PDL=True, launch_pdl=True)
+    meta.update(_pdl.ON if pdl else _pdl.OFF)
     return (_cdiv(M, block_m),), meta
 
 

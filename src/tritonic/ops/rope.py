@@ -176,7 +176,7 @@ def _launch(q, k, qo, ko, cos, sin, pos, interleaved: bool, r: int, backward: bo
         INTERLEAVED=interleaved, FULL_TABLE=W == r, HAS_POS=has_pos,
         COPY_PASS=not inplace and r < D, BACKWARD=backward,
         BLOCK_H=block_h, BLOCK_S=block_s, BLOCK_HALF=block_half, BLOCK_PASS=block_pass, num_warps=num_warps,
-        **(_pdl.pdl_meta(q.device) if _pdl.REQUESTED and not is_traced(q, k) else {}),
+        **(_pdl.pdl_meta(q.device, B * S) if _pdl.ACTIVE and not is_traced(q, k) else _pdl.OFF),
     )
 
 

@@ -7,6 +7,8 @@ import contextlib
 
 import torch
 
+from tritonic.runtime.pdl import while_capturing
+
 __all__ = ["CapturedStep", "capture_train_step", "recover_from_failed_capture"]
 
 
@@ -95,6 +97,7 @@ def _warm_up(train_step, optimizer, batch, warmup: int, stream) -> None:
         optimizer.zero_grad(set_to_none=True)
 
 
+@while_capturing
 def capture_train_step(train_step, optimizer, batch, *, warmup: int = 3) -> CapturedStep:
     """A whole training step — forward, backward, optimizer step — as one CUDA graph, so a
     step costs the host one replay instead of a Python model's thousands of launches (GPT-2
