@@ -98,7 +98,7 @@ for step in "$@"; do
     o=$R/$step/results
     case $step in
         tests)
-            run tests pytest_gpu 300 python3 -m pytest -m gpu -q tests
+            run tests pytest_gpu 380 python3 -m pytest -m gpu -q tests
             run tests pytest_integrations 200 python3 -m pytest -q tests/integrations ;;
         norm)
             run norm sweep 250 python3 scripts/sweep_norm.py --directions fwd --compile --out "$R/norm/sweep"

@@ -454,3 +454,18 @@ def test_decode_lengths_are_not_shared_across_a_graph_capture(device, monkeypatc
     assert captured is not warm and hf._decode_lengths(mask, 2, 8, device)[0] is captured  # shared within
     monkeypatch.setattr(hf, "_capturing", lambda t: False)
     assert hf._decode_lengths(mask, 2, 8, device)[0] is not captured
+
+
+@pytest.mark.parametrize("graphs", [True, False])
+def test_probes_run_as_the_graphs_will(graphs, device, monkeypatch):
+    """With CUDA graphs, optimize's probes run inside pdl.capturing(), as the small buckets'
+    captures will, so that their kernels compile once (runtime/pdl.py); without, outside."""
+    from tritonic.runtime import pdl
+
+    swaps = importlib.import_module("tritonic.integrations.swaps")
+    seen = []
+    monkeypatch.setattr(pdl, "REQUESTED", True)
+    monkeypatch.setattr(swaps, "swap_modules", lambda model: seen.append(pdl.ACTIVE) or ([], []))
+    cls, cfg = _models()["bert"]
+    tritonic.optimize(cls(cfg).to(device).eval(), cuda_graphs=graphs)
+    assert seen == [graphs] and not pdl.ACTIVE

@@ -32,12 +32,14 @@ input; inference calls replay CUDA graphs per (batch, sequence bucket)
 from __future__ import annotations
 
 import collections
+import contextlib
 import sys
 import weakref
 
 import torch
 
 from tritonic.ops.attention import attention, attention_decode
+from tritonic.runtime.pdl import capturing
 
 __all__ = ["ATTENTION_NAME", "optimize", "register", "tritonic_attention_forward"]
 
@@ -381,34 +383,38 @@ def optimize(model, *, dtype=None, cuda_graphs: bool = True, buckets=None, train
         if n == 0:
             report.kept.append("attention: no module of this model dispatches through transformers' attention "
                                "interface with it in this transformers release, so its own attention still runs")
-    from tritonic.integrations.swaps import swap_modules
+    # The probes below compile the kernels they run. With graphs (inference), the captures of
+    # small buckets launch PDL variants (runtime/pdl.py): probing inside capturing() compiles
+    # those, so that the first call of a small bucket does not compile every kernel twice.
+    with capturing() if cuda_graphs and not training else contextlib.nullcontext():
+        from tritonic.integrations.swaps import swap_modules
 
-    replaced, kept = swap_modules(model)
-    report.replaced += replaced
-    report.kept += kept
-    if not training:  # (under autograd the members run alone anyway)
-        from tritonic.integrations.stacking import stack_gated_mlps, stack_projections
+        replaced, kept = swap_modules(model)
+        report.replaced += replaced
+        report.kept += kept
+        if not training:  # (under autograd the members run alone anyway)
+            from tritonic.integrations.stacking import stack_gated_mlps, stack_projections
 
-        for stack in (stack_projections, stack_gated_mlps):
-            replaced, kept = stack(model)
+            for stack in (stack_projections, stack_gated_mlps):
+                replaced, kept = stack(model)
+                report.replaced += replaced
+                report.kept += kept
+            report.stacks = model.tritonic_stacks
+            from tritonic.integrations.residual import fuse_residual_norms
+
+            replaced, kept = fuse_residual_norms(model)
             report.replaced += replaced
             report.kept += kept
-        report.stacks = model.tritonic_stacks
-        from tritonic.integrations.residual import fuse_residual_norms
+            from tritonic.integrations.gemm_route import route_plain_products  # (opt-in, TRITONIC_INFER_GEMM)
 
-        replaced, kept = fuse_residual_norms(model)
+            replaced, kept = route_plain_products(model)
+            report.replaced += replaced
+            report.kept += kept
+        from tritonic.integrations.rotary import install_rope
+
+        replaced, kept = install_rope(model)
         report.replaced += replaced
         report.kept += kept
-        from tritonic.integrations.gemm_route import route_plain_products  # (opt-in, TRITONIC_INFER_GEMM)
-
-        replaced, kept = route_plain_products(model)
-        report.replaced += replaced
-        report.kept += kept
-    from tritonic.integrations.rotary import install_rope
-
-    replaced, kept = install_rope(model)
-    report.replaced += replaced
-    report.kept += kept
     if training:
         from tritonic.integrations.hf_training import install_fused_loss
 
