@@ -38,7 +38,8 @@ import weakref
 
 import torch
 
-from tritonic.ops.attention import attention, attention_decode
+from tritonic.ops.attention import attention
+from tritonic.ops.attention_decode import attention_decode
 from tritonic.runtime.pdl import capturing
 
 __all__ = ["ATTENTION_NAME", "optimize", "register", "tritonic_attention_forward"]

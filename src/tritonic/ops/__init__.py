@@ -7,8 +7,8 @@ registered torch custom op with autograd, and falls back to its PyTorch referenc
 
 from tritonic.ops.activation import (geglu, geglu_reference, gelu, gelu_reference, silu, silu_reference, swiglu,
                                      swiglu_reference)
-from tritonic.ops.attention import (attention, attention_decode, attention_decode_reference, attention_reference,
-                                    attention_varlen, attention_varlen_reference)
+from tritonic.ops.attention import attention, attention_reference, attention_varlen, attention_varlen_reference
+from tritonic.ops.attention_decode import attention_decode, attention_decode_reference
 from tritonic.ops.gated import gated_linear, gated_linear_reference, interleave_gate_up
 from tritonic.ops.matmul import linear, linear_reference, matmul
 from tritonic.ops.embedding import embedding, embedding_reference
