@@ -63,6 +63,8 @@
 #               (rows under pdl/results: merge them as provider "tritonic (TRITONIC_PDL=1)"), then GPT-2 and
 #               BERT with TRITONIC_INFER_GEMM=triton as well (pdl/results_all_ours)
 #   pdl-off     models.py for tritonic with TRITONIC_PDL=0 (merge as provider "tritonic (TRITONIC_PDL=0)")
+#   retune-bert BERT's linear shapes re-tuned over the shipped table (TRITONIC_AUTOTUNE=retune; merge the exported
+#               table's entries that moved), then models.py for BERT
 #   linbwd      scripts/profile_linear_bwd.py: the BERT FFN backward's kernels and host time (default, C launch 0, PDL 0)
 #   splitk      scripts/splitk_ab.py: a split-K small-M product prototype against cuBLAS in graphs (issue 4)
 #   inferprof-mid  graphed-call kernels of BERT and GPT-2 at 8x128, tritonic and reduce-overhead side by side
@@ -169,6 +171,11 @@ for step in "$@"; do
                 TRITONIC_PDL=0 run pdl-off "$m" 150 python3 benchmarks/models.py --providers tritonic --only "$m" \
                     --out "$R/pdl-off/results"
             done ;;
+        retune-bert)  # BERT's products re-timed over the shipped table (the GELU epilogue changed), then the model
+            TRITONIC_AUTOTUNE=retune run retune bert 300 python3 -m tritonic.cli tune --model bert-base --dtype float16 \
+                --tokens 128,512,1024,4096,8192 --export "$R/retune/table.json"
+            run retune models_bert 150 python3 benchmarks/models.py --providers tritonic --only bert \
+                --out "$R/retune/results" ;;
         linbwd)  # where ops.linear's backward spends its time (BERT FFN), as shipped and with the C launch / PDL off
             run linbwd default 90 python3 scripts/profile_linear_bwd.py --json "$R/linbwd/default.json"
             TRITONIC_C_LAUNCH=0 run linbwd claunch0 90 python3 scripts/profile_linear_bwd.py --json "$R/linbwd/claunch0.json"

@@ -91,6 +91,18 @@ def test_shipped_table_needs_no_tuning(monkeypatch):
         assert calls == []
 
 
+def test_retune_times_again_over_the_cache_and_the_table(monkeypatch):
+    at.TABLES.mkdir(parents=True)
+    (at.TABLES / "h100-80gb-hbm3.json").write_text(json.dumps({"k|[4096]": CONFIGS[3].to_json()}))
+    _pick(at.Autotuner("k", CONFIGS), timer=_timer(best=CONFIGS[1])[0])  # (the table wins: nothing cached)
+    monkeypatch.setenv("TRITONIC_AUTOTUNE", "retune")
+    t, calls = _timer(best=CONFIGS[0])
+    assert _pick(at.Autotuner("k", CONFIGS), timer=t) == CONFIGS[0] and calls == CONFIGS
+    monkeypatch.setenv("TRITONIC_AUTOTUNE", "full")  # the new choice is on disk, ahead of the table
+    t, calls = _timer()
+    assert _pick(at.Autotuner("k", CONFIGS), timer=t) == CONFIGS[0] and calls == []
+
+
 def test_corrupt_cache_warns_once_and_is_rebuilt():
     path = at.cache_dir() / "autotune-h100-80gb-hbm3-triton3.6.0.json"
     path.parent.mkdir(parents=True)

@@ -53,7 +53,7 @@ def cmd_env(args) -> int:
     from tritonic.runtime import autotune, launcher as launch
 
     rows.append(("autotune cache", str(autotune.cache_dir())))
-    rows.append(("autotune mode", f"{autotune.mode()}  (TRITONIC_AUTOTUNE=off|cached|full)"))
+    rows.append(("autotune mode", f"{autotune.mode()}  (TRITONIC_AUTOTUNE=off|cached|full|retune)"))
     rows.append(("shipped tuning tables", ", ".join(autotune.shipped_gpus()) or "none yet"))
     rows.append(("fast launcher", "on" if launch.FAST else "off (TRITONIC_FAST_LAUNCH=0)"))
     rows.append(("C launch path", "on" if launch._C is not None else

@@ -12,7 +12,10 @@ op computes from its shapes, usually bucketed with :func:`bucket`):
 
    - ``full`` (default): time every config and keep the fastest, in memory and on disk;
    - ``cached``: use what 1-3 know, else the first config, never time;
-   - ``off``: the shipped table or the first config; the disk cache is not read or written.
+   - ``off``: the shipped table or the first config; the disk cache is not read or written;
+   - ``retune``: as ``full``, but steps 2 and 3 are skipped: every key this process meets is
+     timed again and the disk cache overwritten (after a kernel changed, before exporting a
+     new table with ``tritonic tune --export``).
 
 The cache file is rewritten atomically (temporary file + rename) under an exclusive lock,
 merging with what other processes wrote meanwhile, so processes tuning at once never lose
@@ -33,7 +36,7 @@ from typing import Callable
 
 from tritonic.runtime.checks import warn_once
 
-MODES = ("off", "cached", "full")
+MODES = ("off", "cached", "full", "retune")
 TABLES = Path(__file__).with_name("tables")
 _PROGRESS_AFTER_S = 1.0  # tuning that takes longer than this shows a progress line
 tuning_seconds = 0.0  # time this process has spent timing configs (0 with a warm cache)
@@ -210,13 +213,13 @@ class Autotuner:
         m, k = mode(), _key_str(self.name, key)
         entry = None
         cache = _cache_for(device_name, triton_version)
-        if m != "off":
+        if m not in ("off", "retune"):
             entry = cache.get(k)
-        if entry is None:
+        if entry is None and m != "retune":
             entry = _shipped(device_name).get(k)
         if entry is not None:
             config = Config.from_json(entry)
-        elif m == "full" and len(self.configs) > 1:
+        elif m in ("full", "retune") and len(self.configs) > 1:
             if not may_tune:
                 return self.configs[0]
             from tritonic.runtime.precompile import precompiling
