@@ -164,7 +164,7 @@ def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast, store_st
     # 64-bit row offsets only where an offset can pass 2**31 (M rows, plus a last block's padding
     # rows, at the widest row stride; BLOCK_M is at most 16 in the tables, 1024 leaves room)
     int64 = (M + 1024) * max(sx, sr, N) >= INT32_ROWS
-    pdl = _pdl.ACTIVE and not is_traced(x) and _pdl.pdl_meta(x.device, M) is not _pdl.OFF
+    pdl = _pdl.ACTIVE and not is_traced(x) and _pdl.pdl_meta(x.device, M) is _pdl.ON
     grid, meta = _fwd_launch(M, N, is_rms, residual is not None, weight is not None, bias is not None, upcast,
                              store_stats, s is not None, offset != 0.0, int64, _OVERRIDE, pdl)
     launch(_norm_fwd, grid, x, residual, weight, bias, y, s, mean, rstd, sx, sr, N, N, M, N, eps, offset, **meta)

@@ -27,7 +27,7 @@ import torch
 
 from tritonic.runtime.device import has_cuda, interpreter_active
 
-ON = _ON = {"USE_PDL": True, "launch_pdl": True}
+ON = {"USE_PDL": True, "launch_pdl": True}
 # Off still names USE_PDL: Inductor (torch 2.11) builds a user kernel's launcher from the
 # constexprs it was given, and one left at its default breaks it ("missing '_grid_2'").
 OFF = {"USE_PDL": False}
@@ -80,4 +80,4 @@ def pdl_meta(device: torch.device, rows: int) -> dict:
     The dicts are shared: callers unpack them, never change them."""
     if not ACTIVE or rows > MAX_ROWS or device.type != "cuda":
         return OFF
-    return _ON if _on(device.index or 0) else OFF
+    return ON if _on(device.index or 0) else OFF
