@@ -11,7 +11,8 @@
 # $OUT/steps.tgz, so a run cut short still returns what it finished.
 #
 # Steps:
-#   tests       pytest -m gpu over all tests, plus the integration tests on the GPU
+#   tests       pytest -m gpu over all tests, plus the integration tests on the GPU (~15 min: two calls or more;
+#               tests-ops: tests/ops ~8 min, tests-rest: the launcher, PDL, captured steps, tests-int: integrations)
 #   norm        norm forward sweep + benchmarks/norm.py + scripts/norm_ab.py
 #   training    benchmarks/training.py (gpt2-124m, llama-1b; training-gpt2 / training-llama: one)
 #   generate    benchmarks/generate.py (generate-llama: the Llama-style model alone)
@@ -100,9 +101,15 @@ run() {  # run STEP NAME SECONDS command...
 for step in "$@"; do
     o=$R/$step/results
     case $step in
-        tests)
-            run tests pytest_gpu 380 python3 -m pytest -m gpu -q tests
-            run tests pytest_integrations 200 python3 -m pytest -q tests/integrations ;;
+        tests)  # more than one call's 600 s since the compile tests pass (c3737b0: cut at 380 s, 80 %)
+            bash "$0" tests-ops tests-rest tests-int ;;
+        tests-ops)
+            run tests pytest_gpu_ops 560 python3 -m pytest -m gpu -q -rfE --tb=short tests/ops ;;
+        tests-rest)
+            run tests pytest_gpu_rest 300 python3 -m pytest -m gpu -q -rfE --tb=short tests \
+                --ignore=tests/ops --ignore=tests/integrations ;;
+        tests-int)
+            run tests pytest_integrations 400 python3 -m pytest -q -rfE --tb=short tests/integrations ;;
         norm)
             run norm sweep 250 python3 scripts/sweep_norm.py --directions fwd --compile --out "$R/norm/sweep"
             run norm bench 170 python3 benchmarks/norm.py --graph always --out "$o"

@@ -32,6 +32,7 @@ def chunked(monkeypatch, request):
     forward's plain loop and with its loads one chunk ahead (PREFETCH)."""
     monkeypatch.setattr(sm_ops, "FUSED_WIDTH", 16)
     monkeypatch.setattr(sm_ops, "CHUNK", 16)
+    monkeypatch.setattr(sm_ops, "FWD_CHUNK", 16)
     monkeypatch.setattr(sm_ops, "PREFETCH", request.param)
 
 
@@ -115,6 +116,7 @@ def test_fully_masked_rows_give_zeros_and_no_nan(op, wide, device, monkeypatch):
     if wide:
         monkeypatch.setattr(sm_ops, "FUSED_WIDTH", 8)
         monkeypatch.setattr(sm_ops, "CHUNK", 8)
+        monkeypatch.setattr(sm_ops, "FWD_CHUNK", 8)
     fn = OPS[op][0]
     x = torch.randn(4, 30, device=device, requires_grad=True)
     mask = torch.rand(4, 30, device=device) > 0.5
@@ -143,6 +145,7 @@ def test_extreme_values(op, dtype, device, monkeypatch):
     _check(op, x.to(dtype))
     monkeypatch.setattr(sm_ops, "FUSED_WIDTH", 16)
     monkeypatch.setattr(sm_ops, "CHUNK", 16)
+    monkeypatch.setattr(sm_ops, "FWD_CHUNK", 16)
     _check(op, x.to(dtype))
 
 
