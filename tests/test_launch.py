@@ -414,31 +414,43 @@ def test_the_c_launch_is_built_at_the_first_kernel_and_replaces_launch(monkeypat
 def test_c_launch_on_gpu(monkeypatch, mode):
     """TRITONIC_C_LAUNCH=1 on a GPU: built at the first kernel, then op launches take it (the
     kernel's C keys fill), with the same results, alignments and side streams as before.
-    TRITONIC_C_LAUNCH=2: the norm kernel's entries carry a direct-launch spec and run by it."""
+    TRITONIC_C_LAUNCH=2: the norm kernel's entries carry a direct-launch spec and run by it.
+    The test starts from the state of a fresh process (Python path, no C module, the kernel
+    never launched), whatever the tests before it left: the module is one per process."""
     import importlib
     import sys
 
     from tritonic.kernels.norm import _norm_fwd
 
     norm_mod = importlib.import_module("tritonic.ops.norm")
-    for name in ("_C", "_C_DIRECT", "launch", "_c_tried"):
+    for name in ("_C", "_C_DIRECT", "launch", "_c_tried", "FAST"):
         monkeypatch.setattr(L, name, getattr(L, name))
-    for n, m in list(sys.modules.items()):  # the op modules' launch is put back afterwards
-        if n.startswith("tritonic.ops.") and hasattr(m, "launch"):
-            monkeypatch.setattr(m, "launch", m.launch)
+    was_direct = L._C_DIRECT
+    for n, m in list(sys.modules.items()):  # every module's launch back on the Python path (put back afterwards)
+        if n.startswith("tritonic.") and n != L.__name__ and getattr(m, "launch", None) is not None \
+                and (m.launch is L._launch_py or L._C is not None and m.launch is L._C.launch):
+            monkeypatch.setattr(m, "launch", L._launch_py)
     monkeypatch.setenv("TRITONIC_C_LAUNCH", mode)
-    L._c_tried = False
-    L._fast.pop(_norm_fwd, None)
-    L._by_id.pop(id(_norm_fwd), None)
-    L._c_specs.pop(id(_norm_fwd), None)  # (a run with TRITONIC_C_LAUNCH set throughout built it already)
-    x, w = _layer_norm_checks((0, 1, 0, 1, 2, 0, 1, 2))
-    assert L._C is not None and norm_mod.launch is L._C.launch
-    assert len(L._fast[_norm_fwd].ccompiled) >= 2
-    entries = list(L._fast[_norm_fwd].ccompiled.values())
-    assert L._C_DIRECT == (mode == "2") and all((len(e) == 7 and isinstance(e[6], tuple)) == (mode == "2")
-                                                for e in entries)
-    _layer_norm_on_a_side_stream(x, w)
-    L._C.enable_direct(False)  # (the module is shared by the process)
+    L.FAST, L._C, L._C_DIRECT, L._c_tried, L.launch = True, None, False, False, L._launch_py
+    for table in (L._fast, L._by_id, L._c_specs):
+        table.pop(_norm_fwd, None)
+        table.pop(id(_norm_fwd), None)
+    assert not L._hooks_active(), "a launch hook is installed (a profiler?): launches take Triton's path"
+    try:
+        x, w = _layer_norm_checks((0, 1, 0, 1, 2, 0, 1, 2))
+        fast = L._fast.get(_norm_fwd)
+        state = dict(C=L._C, direct=L._C_DIRECT, fast=fast, launch=norm_mod.launch,
+                     ccompiled=None if fast is None else list(fast.ccompiled))
+        assert L._C is not None and norm_mod.launch is L._C.launch, state
+        assert fast is not None and len(fast.ccompiled) >= 2, state
+        entries = list(fast.ccompiled.values())
+        assert L._C_DIRECT == (mode == "2"), state
+        assert all((len(e) == 7 and isinstance(e[6], tuple)) == (mode == "2") for e in entries), \
+            [(len(e), type(e[-1]).__name__) for e in entries]
+        _layer_norm_on_a_side_stream(x, w)
+    finally:
+        if L._C is not None:  # (the module is shared by the process: its flag as the process had it)
+            L._C.enable_direct(was_direct)
 
 
 def test_precompile_submits_compiles_and_runs_nothing(monkeypatch):

@@ -494,7 +494,8 @@ def _init_c() -> None:
         warn_once(("c-launch", type(e).__name__), f"tritonic: the C launch path is off ({e!r})")
         return
     _C = module
-    _C_DIRECT = _c_mode() == "2" and bool(module.enable_direct(True))
+    # (the module is one per process: a second init in another mode sets its flag again too)
+    _C_DIRECT = bool(module.enable_direct(_c_mode() == "2"))
     launch = module.launch
     for name, mod in list(sys.modules.items()):  # (a test's own replacement is left alone)
         if name.startswith("tritonic.") and getattr(mod, "launch", None) is _launch_py:
