@@ -141,6 +141,64 @@ BENCH = Benchmark(
 )
 
 
+class _Compiles:
+    """Triton's compiles while active (its jit_cache_hook / jit_post_compile_hook): how many,
+    seconds between the two hooks (synchronous compiles; a precompile pool's overlap), and
+    per kernel name with its USE_PDL value, so that a slow first call says where it went."""
+
+    def __init__(self):
+        self.n, self.seconds, self.by, self._t = 0, 0.0, {}, []
+        try:
+            from triton import knobs
+
+            self.knobs = knobs.runtime
+        except ImportError:  # an older Triton: no counts
+            self.knobs = None
+
+    def __enter__(self):
+        if self.knobs is not None:
+            self._saved = (self.knobs.jit_cache_hook, self.knobs.jit_post_compile_hook)
+            self.knobs.jit_cache_hook, self.knobs.jit_post_compile_hook = self._pre, self._post
+        return self
+
+    def __exit__(self, *exc):
+        if self.knobs is not None:
+            self.knobs.jit_cache_hook, self.knobs.jit_post_compile_hook = self._saved
+
+    def _pre(self, *, fn=None, compile=None, **_):
+        self.n += 1
+        consts = (compile or {}).get("constants") or {}  # keyed by parameter paths: (index,)
+        names = [p.name for p in getattr(getattr(fn, "jit_function", None), "params", ())]
+        pdl = consts.get((names.index("USE_PDL"),)) if "USE_PDL" in names else None
+        name = f"{getattr(fn, 'name', '?')}{'' if pdl is None else f'[pdl={pdl}]'}"
+        self.by[name] = self.by.get(name, 0) + 1
+        self._t.append(time.perf_counter())
+        return None  # (a true value would skip the compile)
+
+    def _post(self, **_):
+        if self._t:
+            self.seconds += time.perf_counter() - self._t.pop()
+        return None
+
+    def summary(self) -> dict:
+        top = sorted(self.by.items(), key=lambda kv: -kv[1])
+        return {"compiles": self.n, "compile_s": round(self.seconds, 3), "compiled": dict(top)}
+
+
+def _host_probe_us(n: int = 2000) -> float:
+    """Microseconds of host time for one small torch op on the GPU (torch.empty, then add_), the
+    best of 5: first-call times on different hosts compare only alongside it."""
+    x = torch.empty(16, device="cuda")
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(n):
+            torch.empty(16, device="cuda").add_(x)
+        best = min(best, (time.perf_counter() - t) / n * 1e6)
+    torch.cuda.synchronize()
+    return best
+
+
 def first_call(argv) -> int:
     """Seconds to the first output: a fresh tritonic-optimized model at each shape (a new
     bucket: kernels compiled and tuned, graph captured), and torch.compile per new shape."""
@@ -157,6 +215,7 @@ def first_call(argv) -> int:
     meta = {"device": device_name(), "torch": torch.__version__, "triton": triton.__version__, "commit": _commit(),
             "cold": bool(os.environ.get("TRITON_CACHE_DIR")), "precompile": os.environ.get("TRITONIC_PRECOMPILE", "0")}
     rows = []
+    host_us = _host_probe_us()
     for case in CASES:
         if not any(o in case["name"] for o in only):
             continue
@@ -168,14 +227,23 @@ def first_call(argv) -> int:
             kw = _inputs(case, 1000)
             torch.cuda.synchronize()
             t = time.perf_counter()  # optimize()'s probe checks (their kernels compile) count too
-            model = _wrap(model, kind)
-            with torch.inference_mode():
-                model(**kw)
-            torch.cuda.synchronize()
+            with _Compiles() as compiles:
+                model = _wrap(model, kind)
+                with torch.inference_mode():
+                    model(**kw)
+                torch.cuda.synchronize()
             s = time.perf_counter() - t
-            print(f"{case['name']} {kind}: first call {s:.2f} s", flush=True)
+            got = compiles.summary()
+            from tritonic.runtime import launcher as _launcher
+
+            got["c_launch_build_s"] = round(_launcher.c_build_seconds, 3)  # (the first model of a process builds it)
+            _launcher.c_build_seconds = 0.0
+            print(f"{case['name']} {kind}: first call {s:.2f} s; {got['compiles']} Triton compiles, "
+                  f"{got['compile_s']:.2f} s in them (host probe {host_us:.1f} us a torch op)", flush=True)
+            for name, count in got["compiled"].items():
+                print(f"    {count:3d}  {name}", flush=True)
             rows.append({"bench": "models_first_call", "case": case["name"], "mode": "fwd", "provider": kind,
-                         "metric": "s", "value": s, **meta})
+                         "metric": "s", "value": s, **meta, **got, "host_probe_us": round(host_us, 2)})
     print(f"wrote {len(rows)} rows to {write_json(rows, out, 'models_first_call')}")
     return 0
 

@@ -31,6 +31,8 @@
 #               shipped tables still apply), then again with the caches the first run filled
 #   firstcall-quick  tritonic's cold first call alone (1x16 of each model, then Llama 1x128: a new bucket
 #               of a model whose kernels are compiled), without and with TRITONIC_PRECOMPILE=1
+#   firstcall-ab  cold first calls of BERT, GPT-2, Llama at 1x16 with PDL as shipped and with TRITONIC_PDL=0, twice,
+#               each in a cold process (the rows count Triton's compiles per kernel and time the C module's build)
 #   firstcall-pre  the cold first calls again with TRITONIC_PRECOMPILE=1 (kernels compiled in parallel)
 #   attntests   the GPU tests of attention (both dQ paths), losses, HF integration and captured steps
 #   graphvs     GPT-2 124M and 350M: torch.compile against tritonic+graph (issue 8's ratio)
@@ -254,6 +256,13 @@ for step in "$@"; do
                     run firstcall-quick "pre$pre" 150 python3 benchmarks/models.py --first-call --providers tritonic \
                     --only "bert 1x16,gpt2 1x16,llama 1x16,llama 1x128" --out "$R/firstcall-quick/pre$pre"
             done ;;
+        firstcall-ab)  # cold first calls, PDL as shipped against TRITONIC_PDL=0 (compile counts per kernel in the logs)
+            for round in 1 2; do for pdl in 1 0; do
+                cold=$(mktemp -d)
+                TRITONIC_PDL=$pdl TRITON_CACHE_DIR=$cold/triton TRITONIC_CACHE_DIR=$cold/tritonic \
+                    run firstcall-ab "pdl${pdl}_$round" 150 python3 benchmarks/models.py --first-call --providers tritonic \
+                    --only "bert 1x16,gpt2 1x16,llama 1x16" --out "$R/firstcall-ab/pdl${pdl}_$round"
+            done; done ;;
         firstcall-pre)
             cold=$(mktemp -d)
             TRITONIC_PRECOMPILE=1 TRITON_CACHE_DIR=$cold/triton TRITONIC_CACHE_DIR=$cold/tritonic \

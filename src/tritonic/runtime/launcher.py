@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import time
 
 import torch
 from torch.library import wrap_triton
@@ -485,7 +486,10 @@ def _init_c() -> None:
             _knobs = knobs.runtime
         except ImportError:  # triton < 3.4 kept the hooks on CompiledKernel
             from triton.compiler import CompiledKernel as _knobs
+    global c_build_seconds
+    t0 = time.perf_counter()
     module = _build_c()
+    c_build_seconds = time.perf_counter() - t0  # (a cold Triton cache compiles it: part of a first call)
     if module is None:
         return
     try:
@@ -503,6 +507,7 @@ def _init_c() -> None:
 
 
 _c_tried = False
+c_build_seconds = 0.0
 launch = _launch_py
 
 
