@@ -36,3 +36,12 @@ def device():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_gemm_plans():
+    """Each test starts without the GEMM's remembered launches (ops/matmul.py's _PLANS): a
+    test that swaps a runner, a tuner or the launch sees its own calls go through them."""
+    import importlib
+
+    importlib.import_module("tritonic.ops.matmul")._PLANS.clear()

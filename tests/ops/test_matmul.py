@@ -149,6 +149,29 @@ def tma(monkeypatch):
     return calls
 
 
+@pytest.mark.parametrize("choice", ["tma", "portable"])
+def test_remembered_launches_follow_each_call(choice, device, monkeypatch):
+    """A call like an earlier one reuses its launch (ops/matmul.py's _PLANS) with its own
+    tensors; a change of alignment, stride or flags gets a launch of its own, never a stale one."""
+    mm = importlib.import_module("tritonic.ops.matmul")
+    monkeypatch.setattr(mm, "GEMM_CHOICE", choice)
+    buf = torch.randn(24 * 40 + 8, dtype=torch.float16, device=device)
+    w = torch.randn(32, 40, dtype=torch.float16, device=device) / 40 ** 0.5
+    b = torch.randn(32, dtype=torch.float16, device=device)
+    calls = [(buf[:960].view(24, 40), w, b, None),  # first: a new plan
+             (torch.randn(24, 40, dtype=torch.float16, device=device), w.clone(), b.clone(), None),  # reused
+             (buf[1:961].view(24, 40), w, b, None),  # misaligned x: a plan of its own (portable kernel)
+             (buf[:960].view(40, 24).t(), w, b, None),  # x column-major
+             (buf[:960].view(24, 40), w, None, "gelu")]  # no bias, an activation
+    sizes = []
+    for x, weight, bias, act in calls:
+        torch.testing.assert_close(linear(x, weight, bias, activation=act).float(),
+                                   linear_reference(x.float(), weight.float(), None if bias is None else bias.float(),
+                                                    activation=act), atol=2e-2, rtol=2e-2)
+        sizes.append(len(mm._PLANS))
+    assert sizes == [1, 1, 2, 3, 4]
+
+
 @pytest.mark.parametrize("act", ACTS)
 def test_linear_tma_path(act, device, tma):
     # 40 x 24 x 48: every tile boundary cut by the interpreter's 16-wide blocks; K, N

@@ -141,6 +141,17 @@ def _gemm(a, b, out, *, bias=None, residual=None, z=None, act=0, batch=1, gated=
     ``z``: keep the pre-activation; ``gated``: out = act(a @ gate) * (a @ up) where ``b``
     holds the gate columns then the up columns (1) or the two alternating (2); z then holds
     both, in ``b``'s column order."""
+    traced = is_traced(a, b)
+    if not traced:  # a call like an earlier one (shapes, strides, alignments, flags): its launch again
+        pkey = (a.shape, a.stride(), b.shape, b.stride(), out.shape, out.stride(), a.dtype, a.device,
+                a.data_ptr() & 15, b.data_ptr() & 15, out.data_ptr() & 15, bias is None,
+                None if residual is None else residual.stride(), None if z is None else (z.stride(), z.data_ptr() & 15),
+                act, batch, gated, _pdl.ACTIVE, GEMM_CHOICE, torch.backends.cuda.matmul.allow_tf32,
+                interpreter_active())
+        plan = _PLANS.get(pkey)
+        if plan is not None:
+            plan(a, b, out, bias, residual, z)
+            return out
     flat = a.dim() == 2
     if flat:
         (M, K), N2 = a.shape, b.shape[1]
@@ -149,7 +160,6 @@ def _gemm(a, b, out, *, bias=None, residual=None, z=None, act=0, batch=1, gated=
         N2 = b.shape[2]
     N = N2 // 2 if gated == 1 else N2
     precision = "tf32" if a.dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32 else "ieee"
-    traced = is_traced(a, b)
     pdl = _pdl.pdl_meta(a.device, M) if _pdl.ACTIVE and not traced else _pdl.OFF
     if not traced and _use_tma(a, b, out, z, batch, gated):
         run = _tma_runner(a, b, out, bias, residual, z, act, gated, pdl)
@@ -160,17 +170,20 @@ def _gemm(a, b, out, *, bias=None, residual=None, z=None, act=0, batch=1, gated=
         else:
             sa, sb, so = a.stride(), b.stride(), out.stride()
         sr = residual.stride() if residual is not None else (0, 0)
-        args = (a, b, out, bias, residual, z, M, N, K, *sa, *sb, *so, *sr,
-                z.stride(0) if z is not None and gated else 0)
+        tail = (M, N, K, *sa, *sb, *so, *sr, z.stride(0) if z is not None and gated else 0)
         flags = dict(ACT=act, HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, STORE_Z=z is not None,
                      GATED=gated, PRECISION=precision,
                      ROUND_TF32=a.dtype == torch.float32 and precision == "tf32" and not interpreter_active())
         flags.update(pdl)  # (USE_PDL=False too: see runtime/pdl.OFF)
 
         def run(config):
-            meta = config.meta()
-            grid = (_cdiv(M, meta["BLOCK_M"]) * _cdiv(N, meta["BLOCK_N"]), batch)
-            launch(_matmul, grid, *args, **flags, **meta)
+            kw = {**flags, **config.meta()}
+            grid = (_cdiv(M, kw["BLOCK_M"]) * _cdiv(N, kw["BLOCK_N"]), batch)
+
+            def plan(a, b, out, bias, residual, z):
+                launch(_matmul, grid, a, b, out, bias, residual, z, *tail, **kw)
+            plan(a, b, out, bias, residual, z)
+            return plan
 
         tuner = _small_tuner if M <= SMALL_M else _tuner
     key = None
@@ -186,19 +199,27 @@ def _gemm(a, b, out, *, bias=None, residual=None, z=None, act=0, batch=1, gated=
         if config is None:  # not decided in this process yet (no timing inside a CUDA graph)
             config = tuner.pick(key, lambda c: _time(run, c), may_tune=not torch.cuda.is_current_stream_capturing())
     try:
-        run(config)
+        plan = run(config)
     except OutOfResources:  # an untuned first config too large for this GPU: the first that fits
         for other in tuner.configs:
             try:
-                run(other)
+                plan = run(other)
             except OutOfResources:
                 continue
             if key is not None:
-                tuner.chosen[key] = other
+                tuner.chosen[key] = config = other
             break
         else:
             raise
+    if not traced and (key is None or tuner.chosen.get(key) is config) and len(_PLANS) < 4096:
+        _PLANS[pkey] = plan  # (only a decided config: one picked inside a capture may be tuned later)
     return out
+
+
+# (call key -> plan(a, b, out, bias, residual, z)): the launch of a call like an earlier one,
+# everything but the tensors worked out (descriptor shapes, grid, keywords): ~18 -> ~6 us of
+# host time per product on the CPU box, launches stubbed. Keyed by all _gemm's decisions read.
+_PLANS: dict = {}
 
 
 # TRITONIC_PLAIN_GEMM=triton keeps the backward's plain products on our kernels (for A/B runs)
@@ -225,32 +246,35 @@ def _tma_runner(a, b, out, bias, residual, z, act, gated, pdl=None):
     a_kmajor = _tma_layout(a2, 1)
     b_kmajor = not _tma_layout(b2, 1)  # B (K, N) with unit stride along K: a Linear weight
 
-    def desc(t, kmajor, rows, cols):
-        """Descriptor over the 2-D view t (rows x cols) whose contiguous dim is cols if kmajor."""
+    def layout(t, kmajor, rows, cols):
+        """(shape, strides, block) of a descriptor over the 2-D view t (rows x cols) whose
+        contiguous dim is cols if kmajor."""
         if kmajor:
-            return descriptor(t, [t.shape[0], t.shape[1]], [t.stride(0), 1], [rows, cols])
-        return descriptor(t, [t.shape[1], t.shape[0]], [t.stride(1), 1], [cols, rows])
+            return [t.shape[0], t.shape[1]], [t.stride(0), 1], [rows, cols]
+        return [t.shape[1], t.shape[0]], [t.stride(1), 1], [cols, rows]
 
     def run(config):
         meta = config.meta()
         per_sm = meta.pop("PER_SM", 1)
         bm, bn, bk = meta["BLOCK_M"], meta["BLOCK_N"], meta["BLOCK_K"]
-        a_desc = desc(a2, a_kmajor, bm, bk)
-        # B is (K, N); "kmajor" descriptors run over its transpose, the (N, K) weight
-        b_desc = desc(b2.t(), True, bn, bk) if b_kmajor else descriptor(
-            b2, [K, N], [b2.stride(0), 1], [bk, bn])
-        c_desc = descriptor(c2, [M, c2.shape[1]], [c2.stride(0), 1], [bm, bn // 2 if gated == 2 else bn])
-        z_desc = zu_desc = None
-        if z is not None:
-            z_desc = descriptor(z, [M, N], [z.stride(0), 1], [bm, bn])
-            if gated == 1:
-                zu_desc = descriptor(z[:, N:], [M, N], [z.stride(0), 1], [bm, bn])
+        la = layout(a2, a_kmajor, bm, bk)
+        # B is (K, N); "kmajor" descriptors run over its transpose, the (N, K) weight (same address)
+        lb = layout(b2.t(), True, bn, bk) if b_kmajor else ([K, N], [b2.stride(0), 1], [bk, bn])
+        lc = [M, c2.shape[1]], [c2.stride(0), 1], [bm, bn // 2 if gated == 2 else bn]
+        lz = ([M, N], [z.stride(0), 1], [bm, bn]) if z is not None else None
+        up = lz is not None and gated == 1  # the up half of z, N columns on
         tiles = _cdiv(M, bm) * _cdiv(N, bn)
-        programs = max(1, min(tiles, per_sm * num_sms(a.device.index)))
-        launch(_matmul_tma, (programs,), a_desc, b_desc, c_desc, z_desc, zu_desc, bias, residual,
-               M, N, K, residual.stride(0) if residual is not None else 0, programs,
-               ACT=act, HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, STORE_Z=z is not None,
-               GATED=gated, A_KMAJOR=a_kmajor, B_KMAJOR=b_kmajor, **meta, **(pdl or _pdl.OFF))
+        grid = (max(1, min(tiles, per_sm * num_sms(a.device.index))),)
+        tail = (M, N, K, residual.stride(0) if residual is not None else 0, grid[0])
+        kw = dict(ACT=act, HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, STORE_Z=z is not None,
+                  GATED=gated, A_KMAJOR=a_kmajor, B_KMAJOR=b_kmajor, **meta, **(pdl or _pdl.OFF))
+
+        def plan(a, b, out, bias, residual, z):  # (a descriptor's base gives only the address and dtype)
+            launch(_matmul_tma, grid, descriptor(a, *la), descriptor(b, *lb), descriptor(out, *lc),
+                   descriptor(z, *lz) if lz else None, descriptor(z[:, N:], *lz) if up else None,
+                   bias, residual, *tail, **kw)
+        plan(a, b, out, bias, residual, z)
+        return plan
 
     return run
 
@@ -277,7 +301,7 @@ def _linear_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 def _linear_bwd(dy: torch.Tensor, z: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, act: int,
                 need_dx: bool, need_dw: bool, need_db: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     M, N, K = x.shape[0], weight.shape[0], x.shape[1]
-    dx = dw = db = x.new_empty(0)
+    dx = dw = db = None  # (those not wanted: one empty tensor at the end; each call costs host time)
     g = dy  # dY * act'(Z): one elementwise pass, which also sums the bias gradient
     if act or need_db:
         if act:
@@ -310,6 +334,9 @@ def _linear_bwd(dy: torch.Tensor, z: torch.Tensor, x: torch.Tensor, weight: torc
     if need_dw:  # G^T @ X
         dw = empty((N, K), dtype=weight.dtype, device=x.device)
         _plain_gemm(g.t(), x, dw)
+    if dx is None or dw is None or db is None:
+        none = x.new_empty(0)
+        dx, dw, db = (none if t is None else t for t in (dx, dw, db))
     return dx, dw, db
 
 
@@ -326,7 +353,8 @@ def _grad(ctx, dy, _dz):
     dy = torch.zeros(x.shape[0], weight.shape[0], dtype=x.dtype, device=x.device) if dy is None else _rows(dy)
     dx, dw, db = ctx.backward_impl(dy, z, x, weight, ctx.act, need_x, need_w, need_b and ctx.has_bias)
     return (dx if need_x else None, dw if need_w else None,
-            db.to(ctx.bias_dtype) if need_b and ctx.has_bias else None, dy if need_r else None, None, None)
+            (db if db.dtype == ctx.bias_dtype else db.to(ctx.bias_dtype)) if need_b and ctx.has_bias else None,
+            dy if need_r else None, None, None)
 
 
 _LinearFn = register("linear", _linear_fwd, _linear_bwd, _setup, _grad, n_nondiff=1)
