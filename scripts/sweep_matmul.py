@@ -30,6 +30,7 @@ def sweep(name, fn, tuner, flops, baseline):
     rows = []
     for config in tuner.configs:
         tuner.chosen.clear()
+        mm._PLANS.clear()  # (the GEMM's remembered launches carry the config they were made with)
         orig = tuner.pick
         tuner.pick = lambda key, time_config, config=config, **kw: config
         try:
@@ -41,6 +42,7 @@ def sweep(name, fn, tuner, flops, baseline):
         finally:
             tuner.pick = orig
     tuner.chosen.clear()
+    mm._PLANS.clear()
     if rows:
         best = min(rows, key=lambda r: r[0])
         print(f"  best {best[0]:.1f} us ({baseline / best[0]:.2f}x baseline) {best[1].meta()}")
