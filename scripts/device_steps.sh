@@ -12,7 +12,8 @@
 #
 # Steps:
 #   tests       pytest -m gpu over all tests, plus the integration tests on the GPU (~15 min: two calls or more;
-#               tests-ops: tests/ops ~8 min, tests-rest: the launcher, PDL, captured steps, tests-int: integrations)
+#               tests-ops: tests/ops ~8 min, tests-rest: the launcher, PDL, captured steps, tests-int: integrations;
+#               tests-changed: the GEMM, MLP, softmax, loss, launcher and PDL GPU tests alone)
 #   norm        norm forward sweep + benchmarks/norm.py + scripts/norm_ab.py
 #   training    benchmarks/training.py (gpt2-124m, llama-1b; training-gpt2 / training-llama: one)
 #   generate    benchmarks/generate.py (generate-llama: the Llama-style model alone)
@@ -110,6 +111,10 @@ for step in "$@"; do
         tests-rest)
             run tests pytest_gpu_rest 300 python3 -m pytest -m gpu -q -rfE --tb=short tests \
                 --ignore=tests/ops --ignore=tests/integrations ;;
+        tests-changed)  # the GPU tests of what changed since the last full suite (ninth session: GEMM plans, softmax chunks)
+            run tests pytest_gpu_changed 400 python3 -m pytest -m gpu -q -rfE --tb=short tests/ops/test_matmul_gpu.py \
+                tests/ops/test_mlp_gpu.py tests/ops/test_softmax_gpu.py tests/ops/test_loss_gpu.py tests/test_launch.py \
+                tests/test_pdl.py ;;
         tests-int)
             run tests pytest_integrations 400 python3 -m pytest -q -rfE --tb=short tests/integrations ;;
         norm)
