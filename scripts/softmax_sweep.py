@@ -26,6 +26,7 @@ def main(argv=None) -> int:
     p.add_argument("--chunks", default="4096,8192,16384")
     p.add_argument("--warps", default="8,16,32")
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--store-cs", default="0", help="STORE_CS values to try: 0, 1 or 0,1 (the outputs' .cs hint)")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -36,16 +37,16 @@ def main(argv=None) -> int:
     y = torch.empty_like(x)
     ref = torch.softmax(x.float(), -1)
     gbytes = 2 * x.numel() * x.element_size() / 1e9
-    configs = [(bn, w, pf) for bn in map(int, a.chunks.split(",")) for w in map(int, a.warps.split(","))
-               for pf in (False, True)]
+    configs = [(bn, w, pf, cs) for bn in map(int, a.chunks.split(",")) for w in map(int, a.warps.split(","))
+               for pf in (False, True) for cs in (v == "1" for v in a.store_cs.split(","))]
     info, times = {}, {c: [] for c in configs}
 
     def call(c):
-        bn, w, pf = c
+        bn, w, pf, cs = c
         return _softmax_fwd[(M,)](
             x, x, y, x.stride(0), N, 0, 0, 0, 0, 1, 1, M, N, 1.0,
             LOG=False, HAS_SCALE=False, HAS_MASK=False, SINGLE_PASS=False,
-            BLOCK_M=1, BLOCK_N=bn, num_warps=w, PREFETCH=pf)
+            BLOCK_M=1, BLOCK_N=bn, num_warps=w, PREFETCH=pf, STORE_CS=cs)
 
     for c in configs:
         try:
@@ -62,8 +63,8 @@ def main(argv=None) -> int:
             times[c].append(triton.testing.do_bench(lambda: call(c), warmup=10, rep=60, return_mode="median"))
     rows = []
     for c in configs:
-        bn, w, pf = c
-        r = dict(block_n=bn, warps=w, prefetch=pf, **info[c])
+        bn, w, pf, cs = c
+        r = dict(block_n=bn, warps=w, prefetch=pf, store_cs=cs, **info[c])
         if times[c]:
             r["ms"] = min(times[c])
             r["ms_all"] = times[c]

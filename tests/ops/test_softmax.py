@@ -56,6 +56,13 @@ def test_multi_pass(op, dtype, N, device, chunked):
     _check(op, x.to(dtype), scale=0.7, mask=mask)
 
 
+@pytest.mark.parametrize("op", OPS)
+def test_multi_pass_streaming_stores(op, device, chunked, monkeypatch):
+    """STORE_CS (the outputs' .cs hint, TRITONIC_SOFTMAX_STORE_CS=1) writes the same values."""
+    monkeypatch.setattr(sm_ops, "STORE_CS", True)
+    _check(op, torch.randn(3, 100, device=device) * 4, scale=0.5)
+
+
 def test_multi_pass_is_taken(device, chunked):
     assert not sm_ops._config(100, sm_ops.FUSED_WIDTH, sm_ops.CHUNK)[0]
     assert sm_ops._config(100, 16384, 4096)[0]

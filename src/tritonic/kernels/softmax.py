@@ -100,6 +100,8 @@ def _softmax_fwd(
     BLOCK_M: tl.constexpr,  # rows per program
     BLOCK_N: tl.constexpr,  # columns per chunk (a power of two)
     PREFETCH: tl.constexpr = False,  # multi-pass: load the next chunk before reducing this one
+    STORE_CS: tl.constexpr = False,  # multi-pass: write Y with the streaming hint (.cs), so that the
+    # outputs take less of L2 from the rows pass 2 reads again
 ):
     pid = tl.program_id(0)
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -175,7 +177,10 @@ def _softmax_fwd(
             else:
                 z = _logits(X, rows[:, None] * stride_x + c[None, :], keep, bounds, scale, HAS_SCALE, "evict_first")
             y = _outputs(z, m, s, LOG)
-            tl.store(Y + rows[:, None] * stride_y + c[None, :], y.to(out_dtype), mask=bounds)
+            if STORE_CS:
+                tl.store(Y + rows[:, None] * stride_y + c[None, :], y.to(out_dtype), mask=bounds, cache_modifier=".cs")
+            else:
+                tl.store(Y + rows[:, None] * stride_y + c[None, :], y.to(out_dtype), mask=bounds)
 
 
 @triton.jit

@@ -53,6 +53,9 @@ PREFETCH = os.environ.get("TRITONIC_SOFTMAX_PREFETCH", "1").strip() != "0"
 # best of 2-3 rounds: 8192 0.924 ms, 16384 0.881 ms = 2.44 TB/s at 119 registers, no spills; 16384 over
 # 32 warps 0.913; 32768 spills). The backward and the plain loop keep CHUNK.
 FWD_CHUNK = 16384
+# The multi-pass forward's output stores with the streaming hint (.cs); off until an H100 sweep
+# (scripts/softmax_sweep.py --store-cs) says it keeps more of pass 2's reads in L2.
+STORE_CS = os.environ.get("TRITONIC_SOFTMAX_STORE_CS", "0").strip() == "1"
 
 
 # ----------------------------------------------------------------------------- references
@@ -159,6 +162,7 @@ def _launch_fwd(x, mask, scale, log):
         x2.stride(0), N, *strides, *sizes, M, N, scale,
         LOG=log, HAS_SCALE=scale != 1.0, HAS_MASK=m is not None, SINGLE_PASS=single,
         BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps, PREFETCH=PREFETCH and not single,
+        STORE_CS=STORE_CS and not single,
     )
     return y
 
