@@ -184,6 +184,75 @@ def _softmax_fwd(
 
 
 @triton.jit
+def _softmax_split(
+    X,  # input, (M, N), unit column stride
+    Y,  # output, (M, N)
+    STATS,  # float32 (M, S, 2): each slice's maximum and its sum of exponentials relative to it
+    COUNT,  # int32 (M,), zeros: the slices of a row that have filed their STATS (PHASE 0)
+    stride_x, stride_y, M, N,
+    scale,
+    LOG: tl.constexpr,
+    HAS_SCALE: tl.constexpr,
+    S: tl.constexpr,  # programs (slices) per row: cdiv(N, BLOCK_N), a power of two
+    BLOCK_N: tl.constexpr,  # columns per slice (a power of two)
+    PHASE: tl.constexpr,  # 0: all in one cooperative launch; 1: the STATS only; 2: the outputs from them
+):
+    """Softmax of wide rows, each split over S programs that hold their slice in registers,
+    so that the row is read from memory once (the multi-pass kernel reads it twice).
+
+    Work item ``i`` is slice ``i % S`` of row ``i // S``; program ``p`` takes items ``p``,
+    ``p + P``, ... for ``P`` programs, ``P`` a multiple of ``S``, so the S slices of a row are
+    taken in the same round by S different programs. With ``PHASE`` 0 the grid is launched
+    cooperatively (every program resident at once): a program files its slice's maximum and
+    sum, counts itself in at COUNT[row] (release), waits until all S have (acquire), combines
+    the S partial results and writes its slice's outputs. The next item's slice is loaded
+    before the wait. PHASE 1 and 2 do the halves in two launches, which needs no waiting
+    (Triton's interpreter runs programs one after another), at the cost of reading x twice."""
+    pid = tl.program_id(0)
+    P = tl.num_programs(0)
+    items = M * S
+    cols = tl.arange(0, BLOCK_N)[None, :]
+    parts = tl.arange(0, S)
+    out_dtype = Y.dtype.element_ty
+    nxt = pid
+    c = (nxt % S) * BLOCK_N + cols
+    x_next = tl.load(X + (nxt // S).to(tl.int64) * stride_x + c, mask=(c < N) & (nxt < items), other=0.0,
+                     eviction_policy="evict_first")
+    for item in range(pid, items, P):
+        row = item // S
+        part = item % S
+        c = part * BLOCK_N + cols
+        inb = c < N
+        x = x_next
+        nxt = item + P  # (loaded now: in flight while this slice waits for the others)
+        cn = (nxt % S) * BLOCK_N + cols
+        x_next = tl.load(X + (nxt // S).to(tl.int64) * stride_x + cn, mask=(cn < N) & (nxt < items), other=0.0,
+                         eviction_policy="evict_first")
+        z = _as_logits(x, inb, scale, HAS_SCALE)
+        if PHASE != 2:
+            m = tl.max(z, axis=1)  # [1]
+            ssum = tl.sum(tl.exp(z - _finite_max(m)[:, None]), axis=1)
+            base = (row * S + part) * 2
+            tl.store(STATS + base + tl.arange(0, 1), m)
+            tl.store(STATS + base + 1 + tl.arange(0, 1), ssum)
+            if PHASE == 0:
+                tl.debug_barrier()  # every thread's part of the row done before the count
+                tl.atomic_add(COUNT + row, 1, sem="release", scope="gpu")
+                arrived = tl.atomic_add(COUNT + row, 0, sem="acquire", scope="gpu")
+                while arrived < S:
+                    arrived = tl.atomic_add(COUNT + row, 0, sem="acquire", scope="gpu")
+                tl.debug_barrier()
+        if PHASE != 1:
+            pm = tl.load(STATS + (row * S + parts[None, :]) * 2, cache_modifier=".cg")  # maxima (-inf: nothing kept)
+            ps = tl.load(STATS + (row * S + parts[None, :]) * 2 + 1, cache_modifier=".cg")  # relative to finite pm
+            gm = _finite_max(tl.max(pm, axis=1))  # [1]
+            # a slice with maximum -inf has sum 0 and weight exp(-inf) = 0
+            gs = tl.sum(ps * tl.exp(pm - gm[:, None]), axis=1)
+            y = _outputs(z, gm, gs, LOG)
+            tl.store(Y + row.to(tl.int64) * stride_y + c, y.to(out_dtype), mask=inb)
+
+
+@triton.jit
 def _bwd_tile(y, dy, keep, LOG: tl.constexpr):
     """The per-element terms of a tile: (what the row sum adds up, its own factors).
     Softmax: dx = y * (dy - sum(dy * y)); log-softmax: dx = dy - exp(y) * sum(dy), over the
