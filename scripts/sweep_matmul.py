@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from triton.testing import do_bench
 
 mm = importlib.import_module("tritonic.ops.matmul")
+lin = importlib.import_module("tritonic.ops.linear")
 gated_ops = importlib.import_module("tritonic.ops.gated")
 
 
@@ -57,27 +58,27 @@ def main(only=None):
     b = torch.randn(3072, device=dev, dtype=h)
     fl = 2 * 4096 * 3072 * 768
     if only == "epilogue":
-        sweep("bert-ffn linear+gelu", lambda: mm.linear(x, w, b, activation="gelu"), mm._tma_tuner, fl,
+        sweep("bert-ffn linear+gelu", lambda: lin.linear(x, w, b, activation="gelu"), mm._tma_tuner, fl,
               bench(lambda: F.gelu(F.linear(x, w, b))))
         xl = torch.randn(4096, 4096, device=dev, dtype=torch.bfloat16)
         wl = torch.randn(2 * 14336, 4096, device=dev, dtype=torch.bfloat16) / 64
         sweep("llama gated fwd", lambda: gated_ops.gated_linear(xl, wl), mm._tma_gated_tuner, 2 * 4096 * 2 * 14336 * 4096,
               bench(lambda: gated_ops.gated_linear_reference(xl, wl)))
         return
-    sweep("bert-ffn linear only (fp16 4096x768->3072)", lambda: mm.linear(x, w, b), mm._tma_tuner, fl,
+    sweep("bert-ffn linear only (fp16 4096x768->3072)", lambda: lin.linear(x, w, b), mm._tma_tuner, fl,
           bench(lambda: F.linear(x, w, b)))
-    sweep("bert-ffn linear+gelu", lambda: mm.linear(x, w, b, activation="gelu"), mm._tma_tuner, fl,
+    sweep("bert-ffn linear+gelu", lambda: lin.linear(x, w, b, activation="gelu"), mm._tma_tuner, fl,
           bench(lambda: F.gelu(F.linear(x, w, b))))
     # the backward's pieces, each on its own (autotuned as usual)
     dy, z = torch.randn(4096, 3072, device=dev, dtype=h), torch.randn(4096, 3072, device=dev, dtype=h)
     print("\n== bert-ffn backward pieces (us): ours vs torch")
-    print(f"  act_grad+db   {bench(lambda: mm._linear_bwd(dy, z, x, w, 2, False, False, True)):8.1f}"
+    print(f"  act_grad+db   {bench(lambda: lin._linear_bwd(dy, z, x, w, 2, False, False, True)):8.1f}"
           f"  torch gelu_backward+sum {bench(lambda: (torch.ops.aten.gelu_backward(dy, z), dy.sum(0))):8.1f}")
-    print(f"  dX = G @ W    {bench(lambda: mm._linear_bwd(dy, z, x, w, 0, True, False, False)):8.1f}"
+    print(f"  dX = G @ W    {bench(lambda: lin._linear_bwd(dy, z, x, w, 0, True, False, False)):8.1f}"
           f"  torch {bench(lambda: dy @ w):8.1f}")
-    print(f"  dW = G^T @ X  {bench(lambda: mm._linear_bwd(dy, z, x, w, 0, False, True, False)):8.1f}"
+    print(f"  dW = G^T @ X  {bench(lambda: lin._linear_bwd(dy, z, x, w, 0, False, True, False)):8.1f}"
           f"  torch {bench(lambda: dy.t() @ x):8.1f}")
-    print(f"  all           {bench(lambda: mm._linear_bwd(dy, z, x, w, 2, True, True, True)):8.1f}")
+    print(f"  all           {bench(lambda: lin._linear_bwd(dy, z, x, w, 2, True, True, True)):8.1f}")
     bf = torch.bfloat16
     xl = torch.randn(4096, 4096, device=dev, dtype=bf)
     wl = torch.randn(2 * 14336, 4096, device=dev, dtype=bf) / 64

@@ -201,7 +201,7 @@ def test_traced_ops_do_not_tune(monkeypatch):
 
     import torch
 
-    mm = importlib.import_module("tritonic.ops.matmul")
+    mm = importlib.import_module("tritonic.ops.linear")
     attn = importlib.import_module("tritonic.ops.attention")
     seen = []
 

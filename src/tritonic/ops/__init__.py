@@ -10,7 +10,8 @@ from tritonic.ops.activation import (geglu, geglu_reference, gelu, gelu_referenc
 from tritonic.ops.attention import attention, attention_reference, attention_varlen, attention_varlen_reference
 from tritonic.ops.attention_decode import attention_decode, attention_decode_reference
 from tritonic.ops.gated import gated_linear, gated_linear_reference, interleave_gate_up
-from tritonic.ops.matmul import linear, linear_reference, matmul
+from tritonic.ops.linear import linear, linear_reference
+from tritonic.ops.matmul import matmul
 from tritonic.ops.embedding import embedding, embedding_reference
 from tritonic.ops.loss import (cross_entropy, cross_entropy_reference, fused_linear_cross_entropy,
                               fused_linear_cross_entropy_reference)

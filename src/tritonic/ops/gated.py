@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from tritonic.kernels.matmul import _gated_grad
 from tritonic.ops._register import register
-from tritonic.ops.matmul import ACTIVATIONS, _act_torch, _cdiv, _gemm, _plain_gemm, _rows
+from tritonic.ops.linear import _act_torch
+from tritonic.ops.matmul import ACTIVATIONS, _cdiv, _gemm, _plain_gemm, _rows
 from tritonic.runtime import empty, interpreter_active, warn_once
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
 from tritonic.runtime.launcher import is_traced, launch
