@@ -120,7 +120,7 @@ def _gemm(a, b, out, *, bias=None, residual=None, z=None, act=0, batch=1, gated=
     holds the gate columns then the up columns (1) or the two alternating (2); z then holds
     both, in ``b``'s column order."""
     traced = is_traced(a, b)
-    if not traced:  # a call like an earlier one (shapes, strides, alignments, flags): its launch again
+    if not traced and PLANS_ON:  # a call like an earlier one (shapes, strides, alignments, flags): its launch again
         pkey = (a.shape, a.stride(), b.shape, b.stride(), out.shape, out.stride(), a.dtype, a.device,
                 a.data_ptr() & 15, b.data_ptr() & 15, out.data_ptr() & 15, bias is None,
                 None if residual is None else residual.stride(), None if z is None else (z.stride(), z.data_ptr() & 15),
@@ -189,7 +189,7 @@ def _gemm(a, b, out, *, bias=None, residual=None, z=None, act=0, batch=1, gated=
             break
         else:
             raise
-    if not traced and (key is None or tuner.chosen.get(key) is config) and len(_PLANS) < 4096:
+    if not traced and PLANS_ON and (key is None or tuner.chosen.get(key) is config) and len(_PLANS) < 4096:
         _PLANS[pkey] = plan  # (only a decided config: one picked inside a capture may be tuned later)
     return out
 
@@ -198,6 +198,7 @@ def _gemm(a, b, out, *, bias=None, residual=None, z=None, act=0, batch=1, gated=
 # everything but the tensors worked out (descriptor shapes, grid, keywords): ~18 -> ~6 us of
 # host time per product on the CPU box, launches stubbed. Keyed by all _gemm's decisions read.
 _PLANS: dict = {}
+PLANS_ON = os.environ.get("TRITONIC_GEMM_PLANS", "1").strip() != "0"  # 0: build every launch afresh
 
 
 # TRITONIC_PLAIN_GEMM=triton keeps the backward's plain products on our kernels (for A/B runs)
