@@ -115,7 +115,10 @@ for step in "$@"; do
         tests-changed)  # the GPU tests of what changed since the last full suite (ninth session: GEMM plans, softmax chunks)
             run tests pytest_gpu_changed 400 python3 -m pytest -m gpu -q -rfE --tb=short tests/ops/test_matmul_gpu.py \
                 tests/ops/test_mlp_gpu.py tests/ops/test_softmax_gpu.py tests/ops/test_loss_gpu.py tests/test_launch.py \
-                tests/test_pdl.py ;;
+                tests/test_pdl.py
+            # (the interpreter tests on the GPU: the split softmax's cooperative form, the GEMM's remembered launches)
+            run tests pytest_cuda_new 150 python3 -m pytest -q -rfE --tb=short tests/ops/test_softmax.py \
+                tests/ops/test_matmul.py -k "split or remembered or multi_pass" ;;
         tests-int)
             run tests pytest_integrations 400 python3 -m pytest -q -rfE --tb=short tests/integrations ;;
         norm)
