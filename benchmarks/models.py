@@ -148,22 +148,42 @@ class _Compiles:
 
     def __init__(self):
         self.n, self.seconds, self.by, self._t = 0, 0.0, {}, []
+        self.launchers, self.launcher_s = 0, 0.0  # Triton's per-signature C launchers (gcc when not cached)
         try:
             from triton import knobs
 
             self.knobs = knobs.runtime
         except ImportError:  # an older Triton: no counts
             self.knobs = None
+        try:
+            from triton.backends.nvidia import driver as nvdriver
+
+            self.driver = nvdriver if hasattr(nvdriver, "compile_module_from_src") else None
+        except ImportError:
+            self.driver = None
 
     def __enter__(self):
         if self.knobs is not None:
             self._saved = (self.knobs.jit_cache_hook, self.knobs.jit_post_compile_hook)
             self.knobs.jit_cache_hook, self.knobs.jit_post_compile_hook = self._pre, self._post
+        if self.driver is not None:
+            real = self._real_build = self.driver.compile_module_from_src
+
+            def build(*a, **k):  # a kernel's first load builds (or loads) its launcher module
+                t = time.perf_counter()
+                try:
+                    return real(*a, **k)
+                finally:
+                    self.launchers += 1
+                    self.launcher_s += time.perf_counter() - t
+            self.driver.compile_module_from_src = build
         return self
 
     def __exit__(self, *exc):
         if self.knobs is not None:
             self.knobs.jit_cache_hook, self.knobs.jit_post_compile_hook = self._saved
+        if self.driver is not None:
+            self.driver.compile_module_from_src = self._real_build
 
     def _pre(self, *, fn=None, compile=None, **_):
         self.n += 1
@@ -182,7 +202,8 @@ class _Compiles:
 
     def summary(self) -> dict:
         top = sorted(self.by.items(), key=lambda kv: -kv[1])
-        return {"compiles": self.n, "compile_s": round(self.seconds, 3), "compiled": dict(top)}
+        return {"compiles": self.n, "compile_s": round(self.seconds, 3), "compiled": dict(top),
+                "launcher_builds": self.launchers, "launcher_build_s": round(self.launcher_s, 3)}
 
 
 def _host_probe_us(n: int = 2000) -> float:
@@ -239,7 +260,9 @@ def first_call(argv) -> int:
             got["c_launch_build_s"] = round(_launcher.c_build_seconds, 3)  # (the first model of a process builds it)
             _launcher.c_build_seconds = 0.0
             print(f"{case['name']} {kind}: first call {s:.2f} s; {got['compiles']} Triton compiles, "
-                  f"{got['compile_s']:.2f} s in them (host probe {host_us:.1f} us a torch op)", flush=True)
+                  f"{got['compile_s']:.2f} s in them; {got['launcher_builds']} launcher modules, "
+                  f"{got['launcher_build_s']:.2f} s; C launch build {got['c_launch_build_s']:.2f} s "
+                  f"(host probe {host_us:.1f} us a torch op)", flush=True)
             for name, count in got["compiled"].items():
                 print(f"    {count:3d}  {name}", flush=True)
             rows.append({"bench": "models_first_call", "case": case["name"], "mode": "fwd", "provider": kind,
