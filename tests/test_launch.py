@@ -487,6 +487,34 @@ def test_precompile_submits_compiles_and_runs_nothing(monkeypatch):
     assert ran == [(3,)] and len(warmed) == 1
 
 
+def test_precompile_builds_the_launchers_of_kernels_not_loaded(monkeypatch):
+    """Leaving precompile() builds Triton's per-signature launchers of the kernels it compiled
+    (in the pool), skipping kernels already loaded and missing ones; a failing build is left
+    for the real load to report."""
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    import importlib
+
+    from tritonic.runtime import precompile as P
+
+    D = importlib.import_module("triton.runtime.driver")  # (the module: triton.runtime.driver is also a name in it)
+
+    built = []
+
+    def launcher_cls(src, metadata):
+        if src == "bad":
+            raise RuntimeError("gcc failed")
+        built.append((src, metadata))
+
+    monkeypatch.setattr(D, "driver", SimpleNamespace(active=SimpleNamespace(launcher_cls=launcher_cls)))
+    kernels = [SimpleNamespace(src="a", metadata=1, _run=None), SimpleNamespace(src="b", metadata=2, _run=object()),
+               None, SimpleNamespace(src="bad", metadata=3, _run=None), SimpleNamespace(src="c", metadata=4)]
+    with ThreadPoolExecutor(2) as pool:
+        assert P._warm_launchers(pool, kernels) == 3
+    assert sorted(built) == [("a", 1), ("c", 4)]
+
+
 def test_c_launch_leaks_no_references(c_launch, monkeypatch):
     """Reference counts of the arguments stay put over many fast and slow C launches."""
     import sys

@@ -8,6 +8,10 @@ the compiles, so a forward run inside it, on any inputs, leaves the real run wit
 compiled in parallel (Triton's compiles release the GIL: 4 compiles took half the time of
 one after another in 2 threads on the dev CPU). The outputs of a run inside are garbage.
 optimize()'s CUDA graphs use it before their warm-up when TRITONIC_PRECOMPILE=1.
+
+Triton also builds a small C launcher per kernel signature when a compiled kernel is first
+loaded (gcc, where its cache has none yet), one after another during the real run; leaving
+the block builds those too, in the same pool, so the real run finds them in the cache.
 """
 
 from __future__ import annotations
@@ -60,6 +64,27 @@ class precompile:
         launcher._precompiling = False
         try:
             self.mode.__exit__(None, None, None)  # waits for the compiles (their errors are ignored)
+            _warm_launchers(self.pool, [f.kernel for f in getattr(self.mode, "future_kernels", {}).values()])
         finally:
             self.pool.shutdown(wait=True)
         return False
+
+
+def _warm_launchers(pool, kernels) -> int:
+    """Build the Triton launchers of compiled kernels not loaded yet, in ``pool``, so that their
+    first load finds them in Triton's cache; errors are left for the real load to report.
+    Returns how many were submitted."""
+    try:
+        from triton.runtime.driver import driver
+
+        build = driver.active.launcher_cls  # (no CUDA call: it generates and compiles C only)
+    except Exception:  # another Triton, or no driver: nothing to warm
+        return 0
+    jobs = [pool.submit(build, k.src, k.metadata) for k in kernels
+            if k is not None and getattr(k, "_run", None) is None and hasattr(k, "src") and hasattr(k, "metadata")]
+    for job in jobs:
+        try:
+            job.result()
+        except Exception:
+            pass
+    return len(jobs)
