@@ -508,11 +508,16 @@ def test_precompile_builds_the_launchers_of_kernels_not_loaded(monkeypatch):
         built.append((src, metadata))
 
     monkeypatch.setattr(D, "driver", SimpleNamespace(active=SimpleNamespace(launcher_cls=launcher_cls)))
-    kernels = [SimpleNamespace(src="a", metadata=1, _run=None), SimpleNamespace(src="b", metadata=2, _run=object()),
-               None, SimpleNamespace(src="bad", metadata=3, _run=None), SimpleNamespace(src="c", metadata=4)]
-    with ThreadPoolExecutor(2) as pool:
+    def src(name, sig):
+        return SimpleNamespace(name=name, signature=sig)
+
+    a, a2 = src("a", {"x": "*fp32", "B": "constexpr"}), src("a2", {"x": "*fp32", "B": "constexpr"})
+    kernels = [SimpleNamespace(src=a, metadata=1, _run=None), SimpleNamespace(src=a2, metadata=5, _run=None),
+               SimpleNamespace(src=src("b", {}), metadata=2, _run=object()), None,
+               SimpleNamespace(src="bad", metadata=3, _run=None), SimpleNamespace(src=src("c", {"y": "i32"}), metadata=4)]
+    with ThreadPoolExecutor(2) as pool:  # a2 has a's signature (another config): one launcher for both
         assert P._warm_launchers(pool, kernels) == 3
-    assert sorted(built) == [("a", 1), ("c", 4)]
+    assert sorted(s.name for s, _ in built) == ["a", "c"]
 
 
 def test_c_launch_leaks_no_references(c_launch, monkeypatch):

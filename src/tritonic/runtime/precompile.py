@@ -80,8 +80,17 @@ def _warm_launchers(pool, kernels) -> int:
         build = driver.active.launcher_cls  # (no CUDA call: it generates and compiles C only)
     except Exception:  # another Triton, or no driver: nothing to warm
         return 0
-    jobs = [pool.submit(build, k.src, k.metadata) for k in kernels
-            if k is not None and getattr(k, "_run", None) is None and hasattr(k, "src") and hasattr(k, "metadata")]
+    jobs, seen = [], set()
+    for k in kernels:
+        if k is None or getattr(k, "_run", None) is not None or not hasattr(k, "src") or not hasattr(k, "metadata"):
+            continue
+        try:  # the launcher's source follows the signature: the tuner's configs of a kernel share one
+            sig = (tuple(k.src.signature.items()), repr(getattr(k.metadata, "tensordesc_meta", None)))
+        except (AttributeError, TypeError):
+            sig = id(k)
+        if sig not in seen:
+            seen.add(sig)
+            jobs.append(pool.submit(build, k.src, k.metadata))
     for job in jobs:
         try:
             job.result()
