@@ -77,7 +77,9 @@ def main(argv=None) -> int:
 
         sm = importlib.import_module("tritonic.ops.softmax")
         sm.SPLIT = True
-        for bn, w, per_sm in [(16384, 16, 1), (8192, 8, 2), (8192, 16, 1), (16384, 32, 1), (32768, 32, 1)]:
+        # (two programs per SM last: if a cooperative launch were not honoured, a grid larger than
+        # what is resident at once could wait forever; the device step's timeout ends it then)
+        for bn, w, per_sm in [(16384, 16, 1), (8192, 16, 1), (16384, 32, 1), (32768, 32, 1), (8192, 8, 2)]:
             sm.SPLIT_BLOCK_N, sm.SPLIT_WARPS, sm.SPLIT_PER_SM = bn, w, per_sm
             r = dict(split=True, block_n=bn, warps=w, per_sm=per_sm)
             try:
