@@ -56,6 +56,8 @@
 #   claunch-lite  the launcher tests and the norm GPU tests with TRITONIC_C_LAUNCH=2, then breakdown and
 #               launch.py with 1 and 2 (claunch without the whole GPU suite)
 #   models-bert / models-gpt2 / models-llama  models-tritonic for one model
+#   next10a / next10b  the ninth session's unmeasured work in two calls: tests-changed + softmaxsweep, then
+#               firstcall-ab + firstcall-quick
 #   next7       the seventh session's unmeasured work in one go (~14 min): geluab-erf, bertffn, models-bert, pdl,
 #               attnshort, launch3, softmaxab
 #   attnshort   scripts/attn_short_ab.py: the attention forward's configs at issue 7's short sequences (batch 1 and 8)
@@ -154,6 +156,10 @@ for step in "$@"; do
             done ;;
         next7)
             bash "$0" geluab-erf bertffn models-bert pdl attnshort launch3 softmaxab ;;
+        next10a)  # the ninth session's unmeasured work, first call of two (~8 min): tests, then the softmax sweep
+            bash "$0" tests-changed softmaxsweep ;;
+        next10b)  # second call (~8 min): the cold first calls (PDL A/B, then plain / precompiled)
+            bash "$0" firstcall-ab firstcall-quick ;;
         attnshort)
             run attnshort ab 200 python3 scripts/attn_short_ab.py --out "$R/attnshort/attn_short_ab.json" ;;
         softmaxsweep)
