@@ -56,7 +56,7 @@
 #   claunch-lite  the launcher tests and the norm GPU tests with TRITONIC_C_LAUNCH=2, then breakdown and
 #               launch.py with 1 and 2 (claunch without the whole GPU suite)
 #   models-bert / models-gpt2 / models-llama  models-tritonic for one model
-#   next10a / next10b  the ninth session's unmeasured work in two calls: tests-changed + softmaxsweep, then
+#   next10a / next10b  the ninth session's unmeasured work in two calls: softmaxsweep + tests-changed, then
 #               firstcall-ab + firstcall-quick
 #   next7       the seventh session's unmeasured work in one go (~14 min): geluab-erf, bertffn, models-bert, pdl,
 #               attnshort, launch3, softmaxab
@@ -156,8 +156,8 @@ for step in "$@"; do
             done ;;
         next7)
             bash "$0" geluab-erf bertffn models-bert pdl attnshort launch3 softmaxab ;;
-        next10a)  # the ninth session's unmeasured work, first call of two (~8 min): tests, then the softmax sweep
-            bash "$0" tests-changed softmaxsweep ;;
+        next10a)  # the ninth session's unmeasured work, first call of two (~8 min): the softmax sweep, then tests
+            bash "$0" softmaxsweep tests-changed ;;
         next10b)  # second call (~8 min): the cold first calls (PDL A/B, then plain / precompiled)
             bash "$0" firstcall-ab firstcall-quick ;;
         attnshort)
