@@ -173,15 +173,14 @@ def _launch_split(x2, y, M, N, scale, log, plan) -> bool:
     S, P = plan
     stats = empty((M, S, 2), dtype=torch.float32, device=x2.device)
     common = dict(LOG=log, HAS_SCALE=scale != 1.0, S=S, BLOCK_N=SPLIT_BLOCK_N, num_warps=SPLIT_WARPS)
-    args = (x2, y, stats)
     tail = (x2.stride(0), N, M, N, scale)
-    if interpreter_active():  # programs run one after another there: two launches, no waiting
-        launch(_softmax_split, (P,), *args, stats, *tail, PHASE=1, **common)
-        launch(_softmax_split, (P,), *args, stats, *tail, PHASE=2, **common)
+    if interpreter_active():  # programs run one after another there: two launches, no waiting (no COUNT)
+        for phase in (1, 2):
+            launch(_softmax_split, (P,), x2, y, stats, stats, *tail, PHASE=phase, **common)
         return True
     count = torch.zeros((M,), dtype=torch.int32, device=x2.device)
     try:
-        launch(_softmax_split, (P,), *args, count, *tail, PHASE=0, launch_cooperative_grid=True, **common)
+        launch(_softmax_split, (P,), x2, y, stats, count, *tail, PHASE=0, launch_cooperative_grid=True, **common)
     except RuntimeError as e:  # e.g. the grid does not fit at once on this GPU
         SPLIT = False
         warn_once(("softmax", "split"), f"softmax: the split forward could not launch ({e}); "

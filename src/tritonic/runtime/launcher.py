@@ -475,7 +475,7 @@ def _c_mode() -> str:
 def _init_c() -> None:
     """Build the C launch (once per process, at the first kernel on a GPU: nothing is compiled
     at import) and point ``launch`` at it, here and in the op modules that imported it."""
-    global _C, _C_DIRECT, _knobs, launch, _c_tried
+    global _C, _C_DIRECT, _knobs, launch, _c_tried, c_build_seconds
     _c_tried = True
     if not _c_wanted():
         return
@@ -486,7 +486,6 @@ def _init_c() -> None:
             _knobs = knobs.runtime
         except ImportError:  # triton < 3.4 kept the hooks on CompiledKernel
             from triton.compiler import CompiledKernel as _knobs
-    global c_build_seconds
     t0 = time.perf_counter()
     module = _build_c()
     c_build_seconds = time.perf_counter() - t0  # (a cold Triton cache compiles it: part of a first call)
