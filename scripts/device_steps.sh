@@ -61,8 +61,7 @@
 #   next7       the seventh session's unmeasured work in one go (~14 min): geluab-erf, bertffn, models-bert, pdl,
 #               attnshort, launch3, softmaxab
 #   attnshort   scripts/attn_short_ab.py: the attention forward's configs at issue 7's short sequences (batch 1 and 8)
-#   softmaxsweep scripts/softmax_sweep.py: the wide-row softmax forward's (BLOCK_N, warps, prefetch, .cs stores) grid,
-#               then the split forward (TRITONIC_SOFTMAX_SPLIT: a row over several programs of a cooperative grid)
+#   softmaxsweep scripts/softmax_sweep.py: the wide-row softmax forward's (BLOCK_N, warps, prefetch, .cs stores) grid
 #   softmaxab   the wide-row softmax (4096 x 131072) with TRITONIC_SOFTMAX_PREFETCH=0 / 1, twice in alternation
 #   bertffn     benchmarks/matmul.py for the BERT FFN case alone (issue 4's <= 43 us)
 #   geluab-erf  gelu_gemm_ab.py for the erf form at 1024 and 8192 rows only
@@ -118,9 +117,9 @@ for step in "$@"; do
             run tests pytest_gpu_changed 400 python3 -m pytest -m gpu -q -rfE --tb=short tests/ops/test_matmul_gpu.py \
                 tests/ops/test_mlp_gpu.py tests/ops/test_softmax_gpu.py tests/ops/test_loss_gpu.py tests/test_launch.py \
                 tests/test_pdl.py
-            # (the interpreter tests on the GPU: the split softmax's cooperative form, the GEMM's remembered launches)
+            # (the interpreter tests on the GPU: the softmax's multi-pass forward, the GEMM's remembered launches)
             run tests pytest_cuda_new 150 python3 -m pytest -q -rfE --tb=short tests/ops/test_softmax.py \
-                tests/ops/test_matmul.py -k "split or remembered or multi_pass" ;;
+                tests/ops/test_matmul.py -k "remembered or multi_pass" ;;
         tests-int)
             run tests pytest_integrations 400 python3 -m pytest -q -rfE --tb=short tests/integrations ;;
         norm)
@@ -164,7 +163,7 @@ for step in "$@"; do
             run attnshort ab 200 python3 scripts/attn_short_ab.py --out "$R/attnshort/attn_short_ab.json" ;;
         softmaxsweep)
             run softmaxsweep sweep 240 python3 scripts/softmax_sweep.py --chunks 8192,16384 --warps 16,32 --store-cs 0,1 \
-                --rounds 3 --split --out "$R/softmaxsweep/sweep.json" ;;
+                --rounds 3 --out "$R/softmaxsweep/sweep.json" ;;
         softmaxab)
             for round in 1 2; do for p in 0 1; do
                 TRITONIC_SOFTMAX_PREFETCH=$p run softmaxab "prefetch${p}_$round" 120 python3 benchmarks/memory_bound.py \

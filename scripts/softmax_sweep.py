@@ -27,7 +27,6 @@ def main(argv=None) -> int:
     p.add_argument("--warps", default="8,16,32")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--store-cs", default="0", help="STORE_CS values to try: 0, 1 or 0,1 (the outputs' .cs hint)")
-    p.add_argument("--split", action="store_true", help="also the split forward (TRITONIC_SOFTMAX_SPLIT) by parameters")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -72,30 +71,6 @@ def main(argv=None) -> int:
             r["tb_s"] = gbytes / r["ms"]  # GB per ms = TB/s
         rows.append(r)
         print(json.dumps(r), flush=True)
-    if a.split:  # the split forward through the op (TRITONIC_SOFTMAX_SPLIT's kernel), by its parameters
-        import importlib
-
-        sm = importlib.import_module("tritonic.ops.softmax")
-        sm.SPLIT = True
-        # (two programs per SM last: if a cooperative launch were not honoured, a grid larger than
-        # what is resident at once could wait forever; the device step's timeout ends it then)
-        for bn, w, per_sm in [(16384, 16, 1), (8192, 16, 1), (16384, 32, 1), (32768, 32, 1), (8192, 8, 2)]:
-            sm.SPLIT_BLOCK_N, sm.SPLIT_WARPS, sm.SPLIT_PER_SM = bn, w, per_sm
-            r = dict(split=True, block_n=bn, warps=w, per_sm=per_sm)
-            try:
-                out = sm.softmax(x)
-                torch.cuda.synchronize()
-                if not sm.SPLIT:
-                    raise RuntimeError("the cooperative launch failed (SPLIT turned itself off)")
-                r["err"] = (out.float() - ref).abs().max().item()
-                ts = [triton.testing.do_bench(lambda: sm.softmax(x), warmup=10, rep=60, return_mode="median")
-                      for _ in range(a.rounds)]
-                r.update(ms=min(ts), ms_all=ts, tb_s=gbytes / min(ts))
-            except Exception as e:  # noqa: BLE001 - report and go on
-                r["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
-                sm.SPLIT = True
-            rows.append(r)
-            print(json.dumps(r), flush=True)
     best = min((r for r in rows if "ms" in r), key=lambda r: r["ms"])
     print(f"best: {best}", flush=True)
     if a.out:

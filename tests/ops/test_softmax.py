@@ -57,55 +57,12 @@ def test_multi_pass(op, dtype, N, device, chunked):
 
 
 @pytest.mark.parametrize("op", OPS)
-def test_multi_pass_streaming_stores(op, device, chunked, monkeypatch):
-    """STORE_CS (the outputs' .cs hint, TRITONIC_SOFTMAX_STORE_CS=1) writes the same values."""
-    monkeypatch.setattr(sm_ops, "STORE_CS", True)
+@pytest.mark.parametrize("store_cs", [False, True], ids=["plain_stores", "cs_stores"])
+def test_multi_pass_streaming_stores(op, store_cs, device, chunked, monkeypatch):
+    """STORE_CS (the outputs' .cs hint, the default; TRITONIC_SOFTMAX_STORE_CS=0 turns it off)
+    writes the same values either way."""
+    monkeypatch.setattr(sm_ops, "STORE_CS", store_cs)
     _check(op, torch.randn(3, 100, device=device) * 4, scale=0.5)
-
-
-@pytest.fixture
-def split(monkeypatch):
-    """The split forward (TRITONIC_SOFTMAX_SPLIT=1) for rows over 16 columns, 16 per program;
-    counts its launches. In the interpreter it runs as its two-launch form (PHASE 1 and 2)."""
-    monkeypatch.setattr(sm_ops, "FUSED_WIDTH", 16)
-    monkeypatch.setattr(sm_ops, "SPLIT", True)
-    monkeypatch.setattr(sm_ops, "SPLIT_BLOCK_N", 16)
-    calls = []
-    real = sm_ops.launch
-    monkeypatch.setattr(sm_ops, "launch", lambda k, *a, **kw: (calls.append(k.__name__ if hasattr(k, "__name__")
-                                                                            else str(k)), real(k, *a, **kw))[1])
-    return calls
-
-
-@pytest.mark.parametrize("op", OPS)
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("N", [17, 48, 100])
-def test_split_forward(op, dtype, N, device, split):
-    x = torch.randn(6, N, device=device) * 4
-    x[2, : N // 2] = float("-inf")  # a slice with nothing finite: maximum -inf, sum 0
-    x[3] -= 300  # every logit far below 0
-    x[4, 5] = 40  # one slice holds the whole mass
-    _check(op, x.to(dtype), scale=0.7)
-    assert any("split" in c for c in split), split
-
-
-def test_split_forward_skips_masks_and_narrow_rows(device, split):
-    x = torch.randn(3, 40, device=device)
-    softmax(x, mask=torch.rand(3, 40, device=device) > 0.5)
-    softmax(x[:, :16])
-    assert not any("split" in c for c in split), split
-
-
-def test_split_plan_keeps_a_row_in_one_round(monkeypatch):
-    """P is a multiple of S (the slices of a row go to the same round) and at most the SMs the
-    cooperative grid may hold; a row too wide for SPLIT_MAX programs takes the multi-pass path."""
-    monkeypatch.setattr(sm_ops, "interpreter_active", lambda: False)
-    monkeypatch.setattr(sm_ops, "num_sms", lambda i: 132)
-    dev = torch.device("cuda", 0)
-    assert sm_ops._split_plan(131072, dev) == (8, 128)
-    assert sm_ops._split_plan(16385, dev) == (2, 132)
-    assert sm_ops._split_plan(100000, dev) == (8, 128)  # 7 slices rounded up to 8
-    assert sm_ops._split_plan(sm_ops.SPLIT_BLOCK_N * 128, dev) is None
 
 
 def test_multi_pass_is_taken(device, chunked):

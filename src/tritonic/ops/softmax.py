@@ -30,9 +30,9 @@ import os
 
 import torch
 
-from tritonic.kernels.softmax import _softmax_bwd, _softmax_fwd, _softmax_split
+from tritonic.kernels.softmax import _softmax_bwd, _softmax_fwd
 from tritonic.ops._register import register
-from tritonic.runtime import empty, interpreter_active, num_sms, warn_once
+from tritonic.runtime import empty, warn_once
 from tritonic.runtime import checks as _checks
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
 from tritonic.runtime.launcher import is_traced, launch
@@ -51,17 +51,17 @@ CHUNK = 8192  # columns per chunk of the multi-pass path (H100 sweep at 131072 w
 PREFETCH = os.environ.get("TRITONIC_SOFTMAX_PREFETCH", "1").strip() != "0"
 # The prefetching forward's chunk, 16 warps (scripts/softmax_sweep.py on an H100, 4096 x 131072 bf16,
 # best of 2-3 rounds: 8192 0.924 ms, 16384 0.881 ms = 2.44 TB/s at 119 registers, no spills; 16384 over
-# 32 warps 0.913; 32768 spills). The backward and the plain loop keep CHUNK.
+# 32 warps 0.913; 32768 spills). On an H200 (commit c900cca) 8192 was a little ahead: 0.730 ms against
+# 0.739 with STORE_CS, 0.745 against 0.789 without; 16384 stays, the H100's best. The backward and the
+# plain loop keep CHUNK.
 FWD_CHUNK = 16384
-# The multi-pass forward's output stores with the streaming hint (.cs); off until an H100 sweep
-# (scripts/softmax_sweep.py --store-cs) says it keeps more of pass 2's reads in L2.
-STORE_CS = os.environ.get("TRITONIC_SOFTMAX_STORE_CS", "0").strip() == "1"
-# TRITONIC_SOFTMAX_SPLIT=1 (opt-in until measured): rows wider than FUSED_WIDTH split over
-# several programs of one cooperative launch that keep their slice in registers and combine
-# their maxima and sums through memory, so x is read once (kernels/softmax.py _softmax_split).
-SPLIT = os.environ.get("TRITONIC_SOFTMAX_SPLIT", "0").strip() == "1"
-SPLIT_BLOCK_N, SPLIT_WARPS, SPLIT_PER_SM = 16384, 16, 1  # columns per program, warps, programs per SM
-SPLIT_MAX = 64  # at most this many programs per row (4 Mi columns at 16384 each)
+# The multi-pass forward writes its outputs with the streaming hint (.cs), meant to leave more of L2
+# to the rows pass 2 reads again; TRITONIC_SOFTMAX_STORE_CS=0 (read at import) turns it off.
+# H200, 4096 x 131072 bf16 forward (commit c900cca, triton 3.6, torch 2.11),
+# without -> with: 16384/16 warps/prefetch 0.789 -> 0.739 ms (2.91 TB/s), 8192/16/prefetch 0.745 ->
+# 0.730, plain loop 16384/16 0.991 -> 0.931; faster in every config swept. (A split forward that read
+# each row once, over the programs of a cooperative grid, was 0.92-2.65 ms there and was removed.)
+STORE_CS = os.environ.get("TRITONIC_SOFTMAX_STORE_CS", "1").strip() != "0"
 
 
 # ----------------------------------------------------------------------------- references
@@ -155,50 +155,12 @@ def _as_rows(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(1) == 1 else t.contiguous()
 
 
-def _split_plan(N: int, device) -> tuple[int, int] | None:
-    """(programs per row S, programs P) of the split forward for rows of N columns, or None."""
-    S = 1 << (_cdiv(N, SPLIT_BLOCK_N) - 1).bit_length()  # a power of two (slices past N do nothing)
-    if S > SPLIT_MAX:
-        return None
-    if interpreter_active():
-        return S, 4 * S  # (two launches there: any multiple of S)
-    P = num_sms(device.index) * SPLIT_PER_SM // S * S
-    return (S, P) if P >= S else None
-
-
-def _launch_split(x2, y, M, N, scale, log, plan) -> bool:
-    """The split forward (see SPLIT); False where it does not apply (then the caller runs the
-    multi-pass kernel): a GPU that will not hold the cooperative grid turns it off for good."""
-    global SPLIT
-    S, P = plan
-    stats = empty((M, S, 2), dtype=torch.float32, device=x2.device)
-    common = dict(LOG=log, HAS_SCALE=scale != 1.0, S=S, BLOCK_N=SPLIT_BLOCK_N, num_warps=SPLIT_WARPS)
-    tail = (x2.stride(0), N, M, N, scale)
-    if interpreter_active():  # programs run one after another there: two launches, no waiting (no COUNT)
-        for phase in (1, 2):
-            launch(_softmax_split, (P,), x2, y, stats, stats, *tail, PHASE=phase, **common)
-        return True
-    count = torch.zeros((M,), dtype=torch.int32, device=x2.device)
-    try:
-        launch(_softmax_split, (P,), x2, y, stats, count, *tail, PHASE=0, launch_cooperative_grid=True, **common)
-    except RuntimeError as e:  # e.g. the grid does not fit at once on this GPU
-        SPLIT = False
-        warn_once(("softmax", "split"), f"softmax: the split forward could not launch ({e}); "
-                  f"the multi-pass kernel runs instead")
-        return False
-    return True
-
-
 def _launch_fwd(x, mask, scale, log):
     """Softmax (``log``: log-softmax) of ``x`` over its last dimension; the output is
     contiguous, of ``x``'s shape."""
     x2 = _as_rows(x)
     M, N = x2.shape
     y = empty(tuple(x.shape), dtype=x.dtype, device=x.device)
-    if SPLIT and mask is None and N > FUSED_WIDTH and M > 0:
-        plan = _split_plan(int(N), x.device)
-        if plan is not None and _launch_split(x2, y, M, N, scale, log, plan):
-            return y
     m, strides, sizes = _mask_geometry(mask, tuple(x.shape))
     single, block_m, block_n, num_warps = _config(int(N), FUSED_WIDTH, FWD_CHUNK if PREFETCH else CHUNK)
     launch(
