@@ -91,6 +91,52 @@ def test_shipped_table_needs_no_tuning(monkeypatch):
         assert calls == []
 
 
+def test_a_sibling_gpus_table_fills_the_keys_this_gpus_lacks():
+    at.TABLES.mkdir(parents=True)
+    (at.TABLES / "h100-80gb-hbm3.json").write_text(json.dumps({"k|[4096]": CONFIGS[3].to_json(),
+                                                               "k|[8192]": CONFIGS[1].to_json()}))
+    (at.TABLES / "h200.json").write_text(json.dumps({"k|[8192]": CONFIGS[0].to_json()}))
+    assert at._siblings("h200") == ["h100-80gb-hbm3"] and at._siblings("h100-80gb-hbm3") == ["h200"]
+    assert at._siblings("gh200-480gb") == ["h100-80gb-hbm3", "h200"] and at._siblings("a10g") == []
+    t, calls = _timer()
+    h200 = at.Autotuner("k", CONFIGS)
+    assert h200.pick((4096,), t, device_name="NVIDIA H200", triton_version=TRITON) == CONFIGS[3]
+    assert h200.pick((8192,), t, device_name="NVIDIA H200", triton_version=TRITON) == CONFIGS[0]  # its own first
+    assert calls == []
+    # another architecture borrows nothing: it tunes
+    got = at.Autotuner("k", CONFIGS).pick((4096,), t, device_name="NVIDIA A10G", triton_version=TRITON)
+    assert got == CONFIGS[2] and calls == CONFIGS
+
+
+def test_tuning_compiles_every_config_side_by_side_first(monkeypatch):
+    from tritonic.runtime import launcher, precompile as pc
+
+    events = []
+
+    class FakePrecompile:  # what precompile() does to launches, without Triton's pool
+        active = True
+
+        def __enter__(self):
+            launcher._precompiling = True
+            return self
+
+        def __exit__(self, *exc):
+            launcher._precompiling = False
+            events.append("waited")
+
+    monkeypatch.setattr(pc, "precompile", FakePrecompile)
+
+    def run(c):
+        events.append(("compile" if launcher._precompiling else "run", c))
+
+    t = lambda c: at.time_run(run, c) if launcher._precompiling else (run(c), 1.0 if c == CONFIGS[2] else 2.0)[1]
+    assert _pick(at.Autotuner("k", CONFIGS), timer=t) == CONFIGS[2]
+    n = len(CONFIGS)
+    assert events[:n] == [("compile", c) for c in CONFIGS] and events[n] == "waited"
+    assert events[n + 1:] == [("run", c) for c in CONFIGS]
+    assert not launcher._precompiling
+
+
 def test_retune_times_again_over_the_cache_and_the_table(monkeypatch):
     at.TABLES.mkdir(parents=True)
     (at.TABLES / "h100-80gb-hbm3.json").write_text(json.dumps({"k|[4096]": CONFIGS[3].to_json()}))

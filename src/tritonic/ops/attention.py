@@ -30,7 +30,7 @@ from tritonic.kernels.attention import _attn_fwd
 from tritonic.kernels.attention_bwd import _attn_bwd_delta, _attn_bwd_dkdv, _attn_bwd_dq
 from tritonic.ops._register import register
 from tritonic.runtime import empty, has_tma, interpreter_active, warn_once
-from tritonic.runtime.autotune import Autotuner, Config, bucket
+from tritonic.runtime.autotune import Autotuner, Config, bucket, time_run
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
 from tritonic.runtime.launcher import descriptor, is_traced, launch
 from tritonic.runtime import pdl as _pdl
@@ -248,7 +248,7 @@ def _tuned_run(tuner, run, key, traced: bool = False) -> None:
     key = (str(dtype), bucket(Sq), bucket(Sk), *rest)
     config = tuner.chosen.get(key)
     if config is None:
-        config = tuner.pick(key, lambda c: _time(run, c),
+        config = tuner.pick(key, lambda c: time_run(run, c),
                             may_tune=not (traced or torch.cuda.is_current_stream_capturing()))
     try:
         run(config)
@@ -261,12 +261,6 @@ def _tuned_run(tuner, run, key, traced: bool = False) -> None:
             tuner.chosen[key] = other
             return
         raise
-
-
-def _time(run, config) -> float:
-    from triton.testing import do_bench
-
-    return do_bench(lambda: run(config), warmup=5, rep=20, return_mode="median")
 
 
 def _dims(q, k, varlen):

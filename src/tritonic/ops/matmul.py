@@ -28,7 +28,7 @@ from triton.runtime.errors import OutOfResources
 from tritonic.kernels.matmul import _matmul, _matmul_tma
 from tritonic.ops._register import register
 from tritonic.runtime import empty, has_tma, interpreter_active, num_sms, warn_once
-from tritonic.runtime.autotune import Autotuner, Config, bucket
+from tritonic.runtime.autotune import Autotuner, Config, bucket, time_run
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
 from tritonic.runtime.launcher import descriptor, is_traced, launch
 from tritonic.runtime import pdl as _pdl
@@ -175,7 +175,7 @@ def _gemm(a, b, out, *, bias=None, residual=None, z=None, act=0, batch=1, gated=
                z is not None, gated)
         config = tuner.chosen.get(key)
         if config is None:  # not decided in this process yet (no timing inside a CUDA graph)
-            config = tuner.pick(key, lambda c: _time(run, c), may_tune=not torch.cuda.is_current_stream_capturing())
+            config = tuner.pick(key, lambda c: time_run(run, c), may_tune=not torch.cuda.is_current_stream_capturing())
     try:
         plan = run(config)
     except OutOfResources:  # an untuned first config too large for this GPU: the first that fits
@@ -260,12 +260,6 @@ def _tma_runner(a, b, out, bias, residual, z, act, gated, pdl=None):
 
 def _cdiv(a, b):
     return (a + b - 1) // b
-
-
-def _time(run, config) -> float:
-    from triton.testing import do_bench
-
-    return do_bench(lambda: run(config), warmup=5, rep=20, return_mode="median")
 
 
 # ----------------------------------------------------------------------------- public API

@@ -7,10 +7,12 @@ op computes from its shapes, usually bucketed with :func:`bucket`):
 1. a choice made earlier in this process;
 2. the on-disk cache (``~/.cache/tritonic``, or ``TRITONIC_CACHE_DIR``), one JSON file per
    GPU and Triton version, so a process never re-tunes what an earlier one tuned;
-3. the table shipped inside the package for this GPU (``runtime/tables/<gpu>.json``);
+3. the table shipped inside the package for this GPU (``runtime/tables/<gpu>.json``), and
+   for keys it lacks, the table of a GPU of the same architecture (an H100's for an H200);
 4. otherwise, by ``TRITONIC_AUTOTUNE``:
 
-   - ``full`` (default): time every config and keep the fastest, in memory and on disk;
+   - ``full`` (default): time every config and keep the fastest, in memory and on disk (the
+     configs are first compiled side by side in a thread pool, see runtime/precompile.py);
    - ``cached``: use what 1-3 know, else the first config, never time;
    - ``off``: the shipped table or the first config; the disk cache is not read or written;
    - ``retune``: as ``full``, but steps 2 and 3 are skipped: every key this process meets is
@@ -27,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -165,10 +168,8 @@ def _cache_for(device_name: str, triton_version: str) -> CacheFile:
     return _files[path]
 
 
-def _shipped(device_name: str) -> dict:
-    from tritonic.runtime.device import gpu_slug
-
-    path = TABLES / f"{gpu_slug(device_name)}.json"
+def _table(slug: str) -> dict:
+    path = TABLES / f"{slug}.json"
     if path not in _files:
         try:
             _files[path] = json.loads(path.read_text()) if path.exists() else {}
@@ -176,6 +177,32 @@ def _shipped(device_name: str) -> dict:
             warn_once(("autotune-table", str(path)), f"tritonic: shipped table {path} is unreadable ({e})")
             _files[path] = {}
     return _files[path]
+
+
+# GPUs of one architecture, with the same shared memory per SM, lend each other their tables for
+# the keys their own lacks: every config of an H100's table runs on an H200 (and the other way),
+# and is a far better first choice than the first config, or than tuning inside a model's first call.
+_FAMILIES = (re.compile(r"^g?h(100|200|800|20)(-|$)"), re.compile(r"^a(100|800)(-|$)"))
+
+
+def _siblings(slug: str) -> list[str]:
+    """The shipped tables of ``slug``'s family other than its own, in name order."""
+    family = next((f for f in _FAMILIES if f.match(slug)), None)
+    return [] if family is None else [g for g in shipped_gpus() if g != slug and family.match(g)]
+
+
+def _shipped(device_name: str, k: str):
+    """The shipped entry for key string ``k``: this GPU's table, else a sibling's (see _FAMILIES)."""
+    from tritonic.runtime.device import gpu_slug
+
+    slug = gpu_slug(device_name)
+    entry = _table(slug).get(k)
+    if entry is None:
+        for other in _siblings(slug):
+            entry = _table(other).get(k)
+            if entry is not None:
+                break
+    return entry
 
 
 def shipped_gpus() -> list[str]:
@@ -216,7 +243,7 @@ class Autotuner:
         if m not in ("off", "retune"):
             entry = cache.get(k)
         if entry is None and m != "retune":
-            entry = _shipped(device_name).get(k)
+            entry = _shipped(device_name, k)
         if entry is not None:
             config = Config.from_json(entry)
         elif m in ("full", "retune") and len(self.configs) > 1:
@@ -240,6 +267,7 @@ class Autotuner:
 
     def _tune(self, key, time_config) -> Config:
         start, best, best_ms = time.perf_counter(), None, float("inf")
+        _compile_all(self.configs, time_config)
         shown = False
         for i, config in enumerate(self.configs):
             try:
@@ -261,3 +289,33 @@ class Autotuner:
         if best is None:
             raise RuntimeError(f"tritonic: no config of {self.name} ran for key {list(key)}")
         return best
+
+
+def _compile_all(configs, time_config) -> None:
+    """Compile every config side by side before any is timed: under ``precompile()`` a
+    launch only submits its compile to a thread pool (``time_run`` launches once), and
+    leaving the block waits for them all. A no-op where precompile is (the interpreter,
+    an older Triton, inside another precompile)."""
+    from tritonic.runtime.precompile import precompile
+
+    with precompile() as p:
+        if not p.active:
+            return
+        for config in configs:
+            try:
+                time_config(config)
+            except Exception:  # the timing run reports it
+                pass
+
+
+def time_run(run: Callable[[Config], object], config: Config) -> float:
+    """Median milliseconds of ``run(config)`` (Triton's do_bench); under ``precompile()``
+    one launch, which only compiles, and 0."""
+    from tritonic.runtime import launcher
+
+    if launcher._precompiling:
+        run(config)
+        return 0.0
+    from triton.testing import do_bench
+
+    return do_bench(lambda: run(config), warmup=5, rep=20, return_mode="median")

@@ -38,6 +38,11 @@ class precompile:
         self.workers = workers or min(16, os.cpu_count() or 1)
         self.mode = self.pool = None
 
+    @property
+    def active(self) -> bool:
+        """Did entering start a pool (launches compile and run nothing until the block ends)?"""
+        return self.mode is not None
+
     def __enter__(self):
         if launcher._precompiling or interpreter_active():
             return self
