@@ -56,6 +56,8 @@
 #   claunch-lite  the launcher tests and the norm GPU tests with TRITONIC_C_LAUNCH=2, then breakdown and
 #               launch.py with 1 and 2 (claunch without the whole GPU suite)
 #   models-bert / models-gpt2 / models-llama  models-tritonic for one model
+#   next11      the tenth session's call: firstcall-quick, firstcall-tune (every key tuned, pool on / off), softmaxmb
+#               (the wide softmax in memory_bound.py), tests-changed
 #   next10a / next10b  the ninth session's unmeasured work in two calls: softmaxsweep + tests-changed, then
 #               firstcall-ab + firstcall-quick
 #   next7       the seventh session's unmeasured work in one go (~14 min): geluab-erf, bertffn, models-bert, pdl,
@@ -155,6 +157,18 @@ for step in "$@"; do
             done ;;
         next7)
             bash "$0" geluab-erf bertffn models-bert pdl attnshort launch3 softmaxab ;;
+        next11)  # tenth session: first calls with the sibling table and the tuning pool, the wide softmax, tests
+            bash "$0" firstcall-quick firstcall-tune softmaxmb tests-changed ;;
+        firstcall-tune)  # cold caches, every key tuned (TRITONIC_AUTOTUNE=retune), configs compiled in a pool or not
+            for pool in 1 0; do
+                cold=$(mktemp -d)
+                TRITONIC_AUTOTUNE=retune TRITONIC_TUNE_POOL=$pool TRITON_CACHE_DIR=$cold/triton \
+                    TRITONIC_CACHE_DIR=$cold/tritonic run firstcall-tune "pool$pool" 150 python3 benchmarks/models.py \
+                    --first-call --providers tritonic --only "bert 1x16,gpt2 1x16" --out "$R/firstcall-tune/pool$pool"
+            done ;;
+        softmaxmb)
+            run softmaxmb bench 150 python3 benchmarks/memory_bound.py --only "softmax 4096x131072" \
+                --providers eager,torch.compile,tritonic --out "$R/softmaxmb/results" ;;
         next10a)  # the ninth session's unmeasured work, first call of two (~8 min): the softmax sweep, then tests
             bash "$0" softmaxsweep tests-changed ;;
         next10b)  # second call (~8 min): the cold first calls (PDL A/B, then plain / precompiled)

@@ -298,6 +298,8 @@ def _compile_all(configs, time_config) -> None:
     an older Triton, inside another precompile)."""
     from tritonic.runtime.precompile import precompile
 
+    if os.environ.get("TRITONIC_TUNE_POOL", "1").strip() == "0":  # (A/B: compile as each config is timed)
+        return
     with precompile() as p:
         if not p.active:
             return
