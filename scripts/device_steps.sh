@@ -285,6 +285,11 @@ for step in "$@"; do
                     run firstcall-quick "pre$pre" 150 python3 benchmarks/models.py --first-call --providers tritonic \
                     --only "bert 1x16,gpt2 1x16,llama 1x16,llama 1x128" --out "$R/firstcall-quick/pre$pre"
             done ;;
+        firstcall-one)  # firstcall-quick's plain (not precompiled) half alone
+            cold=$(mktemp -d)
+            TRITON_CACHE_DIR=$cold/triton TRITONIC_CACHE_DIR=$cold/tritonic run firstcall-quick pre0 150 python3 \
+                benchmarks/models.py --first-call --providers tritonic --only "bert 1x16,gpt2 1x16,llama 1x16,llama 1x128" \
+                --out "$R/firstcall-quick/pre0" ;;
         firstcall-ab)  # cold first calls, PDL as shipped against TRITONIC_PDL=0 (compile counts per kernel in the logs)
             for round in 1 2; do for pdl in 1 0; do
                 cold=$(mktemp -d)
