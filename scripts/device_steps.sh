@@ -160,7 +160,7 @@ for step in "$@"; do
         next11)  # tenth session: first calls with the sibling table and the tuning pool, the wide softmax, tests
             bash "$0" firstcall-quick firstcall-tune softmaxmb tests-changed ;;
         firstcall-tune)  # cold caches, every key tuned (TRITONIC_AUTOTUNE=retune), configs compiled in a pool or not
-            for pool in 1 0; do
+            for pool in 1 0; do  # (the pool is opt-in: TRITONIC_TUNE_POOL=1)
                 cold=$(mktemp -d)
                 TRITONIC_AUTOTUNE=retune TRITONIC_TUNE_POOL=$pool TRITON_CACHE_DIR=$cold/triton \
                     TRITONIC_CACHE_DIR=$cold/tritonic run firstcall-tune "pool$pool" 150 python3 benchmarks/models.py \

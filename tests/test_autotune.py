@@ -3,6 +3,7 @@ several processes writing at once. Timings are faked: what is tested is the book
 
 import json
 import multiprocessing as mp
+import threading
 
 import pytest
 
@@ -117,14 +118,15 @@ def test_tuning_compiles_every_config_side_by_side_first(monkeypatch):
         active = True
 
         def __enter__(self):
-            launcher._precompiling = True
+            launcher._precompiling = threading.get_ident()
             return self
 
         def __exit__(self, *exc):
-            launcher._precompiling = False
+            launcher._precompiling = 0
             events.append("waited")
 
     monkeypatch.setattr(pc, "precompile", FakePrecompile)
+    monkeypatch.setenv("TRITONIC_TUNE_POOL", "1")
 
     def run(c):
         events.append(("compile" if launcher._precompiling else "run", c))
@@ -135,6 +137,11 @@ def test_tuning_compiles_every_config_side_by_side_first(monkeypatch):
     assert events[:n] == [("compile", c) for c in CONFIGS] and events[n] == "waited"
     assert events[n + 1:] == [("run", c) for c in CONFIGS]
     assert not launcher._precompiling
+    # opt-in: without TRITONIC_TUNE_POOL=1 each config compiles as it is timed
+    monkeypatch.delenv("TRITONIC_TUNE_POOL")
+    events.clear()
+    assert _pick(at.Autotuner("k2", CONFIGS), timer=t) == CONFIGS[2]
+    assert events == [("run", c) for c in CONFIGS]
 
 
 def test_retune_times_again_over_the_cache_and_the_table(monkeypatch):
@@ -282,11 +289,37 @@ def test_precompiling_runs_every_config_and_keeps_no_choice(monkeypatch):
     them all, times nothing, remembers nothing and writes nothing; the real call tunes."""
     from tritonic.runtime import launcher
 
-    monkeypatch.setattr(launcher, "_precompiling", True)
+    monkeypatch.setattr(launcher, "_precompiling", threading.get_ident())
     t, calls = _timer()
     tuner = at.Autotuner("k", CONFIGS)
     assert _pick(tuner, timer=t) == CONFIGS[0] and calls == CONFIGS
     assert tuner.chosen == {} and not list(at.cache_dir().glob("*.json"))
-    monkeypatch.setattr(launcher, "_precompiling", False)
+    monkeypatch.setattr(launcher, "_precompiling", 0)
     t2, calls2 = _timer()
     assert _pick(tuner, timer=t2) == CONFIGS[2] and calls2 == CONFIGS
+
+
+def test_precompile_holds_back_only_its_own_threads_launches(monkeypatch):
+    """A server thread's launches run while another thread compiles configs under precompile."""
+    from tritonic.runtime import launcher, precompile as pc
+
+    class Kernel:
+        def __init__(self):
+            self.ran, self.warmed = [], []
+
+        def __getitem__(self, grid):
+            return lambda *a, **k: self.ran.append(threading.get_ident())
+
+        def warmup(self, *a, grid=None, **k):
+            self.warmed.append(threading.get_ident())
+
+    monkeypatch.setattr(launcher, "FAST", False)
+    monkeypatch.setattr(launcher, "_precompiling", threading.get_ident())
+    k = Kernel()
+    launcher._launch_py(k, (1,), 1.0)
+    other = threading.Thread(target=lambda: (launcher._launch_py(k, (1,), 1.0),
+                                             k.warmed.append(("other sees", pc.precompiling()))))
+    other.start()
+    other.join()
+    assert k.warmed[0] == threading.get_ident() and k.warmed[1] == ("other sees", False)
+    assert k.ran == [other.ident] and pc.precompiling()

@@ -11,8 +11,9 @@ op computes from its shapes, usually bucketed with :func:`bucket`):
    for keys it lacks, the table of a GPU of the same architecture (an H100's for an H200);
 4. otherwise, by ``TRITONIC_AUTOTUNE``:
 
-   - ``full`` (default): time every config and keep the fastest, in memory and on disk (the
-     configs are first compiled side by side in a thread pool, see runtime/precompile.py);
+   - ``full`` (default): time every config and keep the fastest, in memory and on disk (with
+     ``TRITONIC_TUNE_POOL=1`` the configs are first compiled side by side in a thread pool,
+     see runtime/precompile.py);
    - ``cached``: use what 1-3 know, else the first config, never time;
    - ``off``: the shipped table or the first config; the disk cache is not read or written;
    - ``retune``: as ``full``, but steps 2 and 3 are skipped: every key this process meets is
@@ -298,7 +299,8 @@ def _compile_all(configs, time_config) -> None:
     an older Triton, inside another precompile)."""
     from tritonic.runtime.precompile import precompile
 
-    if os.environ.get("TRITONIC_TUNE_POOL", "1").strip() == "0":  # (A/B: compile as each config is timed)
+    # opt-in (TRITONIC_TUNE_POOL=1) until a GPU run has timed it: off, each config compiles as it is timed
+    if os.environ.get("TRITONIC_TUNE_POOL", "0").strip() != "1":
         return
     with precompile() as p:
         if not p.active:
@@ -313,9 +315,9 @@ def _compile_all(configs, time_config) -> None:
 def time_run(run: Callable[[Config], object], config: Config) -> float:
     """Median milliseconds of ``run(config)`` (Triton's do_bench); under ``precompile()``
     one launch, which only compiles, and 0."""
-    from tritonic.runtime import launcher
+    from tritonic.runtime.precompile import precompiling
 
-    if launcher._precompiling:
+    if precompiling():
         run(config)
         return 0.0
     from triton.testing import do_bench

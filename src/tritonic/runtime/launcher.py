@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import threading
 import time
 
 import torch
@@ -344,7 +345,7 @@ def _fast_kernel(kernel):
 def _launch_py(kernel, grid, *args, **meta) -> None:
     """Launch ``kernel`` over ``grid`` (a tuple of ints) with positional arguments ``args``
     and constexprs / options (``num_warps``...) as keywords."""
-    if _precompiling:  # (runtime/precompile.py): compile in the pool, do not run
+    if _precompiling and _precompiling == threading.get_ident():  # (runtime/precompile.py): compile, do not run
         if not is_traced(*args):
             try:
                 kernel.warmup(*args, grid=grid, **meta)
@@ -510,4 +511,6 @@ c_build_seconds = 0.0
 launch = _launch_py
 
 
-_precompiling = False  # set by runtime/precompile.py: launches compile in a pool and run nothing
+# set by runtime/precompile.py to the thread whose launches compile in a pool and run nothing (0: none;
+# other threads' launches run as usual)
+_precompiling = 0

@@ -17,13 +17,14 @@ the block builds those too, in the same pool, so the real run finds them in the 
 from __future__ import annotations
 
 import os
+import threading
 
 from tritonic.runtime import launcher
 from tritonic.runtime.device import interpreter_active
 
 
 def precompiling() -> bool:
-    return launcher._precompiling
+    return bool(launcher._precompiling) and launcher._precompiling == threading.get_ident()
 
 
 def precompile_wanted() -> bool:
@@ -32,7 +33,8 @@ def precompile_wanted() -> bool:
 
 class precompile:
     """``with precompile(): model(...)``: see the module docstring. A no-op in the interpreter,
-    with a Triton without AsyncCompileMode, and inside another ``precompile``."""
+    with a Triton without AsyncCompileMode, and while another ``precompile`` is active (in any
+    thread: one pool at a time). Only this thread's launches are held back."""
 
     def __init__(self, workers: int | None = None):
         self.workers = workers or min(16, os.cpu_count() or 1)
@@ -60,13 +62,13 @@ class precompile:
             self.pool.shutdown(wait=False)
             self.mode = self.pool = None
             return self
-        launcher._precompiling = True
+        launcher._precompiling = threading.get_ident()
         return self
 
     def __exit__(self, *exc):
         if self.mode is None:
             return False
-        launcher._precompiling = False
+        launcher._precompiling = 0
         try:
             self.mode.__exit__(None, None, None)  # waits for the compiles (their errors are ignored)
             _warm_launchers(self.pool, [f.kernel for f in getattr(self.mode, "future_kernels", {}).values()])
