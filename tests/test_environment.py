@@ -79,9 +79,11 @@ def test_cli_names_a_missing_optional_package(monkeypatch, capsys):
 
 
 def test_can_run_kernels_is_false_on_an_old_gpu(monkeypatch):
+    monkeypatch.setattr(device, "_runnable", {})  # (a fresh memo, restored after)
     monkeypatch.setattr(device, "interpreter_active", lambda: False)
     monkeypatch.setattr(device, "has_cuda", lambda: True)
     monkeypatch.setattr(device, "gpu_problem", lambda i=0: "too old")
     assert not device.can_run_kernels(torch.device("cuda", 0))
     monkeypatch.setattr(device, "gpu_problem", lambda i=0: None)
     assert device.can_run_kernels(torch.device("cuda", 0))
+    assert torch.device("cuda", 0) in device._runnable  # remembered: the facts are fixed per process

@@ -28,7 +28,7 @@ from tritonic.ops._register import register
 from tritonic.runtime import empty, num_sms, warn_once
 from tritonic.runtime import checks as _checks
 from tritonic.runtime.alloc import empty_like
-from tritonic.runtime.launcher import is_traced, launch
+from tritonic.runtime.launcher import _PLAIN, is_traced, launch
 from tritonic.runtime import pdl as _pdl
 from tritonic.runtime.checks import (
     KERNEL_DTYPES,
@@ -326,16 +326,17 @@ def _check(op, x, weight, bias, residual, eps) -> bool:
 
     The common case passes a few cheap comparisons (this runs on every call); anything
     else goes through the full checks, which name the bad argument."""
-    if isinstance(x, torch.Tensor) and x.dim() >= 1 and x.dtype in KERNEL_DTYPES:
-        N, dev = x.shape[-1], x.device
-        if ((weight is None or (isinstance(weight, torch.Tensor) and weight.dim() == 1 and weight.shape[0] == N
-                                and weight.dtype in KERNEL_DTYPES and weight.device == dev))
-                and (bias is None or (isinstance(bias, torch.Tensor) and bias.dim() == 1 and bias.shape[0] == N
-                                      and bias.dtype in KERNEL_DTYPES and bias.device == dev))
-                and (residual is None or (isinstance(residual, torch.Tensor) and residual.shape == x.shape
+    # (exact type tests: cheaper than isinstance on tensors; subclasses take the full checks)
+    if type(x) in _PLAIN and type(eps) is float and eps >= 0 and x.dtype in KERNEL_DTYPES and x.dim() >= 1:
+        shape, dev = x.shape, x.device
+        N = shape[-1]
+        if ((weight is None or (type(weight) in _PLAIN and weight.shape == (N,) and weight.dtype in KERNEL_DTYPES
+                                and weight.device == dev))
+                and (bias is None or (type(bias) in _PLAIN and bias.shape == (N,) and bias.dtype in KERNEL_DTYPES
+                                      and bias.device == dev))
+                and (residual is None or (type(residual) in _PLAIN and residual.shape == shape
                                           and residual.dtype == x.dtype and residual.device == dev))
-                and type(eps) is float and eps >= 0 and 0 < N <= MAX_HIDDEN and x.numel() > 0
-                and _checks.can_run_kernels(dev)):
+                and 0 < N <= MAX_HIDDEN and x.numel() > 0 and _checks.can_run_kernels(dev)):
             return True
     check_tensor(op, "x", x, min_dim=1)
     N = x.shape[-1]
