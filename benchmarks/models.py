@@ -260,7 +260,9 @@ def first_call(argv) -> int:
             from tritonic.runtime import autotune as _autotune
 
             got["tuning_s"] = round(_autotune.tuning_seconds, 3)  # configs compiled and timed for keys no table has
+            got["tuned"] = [f"{name}|{list(key)}: {s} s" for name, key, s in _autotune.tuned]
             _autotune.tuning_seconds = 0.0
+            _autotune.tuned.clear()
             from tritonic.runtime import launcher as _launcher
 
             got["c_launch_build_s"] = round(_launcher.c_build_seconds, 3)  # (the first model of a process builds it)
@@ -272,6 +274,8 @@ def first_call(argv) -> int:
                   f"(host probe {host_us:.1f} us a torch op)", flush=True)
             for name, count in got["compiled"].items():
                 print(f"    {count:3d}  {name}", flush=True)
+            for line in got["tuned"]:  # keys no table had
+                print(f"    tuned {line}", flush=True)
             rows.append({"bench": "models_first_call", "case": case["name"], "mode": "fwd", "provider": kind,
                          "metric": "s", "value": s, **meta, **got, "host_probe_us": round(host_us, 2)})
     print(f"wrote {len(rows)} rows to {write_json(rows, out, 'models_first_call')}")

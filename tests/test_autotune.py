@@ -41,10 +41,11 @@ def _pick(tuner, key=(4096,), timer=None):
 
 def test_full_mode_tunes_once_and_persists():
     t, calls = _timer()
-    spent = at.tuning_seconds
+    spent, n_tuned = at.tuning_seconds, len(at.tuned)
     assert _pick(at.Autotuner("k", CONFIGS), timer=t) == CONFIGS[2]
     assert len(calls) == len(CONFIGS)
     assert at.tuning_seconds > spent
+    assert len(at.tuned) == n_tuned + 1 and at.tuned[-1][:2] == ("k", (4096,))  # what was tuned, listed
     files = list((at.cache_dir()).glob("autotune-h100-80gb-hbm3-triton3.6.0.json"))
     assert len(files) == 1
     # a new process (simulated: fresh tuner, no in-memory file) reads the choice from disk

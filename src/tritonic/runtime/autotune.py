@@ -44,6 +44,7 @@ MODES = ("off", "cached", "full", "retune")
 TABLES = Path(__file__).with_name("tables")
 _PROGRESS_AFTER_S = 1.0  # tuning that takes longer than this shows a progress line
 tuning_seconds = 0.0  # time this process has spent timing configs (0 with a warm cache)
+tuned: list = []  # (kernel name, key, seconds) of each key this process tuned, in order
 
 
 def _compiling() -> bool:
@@ -284,7 +285,9 @@ class Autotuner:
                 print(f"\rtritonic: tuning {self.name} {list(key)}: {i + 1}/{len(self.configs)} configs",
                       end="", file=sys.stderr, flush=True)
         global tuning_seconds
-        tuning_seconds += time.perf_counter() - start
+        spent = time.perf_counter() - start
+        tuning_seconds += spent
+        tuned.append((self.name, key, round(spent, 3)))
         if shown:
             print(file=sys.stderr)
         if best is None:
