@@ -56,8 +56,8 @@
 #   claunch-lite  the launcher tests and the norm GPU tests with TRITONIC_C_LAUNCH=2, then breakdown and
 #               launch.py with 1 and 2 (claunch without the whole GPU suite)
 #   models-bert / models-gpt2 / models-llama  models-tritonic for one model
-#   next11      the tenth session's call: firstcall-quick, firstcall-tune (every key tuned, pool on / off), softmaxmb
-#               (the wide softmax in memory_bound.py), tests-changed
+#   next11      the tenth session's call: firstcall-quick, firstcall-tune (every key tuned, pool on / off), softmaxmb,
+#               (the wide softmax in memory_bound.py), tests-changed, launch3 (the host-time trims)
 #   next10a / next10b  the ninth session's unmeasured work in two calls: softmaxsweep + tests-changed, then
 #               firstcall-ab + firstcall-quick
 #   next7       the seventh session's unmeasured work in one go (~14 min): geluab-erf, bertffn, models-bert, pdl,
@@ -158,7 +158,7 @@ for step in "$@"; do
         next7)
             bash "$0" geluab-erf bertffn models-bert pdl attnshort launch3 softmaxab ;;
         next11)  # tenth session: first calls with the sibling table and the tuning pool, the wide softmax, tests
-            bash "$0" firstcall-quick firstcall-tune softmaxmb tests-changed ;;
+            bash "$0" firstcall-quick firstcall-tune softmaxmb tests-changed launch3 ;;
         firstcall-tune)  # cold caches, every key tuned (TRITONIC_AUTOTUNE=retune), configs compiled in a pool or not
             for pool in 1 0; do  # (the pool is opt-in: TRITONIC_TUNE_POOL=1)
                 cold=$(mktemp -d)
