@@ -24,7 +24,7 @@ from tritonic.runtime.device import interpreter_active
 
 
 def precompiling() -> bool:
-    return bool(launcher._precompiling) and launcher._precompiling == threading.get_ident()
+    return launcher._precompiling == threading.get_ident()  # (0 when none: no thread has id 0)
 
 
 def precompile_wanted() -> bool:
