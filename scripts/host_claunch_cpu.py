@@ -1,6 +1,6 @@
 """Host time of the C launch (fastlaunch.c) on a CPU-only machine: a kernel shaped like the
 norm forward (16 arguments: 8 tensors or None, ints, floats) launched with its 17 keywords
-against the same kernel with 1 keyword, into a stub launcher. What the keywords cost per
+against the same kernel with 1 keyword and with launch_meta (the 17 as one cached dict), into a stub launcher. What the keywords cost per
 launch, before any GPU work. No numbers from here are GPU results.
 
     TRITON_INTERPRET=1 TRITONIC_INTERPRET=1 python scripts/host_claunch_cpu.py
@@ -53,3 +53,9 @@ for n_meta in (1, 17):
     kernel, args, meta = case(n_meta)
     us = best(lambda: module.launch(kernel, (4,), *args, **meta))
     print(f"C launch, 16 arguments, {n_meta:2d} keywords: {us:.2f} us")
+
+# launch_meta: the 17 keywords as the one cached dict, keyed by its identity
+kernel, args, meta = case(17)
+module.launch_meta(kernel, (4,), meta, *args)  # files its key
+us = best(lambda: module.launch_meta(kernel, (4,), meta, *args))
+print(f"C launch_meta, 16 arguments, 17 keywords in one dict: {us:.2f} us")

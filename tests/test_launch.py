@@ -297,7 +297,7 @@ def test_c_launch_gives_the_c_launcher_what_the_python_path_gives(c_launch, monk
     kernel, fk, x, calls = _c_runnable(monkeypatch)
     slow = []
     real_slow = L._c_slow
-    monkeypatch.setattr(L, "_c_slow", lambda *a: (slow.append(a[-1]), real_slow(*a)))
+    monkeypatch.setattr(L, "_c_slow", lambda *a: (slow.append(a[4]), real_slow(*a)))
     L._configure_c(c_launch, device=lambda: 0, stream=lambda d: 7)
     c_launch.launch(kernel, (3, 2), x, 128, 1e-5, None, BLOCK=32)  # the C key is filed on the way out
     assert len(slow) == 1 and slow[0] is not None and len(calls) == 1
@@ -337,8 +337,8 @@ def test_c_launch_leaves_the_rest_to_python(c_launch, monkeypatch, call):
     }[call]
     c_launch.launch(kernel, grid, *args, **meta)
     assert len(slow) == 1 and len(calls) == 1
-    k, g, a, m, key = slow[0]
-    assert k is kernel and g == grid and a == args and m == meta  # handed over whole
+    k, g, a, m, key, keep = slow[0]
+    assert keep is None and k is kernel and g == grid and a == args and m == meta  # handed over whole
 
 
 def test_c_launch_off_and_under_hooks(c_launch, monkeypatch):
@@ -381,7 +381,7 @@ def test_c_launch_with_a_descriptor_and_a_parameter(c_launch, monkeypatch):
     monkeypatch.setattr(L, "_c_slow", lambda *a: slow.append(a))
     L._configure_c(c_launch, device=lambda: 0, stream=lambda d: 7)
     c_launch.launch(kernel, (1,), other, w, BLOCK=16)
-    assert len(slow) == 1 and slow[0][-1] is not None
+    assert len(slow) == 1 and slow[0][4] is not None
 
 
 def test_the_c_launch_is_built_at_the_first_kernel_and_replaces_launch(monkeypatch):
@@ -401,12 +401,18 @@ def test_the_c_launch_is_built_at_the_first_kernel_and_replaces_launch(monkeypat
         monkeypatch.setattr(m, "launch", L._launch_py)  # (put back afterwards)
     mine = lambda *a, **k: None  # noqa: E731
     monkeypatch.setattr(ops[0], "launch", mine)
-    for name in ("_C", "launch", "_c_tried"):
+    metas = [m for n, m in sys.modules.items() if n.startswith("tritonic.ops.")
+             and getattr(m, "launch_meta", None) is L._launch_meta_py]
+    assert metas, "no op module imports launch_meta"
+    for m in metas:
+        monkeypatch.setattr(m, "launch_meta", L._launch_meta_py)
+    for name in ("_C", "launch", "launch_meta", "_c_tried"):
         monkeypatch.setattr(L, name, getattr(L, name))
     monkeypatch.setattr(L, "_c_wanted", lambda: True)
     L._init_c()
     assert L._C is not None and L.launch is L._C.launch and L._c_tried
     assert ops[0].launch is mine and all(m.launch is L._C.launch for m in ops[1:])
+    assert L.launch_meta is L._C.launch_meta and all(m.launch_meta is L._C.launch_meta for m in metas)
 
 
 @pytest.mark.gpu
@@ -423,15 +429,19 @@ def test_c_launch_on_gpu(monkeypatch, mode):
     from tritonic.kernels.norm import _norm_fwd
 
     norm_mod = importlib.import_module("tritonic.ops.norm")
-    for name in ("_C", "_C_DIRECT", "launch", "_c_tried", "FAST"):
+    for name in ("_C", "_C_DIRECT", "launch", "launch_meta", "_c_tried", "FAST"):
         monkeypatch.setattr(L, name, getattr(L, name))
     was_direct = L._C_DIRECT
     for n, m in list(sys.modules.items()):  # every module's launch back on the Python path (put back afterwards)
         if n.startswith("tritonic.") and n != L.__name__ and getattr(m, "launch", None) is not None \
                 and (m.launch is L._launch_py or L._C is not None and m.launch is L._C.launch):
             monkeypatch.setattr(m, "launch", L._launch_py)
+        if n.startswith("tritonic.") and n != L.__name__ and getattr(m, "launch_meta", None) is not None \
+                and (m.launch_meta is L._launch_meta_py or L._C is not None and m.launch_meta is L._C.launch_meta):
+            monkeypatch.setattr(m, "launch_meta", L._launch_meta_py)
     monkeypatch.setenv("TRITONIC_C_LAUNCH", mode)
-    L.FAST, L._C, L._C_DIRECT, L._c_tried, L.launch = True, None, False, False, L._launch_py
+    L.FAST, L._C, L._C_DIRECT, L._c_tried, L.launch, L.launch_meta = \
+        True, None, False, False, L._launch_py, L._launch_meta_py
     for table in (L._fast, L._by_id, L._c_specs):
         table.pop(_norm_fwd, None)
         table.pop(id(_norm_fwd), None)
@@ -442,6 +452,7 @@ def test_c_launch_on_gpu(monkeypatch, mode):
         state = dict(C=L._C, direct=L._C_DIRECT, fast=fast, launch=norm_mod.launch,
                      ccompiled=None if fast is None else list(fast.ccompiled))
         assert L._C is not None and norm_mod.launch is L._C.launch, state
+        assert norm_mod.launch_meta is L._C.launch_meta, state
         assert fast is not None and len(fast.ccompiled) >= 2, state
         entries = list(fast.ccompiled.values())
         assert L._C_DIRECT == (mode == "2"), state

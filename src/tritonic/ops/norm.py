@@ -28,7 +28,7 @@ from tritonic.ops._register import register
 from tritonic.runtime import empty, num_sms, warn_once
 from tritonic.runtime import checks as _checks
 from tritonic.runtime.alloc import empty_like
-from tritonic.runtime.launcher import _PLAIN, is_traced, launch
+from tritonic.runtime.launcher import _PLAIN, is_traced, launch, launch_meta
 from tritonic.runtime import pdl as _pdl
 from tritonic.runtime.checks import (
     KERNEL_DTYPES,
@@ -167,7 +167,7 @@ def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast, store_st
     pdl = _pdl.ACTIVE and not is_traced(x) and _pdl.pdl_meta(x.device, M) is _pdl.ON
     grid, meta = _fwd_launch(M, N, is_rms, residual is not None, weight is not None, bias is not None, upcast,
                              store_stats, s is not None, offset != 0.0, int64, _OVERRIDE, pdl)
-    launch(_norm_fwd, grid, x, residual, weight, bias, y, s, mean, rstd, sx, sr, N, N, M, N, eps, offset, **meta)
+    launch_meta(_norm_fwd, grid, meta, x, residual, weight, bias, y, s, mean, rstd, sx, sr, N, N, M, N, eps, offset)
     return y, s, mean, rstd
 
 
@@ -175,7 +175,8 @@ def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast, store_st
 def _fwd_launch(M, N, is_rms, has_residual, has_weight, has_bias, upcast, store_stats, store_sum, has_offset, int64,
                 override_file, pdl=False):
     """(grid, keyword arguments) of a forward launch, cached: they depend on the shape and the
-    flags only, and building 17 keywords costs more host time than the kernel's launch."""
+    flags only, and building 17 keywords costs more host time than the kernel's launch. The
+    dict is handed to ``launch_meta`` as it is, so it must never be changed after this."""
     single, block_m, block_n, num_warps, load_evict, store_cs = _fwd_config(N, override_file)
     meta = dict(IS_RMS=is_rms, HAS_RESIDUAL=has_residual, HAS_WEIGHT=has_weight, HAS_BIAS=has_bias, UPCAST=upcast,
                 STORE_STATS=store_stats, SINGLE_PASS=single, BLOCK_M=block_m, BLOCK_N=block_n, LOAD_EVICT=load_evict,

@@ -41,6 +41,7 @@ static PyObject *g_knobs = NULL;   /* object with launch_enter_hook, or None */
 static PyObject *g_tensor = NULL, *g_param = NULL, *g_desc = NULL;
 static PyObject *g_dev = NULL, *g_stream = NULL, *g_spec = NULL;
 static PyObject *s_data_ptr, *s_dtype, *s_FAST, *s_hook, *s_calls;
+static PyObject *g_meta_mark = NULL; /* the key's marker before a launch_meta dict's address */
 
 static int hooks_active(void) {
     if (g_knobs == NULL || g_knobs == Py_None) return 0;
@@ -57,17 +58,19 @@ static int hooks_active(void) {
 }
 
 static PyObject *slow_path(PyObject *kernel, PyObject *grid, PyObject *const *pos, Py_ssize_t npos,
-                           PyObject *const *kwv, PyObject *kwnames, PyObject *key) {
+                           PyObject *const *kwv, PyObject *kwnames, PyObject *mdict, PyObject *key) {
+    /* g_slow(kernel, grid, args, meta, key or None, the caller's dict or None) */
     PyObject *args = PyTuple_New(npos), *meta = NULL, *r = NULL;
     if (args == NULL) return NULL;
     for (Py_ssize_t i = 0; i < npos; i++) { Py_INCREF(pos[i]); PyTuple_SET_ITEM(args, i, pos[i]); }
-    meta = PyDict_New();
+    meta = mdict ? PyDict_Copy(mdict) : PyDict_New();
     if (meta == NULL) goto done;
-    if (kwnames != NULL) {
+    if (!mdict && kwnames != NULL) {
         for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++)
             if (PyDict_SetItem(meta, PyTuple_GET_ITEM(kwnames, i), kwv[i]) < 0) goto done;
     }
-    r = PyObject_CallFunctionObjArgs(g_slow, kernel, grid, args, meta, key ? key : Py_None, NULL);
+    r = PyObject_CallFunctionObjArgs(g_slow, kernel, grid, args, meta, key ? key : Py_None,
+                                     mdict ? mdict : Py_None, NULL);
 done:
     Py_XDECREF(args);
     Py_XDECREF(meta);
@@ -172,15 +175,13 @@ static int direct_launch(PyObject *spec, PyObject *grid, PyObject *stream, const
 }
 #endif
 
-static PyObject *launch(PyObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames) {
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (nargs < 2) {
-        PyErr_SetString(PyExc_TypeError, "launch(kernel, grid, *args, **meta)");
-        return NULL;
-    }
-    PyObject *kernel = args[0], *grid = args[1];
-    PyObject *const *pos = args + 2, *const *kwv = args + nargs;
-    Py_ssize_t npos = nargs - 2, nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+/* The launch of launch() and launch_meta(): the keywords come as kwnames + values (kwv), or,
+ * from launch_meta, as one dict (mdict) that the caller keeps and never changes; its identity
+ * stands for its contents in the key (launcher.py keeps every such dict alive once a key
+ * holding it is filed, so an address is never reused for other contents). */
+static PyObject *launch_core(PyObject *kernel, PyObject *grid, PyObject *const *pos, Py_ssize_t npos,
+                             PyObject *const *kwv, PyObject *kwnames, PyObject *mdict) {
+    Py_ssize_t nkw = mdict ? 1 : (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
     PyObject *key = NULL, *outs[64];
     Py_ssize_t nouts = 0;
     int i;
@@ -256,10 +257,18 @@ static PyObject *launch(PyObject *self, PyObject *const *args, Py_ssize_t nargsf
     PyObject *dev = PyObject_CallNoArgs(g_dev);
     if (dev == NULL) goto error;
     PyTuple_SET_ITEM(key, 0, dev);
-    PyObject *names = kwnames ? kwnames : Py_None;
-    Py_INCREF(names);
-    PyTuple_SET_ITEM(key, j++, names);
-    for (i = 0; i < nkw; i++) { Py_INCREF(kwv[i]); PyTuple_SET_ITEM(key, j++, kwv[i]); }
+    if (mdict) {  /* the dict's identity: a marker (the C function) then its address */
+        PyObject *mid = PyLong_FromVoidPtr(mdict);
+        if (mid == NULL) goto error;
+        Py_INCREF(g_meta_mark);
+        PyTuple_SET_ITEM(key, j++, g_meta_mark);
+        PyTuple_SET_ITEM(key, j++, mid);
+    } else {
+        PyObject *names = kwnames ? kwnames : Py_None;
+        Py_INCREF(names);
+        PyTuple_SET_ITEM(key, j++, names);
+        for (i = 0; i < nkw; i++) { Py_INCREF(kwv[i]); PyTuple_SET_ITEM(key, j++, kwv[i]); }
+    }
 
     PyObject *entry = PyDict_GetItemWithError(compiled, key);  /* borrowed */
     if (entry == NULL || !PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 5 || PyTuple_GET_ITEM(entry, 0) == Py_None) {
@@ -322,7 +331,7 @@ slow_nokey:
 slow:
     for (i = 0; i < nouts; i++) Py_DECREF(outs[i]);
     {
-        PyObject *r = slow_path(kernel, grid, pos, npos, kwv, kwnames, key);
+        PyObject *r = slow_path(kernel, grid, pos, npos, kwv, kwnames, mdict, key);
         Py_XDECREF(key);
         return r;
     }
@@ -330,6 +339,23 @@ error:
     for (i = 0; i < nouts; i++) Py_DECREF(outs[i]);
     Py_XDECREF(key);
     return NULL;
+}
+
+static PyObject *launch(PyObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames) {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs < 2) {
+        PyErr_SetString(PyExc_TypeError, "launch(kernel, grid, *args, **meta)");
+        return NULL;
+    }
+    return launch_core(args[0], args[1], args + 2, nargs - 2, args + nargs, kwnames, NULL);
+}
+
+static PyObject *launch_meta(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 3 || !PyDict_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "launch_meta(kernel, grid, meta: dict, *args)");
+        return NULL;
+    }
+    return launch_core(args[0], args[1], args + 3, nargs - 3, NULL, NULL, args[2]);
 }
 
 static PyObject *configure(PyObject *self, PyObject *args) {
@@ -382,6 +408,9 @@ static PyMethodDef methods[] = {
      "carry a spec (needs libcuda); returns whether it is on"},
     {"launch", (PyCFunction)(void (*)(void))launch, METH_FASTCALL | METH_KEYWORDS,
      "launch(kernel, grid, *args, **meta): tritonic's launch, its hot path in C"},
+    {"launch_meta", (PyCFunction)(void (*)(void))launch_meta, METH_FASTCALL,
+     "launch_meta(kernel, grid, meta, *args): launch(kernel, grid, *args, **meta) for a dict the caller keeps "
+     "unchanged (a cached one): its identity is the key's, not its 17 values"},
     {"configure", configure, METH_VARARGS, "configure(specs, slow, flags, knobs, Tensor, Parameter, "
      "TensorDescriptor, device_fn, stream_fn, spec_fn)"},
     {NULL, NULL, 0, NULL}};
@@ -394,5 +423,6 @@ PyMODINIT_FUNC PyInit_tritonic_fastlaunch(void) {
     s_FAST = PyUnicode_InternFromString("FAST");
     s_hook = PyUnicode_InternFromString("launch_enter_hook");
     s_calls = PyUnicode_InternFromString("calls");
+    g_meta_mark = PyUnicode_InternFromString("tritonic.launch_meta");
     return PyModule_Create(&module);
 }

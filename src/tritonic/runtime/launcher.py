@@ -384,9 +384,10 @@ _c_specs: dict = {}  # id(kernel) -> (kernel, kinds, layout, C keys -> compiled 
 _C = None  # the built module, or None
 
 
-def _c_slow(kernel, grid, args, meta, key) -> None:
+def _c_slow(kernel, grid, args, meta, key, keep=None) -> None:
     """The C launch's way out: the Python path, then (when the C side computed a key that was
-    not compiled yet) the entry filed under that key for the next call."""
+    not compiled yet) the entry filed under that key for the next call. ``keep``: the dict of
+    a ``launch_meta`` call, whose address is in the key: kept alive once filed."""
     _launch_py(kernel, grid, *args, **meta)
     if key is None:
         return
@@ -399,7 +400,12 @@ def _c_slow(kernel, grid, args, meta, key) -> None:
     except (_Miss, AttributeError, TypeError, ValueError, RuntimeError):
         return
     if entry:
+        if keep is not None:
+            _c_kept[id(keep)] = keep  # its address now stands for its contents: never freed, never reused
         fast.ccompiled[key] = entry + (_direct_spec(entry),) if _C_DIRECT else entry
+
+
+_c_kept: dict = {}  # id -> the launch_meta dicts whose address is part of a filed C key
 
 
 # Triton's parameter types -> the direct path's codes (fastlaunch.c): pointers, integers by
@@ -477,7 +483,7 @@ def _c_mode() -> str:
 def _init_c() -> None:
     """Build the C launch (once per process, at the first kernel on a GPU: nothing is compiled
     at import) and point ``launch`` at it, here and in the op modules that imported it."""
-    global _C, _C_DIRECT, _knobs, launch, _c_tried, c_build_seconds
+    global _C, _C_DIRECT, _knobs, launch, launch_meta, _c_tried, c_build_seconds
     _c_tried = True
     if not _c_wanted():
         return
@@ -502,14 +508,25 @@ def _init_c() -> None:
     # (the module is one per process: a second init in another mode sets its flag again too)
     _C_DIRECT = bool(module.enable_direct(_c_mode() == "2"))
     launch = module.launch
+    launch_meta = getattr(module, "launch_meta", _launch_meta_py)
     for name, mod in list(sys.modules.items()):  # (a test's own replacement is left alone)
         if name.startswith("tritonic.") and getattr(mod, "launch", None) is _launch_py:
             mod.launch = module.launch
+        if name.startswith("tritonic.") and getattr(mod, "launch_meta", None) is _launch_meta_py:
+            mod.launch_meta = launch_meta
+
+
+def _launch_meta_py(kernel, grid, meta, *args) -> None:
+    """``launch(kernel, grid, *args, **meta)`` with the keywords as one dict: for an op's cached
+    launch parameters, which the caller keeps and never changes. The C launch keys on the
+    dict's identity instead of its values (one key part for 17 keywords)."""
+    launch(kernel, grid, *args, **meta)
 
 
 _c_tried = False
 c_build_seconds = 0.0
 launch = _launch_py
+launch_meta = _launch_meta_py
 
 
 # set by runtime/precompile.py to the thread whose launches compile in a pool and run nothing (0: none;
