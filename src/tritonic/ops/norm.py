@@ -159,8 +159,8 @@ def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast, store_st
     s = empty_like(x) if residual is not None and store_sum else None
     mean = empty((M,), dtype=torch.float32, device=x.device) if store_stats and not is_rms else None
     rstd = empty((M,), dtype=torch.float32, device=x.device) if store_stats else None
-    sx = x.stride(0)
-    sr = residual.stride(0) if residual is not None else 0
+    sx = x.stride()[0]  # (stride() then an index: half the cost of stride(0))
+    sr = residual.stride()[0] if residual is not None else 0
     # 64-bit row offsets only where an offset can pass 2**31 (M rows, plus a last block's padding
     # rows, at the widest row stride; BLOCK_M is at most 16 in the tables, 1024 leaves room)
     int64 = (M + 1024) * max(sx, sr, N) >= INT32_ROWS
@@ -418,7 +418,7 @@ def _as_rows(t: torch.Tensor) -> torch.Tensor:
     """``t`` as 2-D rows with unit column stride (no reshape when it already is one)."""
     if t.dim() != 2:
         t = t.reshape(-1, t.shape[-1])
-    return t if t.stride(1) == 1 else t.contiguous()
+    return t if t.stride()[1] == 1 else t.contiguous()
 
 
 def _shaped(y, s, x, residual):

@@ -48,7 +48,9 @@ def empty(shape, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
 
 def empty_like(t: torch.Tensor) -> torch.Tensor:
     """A contiguous tensor of ``t``'s shape, dtype and device (poisoned like :func:`empty`)."""
-    out = torch.empty_like(t, memory_format=torch.contiguous_format)
+    out = torch.empty_like(t)  # (preserving the layout is ~25 % cheaper than asking for contiguous;
+    if not out.is_contiguous():  # a dense permuted or non-dense ``t`` takes the second call)
+        out = torch.empty_like(t, memory_format=torch.contiguous_format)
     if _active and poison_outputs():
         out.fill_(float("nan") if out.dtype.is_floating_point else -(2**30))
     return out
