@@ -56,8 +56,8 @@
 #   claunch-lite  the launcher tests and the norm GPU tests with TRITONIC_C_LAUNCH=2, then breakdown and
 #               launch.py with 1 and 2 (claunch without the whole GPU suite)
 #   models-bert / models-gpt2 / models-llama  models-tritonic for one model
-#   next11      the tenth session's call: firstcall-quick, firstcall-tune (every key tuned, pool on / off), softmaxmb,
-#               (the wide softmax in memory_bound.py), tests-changed, launch3 (the host-time trims)
+#   next11      the tenth session's call: tests-changed, launch3 (the host-time trims, launch_meta), softmaxmb (the
+#               wide softmax in memory_bound.py), firstcall-quick, firstcall-tune (every key tuned, pool on / off)
 #   next10a / next10b  the ninth session's unmeasured work in two calls: softmaxsweep + tests-changed, then
 #               firstcall-ab + firstcall-quick
 #   next7       the seventh session's unmeasured work in one go (~14 min): geluab-erf, bertffn, models-bert, pdl,
@@ -118,7 +118,8 @@ for step in "$@"; do
         tests-changed)  # the GPU tests of what changed since the last full suite (ninth session: GEMM plans, softmax chunks)
             run tests pytest_gpu_changed 400 python3 -m pytest -m gpu -q -rfE --tb=short tests/ops/test_matmul_gpu.py \
                 tests/ops/test_mlp_gpu.py tests/ops/test_softmax_gpu.py tests/ops/test_loss_gpu.py tests/test_launch.py \
-                tests/test_pdl.py
+                tests/test_pdl.py tests/ops/test_norm_gpu.py
+            run tests pytest_launch_meta 60 python3 -m pytest -q -rfE --tb=short tests/test_launch_meta.py
             # (the interpreter tests on the GPU: the softmax's multi-pass forward, the GEMM's remembered launches)
             run tests pytest_cuda_new 150 python3 -m pytest -q -rfE --tb=short tests/ops/test_softmax.py \
                 tests/ops/test_matmul.py -k "remembered or multi_pass" ;;
@@ -158,7 +159,7 @@ for step in "$@"; do
         next7)
             bash "$0" geluab-erf bertffn models-bert pdl attnshort launch3 softmaxab ;;
         next11)  # tenth session: first calls with the sibling table and the tuning pool, the wide softmax, tests
-            bash "$0" firstcall-quick firstcall-tune softmaxmb tests-changed launch3 ;;
+            bash "$0" tests-changed launch3 softmaxmb firstcall-quick firstcall-tune ;;
         firstcall-tune)  # cold caches, every key tuned (TRITONIC_AUTOTUNE=retune), configs compiled in a pool or not
             for pool in 1 0; do  # (the pool is opt-in: TRITONIC_TUNE_POOL=1)
                 cold=$(mktemp -d)
