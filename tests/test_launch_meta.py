@@ -121,3 +121,24 @@ def test_the_python_launch_meta_is_launch(monkeypatch):
     monkeypatch.setattr(L, "launch", lambda *a, **k: seen.append((a, k)))
     L._launch_meta_py("K", (1,), {"BLOCK": 8}, 1, 2)
     assert seen == [(("K", (1,), 1, 2), {"BLOCK": 8})]
+
+
+def test_shared_meta_gives_one_dict_per_set_of_keywords(monkeypatch):
+    monkeypatch.setattr(L, "_metas", {})
+    a = L.shared_meta(dict(BLOCK=32, num_warps=4))
+    assert L.shared_meta(dict(BLOCK=32, num_warps=4)) is a
+    assert L.shared_meta(dict(BLOCK=64, num_warps=4)) is not a
+    odd = dict(BLOCK=32, table=[1, 2])  # unhashable: its own copy, never shared
+    assert L.shared_meta(odd) == odd and L.shared_meta(odd) is not odd and len(L._metas) == 2
+
+
+def test_the_norm_forward_launches_of_two_shapes_share_their_keywords():
+    """Another row count with the same launch is the same dict (one C key), not a new one per
+    shape: the C table grows with distinct launches only."""
+    import importlib
+
+    norm = importlib.import_module("tritonic.ops.norm")
+    args = (False, False, True, True, True, False, True, False, False, None, False)
+    g1, m1 = norm._fwd_launch(16, 768, *args)
+    g2, m2 = norm._fwd_launch(4096, 768, *args)
+    assert g1 != g2 and m1 is m2

@@ -46,7 +46,10 @@ def _capture(monkeypatch, module, on):
     """Launches of ``tritonic.ops.<module>`` recorded (kernel name, keywords), not run."""
     mod = importlib.import_module(f"tritonic.ops.{module}")
     seen = []
-    monkeypatch.setattr(mod, "launch", lambda kernel, grid, *a, **kw: seen.append((kernel.fn.__name__, kw)))
+    if hasattr(mod, "launch"):
+        monkeypatch.setattr(mod, "launch", lambda kernel, grid, *a, **kw: seen.append((kernel.fn.__name__, kw)))
+    if hasattr(mod, "launch_meta"):  # (the cached-keywords form: the dict itself)
+        monkeypatch.setattr(mod, "launch_meta", lambda kernel, grid, meta, *a: seen.append((kernel.fn.__name__, meta)))
     return seen
 
 

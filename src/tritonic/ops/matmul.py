@@ -30,7 +30,7 @@ from tritonic.ops._register import register
 from tritonic.runtime import empty, has_tma, interpreter_active, num_sms, warn_once
 from tritonic.runtime.autotune import Autotuner, Config, bucket, time_run
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
-from tritonic.runtime.launcher import descriptor, is_traced, launch
+from tritonic.runtime.launcher import descriptor, is_traced, launch_meta, shared_meta
 from tritonic.runtime import pdl as _pdl
 
 __all__ = ["matmul", "ACTIVATIONS"]
@@ -155,11 +155,11 @@ def _gemm(a, b, out, *, bias=None, residual=None, z=None, act=0, batch=1, gated=
         flags.update(pdl)  # (USE_PDL=False too: see runtime/pdl.OFF)
 
         def run(config):
-            kw = {**flags, **config.meta()}
+            kw = shared_meta({**flags, **config.meta()})
             grid = (_cdiv(M, kw["BLOCK_M"]) * _cdiv(N, kw["BLOCK_N"]), batch)
 
             def plan(a, b, out, bias, residual, z):
-                launch(_matmul, grid, a, b, out, bias, residual, z, *tail, **kw)
+                launch_meta(_matmul, grid, kw, a, b, out, bias, residual, z, *tail)  # (kw: this plan's, never changed)
             plan(a, b, out, bias, residual, z)
             return plan
 
@@ -245,13 +245,14 @@ def _tma_runner(a, b, out, bias, residual, z, act, gated, pdl=None):
         tiles = _cdiv(M, bm) * _cdiv(N, bn)
         grid = (max(1, min(tiles, per_sm * num_sms(a.device.index))),)
         tail = (M, N, K, residual.stride(0) if residual is not None else 0, grid[0])
-        kw = dict(ACT=act, HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, STORE_Z=z is not None,
-                  GATED=gated, A_KMAJOR=a_kmajor, B_KMAJOR=b_kmajor, **meta, **(pdl or _pdl.OFF))
+        kw = shared_meta(dict(ACT=act, HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None,
+                              STORE_Z=z is not None, GATED=gated, A_KMAJOR=a_kmajor, B_KMAJOR=b_kmajor, **meta,
+                              **(pdl or _pdl.OFF)))
 
         def plan(a, b, out, bias, residual, z):  # (a descriptor's base gives only the address and dtype)
-            launch(_matmul_tma, grid, descriptor(a, *la), descriptor(b, *lb), descriptor(out, *lc),
-                   descriptor(z, *lz) if lz else None, descriptor(z[:, N:], *lz) if up else None,
-                   bias, residual, *tail, **kw)
+            launch_meta(_matmul_tma, grid, kw, descriptor(a, *la), descriptor(b, *lb), descriptor(out, *lc),
+                        descriptor(z, *lz) if lz else None, descriptor(z[:, N:], *lz) if up else None,
+                        bias, residual, *tail)
         plan(a, b, out, bias, residual, z)
         return plan
 

@@ -28,7 +28,7 @@ from tritonic.ops._register import register
 from tritonic.runtime import empty, num_sms, warn_once
 from tritonic.runtime import checks as _checks
 from tritonic.runtime.alloc import empty_like
-from tritonic.runtime.launcher import _PLAIN, is_traced, launch, launch_meta
+from tritonic.runtime.launcher import _PLAIN, is_traced, launch, launch_meta, shared_meta
 from tritonic.runtime import pdl as _pdl
 from tritonic.runtime.checks import (
     KERNEL_DTYPES,
@@ -183,7 +183,7 @@ def _fwd_launch(M, N, is_rms, has_residual, has_weight, has_bias, upcast, store_
                 STORE_CS=store_cs, HAS_OFFSET=has_offset, EVEN=N % block_n == 0 and M % block_m == 0, INT64=int64,
                 STORE_SUM=store_sum, num_warps=num_warps)
     meta.update(_pdl.ON if pdl else _pdl.OFF)
-    return (_cdiv(M, block_m),), meta
+    return (_cdiv(M, block_m),), shared_meta(meta)
 
 
 def _launch_bwd(dy, ds, s, weight, bias, mean, rstd, offset, is_rms, upcast, need_dw, need_db):

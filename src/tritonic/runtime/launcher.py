@@ -519,8 +519,23 @@ def _init_c() -> None:
 def _launch_meta_py(kernel, grid, meta, *args) -> None:
     """``launch(kernel, grid, *args, **meta)`` with the keywords as one dict: for an op's cached
     launch parameters, which the caller keeps and never changes. The C launch keys on the
-    dict's identity instead of its values (one key part for 17 keywords)."""
+    dict's identity instead of its values (one key part for 17 keywords). Pass dicts from
+    :func:`shared_meta`, so that equal keywords are one dict and one key."""
     launch(kernel, grid, *args, **meta)
+
+
+_metas: dict = {}  # the keyword items -> the one dict holding them (shared_meta)
+
+
+def shared_meta(meta: dict) -> dict:
+    """The one dict with ``meta``'s items (``meta`` itself the first time): what callers of
+    ``launch_meta`` hand over, never to be changed. Equal keywords built anew (a cache entry
+    evicted and rebuilt, another shape with the same launch) then map to one C key, so the
+    C launch's table and its kept dicts grow with the distinct launches, not the calls."""
+    try:
+        return _metas.setdefault(tuple(meta.items()), meta)
+    except TypeError:  # an unhashable value: a copy of its own (launch_meta still works, uncached)
+        return dict(meta)
 
 
 _c_tried = False
