@@ -167,9 +167,15 @@ for step in "$@"; do
                     TRITONIC_CACHE_DIR=$cold/tritonic run firstcall-tune "pool$pool" 150 python3 benchmarks/models.py \
                     --first-call --providers tritonic --only "bert 1x16,gpt2 1x16" --out "$R/firstcall-tune/pool$pool"
             done ;;
-        softmaxmb)
+        softmaxmb)  # then the backward in the forward's scheme (TRITONIC_SOFTMAX_BWD_PIPE=1), twice in alternation
             run softmaxmb bench 150 python3 benchmarks/memory_bound.py --only "softmax 4096x131072" \
-                --providers eager,torch.compile,tritonic --out "$R/softmaxmb/results" ;;
+                --providers eager,torch.compile,tritonic --out "$R/softmaxmb/results"
+            for i in 1 2; do
+                TRITONIC_SOFTMAX_BWD_PIPE=1 run softmaxmb "pipe$i" 60 python3 benchmarks/memory_bound.py \
+                    --only "softmax 4096x131072" --providers tritonic --out "$R/softmaxmb/pipe$i"
+                run softmaxmb "plain$i" 60 python3 benchmarks/memory_bound.py --only "softmax 4096x131072" \
+                    --providers tritonic --out "$R/softmaxmb/plain$i"
+            done ;;
         next10a)  # the ninth session's unmeasured work, first call of two (~8 min): the softmax sweep, then tests
             bash "$0" softmaxsweep tests-changed ;;
         next10b)  # second call (~8 min): the cold first calls (PDL A/B, then plain / precompiled)

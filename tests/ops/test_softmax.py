@@ -29,11 +29,13 @@ def _check(op, x, dim=-1, scale=None, mask=None, grads=True):
 @pytest.fixture(params=[False, True], ids=["loop", "prefetch"])
 def chunked(monkeypatch, request):
     """Send rows wider than 16 columns down the multi-pass path, in chunks of 16, with the
-    forward's plain loop and with its loads one chunk ahead (PREFETCH)."""
+    forward's plain loop and the backward's, and with loads one chunk ahead (the forward's
+    PREFETCH, the backward's BWD_PIPE)."""
     monkeypatch.setattr(sm_ops, "FUSED_WIDTH", 16)
     monkeypatch.setattr(sm_ops, "CHUNK", 16)
     monkeypatch.setattr(sm_ops, "FWD_CHUNK", 16)
     monkeypatch.setattr(sm_ops, "PREFETCH", request.param)
+    monkeypatch.setattr(sm_ops, "BWD_PIPE", request.param)
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -126,6 +128,7 @@ def test_fully_masked_rows_give_zeros_and_no_nan(op, wide, device, monkeypatch):
         monkeypatch.setattr(sm_ops, "FUSED_WIDTH", 8)
         monkeypatch.setattr(sm_ops, "CHUNK", 8)
         monkeypatch.setattr(sm_ops, "FWD_CHUNK", 8)
+        monkeypatch.setattr(sm_ops, "BWD_PIPE", True)
     fn = OPS[op][0]
     x = torch.randn(4, 30, device=device, requires_grad=True)
     mask = torch.rand(4, 30, device=device) > 0.5

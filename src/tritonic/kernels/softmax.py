@@ -226,6 +226,7 @@ def _softmax_bwd(
     SINGLE_PASS: tl.constexpr,  # BLOCK_N >= N
     BLOCK_M: tl.constexpr,  # rows per program
     BLOCK_N: tl.constexpr,  # columns per chunk
+    PIPE: tl.constexpr = False,  # multi-pass: the forward's scheme (see _bwd_pipelined)
 ):
     pid = tl.program_id(0)
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -236,6 +237,10 @@ def _softmax_bwd(
     if HAS_MASK:
         m_offs = _mask_offsets(rows, D1, D2, stride_m0, stride_m1, stride_m2)
     out_dtype = DX.dtype.element_ty
+    if not SINGLE_PASS and PIPE:
+        _bwd_pipelined(Y, DY, MASK, DX, stride_y, stride_dy, stride_dx, stride_mn, m_offs, rows, row_mask, cols, N,
+                       scale, LOG, HAS_SCALE, HAS_MASK, BLOCK_M, BLOCK_N)
+        return
 
     if SINGLE_PASS:
         bounds = row_mask[:, None] & (cols < N)[None, :]
@@ -271,3 +276,53 @@ def _softmax_bwd(
             _, dy = _bwd_tile(y, dy, keep, LOG)
             dx = _bwd_dx(y, dy, c, keep, scale, HAS_SCALE, LOG)
             tl.store(DX + rows[:, None] * stride_dx + col[None, :], dx.to(out_dtype), mask=bounds)
+
+
+@triton.jit
+def _bwd_pipelined(Y, DY, MASK, DX, stride_y, stride_dy, stride_dx, stride_mn, m_offs, rows, row_mask, cols, N,
+                   scale, LOG: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_MASK: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The multi-pass backward as the forward does it: pass A sums per column of the tile and
+    reduces once at the end (no barrier per chunk), each chunk's y and dy are loaded one
+    iteration ahead (in flight while this chunk is computed), and dx is stored with the
+    streaming hint (.cs) so that it takes less of L2 from the rows pass B reads again."""
+    y_off = rows[:, None] * stride_y
+    dy_off = rows[:, None] * stride_dy
+    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    y_next = tl.load(Y + y_off + cols[None, :], mask=row_mask[:, None] & (cols < N)[None, :], other=0.0,
+                     eviction_policy="evict_last")
+    dy_next = tl.load(DY + dy_off + cols[None, :], mask=row_mask[:, None] & (cols < N)[None, :], other=0.0,
+                      eviction_policy="evict_last")
+    for start in range(0, N, BLOCK_N):
+        col = start + cols
+        bounds = row_mask[:, None] & (col < N)[None, :]
+        keep = _keep(MASK, m_offs, col, stride_mn, bounds, HAS_MASK, "evict_last")
+        y, dy = y_next.to(tl.float32), dy_next.to(tl.float32)
+        cn = col + BLOCK_N  # (past the row's end at the last chunk: masked, no traffic)
+        y_next = tl.load(Y + y_off + cn[None, :], mask=row_mask[:, None] & (cn < N)[None, :], other=0.0,
+                         eviction_policy="evict_last")
+        dy_next = tl.load(DY + dy_off + cn[None, :], mask=row_mask[:, None] & (cn < N)[None, :], other=0.0,
+                          eviction_policy="evict_last")
+        term, _ = _bwd_tile(y, dy, keep, LOG)
+        acc += term
+    c = tl.sum(acc, axis=1)
+    last = (N - 1) // BLOCK_N * BLOCK_N  # pass B backwards: pass A's last chunks are likeliest in L2
+    c0 = last + cols
+    y_next = tl.load(Y + y_off + c0[None, :], mask=row_mask[:, None] & (c0 < N)[None, :], other=0.0,
+                     eviction_policy="evict_first")
+    dy_next = tl.load(DY + dy_off + c0[None, :], mask=row_mask[:, None] & (c0 < N)[None, :], other=0.0,
+                      eviction_policy="evict_first")
+    for start in range(0, N, BLOCK_N):
+        col = (last - start) + cols
+        bounds = row_mask[:, None] & (col < N)[None, :]
+        keep = _keep(MASK, m_offs, col, stride_mn, bounds, HAS_MASK, "evict_first")
+        y, dy = y_next.to(tl.float32), dy_next.to(tl.float32)
+        cp = col - BLOCK_N  # the chunk before (none after the first)
+        y_next = tl.load(Y + y_off + cp[None, :], mask=row_mask[:, None] & (cp >= 0)[None, :], other=0.0,
+                         eviction_policy="evict_first")
+        dy_next = tl.load(DY + dy_off + cp[None, :], mask=row_mask[:, None] & (cp >= 0)[None, :], other=0.0,
+                          eviction_policy="evict_first")
+        _, dy = _bwd_tile(y, dy, keep, LOG)
+        dx = _bwd_dx(y, dy, c, keep, scale, HAS_SCALE, LOG)
+        tl.store(DX + rows[:, None] * stride_dx + col[None, :], dx.to(DX.dtype.element_ty), mask=bounds,
+                 cache_modifier=".cs")

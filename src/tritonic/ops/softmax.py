@@ -62,6 +62,11 @@ FWD_CHUNK = 16384
 # 0.730, plain loop 16384/16 0.991 -> 0.931; faster in every config swept. (A split forward that read
 # each row once, over the programs of a cooperative grid, was 0.92-2.65 ms there and was removed.)
 STORE_CS = os.environ.get("TRITONIC_SOFTMAX_STORE_CS", "1").strip() != "0"
+# The multi-pass backward in the forward's scheme (kernels/softmax.py, _bwd_pipelined): per-column sums
+# reduced once, y and dy loaded a chunk ahead, dx stored with .cs. TRITONIC_SOFTMAX_BWD_PIPE=1 (read at
+# import) turns it on; off until it is measured on a GPU (the H100's backward at 4096 x 131072 moved
+# 2.07 TB/s forward + backward at 863fcd8, against 2.33 for the forward alone).
+BWD_PIPE = os.environ.get("TRITONIC_SOFTMAX_BWD_PIPE", "0").strip() == "1"
 
 
 # ----------------------------------------------------------------------------- references
@@ -185,7 +190,7 @@ def _launch_bwd(y, dy, mask, scale, log):
         _softmax_bwd, (_cdiv(M, block_m),), y2, dy2, m, dx,
         y2.stride(0), dy2.stride(0), N, *strides, *sizes, M, N, scale,
         LOG=log, HAS_SCALE=scale != 1.0, HAS_MASK=m is not None, SINGLE_PASS=single,
-        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps,
+        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps, PIPE=BWD_PIPE and not single,
     )
     return dx
 
