@@ -56,7 +56,7 @@
 #   claunch-lite  the launcher tests and the norm GPU tests with TRITONIC_C_LAUNCH=2, then breakdown and
 #               launch.py with 1 and 2 (claunch without the whole GPU suite)
 #   models-bert / models-gpt2 / models-llama  models-tritonic for one model
-#   next11      the tenth session's call: tests-changed, launch3 (the host-time trims, launch_meta), softmaxmb (the
+#   next11      the tenth session's call: launch3 (the host-time trims, launch_meta), tests-changed, softmaxmb (the
 #               wide softmax in memory_bound.py), firstcall-quick, firstcall-tune (every key tuned, pool on / off)
 #   next10a / next10b  the ninth session's unmeasured work in two calls: softmaxsweep + tests-changed, then
 #               firstcall-ab + firstcall-quick
@@ -159,7 +159,7 @@ for step in "$@"; do
         next7)
             bash "$0" geluab-erf bertffn models-bert pdl attnshort launch3 softmaxab ;;
         next11)  # tenth session: first calls with the sibling table and the tuning pool, the wide softmax, tests
-            bash "$0" tests-changed launch3 softmaxmb firstcall-quick firstcall-tune ;;
+            bash "$0" launch3 tests-changed softmaxmb firstcall-quick firstcall-tune ;;
         firstcall-tune)  # cold caches, every key tuned (TRITONIC_AUTOTUNE=retune), configs compiled in a pool or not
             for pool in 1 0; do  # (the pool is opt-in: TRITONIC_TUNE_POOL=1)
                 cold=$(mktemp -d)
