@@ -13,7 +13,8 @@
 # Steps:
 #   tests       pytest -m gpu over all tests, plus the integration tests on the GPU (~15 min: two calls or more;
 #               tests-ops: tests/ops ~8 min, tests-rest: the launcher, PDL, captured steps, tests-int: integrations;
-#               tests-changed: the GEMM, MLP, softmax, loss, launcher and PDL GPU tests alone)
+#               tests-changed: the GEMM, MLP, softmax, loss, launcher and PDL GPU tests alone; tests-meta: the
+#               launcher, PDL, norm, GEMM and softmax GPU tests, then launch_meta's and the multi-pass softmax's on CUDA)
 #   norm        norm forward sweep + benchmarks/norm.py + scripts/norm_ab.py
 #   training    benchmarks/training.py (gpt2-124m, llama-1b; training-gpt2 / training-llama: one)
 #   generate    benchmarks/generate.py (generate-llama: the Llama-style model alone)
@@ -56,7 +57,7 @@
 #   claunch-lite  the launcher tests and the norm GPU tests with TRITONIC_C_LAUNCH=2, then breakdown and
 #               launch.py with 1 and 2 (claunch without the whole GPU suite)
 #   models-bert / models-gpt2 / models-llama  models-tritonic for one model
-#   next11      the tenth session's call: launch3 (the host-time trims, launch_meta), tests-changed, softmaxmb (the
+#   next11      the tenth session's call: launch3 (the host-time trims, launch_meta), tests-meta, softmaxmb (the
 #               wide softmax in memory_bound.py), firstcall-quick, firstcall-tune (every key tuned, pool on / off)
 #   next10a / next10b  the ninth session's unmeasured work in two calls: softmaxsweep + tests-changed, then
 #               firstcall-ab + firstcall-quick
@@ -123,6 +124,11 @@ for step in "$@"; do
             # (the interpreter tests on the GPU: the softmax's multi-pass forward, the GEMM's remembered launches)
             run tests pytest_cuda_new 150 python3 -m pytest -q -rfE --tb=short tests/ops/test_softmax.py \
                 tests/ops/test_matmul.py -k "remembered or multi_pass" ;;
+        tests-meta)  # the eleventh session's changes: launch_meta (norm forward, GEMM plans), the softmax backward
+            run tests pytest_gpu_meta 300 python3 -m pytest -m gpu -q -rfE --tb=short tests/test_launch.py \
+                tests/test_pdl.py tests/ops/test_norm_gpu.py tests/ops/test_matmul_gpu.py tests/ops/test_softmax_gpu.py
+            run tests pytest_meta_cuda 150 python3 -m pytest -q -rfE --tb=short tests/test_launch_meta.py \
+                tests/ops/test_softmax.py -k "multi_pass or launch_meta or shared or fully_masked" ;;
         tests-int)
             run tests pytest_integrations 400 python3 -m pytest -q -rfE --tb=short tests/integrations ;;
         norm)
@@ -159,7 +165,7 @@ for step in "$@"; do
         next7)
             bash "$0" geluab-erf bertffn models-bert pdl attnshort launch3 softmaxab ;;
         next11)  # tenth session: first calls with the sibling table and the tuning pool, the wide softmax, tests
-            bash "$0" launch3 tests-changed softmaxmb firstcall-quick firstcall-tune ;;
+            bash "$0" launch3 tests-meta softmaxmb firstcall-quick firstcall-tune ;;
         firstcall-tune)  # cold caches, every key tuned (TRITONIC_AUTOTUNE=retune), configs compiled in a pool or not
             for pool in 1 0; do  # (the pool is opt-in: TRITONIC_TUNE_POOL=1)
                 cold=$(mktemp -d)
