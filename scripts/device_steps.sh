@@ -127,8 +127,9 @@ for step in "$@"; do
         tests-meta)  # the eleventh session's changes: launch_meta (norm forward, GEMM plans), the softmax backward
             run tests pytest_gpu_meta 300 python3 -m pytest -m gpu -q -rfE --tb=short tests/test_launch.py \
                 tests/test_pdl.py tests/ops/test_norm_gpu.py tests/ops/test_matmul_gpu.py tests/ops/test_softmax_gpu.py
-            run tests pytest_meta_cuda 150 python3 -m pytest -q -rfE --tb=short tests/test_launch_meta.py \
-                tests/ops/test_softmax.py -k "multi_pass or launch_meta or shared or fully_masked" ;;
+            run tests pytest_meta_cpu 60 python3 -m pytest -q -rfE --tb=short tests/test_launch_meta.py
+            run tests pytest_softmax_cuda 150 python3 -m pytest -q -rfE --tb=short tests/ops/test_softmax.py \
+                -k "multi_pass or fully_masked" ;;
         tests-int)
             run tests pytest_integrations 400 python3 -m pytest -q -rfE --tb=short tests/integrations ;;
         norm)
