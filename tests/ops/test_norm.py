@@ -341,3 +341,20 @@ def test_inference_path_matches(device):
     wg = w.clone().requires_grad_(True)
     torch.testing.assert_close(y0, layer_norm(x, wg, b).detach(), atol=0, rtol=0)
     torch.testing.assert_close(r0, rms_norm(x, wg).detach(), atol=0, rtol=0)
+
+
+def test_a_tracing_subclass_is_never_taken_for_a_plain_tensor():
+    """The check's fast path (exact Tensor / Parameter types) lets the op skip its tracing
+    test; a fake tensor takes the full checks and then the registered op."""
+    import importlib
+
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    norm = importlib.import_module("tritonic.ops.norm")
+    x, w = torch.randn(4, 32), torch.randn(32)
+    ok = norm._check("layer_norm", x, w, None, None, 1e-5)
+    assert ok == 2 and norm._path(x, w, None, None, ok == 2) == "plain"
+    with FakeTensorMode():
+        fx, fw = torch.empty(4, 32), torch.empty(32)
+        ok = norm._check("layer_norm", fx, fw, None, None, 1e-5)
+        assert ok == 1 and norm._path(fx, fw, None, None, ok == 2) == "op"

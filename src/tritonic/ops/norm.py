@@ -307,10 +307,11 @@ _LayerNormFn = register("layer_norm", _ln_fwd, _ln_bwd, _layer_norm_setup, _laye
 _RMSNormFn = register("rms_norm", _rms_fwd, _rms_bwd, _rms_norm_setup, _rms_norm_grad, n_nondiff=1)
 
 
-def _path(x, weight, bias, residual) -> str:
+def _path(x, weight, bias, residual, plain_types=False) -> str:
     """"op": the registered custom op (torch is tracing); "grad": the eager autograd.Function;
-    "plain": a direct launch with no autograd and no saved statistics (nothing wants a gradient)."""
-    if torch.compiler.is_compiling() or is_traced(x, weight, bias, residual):
+    "plain": a direct launch with no autograd and no saved statistics (nothing wants a gradient).
+    ``plain_types``: the check saw exact Tensor / Parameter types (no tracing subclass)."""
+    if torch.compiler.is_compiling() or (not plain_types and is_traced(x, weight, bias, residual)):
         return "op"
     if torch.is_grad_enabled() and (x.requires_grad or (weight is not None and weight.requires_grad)
                                     or (bias is not None and bias.requires_grad)
@@ -322,8 +323,9 @@ def _path(x, weight, bias, residual) -> str:
 # ----------------------------------------------------------------------------- public API
 
 
-def _check(op, x, weight, bias, residual, eps) -> bool:
-    """Validate the arguments; True when the kernels can run them, False to fall back.
+def _check(op, x, weight, bias, residual, eps) -> int:
+    """Validate the arguments: 0 to fall back, otherwise the kernels can run them (2 when
+    every tensor is exactly a Tensor or Parameter, so none is a tracing subclass; else 1).
 
     The common case passes a few cheap comparisons (this runs on every call); anything
     else goes through the full checks, which name the bad argument."""
@@ -338,7 +340,7 @@ def _check(op, x, weight, bias, residual, eps) -> bool:
                 and (residual is None or (type(residual) in _PLAIN and residual.shape == shape
                                           and residual.dtype == x.dtype and residual.device == dev))
                 and 0 < N <= MAX_HIDDEN and x.numel() > 0 and _checks.can_run_kernels(dev)):
-            return True
+            return 2
     check_tensor(op, "x", x, min_dim=1)
     N = x.shape[-1]
     for name, t in (("weight", weight), ("bias", bias)):
@@ -354,17 +356,17 @@ def _check(op, x, weight, bias, residual, eps) -> bool:
         raise ValueError(f"{op}: eps must be a non-negative number, got {eps!r}")
     check_kernel_device(op, "x", x)
     if x.numel() == 0:
-        return False
+        return 0
     if x.dtype not in KERNEL_DTYPES or not all(t is None or t.dtype in KERNEL_DTYPES for t in (weight, bias)):
         dtypes = {t.dtype for t in (x, weight, bias, residual) if t is not None}
         warn_once((op, "dtype"), f"{op}: the kernels take float16, bfloat16 and float32; "
                   f"got {sorted(str(d) for d in dtypes)}, so PyTorch's implementation runs instead")
-        return False
+        return 0
     if N > MAX_HIDDEN:
         warn_once((op, "width"), f"{op}: hidden size {N} is above {MAX_HIDDEN}, the widest the "
                   f"kernels are tested for, so PyTorch's implementation runs instead")
-        return False
-    return True
+        return 0
+    return 1
 
 
 def layer_norm(x, weight=None, bias=None, eps=1e-5, residual=None, return_sum=True):
@@ -375,11 +377,12 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5, residual=None, return_sum=Tr
     ``return_sum=False`` returns ``y`` alone and, without autograd, never writes the sum (a
     post-norm block such as BERT's: one tensor less written per call).
     """
-    if not _check("layer_norm", x, weight, bias, residual, eps):
+    ok = _check("layer_norm", x, weight, bias, residual, eps)
+    if not ok:
         out = layer_norm_reference(x, weight, bias, eps, residual)
         return out[0] if residual is not None and not return_sum else out
     x2, r2 = _as_rows(x), None if residual is None else _as_rows(residual)
-    path = _path(x, weight, bias, residual)
+    path = _path(x, weight, bias, residual, ok == 2)
     if path == "plain":
         y, s, _, _ = _launch_fwd(x2, r2, weight, bias, float(eps), 0.0, False, True, store_stats=False,
                                  store_sum=bool(return_sum))
@@ -401,10 +404,11 @@ def rms_norm(x, weight=None, eps=1e-6, residual=None, offset=0.0, upcast=True):
     """
     if offset != 0.0 and weight is None:
         raise ValueError("rms_norm: offset is added to the weight, so it needs a weight; got weight=None")
-    if not _check("rms_norm", x, weight, None, residual, eps):
+    ok = _check("rms_norm", x, weight, None, residual, eps)
+    if not ok:
         return rms_norm_reference(x, weight, eps, residual, offset, upcast)
     x2, r2 = _as_rows(x), None if residual is None else _as_rows(residual)
-    path = _path(x, weight, None, residual)
+    path = _path(x, weight, None, residual, ok == 2)
     if path == "plain":
         y, s, _, _ = _launch_fwd(x2, r2, weight, None, float(eps), float(offset), True, bool(upcast),
                                  store_stats=False)
