@@ -128,8 +128,10 @@ def test_shared_meta_gives_one_dict_per_set_of_keywords(monkeypatch):
     a = L.shared_meta(dict(BLOCK=32, num_warps=4))
     assert L.shared_meta(dict(BLOCK=32, num_warps=4)) is a
     assert L.shared_meta(dict(BLOCK=64, num_warps=4)) is not a
+    flag = L.shared_meta(dict(FLAG=True))
+    assert L.shared_meta(dict(FLAG=1)) is not flag and L.shared_meta(dict(FLAG=True)) is flag  # True == 1, apart
     odd = dict(BLOCK=32, table=[1, 2])  # unhashable: its own copy, never shared
-    assert L.shared_meta(odd) == odd and L.shared_meta(odd) is not odd and len(L._metas) == 2
+    assert L.shared_meta(odd) == odd and L.shared_meta(odd) is not odd and len(L._metas) == 4
 
 
 def test_the_norm_forward_launches_of_two_shapes_share_their_keywords():

@@ -532,8 +532,8 @@ def shared_meta(meta: dict) -> dict:
     ``launch_meta`` hand over, never to be changed. Equal keywords built anew (a cache entry
     evicted and rebuilt, another shape with the same launch) then map to one C key, so the
     C launch's table and its kept dicts grow with the distinct launches, not the calls."""
-    try:
-        return _metas.setdefault(tuple(meta.items()), meta)
+    try:  # (the value's type too: True == 1 and 0 == 0.0 == False, but Triton compiles them apart)
+        return _metas.setdefault(tuple((k, type(v), v) for k, v in meta.items()), meta)
     except TypeError:  # an unhashable value: a copy of its own (launch_meta still works, uncached)
         return dict(meta)
 
