@@ -45,3 +45,20 @@ def _fresh_gemm_plans():
     import importlib
 
     importlib.import_module("tritonic.ops.matmul")._PLANS.clear()
+
+
+@pytest.fixture
+def c_launch(monkeypatch):
+    """The launcher's C module, configured with a device 0 and a stream 7; put back as it was
+    afterwards (skipped where no C compiler is at hand)."""
+    from tritonic.runtime import launcher as L
+
+    module = L._build_c()
+    if module is None:
+        pytest.skip("no C compiler here")
+    monkeypatch.setattr(L, "_knobs", None)
+    monkeypatch.setattr(L, "FAST", True)
+    L._configure_c(module, device=lambda: 0, stream=lambda d: 7)
+    yield module
+    if L._C is not None:
+        L._configure_c(L._C)

@@ -272,18 +272,7 @@ def test_launch_takes_the_generated_path(monkeypatch):
 # ----------------------------------------------------------------------------- the C launch
 
 
-@pytest.fixture
-def c_launch(monkeypatch):
-    """The C module, configured with a device 0 and a stream 7; put back as it was afterwards."""
-    module = L._build_c()
-    if module is None:
-        pytest.skip("no C compiler here")
-    monkeypatch.setattr(L, "_knobs", None)
-    monkeypatch.setattr(L, "FAST", True)
-    L._configure_c(module, device=lambda: 0, stream=lambda d: 7)
-    yield module
-    if L._C is not None:
-        L._configure_c(L._C)
+# (the c_launch fixture, shared with test_launch_meta.py, is in conftest.py)
 
 
 def _c_runnable(monkeypatch):

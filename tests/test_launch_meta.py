@@ -8,39 +8,30 @@ import sys
 import pytest
 import torch
 
-from tests.test_launch import _runnable
+from tests.test_launch import _c_runnable, _runnable
 from tritonic.runtime import launcher as L
 
 
-@pytest.fixture
-def c_launch(monkeypatch):
-    module = L._build_c()
-    if module is None:
-        pytest.skip("no C compiler here")
-    monkeypatch.setattr(L, "_knobs", None)
-    monkeypatch.setattr(L, "FAST", True)
+@pytest.fixture(autouse=True)
+def _no_kept_dicts(monkeypatch):
     monkeypatch.setattr(L, "_c_kept", {})
-    L._configure_c(module, device=lambda: 0, stream=lambda d: 7)
-    yield module
-    if L._C is not None:
-        L._configure_c(L._C)
 
 
-def _setup(monkeypatch):
-    kernel, fk, x, calls = _runnable()
-    monkeypatch.setitem(L._by_id, id(kernel), (kernel, fk))
-    monkeypatch.setitem(L._c_specs, id(kernel), L._c_specs[id(kernel)])
-    return kernel, fk, x, calls
-
-
-def test_launch_meta_calls_what_launch_calls(c_launch, monkeypatch):
-    kernel, fk, x, calls = _setup(monkeypatch)
+def _filed_then_recorded(c_launch, monkeypatch, grid=(1,)):
+    """The runnable kernel with its launch_meta key filed by one call (dict BLOCK=32); later
+    slow-path calls are recorded in the returned list instead of run."""
+    kernel, fk, x, calls = _c_runnable(monkeypatch)
     meta = dict(BLOCK=32)
-    c_launch.launch_meta(kernel, (3, 2), meta, x, 128, 1e-5, None)  # files the key on the way out
-    assert len(calls) == 1 and len(fk.ccompiled) == 1 and L._c_kept == {id(meta): meta}
+    c_launch.launch_meta(kernel, grid, meta, x, 128, 1e-5, None)  # files the key on the way out
     slow = []
     monkeypatch.setattr(L, "_c_slow", lambda *a: slow.append(a))
     L._configure_c(c_launch, device=lambda: 0, stream=lambda d: 7)
+    return kernel, fk, x, calls, meta, slow
+
+
+def test_launch_meta_calls_what_launch_calls(c_launch, monkeypatch):
+    kernel, fk, x, calls, meta, slow = _filed_then_recorded(c_launch, monkeypatch, (3, 2))
+    assert len(calls) == 1 and len(fk.ccompiled) == 1 and L._c_kept == {id(meta): meta}
     c_launch.launch_meta(kernel, (3, 2), meta, x, 256, 1e-5, None)  # from C
     c_launch.launch(kernel, (3, 2), x, 256, 1e-5, None, BLOCK=32)  # the keyword form: its own key, not filed
     L._launch_py(kernel, (3, 2), x, 256, 1e-5, None, BLOCK=32)
@@ -49,12 +40,7 @@ def test_launch_meta_calls_what_launch_calls(c_launch, monkeypatch):
 
 
 def test_an_equal_dict_is_another_key_and_the_python_path_gets_a_copy(c_launch, monkeypatch):
-    kernel, fk, x, calls = _setup(monkeypatch)
-    meta = dict(BLOCK=32)
-    c_launch.launch_meta(kernel, (1,), meta, x, 128, 1e-5, None)
-    slow = []
-    monkeypatch.setattr(L, "_c_slow", lambda *a: slow.append(a))
-    L._configure_c(c_launch, device=lambda: 0, stream=lambda d: 7)
+    kernel, fk, x, calls, meta, slow = _filed_then_recorded(c_launch, monkeypatch)
     twin = dict(BLOCK=32)
     c_launch.launch_meta(kernel, (1,), twin, x, 128, 1e-5, None)
     k, g, a, m, key, keep = slow[0]
@@ -64,12 +50,7 @@ def test_an_equal_dict_is_another_key_and_the_python_path_gets_a_copy(c_launch, 
 
 @pytest.mark.parametrize("call", ["misaligned", "other BLOCK", "None for tensor", "arguments missing"])
 def test_launch_meta_leaves_the_rest_to_python(c_launch, monkeypatch, call):
-    kernel, fk, x, calls = _setup(monkeypatch)
-    meta = dict(BLOCK=32)
-    c_launch.launch_meta(kernel, (1,), meta, x, 128, 1e-5, None)
-    slow = []
-    monkeypatch.setattr(L, "_c_slow", lambda *a: slow.append(a))
-    L._configure_c(c_launch, device=lambda: 0, stream=lambda d: 7)
+    kernel, fk, x, calls, meta, slow = _filed_then_recorded(c_launch, monkeypatch)
     m, args = {"misaligned": (meta, (x[1:], 128, 1e-5, None)), "other BLOCK": (dict(BLOCK=64), (x, 128, 1e-5, None)),
                "None for tensor": (meta, (None, 128, 1e-5, None)), "arguments missing": (meta, (x, 128, 1e-5))}[call]
     c_launch.launch_meta(kernel, (1,), m, *args)
@@ -86,7 +67,7 @@ def test_launch_meta_refuses_what_is_not_a_dict(c_launch):
 def test_a_dict_filed_in_a_key_is_kept_so_its_address_is_never_reused(c_launch, monkeypatch):
     """The key holds the dict's address: once filed, the dict is kept alive, so a new dict
     with other contents can never come to that address and find the old kernel."""
-    kernel, fk, x, calls = _setup(monkeypatch)
+    kernel, fk, x, calls = _c_runnable(monkeypatch)
     meta = dict(BLOCK=32)
     c_launch.launch_meta(kernel, (1,), meta, x, 128, 1e-5, None)
     address = id(meta)
@@ -99,7 +80,7 @@ def test_a_dict_filed_in_a_key_is_kept_so_its_address_is_never_reused(c_launch, 
 
 
 def test_launch_meta_leaks_no_references(c_launch, monkeypatch):
-    kernel, fk, x, calls = _setup(monkeypatch)
+    kernel, fk, x, calls = _c_runnable(monkeypatch)
     meta = dict(BLOCK=32)
     c_launch.launch_meta(kernel, (3, 2), meta, x, 128, 1e-5, None)
     slow = []
