@@ -27,6 +27,8 @@
 #   graphstep   GPT-2 124M: tritonic and tritonic+graph, the head/CE kernels at both strides, the step's kernels
 #   graphprof   GPT-2 124M kernels of tritonic+graph replays, torch.compile and tritonic (with aten ops by shape)
 #   attnab      attention with/without dropout (SDPA backends, tritonic), queued vs alone; step kernel timelines
+#   attnws      the warp-specialised attention forward (TRITONIC_ATTENTION_WS=1): GPU test, then d128/d64
+#               4x16x4096 fwd against cuDNN, and tritonic with / without it twice in alternation
 #   attnbwd     attention fwd / fwd+bwd against cuDNN and flash (the backward tunes atomic dQ against two kernels),
 #               then the two-kernel backward alone (TRITONIC_ATTENTION_DQ=kernel) for the A/B
 #   firstcall   issue 7's first call per new bucket from cold caches (empty Triton and tritonic caches; the
@@ -57,6 +59,8 @@
 #   claunch-lite  the launcher tests and the norm GPU tests with TRITONIC_C_LAUNCH=2, then breakdown and
 #               launch.py with 1 and 2 (claunch without the whole GPU suite)
 #   models-bert / models-gpt2 / models-llama  models-tritonic for one model
+#   next12      launch3, attnws, firstcall-quick, firstcall-tune (~10 min); next12b: tests-meta, softmaxmb,
+#               models-tritonic
 #   next11      the tenth session's call: launch3 (the host-time trims, launch_meta), tests-meta, softmaxmb (the
 #               wide softmax in memory_bound.py), firstcall-quick, firstcall-tune (every key tuned, pool on / off)
 #   next10a / next10b  the ninth session's unmeasured work in two calls: softmaxsweep + tests-changed, then
@@ -165,6 +169,10 @@ for step in "$@"; do
             done ;;
         next7)
             bash "$0" geluab-erf bertffn models-bert pdl attnshort launch3 softmaxab ;;
+        next12)  # twelfth session: issue 3's figures, the warp-specialised attention, cold first calls
+            bash "$0" launch3 attnws firstcall-quick firstcall-tune ;;
+        next12b)  # then the eleventh session's tests and the wide softmax, and the model table
+            bash "$0" tests-meta softmaxmb models-tritonic ;;
         next11)  # tenth session: first calls with the sibling table and the tuning pool, the wide softmax, tests
             bash "$0" launch3 tests-meta softmaxmb firstcall-quick firstcall-tune ;;
         firstcall-tune)  # cold caches, every key tuned (TRITONIC_AUTOTUNE=retune), configs compiled in a pool or not
@@ -280,6 +288,17 @@ for step in "$@"; do
             run attnab ab 200 python3 scripts/attn_dropout_ab.py
             run attnab timeline 300 python3 scripts/profile_training.py --case gpt2-124m \
                 --providers tritonic+graph,tritonic --top 10 --out "$R/attnab" ;;
+        attnws)  # the warp-specialised attention forward: its GPU test, then fwd with it and without, twice
+            TRITONIC_ATTENTION_WS=1 run attnws test 200 python3 -m pytest -q -m gpu tests/ops/test_attention_gpu.py \
+                -k "warp_specialised or bf16_sizes"
+            run attnws cudnn 200 python3 benchmarks/attention.py --graph always --providers sdpa-cudnn,tritonic \
+                --modes fwd --only "4x16x4096" --out "$R/attnws/base"
+            for i in 1 2; do
+                TRITONIC_ATTENTION_WS=1 run attnws "ws$i" 120 python3 benchmarks/attention.py --graph always \
+                    --providers tritonic --modes fwd,fwd+bwd --only "4x16x4096" --out "$R/attnws/ws$i"
+                run attnws "plain$i" 120 python3 benchmarks/attention.py --graph always \
+                    --providers tritonic --modes fwd,fwd+bwd --only "4x16x4096" --out "$R/attnws/plain$i"
+            done ;;
         attnbwd)
             run attnbwd bench 400 python3 benchmarks/attention.py --graph always --providers sdpa-cudnn,sdpa-flash,tritonic \
                 --out "$R/attnbwd/results"

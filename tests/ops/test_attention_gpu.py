@@ -35,6 +35,31 @@ def test_both_dq_paths_bf16(D, mode, monkeypatch):
              grads=["q", "k", "v"], atol_ulps=8)
 
 
+@pytest.mark.parametrize("D", [64, 128])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("Sq", [1000, 300])
+def test_warp_specialised_forward_bf16(D, causal, Sq, monkeypatch):
+    """The warp-specialised forward (TRITONIC_ATTENTION_WS) at real sizes, GQA, Sq <= Sk, with
+    the general kernel's backward, on GPUs with tensor descriptors."""
+    import importlib
+
+    from tritonic.runtime import has_tma
+
+    if not has_tma(0):
+        pytest.skip("no tensor descriptors on this GPU")
+    mod = importlib.import_module("tritonic.ops.attention")
+    monkeypatch.setattr(mod, "_WS", True)
+    ran = []
+    real = mod.launch
+    monkeypatch.setattr(mod, "launch", lambda kernel, *a, **k: (ran.append(kernel), real(kernel, *a, **k)))
+    a = dict(q=torch.randn(2, 8, Sq, D, device="cuda", dtype=torch.bfloat16),
+             k=torch.randn(2, 2, 1000, D, device="cuda", dtype=torch.bfloat16),
+             v=torch.randn(2, 2, 1000, D, device="cuda", dtype=torch.bfloat16))
+    check_op(lambda **k: attention(**k, causal=causal), lambda **k: attention_reference(**k, causal=causal), a,
+             grads=["q", "k", "v"], atol_ulps=8)
+    assert mod._attn_fwd_ws in ran
+
+
 def test_bert_mask_and_t5_bias_bf16():
     q, k, v = (torch.randn(2, 4, 129, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     mask = torch.rand(2, 1, 1, 129, device="cuda") > 0.3

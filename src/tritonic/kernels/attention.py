@@ -194,6 +194,7 @@ def _attn_fwd(
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,  # D rounded up to a power of two
     USE_PDL: tl.constexpr = False,  # programmatic dependent launch (kernels/pdl.py)
+    WARP_SPEC: tl.constexpr = False,  # the unmasked key loop warp-specialised (loads / MMA / softmax warps)
 ):
     pdl_enter(USE_PDL)
     pid_m = tl.program_id(0)
@@ -234,7 +235,7 @@ def _attn_fwd(
         if CAUSAL:  # keys up to the block's first query position are visible to all its rows
             mid = tl.minimum(mid, ((pid_m * BLOCK_M + (Sk - Sq) + 1) // BLOCK_N) * BLOCK_N)
         mid = tl.maximum(lo, tl.minimum(mid, hi))
-    for start in range(lo, mid, BLOCK_N):
+    for start in tl.range(lo, mid, BLOCK_N, warp_specialize=WARP_SPEC):
         acc, l_i, m_i = _fwd_block(acc, l_i, m_i, q, k_base, v_base, K_DESC, V_DESC, start, rm, rd, pos, b, h, h_kv,
                                    MASK, BIAS,
                                    stride_kn, stride_kd, stride_vn, stride_vd,

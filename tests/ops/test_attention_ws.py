@@ -1,0 +1,66 @@
+"""The warp-specialised attention forward (kernels/attention_ws.py), forced in the interpreter
+(TRITONIC_ATTENTION_TMA=1 for the descriptors, the module's _WS switch on): its scope
+(non-causal, causal with Sq <= Sk, key counts that are not a multiple of the block, GQA, padded
+head dims, a (B, S, H, D) storage) against the float64 reference with gradients, and the
+cases it must leave to the general kernel. (float16 only: the interpreter's tl.dot gets
+bfloat16 wrong, in the general kernel too; tests/ops/test_attention_gpu.py covers it.)"""
+
+import importlib
+
+import pytest
+import torch
+
+from tests.helpers import check_op
+from tritonic.ops import attention, attention_reference
+
+mod = importlib.import_module("tritonic.ops.attention")
+
+
+@pytest.fixture
+def ws(monkeypatch):
+    """Force the path and record which forward kernels ran."""
+    monkeypatch.setenv("TRITONIC_ATTENTION_TMA", "1")
+    monkeypatch.setattr(mod, "_WS", True)
+    ran = []
+    real = mod.launch
+    monkeypatch.setattr(mod, "launch", lambda kernel, *a, **k: (ran.append(kernel), real(kernel, *a, **k)))
+    return ran
+
+
+def _qkv(B, H, Hk, Sq, Sk, D, dtype, device):
+    return dict(q=torch.randn(B, H, Sq, D, dtype=dtype, device=device),
+                k=torch.randn(B, Hk, Sk, D, dtype=dtype, device=device),
+                v=torch.randn(B, Hk, Sk, D, dtype=dtype, device=device))
+
+
+def _check(args, **kw):
+    check_op(lambda **a: attention(**a, **kw), lambda **a: attention_reference(**a, **kw), args,
+             grads=["q", "k", "v"], atol_ulps=8)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("Sq,Sk", [(1, 7), (16, 16), (21, 37), (37, 37)])
+def test_ws_forward_and_gradients(Sq, Sk, causal, device, ws):
+    _check(_qkv(2, 2, 2, Sq, Sk, 16, torch.float16, device), causal=causal)
+    assert mod._attn_fwd_ws in ws
+
+
+def test_ws_gqa_padded_head_and_layout(device, ws):
+    _check(_qkv(1, 4, 2, 19, 23, 16, torch.float16, device), causal=True)
+    _check(_qkv(1, 2, 1, 9, 9, 24, torch.float16, device))  # MQA, head dim padded to 32
+    q, k, v = (torch.randn(2, 23, 2, 16, dtype=torch.float16, device=device).transpose(1, 2) for _ in range(3))
+    _check(dict(q=q, k=k, v=v), causal=True)  # (B, S, H, D) storage
+    assert ws.count(mod._attn_fwd_ws) >= 3
+
+
+def test_ws_leaves_other_cases_to_the_general_kernel(device, ws):
+    """float32, a mask, a bias, a window, and causal with more queries than keys (rows with
+    no key) take the general kernel, with the same results as without the switch."""
+    args = _qkv(1, 2, 2, 12, 10, 16, torch.float16, device)
+    mask = torch.rand(1, 1, 12, 10, device=device) > 0.3
+    bias = torch.randn(1, 2, 12, 10, dtype=torch.float16, device=device)
+    for kw in (dict(causal=True), dict(mask=mask), dict(bias=bias), dict(window=3)):
+        _check(args, **kw)
+    _check(_qkv(1, 2, 2, 8, 8, 16, torch.float32, device))
+    assert mod._attn_fwd_ws not in ws and mod._attn_fwd in ws
+
