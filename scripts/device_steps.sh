@@ -290,14 +290,14 @@ for step in "$@"; do
                 --providers tritonic+graph,tritonic --top 10 --out "$R/attnab" ;;
         attnws)  # the warp-specialised attention forward: its GPU test, then fwd with it and without, twice
             TRITONIC_ATTENTION_WS=1 run attnws test 200 python3 -m pytest -q -m gpu tests/ops/test_attention_gpu.py \
-                -k "warp_specialised or bf16_sizes"
-            run attnws cudnn 200 python3 benchmarks/attention.py --graph always --providers sdpa-cudnn,tritonic \
-                --modes fwd --only "4x16x4096" --out "$R/attnws/base"
+                -k "warp_specialised or bf16_sizes or bert_mask"
+            run attnws cudnn 200 python3 benchmarks/attention.py --graph always --providers sdpa-cudnn,sdpa,tritonic \
+                --modes fwd --only "4x16x4096|bert-mask|t5-bias" --out "$R/attnws/base"
             for i in 1 2; do
                 TRITONIC_ATTENTION_WS=1 run attnws "ws$i" 120 python3 benchmarks/attention.py --graph always \
-                    --providers tritonic --modes fwd,fwd+bwd --only "4x16x4096" --out "$R/attnws/ws$i"
+                    --providers tritonic --modes fwd --only "4x16x4096|bert-mask|t5-bias" --out "$R/attnws/ws$i"
                 run attnws "plain$i" 120 python3 benchmarks/attention.py --graph always \
-                    --providers tritonic --modes fwd,fwd+bwd --only "4x16x4096" --out "$R/attnws/plain$i"
+                    --providers tritonic --modes fwd --only "4x16x4096|bert-mask|t5-bias" --out "$R/attnws/plain$i"
             done ;;
         attnbwd)
             run attnbwd bench 400 python3 benchmarks/attention.py --graph always --providers sdpa-cudnn,sdpa-flash,tritonic \

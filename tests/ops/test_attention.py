@@ -74,6 +74,17 @@ def test_bias_broadcast_scale_and_gradients(device):
     _check(args, grads=["q", "k", "v", "bias"], scale=1.0)
 
 
+def test_bias_rows_of_minus_inf(device):
+    """An additive mask as a bias: rows that are -inf everywhere have no key, so they give zeros
+    and zero gradients (not NaN), in unmasked key blocks too (32 keys: two full blocks)."""
+    args = _qkv(2, 2, 2, 21, 32, 16, torch.float32, device)
+    bias = torch.randn(2, 2, 21, 32, device=device)
+    bias[:, :, 3] = float("-inf")
+    bias[0, 1, 7, :16] = float("-inf")  # a row whose first block is all masked, not the second
+    args["bias"] = bias
+    _check(args, grads=["q", "k", "v", "bias"])
+
+
 def test_alibi_and_window(device):
     args = _qkv(1, 2, 2, 21, 21, 16, torch.float32, device)
     slopes = torch.tensor([0.5, 0.125], device=device)

@@ -41,23 +41,48 @@ def test_both_dq_paths_bf16(D, mode, monkeypatch):
 def test_warp_specialised_forward_bf16(D, causal, Sq, monkeypatch):
     """The warp-specialised forward (TRITONIC_ATTENTION_WS) at real sizes, GQA, Sq <= Sk, with
     the general kernel's backward, on GPUs with tensor descriptors."""
+    ran = _force_ws(monkeypatch)
+    a = dict(q=torch.randn(2, 8, Sq, D, device="cuda", dtype=torch.bfloat16),
+             k=torch.randn(2, 2, 1000, D, device="cuda", dtype=torch.bfloat16),
+             v=torch.randn(2, 2, 1000, D, device="cuda", dtype=torch.bfloat16))
+    check_op(lambda **k: attention(**k, causal=causal), lambda **k: attention_reference(**k, causal=causal), a,
+             grads=["q", "k", "v"], atol_ulps=8)
+    assert ran
+
+
+def _force_ws(monkeypatch):
+    """TRITONIC_ATTENTION_WS on for the test; the list fills with the WS kernel's launches."""
     import importlib
 
     from tritonic.runtime import has_tma
 
     if not has_tma(0):
         pytest.skip("no tensor descriptors on this GPU")
-    mod = importlib.import_module("tritonic.ops.attention")
-    monkeypatch.setattr(mod, "_WS", True)
+    ws = importlib.import_module("tritonic.ops.attention_ws")
+    monkeypatch.setattr(ws, "ENABLED", True)
     ran = []
-    real = mod.launch
-    monkeypatch.setattr(mod, "launch", lambda kernel, *a, **k: (ran.append(kernel), real(kernel, *a, **k)))
-    a = dict(q=torch.randn(2, 8, Sq, D, device="cuda", dtype=torch.bfloat16),
-             k=torch.randn(2, 2, 1000, D, device="cuda", dtype=torch.bfloat16),
-             v=torch.randn(2, 2, 1000, D, device="cuda", dtype=torch.bfloat16))
-    check_op(lambda **k: attention(**k, causal=causal), lambda **k: attention_reference(**k, causal=causal), a,
-             grads=["q", "k", "v"], atol_ulps=8)
-    assert mod._attn_fwd_ws in ran
+    real = ws.launch
+    monkeypatch.setattr(ws, "launch", lambda kernel, *a, **k: (ran.append(kernel), real(kernel, *a, **k)))
+    return ran
+
+
+@pytest.mark.parametrize("S", [512, 777])
+def test_warp_specialised_mask_and_bias_bf16(S, monkeypatch):
+    """BERT's key-padding mask and T5's bias (shared by the batch) in the warp-specialised
+    forward, bias gradient from the general backward; at 777 keys neither has 16-byte aligned
+    rows for a descriptor, so the general kernel runs both."""
+    ran = _force_ws(monkeypatch)
+    q, k, v = (torch.randn(4, 12, S, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    mask = torch.ones(4, 1, 1, S, dtype=torch.bool, device="cuda")
+    mask[0, ..., S // 2:] = False
+    mask[1, ..., 3:40] = False
+    mask[2] = False
+    check_op(lambda **a: attention(**a, mask=mask), lambda **a: attention_reference(**a, mask=mask),
+             dict(q=q, k=k, v=v), grads=["q", "k", "v"], atol_ulps=8)
+    bias = torch.randn(1, 12, S, S, device="cuda", dtype=torch.bfloat16)
+    check_op(lambda **a: attention(**a, scale=1.0), lambda **a: attention_reference(**a, scale=1.0),
+             dict(q=q, k=k, v=v, bias=bias.requires_grad_()), grads=["q", "k", "v", "bias"], atol_ulps=8)
+    assert len(ran) >= 2 if S % 16 == 0 else not ran
 
 
 def test_bert_mask_and_t5_bias_bf16():

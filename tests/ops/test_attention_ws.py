@@ -14,16 +14,18 @@ from tests.helpers import check_op
 from tritonic.ops import attention, attention_reference
 
 mod = importlib.import_module("tritonic.ops.attention")
+ws_mod = importlib.import_module("tritonic.ops.attention_ws")
 
 
 @pytest.fixture
 def ws(monkeypatch):
     """Force the path and record which forward kernels ran."""
     monkeypatch.setenv("TRITONIC_ATTENTION_TMA", "1")
-    monkeypatch.setattr(mod, "_WS", True)
+    monkeypatch.setattr(ws_mod, "ENABLED", True)
     ran = []
-    real = mod.launch
-    monkeypatch.setattr(mod, "launch", lambda kernel, *a, **k: (ran.append(kernel), real(kernel, *a, **k)))
+    for m in (mod, ws_mod):
+        real = m.launch
+        monkeypatch.setattr(m, "launch", lambda kernel, *a, real=real, **k: (ran.append(kernel), real(kernel, *a, **k)))
     return ran
 
 
@@ -42,7 +44,7 @@ def _check(args, **kw):
 @pytest.mark.parametrize("Sq,Sk", [(1, 7), (16, 16), (21, 37), (37, 37)])
 def test_ws_forward_and_gradients(Sq, Sk, causal, device, ws):
     _check(_qkv(2, 2, 2, Sq, Sk, 16, torch.float16, device), causal=causal)
-    assert mod._attn_fwd_ws in ws
+    assert ws_mod._attn_fwd_ws in ws
 
 
 def test_ws_gqa_padded_head_and_layout(device, ws):
@@ -50,17 +52,47 @@ def test_ws_gqa_padded_head_and_layout(device, ws):
     _check(_qkv(1, 2, 1, 9, 9, 24, torch.float16, device))  # MQA, head dim padded to 32
     q, k, v = (torch.randn(2, 23, 2, 16, dtype=torch.float16, device=device).transpose(1, 2) for _ in range(3))
     _check(dict(q=q, k=k, v=v), causal=True)  # (B, S, H, D) storage
-    assert ws.count(mod._attn_fwd_ws) >= 3
+    assert ws.count(ws_mod._attn_fwd_ws) >= 3
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_ws_key_padding_mask(causal, device, ws):
+    """BERT's (B, 1, 1, Sk) mask through its byte descriptor: right padding of different
+    lengths, a hole, an entry with no key (zeros, zero gradients), one row shared by the batch."""
+    args = _qkv(4, 2, 2, 37, 48, 16, torch.float16, device)
+    mask = torch.ones(4, 1, 1, 48, dtype=torch.bool, device=device)
+    mask[0, ..., 20:] = False
+    mask[1, ..., 5:9] = False
+    mask[2] = False
+    _check(args, mask=mask, causal=causal)
+    _check(args, mask=mask[:1], causal=causal)
+    assert ws.count(ws_mod._attn_fwd_ws) >= 2
+
+
+def test_ws_additive_bias(device, ws):
+    """T5's bias through its descriptor: per batch and head, broadcast over the batch, over the
+    heads, and rows made all -inf (an additive mask) that must give zeros."""
+    args = _qkv(2, 2, 2, 21, 32, 16, torch.float16, device)
+    full = torch.randn(2, 2, 21, 32, dtype=torch.float16, device=device)
+    _check(args, bias=full, scale=1.0)
+    _check(args, bias=full[:1], scale=1.0)
+    _check(args, bias=full[:, :1], causal=True)
+    neg = full.clone()
+    neg[:, :, 3] = float("-inf")
+    check_op(lambda **a: attention(**a, bias=neg), lambda **a: attention_reference(**a, bias=neg), args,
+             grads=["q", "k", "v"], atol_ulps=8)
+    assert ws.count(ws_mod._attn_fwd_ws) >= 4
 
 
 def test_ws_leaves_other_cases_to_the_general_kernel(device, ws):
-    """float32, a mask, a bias, a window, and causal with more queries than keys (rows with
-    no key) take the general kernel, with the same results as without the switch."""
-    args = _qkv(1, 2, 2, 12, 10, 16, torch.float16, device)
-    mask = torch.rand(1, 1, 12, 10, device=device) > 0.3
-    bias = torch.randn(1, 2, 12, 10, dtype=torch.float16, device=device)
-    for kw in (dict(causal=True), dict(mask=mask), dict(bias=bias), dict(window=3)):
+    """float32, a general boolean mask, a bias broadcast over the queries, a window, and
+    causal with more queries than keys take the general kernel."""
+    args = _qkv(1, 2, 2, 12, 16, 16, torch.float16, device)
+    mask = torch.rand(1, 1, 12, 16, device=device) > 0.3
+    bias = torch.randn(1, 2, 1, 16, dtype=torch.float16, device=device)
+    for kw in (dict(mask=mask), dict(bias=bias), dict(window=3)):
         _check(args, **kw)
+    _check(_qkv(1, 2, 2, 12, 10, 16, torch.float16, device), causal=True)
     _check(_qkv(1, 2, 2, 8, 8, 16, torch.float32, device))
-    assert mod._attn_fwd_ws not in ws and mod._attn_fwd in ws
+    assert ws_mod._attn_fwd_ws not in ws and mod._attn_fwd in ws
 

@@ -222,7 +222,7 @@ def run(bench: Benchmark, *, modes=None, providers=None, only=None, quick=False,
                          f"got {modes}, {graph!r}")
     names = [p for p in bench.providers if providers is None or p in providers]
     cases = [c for c in (bench.smoke_cases if dry_run else bench.cases)
-             if only is None or only in c["name"]]
+             if only is None or any(o in c["name"] for o in only.split("|"))]
     if not dry_run and not torch.cuda.is_available():
         raise SystemExit(f"{bench.name}: no CUDA GPU here; --dry-run runs a CPU smoke test")
     warmup, rep = (10, 40) if quick else (25, 100)
@@ -334,7 +334,7 @@ def main(bench: Benchmark, argv=None) -> int:
     subject provider failed anywhere or nothing was measured)."""
     p = argparse.ArgumentParser(description=f"Benchmark {bench.name}: {', '.join(bench.providers)}")
     p.add_argument("--out", help=f"results folder (default {DEFAULT_OUT}; a temp folder with --dry-run)")
-    p.add_argument("--only", help="run only the cases whose name contains this")
+    p.add_argument("--only", help="run only the cases whose name contains this (or one of a|b|...)")
     p.add_argument("--modes", help=f"comma-separated, from {','.join(bench.modes)}")
     p.add_argument("--providers", help=f"comma-separated, from {','.join(bench.providers)}")
     p.add_argument("--quick", action="store_true", help="shorter timing (fewer repetitions)")

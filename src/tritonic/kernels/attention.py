@@ -146,8 +146,13 @@ def _fwd_block(acc, l_i, m_i, q, k_base, v_base, K_DESC, V_DESC, start, rm, rd, 
         if HAS_ALIBI:
             s -= slope * tl.abs(pos[:, None] - rn[None, :]).to(tl.float32)
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        p = tl.exp2(s - m_new[:, None])
-        alpha = tl.exp2(m_i - m_new)
+        if HAS_BIAS:  # a row of -inf biases (an additive mask) has no key so far: exponentials of -inf are 0
+            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+            p = tl.exp2(s - m_use[:, None])
+            alpha = tl.exp2(m_i - m_use)
+        else:
+            p = tl.exp2(s - m_new[:, None])
+            alpha = tl.exp2(m_i - m_new)
     else:
         m_new = tl.maximum(m_i, tl.max(s, axis=1) * qk_scale)
         p = tl.exp2(s * qk_scale - m_new[:, None])

@@ -65,6 +65,8 @@ def _dkdv_block(dk, dv, k, v, q_base, do_base, dq_base, LSE, DELTA, DBIAS, start
             s += tl.load(b_ptr).to(tl.float32) * 1.4426950408889634
         if HAS_ALIBI:
             s -= slope * tl.abs(rm[:, None] + (Sk - Sq) - rn[None, :]).to(tl.float32)
+        if HAS_BIAS:  # rows of -inf biases (an additive mask) have no key: p = 0
+            lse = tl.where(lse == float("-inf"), 0.0, lse)
         p = tl.exp2(s - lse[:, None])
     dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)
     dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)

@@ -8,30 +8,41 @@ producer warp that issues the TMA loads and two consumer warpgroups, each owning
 the BLOCK_M query rows, with their registers rebalanced (``setmaxnreg``): the loads and one
 group's softmax run while the other group's products are on the tensor cores.
 
-Scope, checked by the op before it picks this kernel: no boolean mask, bias, ALiBi, window
-or packed sequences, and no query row without keys (Sq <= Sk when causal). Bounds and the
-causal limit are masked in the loop only where needed (``MASK_KEYS``: Sk not a multiple of
-BLOCK_N, or causal). num_warps is that of one consumer group (4).
+Pointer loads inside the loop make the pass give up (Triton 3.6), so the extras come through
+descriptors too: an additive bias (T5) as (B or 1, H or 1, Sq, Sk) tiles, and a key-padding
+mask (BERT) as (B or 1, Sk) bytes; the keys after the last kept one are never visited
+(``_kept_len``, before the loop). Scope, checked by the op: no general boolean mask, ALiBi,
+window or packed sequences; without a key-padding mask every query row has a key (Sq <= Sk
+when causal). Bounds, the causal limit and the key mask are applied in the loop only where
+needed (``MASK_KEYS``); a row left without keys gives zeros and a -inf log-sum-exp, as in the
+general kernel. num_warps is that of one consumer group (4).
 """
 
 import triton
 import triton.language as tl
 
-from tritonic.kernels.attention import _heads
+from tritonic.kernels.attention import _heads, _kept_len
 from tritonic.kernels.pdl import pdl_enter
 
 
 @triton.jit
 def _attn_fwd_ws(
     Q_DESC, K_DESC, V_DESC,  # (B, H, Sq, D) / (B, H_KV, Sk, D) descriptors; blocks [1, 1, BLOCK_M or BLOCK_N, BLOCK_D]
+    BIAS_DESC,  # (B or 1, H or 1, Sq, Sk) additive bias, block [1, 1, BLOCK_M, BLOCK_N]; if HAS_BIAS
+    MASK_DESC, MASK,  # (B or 1, Sk) key-padding mask as bytes (block [1, BLOCK_N]) and its base; if KEY_PADDING
     O, LSE,  # (B, H, Sq, D) out, any strides / float32 log-sum-exp rows
     stride_ob, stride_oh, stride_om, stride_od,
     stride_lb, stride_lh, stride_lm,
+    stride_mb,  # the mask's batch stride (0 when shared by the batch)
     H, GROUP,  # query heads; query heads per key/value head
     Sq, Sk, D,
     scale,
     CAUSAL: tl.constexpr,
-    MASK_KEYS: tl.constexpr,  # test key bounds / the causal limit inside the loop
+    MASK_KEYS: tl.constexpr,  # test key bounds / the causal limit / the key mask inside the loop
+    HAS_BIAS: tl.constexpr,
+    BIAS_B: tl.constexpr,  # the bias has a batch axis (else row 0 for every batch entry)
+    BIAS_H: tl.constexpr,  # ... a head axis
+    KEY_PADDING: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
@@ -53,26 +64,42 @@ def _attn_fwd_ws(
     hi = Sk
     if CAUSAL:
         hi = tl.minimum(Sk, pid_m * BLOCK_M + BLOCK_M + (Sk - Sq))
+    if KEY_PADDING:  # padded keys at the end: stop at the last kept one
+        hi = tl.minimum(hi, _kept_len(MASK, b, stride_mb, 1, Sk, 1024))
+    bias_b = b32 if BIAS_B else 0
+    bias_h = h32 if BIAS_H else 0
+    mask_b = b32 if KEY_PADDING and stride_mb != 0 else 0
     for start in tl.range(0, hi, BLOCK_N, warp_specialize=True):
         k = K_DESC.load([b32, hk32, start, 0]).reshape(BLOCK_N, BLOCK_D)
         s = tl.dot(q, tl.trans(k))
+        if HAS_BIAS:
+            bias = BIAS_DESC.load([bias_b, bias_h, pid_m * BLOCK_M, start]).reshape(BLOCK_M, BLOCK_N)
+            s = s * qk_scale + bias.to(tl.float32) * 1.4426950408889634
         if MASK_KEYS:
             rn = start + tl.arange(0, BLOCK_N)
             keep = rn[None, :] < Sk
             if CAUSAL:
                 keep = keep & (rn[None, :] <= pos[:, None])
+            if KEY_PADDING:
+                keep = keep & (MASK_DESC.load([mask_b, start]).reshape(1, BLOCK_N) != 0)
             s = tl.where(keep, s, float("-inf"))
-        # every row has a key in the first block (the op's scope), so m_new is finite
-        m_new = tl.maximum(m_i, tl.max(s, axis=1) * qk_scale)
-        p = tl.exp2(s * qk_scale - m_new[:, None])
-        alpha = tl.exp2(m_i - m_new)
+        if HAS_BIAS or KEY_PADDING:  # (a row may still have no key: exponentials of -inf are 0)
+            m_new = tl.maximum(m_i, tl.max(s if HAS_BIAS else s * qk_scale, axis=1))
+            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+            p = tl.exp2((s if HAS_BIAS else s * qk_scale) - m_use[:, None])
+            alpha = tl.exp2(m_i - m_use)
+        else:  # every row has a key in the first block (the op's scope), so m_new is finite
+            m_new = tl.maximum(m_i, tl.max(s, axis=1) * qk_scale)
+            p = tl.exp2(s * qk_scale - m_new[:, None])
+            alpha = tl.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, axis=1)
         v = V_DESC.load([b32, hk32, start, 0]).reshape(BLOCK_N, BLOCK_D)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
-    out = acc / l_i[:, None]
+    empty = l_i == 0.0
+    out = acc / tl.where(empty, 1.0, l_i)[:, None]
     rd = tl.arange(0, BLOCK_D)  # (a descriptor store of O fails Triton 3.6's warp specialisation pass)
     o_ptr = O + b * stride_ob + h * stride_oh + rm[:, None].to(tl.int64) * stride_om + rd[None, :] * stride_od
     tl.store(o_ptr, out.to(O.dtype.element_ty), mask=(rm[:, None] < Sq) & (rd[None, :] < D))
-    lse = (m_i + tl.log2(l_i)) / 1.4426950408889634
+    lse = tl.where(empty, float("-inf"), (m_i + tl.log2(tl.where(empty, 1.0, l_i))) / 1.4426950408889634)
     tl.store(LSE + b * stride_lb + h * stride_lh + rm * stride_lm, lse, mask=rm < Sq)

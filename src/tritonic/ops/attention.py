@@ -27,8 +27,8 @@ import torch
 from triton.runtime.errors import OutOfResources
 
 from tritonic.kernels.attention import _attn_fwd
-from tritonic.kernels.attention_ws import _attn_fwd_ws
 from tritonic.kernels.attention_bwd import _attn_bwd_delta, _attn_bwd_dkdv, _attn_bwd_dq
+from tritonic.ops import attention_ws as _ws
 from tritonic.ops._register import register
 from tritonic.runtime import empty, has_tma, interpreter_active, warn_once
 from tritonic.runtime.autotune import Autotuner, Config, bucket, time_run
@@ -163,37 +163,6 @@ def _tma_kv(k, v, varlen) -> bool:
                for t in (k, v))
 
 
-def _ws_ok(q, k, v, m, bb, slopes, window, varlen, causal, tma) -> bool:
-    """The warp-specialised forward (kernels/attention_ws.py)? TRITONIC_ATTENTION_WS: "0"
-    (default, until a GPU run has timed it) or "1": dense 16-bit inputs that the K/V
-    descriptors already take, Q addressable by one too, no mask, bias, ALiBi or window, and
-    every query row with a key (Sq <= Sk when causal)."""
-    if not _WS or not tma or varlen is not None or m is not None or bb is not None or slopes is not None:
-        return False
-    if window is not None or q.dtype == torch.float32 or (causal and q.shape[2] > k.shape[2]) or k.shape[2] == 0:
-        return False
-    size = q.element_size()
-    return q.stride(-1) == 1 and q.data_ptr() % 16 == 0 and all(st * size % 16 == 0 for st in q.stride()[:-1])
-
-
-def _forward_ws(q, k, v, o, lse, scalars, block_d, causal, pdl, traced):
-    """Launch the warp-specialised forward (tuned apart from the general kernel)."""
-    B, H, Sq, D = q.shape
-    Sk = k.shape[2]
-
-    def run(config):
-        meta = config.meta()
-        bm, bn = meta["BLOCK_M"], meta["BLOCK_N"]
-        qd = descriptor(q, list(q.shape), list(q.stride()), [1, 1, bm, block_d])
-        kd = descriptor(k, list(k.shape), list(k.stride()), [1, 1, bn, block_d])
-        vd = descriptor(v, list(v.shape), list(v.stride()), [1, 1, bn, block_d])
-        launch(_attn_fwd_ws, ((Sq + bm - 1) // bm, B * H), qd, kd, vd, o, lse, *o.stride(), *lse.stride(),
-               *scalars[:6], CAUSAL=bool(causal), MASK_KEYS=bool(causal) or Sk % bn != 0,
-               BLOCK_D=block_d, **meta, **pdl)
-
-    _tuned_run(_WS_TUNER, run, (q.dtype, Sq, Sk, block_d, bool(causal)), traced)
-
-
 def _forward_impl(q, k, v, mask, bias, alibi_slopes, window, scale, causal, varlen=None):
     """(output, row log-sum-exp) from the Triton kernel. ``varlen``: (cu_seqlens_q,
     cu_seqlens_k, max_seqlen_q, max_seqlen_k) for packed (total, H, D) tensors."""
@@ -215,8 +184,8 @@ def _forward_impl(q, k, v, mask, bias, alibi_slopes, window, scale, causal, varl
     traced = is_traced(q, k, v)
     pdl = (_pdl.pdl_meta(q.device, B * Sq if varlen is None else q.shape[0]) if _pdl.ACTIVE and not traced
            else _pdl.OFF)
-    if _ws_ok(q, k, v, m, bb, slopes, window, varlen, causal, tma):
-        _forward_ws(q, k, v, o, lse, scalars, block_d, causal, pdl, traced)
+    if _ws.usable(q, k, m, bb, slopes, window, varlen, causal, tma):
+        _ws.forward(q, k, v, o, lse, m, bb, scalars, block_d, causal, pdl, traced)
         return o, lse
 
     def run(config):
@@ -260,11 +229,6 @@ _BWD_TUNERS = {
           for bm, bn, w, st in [(64, 64, 4, 2), (64, 64, 8, 2), (64, 128, 8, 2), (128, 128, 8, 2), (64, 128, 4, 2)])]),
     "wide": Autotuner("attention_bwd_d256", _attn_configs([(32, 32, 4, 2), (32, 32, 8, 1), (64, 32, 8, 1)])),
 }
-# The warp-specialised forward: num_warps is one consumer group's (the compiler adds a second
-# group and a producer warp); two stages of 128x128 tiles at d128 take 180 KB of shared memory.
-_WS_TUNER = Autotuner("attention_fwd_ws", _attn_configs([(128, 128, 4, 2), (128, 64, 4, 3), (128, 64, 4, 4),
-                                                         (128, 128, 4, 3)]))
-_WS = os.environ.get("TRITONIC_ATTENTION_WS", "0").strip().lower() in ("1", "on", "true")
 _INTERPRETER_CONFIG = Config.of(num_warps=4, num_stages=1, BLOCK_M=16, BLOCK_N=16)
 _DQ_MODE = {"atomic": "atomic", "kernel": "kernel"}.get(os.environ.get("TRITONIC_ATTENTION_DQ", "").strip().lower())
 
