@@ -59,7 +59,7 @@
 #   claunch-lite  the launcher tests and the norm GPU tests with TRITONIC_C_LAUNCH=2, then breakdown and
 #               launch.py with 1 and 2 (claunch without the whole GPU suite)
 #   models-bert / models-gpt2 / models-llama  models-tritonic for one model
-#   next12      launch3, attnws, firstcall-quick, firstcall-tune (~10 min); next12b: tests-meta, softmaxmb,
+#   next12      launch3, attnws, firstcall-quick (~10 min); next12b: firstcall-tune, tests-meta, softmaxmb,
 #               models-tritonic
 #   next11      the tenth session's call: launch3 (the host-time trims, launch_meta), tests-meta, softmaxmb (the
 #               wide softmax in memory_bound.py), firstcall-quick, firstcall-tune (every key tuned, pool on / off)
@@ -170,9 +170,9 @@ for step in "$@"; do
         next7)
             bash "$0" geluab-erf bertffn models-bert pdl attnshort launch3 softmaxab ;;
         next12)  # twelfth session: issue 3's figures, the warp-specialised attention, cold first calls
-            bash "$0" launch3 attnws firstcall-quick firstcall-tune ;;
-        next12b)  # then the eleventh session's tests and the wide softmax, and the model table
-            bash "$0" tests-meta softmaxmb models-tritonic ;;
+            bash "$0" launch3 attnws firstcall-quick ;;
+        next12b)  # then the tuning pool, the eleventh session's tests, the wide softmax, the model table
+            bash "$0" firstcall-tune tests-meta softmaxmb models-tritonic ;;
         next11)  # tenth session: first calls with the sibling table and the tuning pool, the wide softmax, tests
             bash "$0" launch3 tests-meta softmaxmb firstcall-quick firstcall-tune ;;
         firstcall-tune)  # cold caches, every key tuned (TRITONIC_AUTOTUNE=retune), configs compiled in a pool or not
@@ -294,7 +294,7 @@ for step in "$@"; do
             run attnws cudnn 200 python3 benchmarks/attention.py --graph always --providers sdpa-cudnn,sdpa,tritonic \
                 --modes fwd --only "4x16x4096|bert-mask|t5-bias" --out "$R/attnws/base"
             for i in 1 2; do
-                TRITONIC_ATTENTION_WS=1 run attnws "ws$i" 120 python3 benchmarks/attention.py --graph always \
+                TRITONIC_ATTENTION_WS=1 run attnws "ws$i" 200 python3 benchmarks/attention.py --graph always \
                     --providers tritonic --modes fwd --only "4x16x4096|bert-mask|t5-bias" --out "$R/attnws/ws$i"
                 run attnws "plain$i" 120 python3 benchmarks/attention.py --graph always \
                     --providers tritonic --modes fwd --only "4x16x4096|bert-mask|t5-bias" --out "$R/attnws/plain$i"
