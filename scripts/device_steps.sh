@@ -27,8 +27,8 @@
 #   graphstep   GPT-2 124M: tritonic and tritonic+graph, the head/CE kernels at both strides, the step's kernels
 #   graphprof   GPT-2 124M kernels of tritonic+graph replays, torch.compile and tritonic (with aten ops by shape)
 #   attnab      attention with/without dropout (SDPA backends, tritonic), queued vs alone; step kernel timelines
-#   attnws      the warp-specialised attention forward (TRITONIC_ATTENTION_WS=1): GPU test, then d128/d64
-#               4x16x4096 fwd against cuDNN, and tritonic with / without it twice in alternation
+#   attnws      the warp-specialised attention (TRITONIC_ATTENTION_WS=1): GPU tests, then fwd and fwd+bwd of
+#               the dense, bert-mask and t5-bias cases against cuDNN / SDPA with and without it, d128 again
 #   attnbwd     attention fwd / fwd+bwd against cuDNN and flash (the backward tunes atomic dQ against two kernels),
 #               then the two-kernel backward alone (TRITONIC_ATTENTION_DQ=kernel) for the A/B
 #   firstcall   issue 7's first call per new bucket from cold caches (empty Triton and tritonic caches; the
@@ -288,17 +288,17 @@ for step in "$@"; do
             run attnab ab 200 python3 scripts/attn_dropout_ab.py
             run attnab timeline 300 python3 scripts/profile_training.py --case gpt2-124m \
                 --providers tritonic+graph,tritonic --top 10 --out "$R/attnab" ;;
-        attnws)  # the warp-specialised attention forward: its GPU test, then fwd with it and without, twice
+        attnws)  # the warp-specialised attention: GPU tests, then fwd and fwd+bwd with and without it
             TRITONIC_ATTENTION_WS=1 run attnws test 200 python3 -m pytest -q -m gpu tests/ops/test_attention_gpu.py \
                 -k "warp_specialised or bf16_sizes or bert_mask"
-            run attnws cudnn 200 python3 benchmarks/attention.py --graph always --providers sdpa-cudnn,sdpa,tritonic \
-                --modes fwd --only "4x16x4096|bert-mask|t5-bias" --out "$R/attnws/base"
-            for i in 1 2; do
-                TRITONIC_ATTENTION_WS=1 run attnws "ws$i" 200 python3 benchmarks/attention.py --graph always \
-                    --providers tritonic --modes fwd --only "4x16x4096|bert-mask|t5-bias" --out "$R/attnws/ws$i"
-                run attnws "plain$i" 120 python3 benchmarks/attention.py --graph always \
-                    --providers tritonic --modes fwd --only "4x16x4096|bert-mask|t5-bias" --out "$R/attnws/plain$i"
-            done ;;
+            run attnws base 240 python3 benchmarks/attention.py --graph always --providers sdpa-cudnn,sdpa,tritonic \
+                --modes fwd,fwd+bwd --only "4x16x4096|bert-mask|t5-bias" --out "$R/attnws/base"
+            TRITONIC_ATTENTION_WS=1 run attnws ws1 240 python3 benchmarks/attention.py --graph always \
+                --providers tritonic --modes fwd,fwd+bwd --only "4x16x4096|bert-mask|t5-bias" --out "$R/attnws/ws1"
+            TRITONIC_ATTENTION_WS=1 run attnws ws2 90 python3 benchmarks/attention.py --graph always \
+                --providers tritonic --modes fwd,fwd+bwd --only "d128 4x16x4096" --out "$R/attnws/ws2"
+            run attnws plain2 90 python3 benchmarks/attention.py --graph always \
+                --providers tritonic --modes fwd,fwd+bwd --only "d128 4x16x4096" --out "$R/attnws/plain2" ;;
         attnbwd)
             run attnbwd bench 400 python3 benchmarks/attention.py --graph always --providers sdpa-cudnn,sdpa-flash,tritonic \
                 --out "$R/attnbwd/results"

@@ -39,19 +39,22 @@ def test_both_dq_paths_bf16(D, mode, monkeypatch):
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("Sq", [1000, 300])
 def test_warp_specialised_forward_bf16(D, causal, Sq, monkeypatch):
-    """The warp-specialised forward (TRITONIC_ATTENTION_WS) at real sizes, GQA, Sq <= Sk, with
-    the general kernel's backward, on GPUs with tensor descriptors."""
+    """The warp-specialised forward and backward (TRITONIC_ATTENTION_WS) at real sizes, GQA,
+    Sq <= Sk, on GPUs with tensor descriptors."""
     ran = _force_ws(monkeypatch)
     a = dict(q=torch.randn(2, 8, Sq, D, device="cuda", dtype=torch.bfloat16),
              k=torch.randn(2, 2, 1000, D, device="cuda", dtype=torch.bfloat16),
              v=torch.randn(2, 2, 1000, D, device="cuda", dtype=torch.bfloat16))
     check_op(lambda **k: attention(**k, causal=causal), lambda **k: attention_reference(**k, causal=causal), a,
              grads=["q", "k", "v"], atol_ulps=8)
-    assert ran
+    import importlib
+
+    ws = importlib.import_module("tritonic.ops.attention_ws")
+    assert {ws._attn_fwd_ws, ws._attn_bwd_dkdv_ws, ws._attn_bwd_dq_ws} <= set(ran)
 
 
 def _force_ws(monkeypatch):
-    """TRITONIC_ATTENTION_WS on for the test; the list fills with the WS kernel's launches."""
+    """TRITONIC_ATTENTION_WS on for the test; the list fills with the WS kernels' launches."""
     import importlib
 
     from tritonic.runtime import has_tma
@@ -60,6 +63,7 @@ def _force_ws(monkeypatch):
         pytest.skip("no tensor descriptors on this GPU")
     ws = importlib.import_module("tritonic.ops.attention_ws")
     monkeypatch.setattr(ws, "ENABLED", True)
+    monkeypatch.setattr(ws, "ENABLED_BWD", True)
     ran = []
     real = ws.launch
     monkeypatch.setattr(ws, "launch", lambda kernel, *a, **k: (ran.append(kernel), real(kernel, *a, **k)))
@@ -69,7 +73,7 @@ def _force_ws(monkeypatch):
 @pytest.mark.parametrize("S", [512, 777])
 def test_warp_specialised_mask_and_bias_bf16(S, monkeypatch):
     """BERT's key-padding mask and T5's bias (shared by the batch) in the warp-specialised
-    forward, bias gradient from the general backward; at 777 keys neither has 16-byte aligned
+    forward, the general backward (bias gradient); at 777 keys neither has 16-byte aligned
     rows for a descriptor, so the general kernel runs both."""
     ran = _force_ws(monkeypatch)
     q, k, v = (torch.randn(4, 12, S, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))

@@ -1,5 +1,6 @@
-"""The warp-specialised attention forward (kernels/attention_ws.py), forced in the interpreter
-(TRITONIC_ATTENTION_TMA=1 for the descriptors, the module's _WS switch on): its scope
+"""The warp-specialised attention kernels (kernels/attention_ws.py, kernels/attention_ws_bwd.py),
+forced in the interpreter (TRITONIC_ATTENTION_TMA=1 for the descriptors, the module's switches
+on): the forward's scope
 (non-causal, causal with Sq <= Sk, key counts that are not a multiple of the block, GQA, padded
 head dims, a (B, S, H, D) storage) against the float64 reference with gradients, and the
 cases it must leave to the general kernel. (float16 only: the interpreter's tl.dot gets
@@ -22,6 +23,7 @@ def ws(monkeypatch):
     """Force the path and record which forward kernels ran."""
     monkeypatch.setenv("TRITONIC_ATTENTION_TMA", "1")
     monkeypatch.setattr(ws_mod, "ENABLED", True)
+    monkeypatch.setattr(ws_mod, "ENABLED_BWD", True)
     ran = []
     for m in (mod, ws_mod):
         real = m.launch
@@ -96,3 +98,22 @@ def test_ws_leaves_other_cases_to_the_general_kernel(device, ws):
     _check(_qkv(1, 2, 2, 8, 8, 16, torch.float32, device))
     assert ws_mod._attn_fwd_ws not in ws and mod._attn_fwd in ws
 
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("Sq,Sk,Hk,D", [(16, 16, 2, 16), (20, 37, 2, 16), (36, 36, 1, 16), (8, 24, 2, 24)])
+def test_ws_backward(Sq, Sk, Hk, D, causal, device, ws):
+    """Both backward kernels: GQA (each dK/dV program walks every query head of its group in
+    one loop), keys not a multiple of the block, Sq < Sk, a padded head dim."""
+    _check(_qkv(2, 4, Hk, Sq, Sk, D, torch.float16, device), causal=causal)
+    assert ws_mod._attn_bwd_dkdv_ws in ws and ws_mod._attn_bwd_dq_ws in ws
+
+
+def test_ws_backward_leaves_other_cases_to_the_general_kernels(device, ws):
+    """Query counts whose log-sum-exp rows are not 16-byte aligned, a bias, a key-padding mask:
+    the general backward (the forward may still be warp-specialised)."""
+    _check(_qkv(1, 2, 2, 21, 32, 16, torch.float16, device), causal=True)
+    args = _qkv(2, 2, 2, 16, 32, 16, torch.float16, device)
+    _check(args, mask=torch.ones(2, 1, 1, 32, dtype=torch.bool, device=device))
+    bias = torch.randn(1, 2, 16, 32, dtype=torch.float16, device=device)
+    _check(args, bias=bias)
+    assert ws_mod._attn_bwd_dkdv_ws not in ws and mod._attn_bwd_dkdv in ws and ws_mod._attn_fwd_ws in ws

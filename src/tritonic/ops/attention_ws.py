@@ -1,11 +1,13 @@
-"""The warp-specialised attention forward (kernels/attention_ws.py): when it applies, and its
-launch. ``ops/attention.py`` asks ``usable`` first and falls back to its general kernel.
+"""The warp-specialised attention kernels (kernels/attention_ws.py, kernels/attention_ws_bwd.py):
+when they apply, and their launches. ``ops/attention.py`` asks ``usable`` / ``usable_bwd``
+first and falls back to its general kernels.
 
-TRITONIC_ATTENTION_WS: "0" (the default until a GPU run has timed it against the general
-kernel) or "1". Every operand comes through a tensor descriptor, so it takes what a
-descriptor can address: 16-bit inputs with unit last stride and 16-byte aligned bases and
-strides; an additive bias with a row stride (batch and head may broadcast) in a 16-bit type;
-a key-padding mask (one row of keys per batch entry, or one for all).
+TRITONIC_ATTENTION_WS: "0" (the default until a GPU run has timed them against the general
+kernels), "1" (forward and backward), "fwd" or "bwd" (one of them). Every operand comes
+through a tensor descriptor, so they take what a descriptor can address: 16-bit inputs with
+unit last stride and 16-byte aligned bases and strides. The forward also takes an additive
+bias with a row stride (batch and head may broadcast) in a 16-bit type and a key-padding
+mask (one row of keys per batch entry, or one for all); the backward neither.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ import os
 import torch
 
 from tritonic.kernels.attention_ws import _attn_fwd_ws
+from tritonic.kernels.attention_ws_bwd import _attn_bwd_dkdv_ws, _attn_bwd_dq_ws
 from tritonic.runtime.autotune import Autotuner, Config
 from tritonic.runtime.launcher import descriptor, launch
 
-ENABLED = os.environ.get("TRITONIC_ATTENTION_WS", "0").strip().lower() in ("1", "on", "true")
+_CHOICE = os.environ.get("TRITONIC_ATTENTION_WS", "0").strip().lower()
+ENABLED = _CHOICE in ("1", "on", "true", "fwd")
+ENABLED_BWD = _CHOICE in ("1", "on", "true", "bwd")
 
 # num_warps is one consumer group's (the compiler adds a second group and a producer warp,
 # and gives up at 8); two stages of 128x128 tiles at d128 take 180 KB of shared memory (a bias
@@ -26,6 +31,16 @@ ENABLED = os.environ.get("TRITONIC_ATTENTION_WS", "0").strip().lower() in ("1", 
 TUNER = Autotuner("attention_fwd_ws", [Config.of(num_warps=w, num_stages=st, BLOCK_M=bm, BLOCK_N=bn)
                                        for bm, bn, w, st in [(128, 128, 4, 2), (128, 64, 4, 3), (128, 128, 4, 3),
                                                              (128, 64, 4, 4), (256, 128, 4, 2), (256, 64, 4, 3)]])
+
+# The backward's two kernels are tuned apart (each its own table name): the dK/dV loop
+# compiles warp-specialised only with 64-row query blocks (and spills with 128-key blocks at
+# d128), the dQ loop with most tiles.
+TUNER_DKDV = Autotuner("attention_bwd_dkdv_ws", [Config.of(num_warps=w, num_stages=st, BLOCK_M=bm, BLOCK_N=bn)
+                                                 for bm, bn, w, st in [(64, 64, 4, 2), (64, 64, 4, 3),
+                                                                       (64, 128, 4, 2)]])
+TUNER_DQ = Autotuner("attention_bwd_dq_ws", [Config.of(num_warps=w, num_stages=st, BLOCK_M=bm, BLOCK_N=bn)
+                                             for bm, bn, w, st in [(128, 64, 4, 2), (128, 128, 4, 2), (128, 64, 4, 3),
+                                                                   (64, 128, 4, 2), (128, 32, 4, 3)]])
 
 
 def _addressable(t: torch.Tensor) -> bool:
@@ -94,3 +109,52 @@ def forward(q, k, v, o, lse, m, bb, scalars, block_d, causal, pdl, traced) -> No
                BIAS_H=bias_h, KEY_PADDING=m is not None, BLOCK_D=block_d, **meta, **pdl)
 
     _tuned_run(TUNER, run, (q.dtype, Sq, Sk, block_d, bool(causal), m is not None, bb is not None), traced)
+
+
+def _rows_addressable(t: torch.Tensor) -> bool:
+    """A contiguous (B, H, Sq) float32 tensor as (B·H, Sq) rows a descriptor can address."""
+    return t.is_contiguous() and t.data_ptr() % 16 == 0 and (t.shape[-1] * t.element_size()) % 16 == 0
+
+
+def usable_bwd(q, k, v, do, lse, delta, m, bb, slopes, window, varlen, causal, tma) -> bool:
+    """The warp-specialised backward takes what its forward takes, without mask or bias, with
+    dO addressable and the log-sum-exp and DELTA rows 16-byte aligned (Sq a multiple of 4)."""
+    if not ENABLED_BWD or not tma or varlen is not None or m is not None or bb is not None or slopes is not None:
+        return False
+    if window is not None or q.dtype == torch.float32 or (causal and q.shape[2] > k.shape[2]) or k.shape[2] == 0:
+        return False
+    return (_addressable(q) and _addressable(do) and lse.dtype == torch.float32 and _rows_addressable(lse)
+            and _rows_addressable(delta))
+
+
+def backward(q, k, v, do, lse, delta, dq, dk, dv, scalars, block_d, causal, traced) -> None:
+    """Fill ``dq``, ``dk`` and ``dv`` (``delta`` = rowsum(dO * O), laid out like ``lse``)."""
+    from tritonic.ops.attention import _tuned_run
+
+    B, H, Sq, _ = q.shape
+    Hk, Sk = k.shape[1], k.shape[2]
+    lse2, delta2 = lse.view(B * H, Sq), delta.view(B * H, Sq)
+
+    def descriptors(bm, bn):
+        return (descriptor(q, list(q.shape), list(q.stride()), [1, 1, bm, block_d]),
+                descriptor(k, list(k.shape), list(k.stride()), [1, 1, bn, block_d]),
+                descriptor(v, list(v.shape), list(v.stride()), [1, 1, bn, block_d]),
+                descriptor(do, list(do.shape), list(do.stride()), [1, 1, bm, block_d]),
+                descriptor(lse2, [B * H, Sq], [Sq, 1], [1, bm]),
+                descriptor(delta2, [B * H, Sq], [Sq, 1], [1, bm]))
+
+    def run_dkdv(config):
+        meta = config.meta()
+        bm, bn = meta["BLOCK_M"], meta["BLOCK_N"]
+        launch(_attn_bwd_dkdv_ws, ((Sk + bn - 1) // bn, B * Hk), *descriptors(bm, bn), dk, dv, *dk.stride()[:3],
+               *scalars[:6], CAUSAL=bool(causal), BLOCK_D=block_d, **meta)
+
+    def run_dq(config):
+        meta = config.meta()
+        bm, bn = meta["BLOCK_M"], meta["BLOCK_N"]
+        launch(_attn_bwd_dq_ws, ((Sq + bm - 1) // bm, B * H), *descriptors(bm, bn), dq, *dq.stride()[:3],
+               *scalars[:6], CAUSAL=bool(causal), MASK_KEYS=Sk % bn != 0, BLOCK_D=block_d, **meta)
+
+    key = (q.dtype, Sq, Sk, block_d, bool(causal))
+    _tuned_run(TUNER_DKDV, run_dkdv, key, traced)
+    _tuned_run(TUNER_DQ, run_dq, key, traced)
