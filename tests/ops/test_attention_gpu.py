@@ -64,6 +64,7 @@ def _force_ws(monkeypatch):
     ws = importlib.import_module("tritonic.ops.attention_ws")
     monkeypatch.setattr(ws, "ENABLED", True)
     monkeypatch.setattr(ws, "ENABLED_BWD", True)
+    monkeypatch.setattr(ws, "MIN_WAVES", 0.0)
     ran = []
     real = ws.launch
     monkeypatch.setattr(ws, "launch", lambda kernel, *a, **k: (ran.append(kernel), real(kernel, *a, **k)))

@@ -24,6 +24,7 @@ def ws(monkeypatch):
     monkeypatch.setenv("TRITONIC_ATTENTION_TMA", "1")
     monkeypatch.setattr(ws_mod, "ENABLED", True)
     monkeypatch.setattr(ws_mod, "ENABLED_BWD", True)
+    monkeypatch.setattr(ws_mod, "MIN_WAVES", 0.0)  # (the interpreter's 4 "SMs" would reject small grids)
     ran = []
     for m in (mod, ws_mod):
         real = m.launch
@@ -117,3 +118,18 @@ def test_ws_backward_leaves_other_cases_to_the_general_kernels(device, ws):
     bias = torch.randn(1, 2, 16, 32, dtype=torch.float16, device=device)
     _check(args, bias=bias)
     assert ws_mod._attn_bwd_dkdv_ws not in ws and mod._attn_bwd_dkdv in ws and ws_mod._attn_fwd_ws in ws
+
+
+def test_ws_only_with_a_wave_of_programs(device, monkeypatch):
+    """Below a wave of 128-row programs (the interpreter counts 4 SMs) the general kernels run."""
+    monkeypatch.setenv("TRITONIC_ATTENTION_TMA", "1")
+    monkeypatch.setattr(ws_mod, "ENABLED", True)
+    monkeypatch.setattr(ws_mod, "ENABLED_BWD", True)
+    ran = []
+    for m in (mod, ws_mod):
+        real = m.launch
+        monkeypatch.setattr(m, "launch", lambda kernel, *a, real=real, **k: (ran.append(kernel), real(kernel, *a, **k)))
+    _check(_qkv(1, 2, 2, 16, 16, 16, torch.float16, device))  # 2 programs
+    assert ws_mod._attn_fwd_ws not in ran and ws_mod._attn_bwd_dkdv_ws not in ran
+    _check(_qkv(2, 2, 2, 16, 16, 16, torch.float16, device))  # 4
+    assert ws_mod._attn_fwd_ws in ran and ws_mod._attn_bwd_dkdv_ws in ran

@@ -18,6 +18,7 @@ import torch
 
 from tritonic.kernels.attention_ws import _attn_fwd_ws
 from tritonic.kernels.attention_ws_bwd import _attn_bwd_dkdv_ws, _attn_bwd_dq_ws
+from tritonic.runtime import num_sms
 from tritonic.runtime.autotune import Autotuner, Config
 from tritonic.runtime.launcher import descriptor, launch
 
@@ -42,6 +43,14 @@ TUNER_DQ = Autotuner("attention_bwd_dq_ws", [Config.of(num_warps=w, num_stages=s
                                              for bm, bn, w, st in [(128, 64, 4, 2), (128, 128, 4, 2), (128, 64, 4, 3),
                                                                    (64, 128, 4, 2), (128, 32, 4, 3)]])
 
+# Programs of 128 query rows (64 keys in the backward): below a wave of them the general
+# kernels' smaller tiles fill the GPU better (GPT-2 at 1x128: 12 programs on 132 SMs).
+MIN_WAVES = 1.0
+
+
+def _fills_gpu(programs: int, t: torch.Tensor) -> bool:
+    return programs >= MIN_WAVES * num_sms(t.device.index)
+
 
 def _addressable(t: torch.Tensor) -> bool:
     """Can a descriptor address ``t`` (zero strides aside: broadcast axes get size 1)?"""
@@ -53,10 +62,12 @@ def _addressable(t: torch.Tensor) -> bool:
 def usable(q, k, m, bb, slopes, window, varlen, causal, tma) -> bool:
     """Dense 16-bit inputs whose K/V the general kernel's descriptors already take (``tma``),
     Q addressable too; no ALiBi, window or general boolean mask; every query row with a key
-    when causal (Sq <= Sk)."""
+    when causal (Sq <= Sk); at least a wave of 128-row programs."""
     if not ENABLED or not tma or varlen is not None or slopes is not None or window is not None:
         return False
     if q.dtype == torch.float32 or (causal and q.shape[2] > k.shape[2]) or k.shape[2] == 0 or not _addressable(q):
+        return False
+    if not _fills_gpu((q.shape[2] + 127) // 128 * q.shape[0] * q.shape[1], q):
         return False
     if m is not None:  # a (B or 1, Sk) key-padding mask: the expanded view's head and query strides are 0
         if m.stride(1) != 0 or m.stride(2) != 0 or not _addressable(m[:, 0, 0, :]):
@@ -122,6 +133,8 @@ def usable_bwd(q, k, v, do, lse, delta, m, bb, slopes, window, varlen, causal, t
     if not ENABLED_BWD or not tma or varlen is not None or m is not None or bb is not None or slopes is not None:
         return False
     if window is not None or q.dtype == torch.float32 or (causal and q.shape[2] > k.shape[2]) or k.shape[2] == 0:
+        return False
+    if not _fills_gpu((k.shape[2] + 63) // 64 * k.shape[0] * k.shape[1], q):
         return False
     return (_addressable(q) and _addressable(do) and lse.dtype == torch.float32 and _rows_addressable(lse)
             and _rows_addressable(delta))
