@@ -60,7 +60,7 @@
 #               launch.py with 1 and 2 (claunch without the whole GPU suite)
 #   models-bert / models-gpt2 / models-llama  models-tritonic for one model
 #   next12      launch3, attnws, firstcall-quick (~10 min); next12b: firstcall-tune, tests-meta, softmaxmb,
-#               models-tritonic
+#               models-tritonic, modelsws (BERT and Llama with TRITONIC_ATTENTION_WS=fwd)
 #   next11      the tenth session's call: launch3 (the host-time trims, launch_meta), tests-meta, softmaxmb (the
 #               wide softmax in memory_bound.py), firstcall-quick, firstcall-tune (every key tuned, pool on / off)
 #   next10a / next10b  the ninth session's unmeasured work in two calls: softmaxsweep + tests-changed, then
@@ -172,7 +172,7 @@ for step in "$@"; do
         next12)  # twelfth session: issue 3's figures, the warp-specialised attention, cold first calls
             bash "$0" launch3 attnws firstcall-quick ;;
         next12b)  # then the tuning pool, the eleventh session's tests, the wide softmax, the model table
-            bash "$0" firstcall-tune tests-meta softmaxmb models-tritonic ;;
+            bash "$0" firstcall-tune tests-meta softmaxmb models-tritonic modelsws ;;
         next11)  # tenth session: first calls with the sibling table and the tuning pool, the wide softmax, tests
             bash "$0" launch3 tests-meta softmaxmb firstcall-quick firstcall-tune ;;
         firstcall-tune)  # cold caches, every key tuned (TRITONIC_AUTOTUNE=retune), configs compiled in a pool or not
@@ -247,6 +247,11 @@ for step in "$@"; do
             for m in bert gpt2; do
                 run inferprof-mid "prof_${m}_8x128" 200 python3 scripts/profile_models.py --model "$m" --shape 8x128 \
                     --providers tritonic,torch.compile --out "$o"
+            done ;;
+        modelsws)  # BERT and Llama (the cells with >= a wave of 128-row attention programs) with the WS forward
+            for m in bert llama; do
+                TRITONIC_ATTENTION_WS=fwd run modelsws "$m" 150 python3 benchmarks/models.py --providers tritonic \
+                    --only "$m" --out "$R/modelsws/results"
             done ;;
         models-tritonic)
             for m in bert gpt2 llama; do
