@@ -96,6 +96,7 @@ def test_ws_leaves_other_cases_to_the_general_kernel(device, ws):
     for kw in (dict(mask=mask), dict(bias=bias), dict(window=3)):
         _check(args, **kw)
     _check(_qkv(1, 2, 2, 12, 10, 16, torch.float16, device), causal=True)
+    _check(_qkv(2, 2, 2, 16, 16, 160, torch.float16, device))  # head dim above 128
     _check(_qkv(1, 2, 2, 8, 8, 16, torch.float32, device))
     assert ws_mod._attn_fwd_ws not in ws and mod._attn_fwd in ws
 

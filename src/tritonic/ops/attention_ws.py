@@ -62,12 +62,12 @@ def _addressable(t: torch.Tensor) -> bool:
 def usable(q, k, m, bb, slopes, window, varlen, causal, tma) -> bool:
     """Dense 16-bit inputs whose K/V the general kernel's descriptors already take (``tma``),
     Q addressable too; no ALiBi, window or general boolean mask; every query row with a key
-    when causal (Sq <= Sk); at least a wave of 128-row programs."""
+    when causal (Sq <= Sk); head dim <= 128; at least a wave of 128-row programs."""
     if not ENABLED or not tma or varlen is not None or slopes is not None or window is not None:
         return False
-    if q.dtype == torch.float32 or (causal and q.shape[2] > k.shape[2]) or k.shape[2] == 0 or not _addressable(q):
-        return False
-    if not _fills_gpu((q.shape[2] + 127) // 128 * q.shape[0] * q.shape[1], q):
+    if q.dtype == torch.float32 or (causal and q.shape[2] > k.shape[2]) or k.shape[2] == 0 or q.shape[-1] > 128:
+        return False  # (head dims above 128: no config's tiles fit in shared memory)
+    if not _addressable(q) or not _fills_gpu((q.shape[2] + 127) // 128 * q.shape[0] * q.shape[1], q):
         return False
     if m is not None:  # a (B or 1, Sk) key-padding mask: the expanded view's head and query strides are 0
         if m.stride(1) != 0 or m.stride(2) != 0 or not _addressable(m[:, 0, 0, :]):
@@ -134,7 +134,7 @@ def usable_bwd(q, k, v, do, lse, delta, m, bb, slopes, window, varlen, causal, t
         return False
     if window is not None or q.dtype == torch.float32 or (causal and q.shape[2] > k.shape[2]) or k.shape[2] == 0:
         return False
-    if not _fills_gpu((k.shape[2] + 63) // 64 * k.shape[0] * k.shape[1], q):
+    if q.shape[-1] > 128 or not _fills_gpu((k.shape[2] + 63) // 64 * k.shape[0] * k.shape[1], q):
         return False
     return (_addressable(q) and _addressable(do) and lse.dtype == torch.float32 and _rows_addressable(lse)
             and _rows_addressable(delta))
