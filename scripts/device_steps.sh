@@ -293,6 +293,13 @@ for step in "$@"; do
             run attnab ab 200 python3 scripts/attn_dropout_ab.py
             run attnab timeline 300 python3 scripts/profile_training.py --case gpt2-124m \
                 --providers tritonic+graph,tritonic --top 10 --out "$R/attnab" ;;
+        attnws-lite)  # attnws in ~5 min: the WS GPU tests, then the dense cases with WS (and cuDNN), then without
+            TRITONIC_ATTENTION_WS=1 run attnws test 150 python3 -m pytest -q -m gpu -x tests/ops/test_attention_gpu.py \
+                -k "warp_specialised"
+            TRITONIC_ATTENTION_WS=1 run attnws ws1 150 python3 benchmarks/attention.py --graph always \
+                --providers sdpa-cudnn,tritonic --modes fwd,fwd+bwd --only "4x16x4096" --out "$R/attnws/ws1"
+            run attnws plain1 120 python3 benchmarks/attention.py --graph always \
+                --providers tritonic --modes fwd,fwd+bwd --only "4x16x4096" --out "$R/attnws/plain1" ;;
         attnws)  # the warp-specialised attention: GPU tests, then fwd and fwd+bwd with and without it
             TRITONIC_ATTENTION_WS=1 run attnws test 200 python3 -m pytest -q -m gpu tests/ops/test_attention_gpu.py \
                 -k "warp_specialised or bf16_sizes or bert_mask"
