@@ -324,8 +324,8 @@ def _backward_impl(do, q, k, v, o, lse, mask, bias, alibi_slopes, window, scale,
     dq = empty(tuple(q.shape), dtype=q.dtype, device=q.device)
     dk = empty(tuple(k.shape), dtype=k.dtype, device=k.device)
     dv = empty(tuple(v.shape), dtype=v.dtype, device=v.device)
-    if not need_dbias and _ws.usable_bwd(q, k, v, do, lse, delta, m, bb, slopes, window, varlen, causal,
-                                         _tma_kv(k, v, varlen)):
+    if not need_dbias and _ws.ENABLED_BWD and _ws.usable_bwd(q, k, v, do, lse, delta, m, bb, slopes, window,
+                                                             varlen, causal, _tma_kv(k, v, varlen)):
         _ws.backward(q, k, v, do, lse, delta, dq, dk, dv, scalars, block_d, causal, is_traced(q, k, v))
         return dq, dk, dv, None
     dbias = torch.zeros((B, H, Sq, Sk), dtype=torch.float32, device=q.device) if need_dbias else None
