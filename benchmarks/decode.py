@@ -5,7 +5,8 @@
 
 One benchmark, "decode", written to ``<out>/<gpu>/decode.json``: one new token per
 sequence, bfloat16, d128, 32 query heads over 8 key/value heads (GQA), every sequence's
-cache filled to the case's length. The metric is GB/s of the cache read (keys and values
+cache filled to the case's length. ``tritonic+pdl`` runs the calls as tritonic's own captures do
+(``pdl.capturing()``: both kernels with programmatic dependent launch on sm_90+). The metric is GB/s of the cache read (keys and values
 of the valid positions), to compare with the device copy bandwidth (about 3.0 TB/s on an
 H100). SDPA gets the cache sliced to the valid length and ``enable_gqa=True``.
 """
@@ -56,8 +57,15 @@ def provider(kind):
                 out.append(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v, enable_gqa=True))
             else:
                 from tritonic.ops import attention_decode
+                from tritonic.runtime import pdl
 
-                out.append(lambda q=q, k=k, v=v, lens=lens: attention_decode(q, k, v, lens))
+                if kind == "tritonic+pdl":  # as inside tritonic's own captures (generate's decode graphs)
+                    def call(q=q, k=k, v=v, lens=lens):
+                        with pdl.capturing():
+                            return attention_decode(q, k, v, lens)
+                    out.append(call)
+                else:
+                    out.append(lambda q=q, k=k, v=v, lens=lens: attention_decode(q, k, v, lens))
         return out
     return factory
 
@@ -70,7 +78,7 @@ BENCH = Benchmark(
     name="decode",
     cases=CASES,
     smoke_cases=SMOKE_CASES,
-    providers={"sdpa": provider("sdpa"), "tritonic": provider("tritonic")},
+    providers={"sdpa": provider("sdpa"), "tritonic": provider("tritonic"), "tritonic+pdl": provider("tritonic+pdl")},
     bytes=cache_bytes,
     modes=("fwd",),
     baselines=("sdpa",),

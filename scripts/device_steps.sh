@@ -59,8 +59,9 @@
 #   claunch-lite  the launcher tests and the norm GPU tests with TRITONIC_C_LAUNCH=2, then breakdown and
 #               launch.py with 1 and 2 (claunch without the whole GPU suite)
 #   models-bert / models-gpt2 / models-llama  models-tritonic for one model
-#   next12      launch3, attnws, firstcall-quick (~10 min); next12b: firstcall-tune, tests-meta, softmaxmb,
+#   next12      launch3, attnws, firstcall-quick (~10 min); next12b: firstcall-tune, tests-meta, softmaxmb, decode,
 #               models-tritonic, modelsws (BERT and Llama with TRITONIC_ATTENTION_WS=fwd)
+#   decode      the decode GPU tests (PDL's too), then benchmarks/decode.py (sdpa, tritonic, tritonic+pdl)
 #   next11      the tenth session's call: launch3 (the host-time trims, launch_meta), tests-meta, softmaxmb (the
 #               wide softmax in memory_bound.py), firstcall-quick, firstcall-tune (every key tuned, pool on / off)
 #   next10a / next10b  the ninth session's unmeasured work in two calls: softmaxsweep + tests-changed, then
@@ -146,6 +147,10 @@ for step in "$@"; do
                 run training gpt2 250 python3 benchmarks/training.py --only gpt2-124m --steps 8 --timeout 120 --out "$o"
             [ "$step" = training-gpt2 ] || \
                 run training llama 300 python3 benchmarks/training.py --only llama-1b --steps 6 --timeout 120 --out "$o" ;;
+        decode)  # flash-decoding: its GPU tests (PDL's included), then benchmarks/decode.py with tritonic+pdl
+            run decode tests 150 python3 -m pytest -q -m gpu -rfE --tb=short tests/test_pdl.py tests/ops/test_attention_gpu.py \
+                -k "decode"
+            run decode bench 200 python3 benchmarks/decode.py --out "$o" ;;
         generate)
             run generate all 500 python3 benchmarks/generate.py --out "$o" ;;
         models)
@@ -172,7 +177,7 @@ for step in "$@"; do
         next12)  # twelfth session: issue 3's figures, the warp-specialised attention, cold first calls
             bash "$0" launch3 attnws firstcall-quick ;;
         next12b)  # then the tuning pool, the eleventh session's tests, the wide softmax, the model table
-            bash "$0" firstcall-tune tests-meta softmaxmb models-tritonic modelsws ;;
+            bash "$0" firstcall-tune tests-meta softmaxmb decode models-tritonic modelsws ;;
         next11)  # tenth session: first calls with the sibling table and the tuning pool, the wide softmax, tests
             bash "$0" launch3 tests-meta softmaxmb firstcall-quick firstcall-tune ;;
         firstcall-tune)  # cold caches, every key tuned (TRITONIC_AUTOTUNE=retune), configs compiled in a pool or not

@@ -2,7 +2,7 @@
 launches of at most 128 rows; TRITONIC_PDL=0 turns it off.
 
 On the CPU: when it is off, launches carry nothing new; when on, the norm forward, the
-GEMMs, attention's forward, the embedding gather, RoPE and the activations launch with
+GEMMs, attention's forward and decode kernels, the embedding gather, RoPE and the activations launch with
 ``USE_PDL`` and ``launch_pdl`` (the kernels themselves only run it on a GPU: the interpreter
 has no griddepcontrol). On a GPU: the same ops with it on match the ones with it off,
 eagerly and replayed from a CUDA graph."""
@@ -16,7 +16,9 @@ from tritonic import ops
 from tritonic.runtime import pdl
 
 ON = {"USE_PDL": True, "launch_pdl": True}
-OP_MODULES = ("norm", "matmul", "attention", "embedding", "rope", "activation")
+OP_MODULES = ("norm", "matmul", "attention", "attention_decode", "embedding", "rope", "activation")
+PDL_KERNELS = ("_norm_fwd", "_attn_fwd", "_attn_decode_split", "_attn_decode_combine", "_embedding_fwd", "_matmul",
+               "_matmul_tma", "_rope", "_act_fwd")
 
 
 def test_on_by_default_inside_captures_for_small_launches(monkeypatch):
@@ -69,6 +71,7 @@ def _kernels_launched(monkeypatch, on):
         ops.linear(x, torch.randn(16, 32), torch.zeros(16), activation="gelu")
     q = torch.randn(1, 2, 8, 16)
     ops.attention(q, q, q, causal=True)
+    ops.attention_decode(q[:, :, :1], q, q, torch.tensor([8], dtype=torch.int32))
     ops.embedding(torch.tensor([1, 2, 3]), torch.randn(10, 32))
     ops.rope(q, q, torch.randn(1, 8, 16), torch.randn(1, 8, 16))
     ops.gelu(x)
@@ -80,10 +83,11 @@ def _kernels_launched(monkeypatch, on):
 def test_launches_carry_pdl_only_when_on(monkeypatch, on):
     launched = _kernels_launched(monkeypatch, on)
     names = {name for name, _ in launched}
-    assert {"_norm_fwd", "_attn_fwd", "_embedding_fwd", "_rope", "_act_fwd"} <= names, names
+    assert {"_norm_fwd", "_attn_fwd", "_attn_decode_split", "_attn_decode_combine", "_embedding_fwd", "_rope",
+            "_act_fwd"} <= names, names
     assert names & {"_matmul", "_matmul_tma"}, names
     for name, kw in launched:
-        if name in ("_norm_fwd", "_attn_fwd", "_embedding_fwd", "_matmul", "_matmul_tma", "_rope", "_act_fwd"):
+        if name in PDL_KERNELS:
             assert (kw.get("USE_PDL"), kw.get("launch_pdl")) == ((True, True) if on else (False, None)), (name, kw)
 
 
@@ -127,3 +131,35 @@ def test_ops_with_pdl_match_and_replay_in_a_graph(monkeypatch):
             ref = chain()
             monkeypatch.setattr(pdl, "ACTIVE", True)
             torch.testing.assert_close(out, ref, atol=0, rtol=0)
+
+
+@pytest.mark.gpu
+def test_decode_with_pdl_matches_and_replays(monkeypatch):
+    """Flash-decoding's two kernels with PDL (the combine waits for the splits inside): equal
+    to PDL off, eagerly and replayed from a graph after the cache and lengths change."""
+    if torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("programmatic dependent launch needs compute capability 9.0")
+    dt = torch.bfloat16
+    q = torch.randn(3, 8, 1, 128, device="cuda", dtype=dt)
+    k, v = (torch.randn(3, 2, 4096, 128, device="cuda", dtype=dt) for _ in range(2))
+    lens = torch.tensor([4096, 1000, 17], device="cuda", dtype=torch.int32)
+    want = ops.attention_decode(q, k, v, lens)
+    monkeypatch.setattr(pdl, "ACTIVE", True)
+    monkeypatch.setattr(pdl, "_on", lambda index: True)
+    torch.testing.assert_close(ops.attention_decode(q, k, v, lens), want, atol=0, rtol=0)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        ops.attention_decode(q, k, v, lens)
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        out = ops.attention_decode(q, k, v, lens)
+    for n in (3000, 64, 4096):
+        k.normal_()
+        lens.fill_(n)
+        g.replay()
+        monkeypatch.setattr(pdl, "ACTIVE", False)
+        ref = ops.attention_decode(q, k, v, lens)
+        monkeypatch.setattr(pdl, "ACTIVE", True)
+        torch.testing.assert_close(out, ref, atol=0, rtol=0)

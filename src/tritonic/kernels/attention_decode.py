@@ -7,6 +7,7 @@ import triton
 import triton.language as tl
 
 from tritonic.kernels.attention import _tile
+from tritonic.kernels.pdl import pdl_enter
 
 
 @triton.jit
@@ -29,11 +30,13 @@ def _attn_decode_split(
     BLOCK_M: tl.constexpr,  # >= GROUP * Sq: every query head of the group and every new token, one tile
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
+    USE_PDL: tl.constexpr = False,  # programmatic dependent launch (kernels/pdl.py)
 ):
     """Flash-decoding, first pass: one program per (sequence, key/value head, cache split).
     The query rows of all GROUP heads sharing the key/value head are stacked into one tile,
     so the cache is read once per key/value head (GQA). Shapes depend only on the cache's
     capacity, never on SEQLENS, so the launch can be captured in a CUDA graph."""
+    pdl_enter(USE_PDL)  # the new tokens' keys and values were written by the kernel before
     split = tl.program_id(0)
     bk = tl.program_id(1)
     SPLITS = tl.num_programs(0)
@@ -94,10 +97,13 @@ def _attn_decode_combine(
     H_KV, GROUP, Sq, D, SPLITS,
     BLOCK_S: tl.constexpr,  # >= SPLITS
     BLOCK_D: tl.constexpr,
+    USE_PDL: tl.constexpr = False,
 ):
     """Flash-decoding, second pass: one program per (sequence, key/value head, query row)
     merges the splits, each weighted by exp(lse_split - lse_total). Splits that saw no key
-    (lse = -inf) weigh 0; a row that saw none at all gets zeros."""
+    (lse = -inf) weigh 0; a row that saw none at all gets zeros. With PDL its programs start
+    while the first pass finishes and wait for it in ``pdl_enter``: a launch gap saved."""
+    pdl_enter(USE_PDL)
     row = tl.program_id(0)  # g * Sq + t
     bk = tl.program_id(1).to(tl.int64)
     rs = tl.arange(0, BLOCK_S)

@@ -1,8 +1,8 @@
 """Programmatic dependent launch, the launches' side (the kernels' side: kernels/pdl.py).
 
 On GPUs of compute capability 9.0 and later, the kernels that take ``USE_PDL`` (the norm
-forward, the GEMMs, attention's forward, the embedding gather, RoPE and the activations)
-launch with ``launch_pdl=True`` (the programmatic stream serialisation attribute) and wait
+forward, the GEMMs, attention's forward, flash-decoding's two kernels, the embedding gather,
+RoPE and the activations) launch with ``launch_pdl=True`` (the programmatic stream serialisation attribute) and wait
 for their predecessor inside. Where it is used is where an H100 measured a gain (863fcd8 and
 13ce56e, same session, PDL on against off):
 
