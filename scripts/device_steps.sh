@@ -59,8 +59,9 @@
 #   claunch-lite  the launcher tests and the norm GPU tests with TRITONIC_C_LAUNCH=2, then breakdown and
 #               launch.py with 1 and 2 (claunch without the whole GPU suite)
 #   models-bert / models-gpt2 / models-llama  models-tritonic for one model
-#   next12      launch3, attnws, firstcall-quick (~10 min); next12b: firstcall-tune, tests-meta, softmaxmb, decode,
-#               models-tritonic, modelsws (BERT and Llama with TRITONIC_ATTENTION_WS=fwd)
+#   next12      launch3, attnws, firstcall-quick (~10 min); next12b: tests-meta, firstcall-lazy, firstcall-tune,
+#               softmaxmb, decode, models-tritonic, modelsws (BERT and Llama with TRITONIC_ATTENTION_WS=fwd)
+#   firstcall-lazy  cold first calls (BERT, GPT-2 1x16) with TRITONIC_LAZY_LAUNCHER=0 and 1
 #   decode      the decode GPU tests (PDL's too), then benchmarks/decode.py (sdpa, tritonic, tritonic+pdl)
 #   next11      the tenth session's call: launch3 (the host-time trims, launch_meta), tests-meta, softmaxmb (the
 #               wide softmax in memory_bound.py), firstcall-quick, firstcall-tune (every key tuned, pool on / off)
@@ -177,7 +178,7 @@ for step in "$@"; do
         next12)  # twelfth session: issue 3's figures, the warp-specialised attention, cold first calls
             bash "$0" launch3 attnws firstcall-quick ;;
         next12b)  # then the tuning pool, the eleventh session's tests, the wide softmax, the model table
-            bash "$0" firstcall-tune tests-meta softmaxmb decode models-tritonic modelsws ;;
+            bash "$0" tests-meta firstcall-lazy firstcall-tune softmaxmb decode models-tritonic modelsws ;;
         next11)  # tenth session: first calls with the sibling table and the tuning pool, the wide softmax, tests
             bash "$0" launch3 tests-meta softmaxmb firstcall-quick firstcall-tune ;;
         firstcall-tune)  # cold caches, every key tuned (TRITONIC_AUTOTUNE=retune), configs compiled in a pool or not
@@ -186,6 +187,13 @@ for step in "$@"; do
                 TRITONIC_AUTOTUNE=retune TRITONIC_TUNE_POOL=$pool TRITON_CACHE_DIR=$cold/triton \
                     TRITONIC_CACHE_DIR=$cold/tritonic run firstcall-tune "pool$pool" 150 python3 benchmarks/models.py \
                     --first-call --providers tritonic --only "bert 1x16,gpt2 1x16" --out "$R/firstcall-tune/pool$pool"
+            done ;;
+        firstcall-lazy)  # cold caches, tritonic alone: Triton's launchers built at first calls (LAZY=0) or not (1)
+            for lazy in 0 1; do
+                cold=$(mktemp -d)
+                TRITONIC_LAZY_LAUNCHER=$lazy TRITON_CACHE_DIR=$cold/triton TRITONIC_CACHE_DIR=$cold/tritonic \
+                    run firstcall-lazy "lazy$lazy" 150 python3 benchmarks/models.py --first-call --providers tritonic \
+                    --only "bert 1x16,gpt2 1x16" --out "$R/firstcall-lazy/lazy$lazy"
             done ;;
         softmaxmb)  # then the backward in the forward's scheme (TRITONIC_SOFTMAX_BWD_PIPE=1), twice in alternation
             run softmaxmb bench 150 python3 benchmarks/memory_bound.py --only "softmax 4096x131072" \

@@ -518,6 +518,16 @@ def test_precompile_builds_the_launchers_of_kernels_not_loaded(monkeypatch):
     with ThreadPoolExecutor(2) as pool:  # a2 has a's signature (another config): one launcher for both
         assert P._warm_launchers(pool, kernels) == 3
     assert sorted(s.name for s, _ in built) == ["a", "c"]
+    # with the lazy launcher and the direct launch on, a kernel the direct launch takes needs none
+    direct = _Compiled(signature={"x": "*fp32", "n": "i32"})
+    direct.src.name, direct._run = "d", None
+    described = _Compiled(signature={"D": "tensordesc<bf16[16,16]>"})
+    described.src.name, described._run = "e", None
+    monkeypatch.setattr(L, "_C_DIRECT", True)
+    monkeypatch.setattr(L, "LAZY", True)
+    with ThreadPoolExecutor(2) as pool:
+        assert P._warm_launchers(pool, [direct, described]) == 1
+    assert built[-1][0].name == "e"
 
 
 def test_c_launch_leaks_no_references(c_launch, monkeypatch):
@@ -575,3 +585,133 @@ def test_c_direct_path_packs_parameters_as_tritons_launcher_does():
     assert L._direct_spec((None, False, False, 1, (4, 1, 0), compiled)) is None  # scratch buffers
     # PDL: the direct path too, with the flag that sets the launch attribute
     assert L._direct_spec((lambda *a: None, False, True, 1, (4, 1, 0), compiled)) == (b"PifcezlbLdc", 1, 128, 0, True)
+
+
+# ----------------------------------------------------------------------------- the lazy launcher
+
+
+class _Compiled:
+    """A compiled kernel as _lazy_entry sees it; reading ``run`` (Triton building its launcher) is recorded."""
+
+    def __init__(self, signature=None, **md):
+        meta = dict(global_scratch_size=0, profile_scratch_size=0, launch_cooperative_grid=False, num_ctas=1,
+                    shared=1024, num_warps=4, launch_pdl=True)
+        meta.update(md)
+        self.metadata = SimpleNamespace(**meta)
+        self.src = SimpleNamespace(signature=signature or {"X": "*fp32", "n": "i32", "BLOCK": "constexpr"})
+        self.name, self.kernel, self.packed_metadata = "k", b"cubin", (meta["num_warps"], meta["num_ctas"], meta["shared"])
+        self.built = []
+
+    @property
+    def run(self):
+        self.built.append(True)
+        return SimpleNamespace(launch=lambda *a: self.built.append(a))
+
+
+def _fake_driver(monkeypatch, loads, max_threads=1024):
+    from triton.runtime.driver import driver
+
+    utils = SimpleNamespace(get_device_properties=lambda d: {"max_shared_mem": 232448},
+                            load_binary=lambda name, binary, shared, dev: (loads.append(name), "MODULE", 4321, 32, 0,
+                                                                           max_threads)[1:])
+    monkeypatch.setattr(driver, "_active", SimpleNamespace(utils=utils, get_current_device=lambda: 0))
+
+
+def test_lazy_entry_loads_the_kernel_and_builds_no_triton_launcher(monkeypatch):
+    loads = []
+    _fake_driver(monkeypatch, loads)
+    compiled = _Compiled()
+    kernel = SimpleNamespace(warmup=lambda *a, grid, **meta: compiled)
+    entry = L._lazy_entry(kernel, (1,), (torch.empty(4), 16), dict(BLOCK=32))
+    assert entry is not None and loads == ["k"] and compiled.built == []
+    assert isinstance(entry[0], L._LazyLauncher) and entry[1:5] == (False, True, 4321, (4, 1, 1024))
+    assert L._direct_spec(entry) == (b"Pic", 4321, 128, 1024, True)
+    entry[0](1, 1, 1, 7, 4321)  # a launch the direct path declines: Triton's launcher is built then
+    assert compiled.built == [True, (1, 1, 1, 7, 4321)]
+
+
+@pytest.mark.parametrize("case", ["scratch", "profile scratch", "cooperative", "cluster", "descriptor", "shared",
+                                  "threads", "compile error", "load hook"])
+def test_lazy_entry_leaves_to_triton_what_the_direct_path_cannot_launch(monkeypatch, case):
+    loads = []
+    _fake_driver(monkeypatch, loads, max_threads=64 if case == "threads" else 1024)
+    compiled = {
+        "scratch": _Compiled(global_scratch_size=128),
+        "profile scratch": _Compiled(profile_scratch_size=64),
+        "cooperative": _Compiled(launch_cooperative_grid=True),
+        "cluster": _Compiled(num_ctas=2),
+        "descriptor": _Compiled(signature={"D": "tensordesc<bf16[16,16]>", "n": "i32"}),
+        "shared": _Compiled(shared=300000),
+    }.get(case, _Compiled())
+
+    def warmup(*a, grid, **meta):
+        if case == "compile error":
+            raise RuntimeError("does not compile")
+        return compiled
+    if case == "load hook":
+        monkeypatch.setattr(L, "_knobs", SimpleNamespace(kernel_load_start_hook=lambda *a: None))
+    assert L._lazy_entry(SimpleNamespace(warmup=warmup), (1,), (torch.empty(4), 16), {}) is None
+    assert compiled.built == [] and loads == (["k"] if case == "threads" else [])
+
+
+@pytest.mark.parametrize("lazy", [True, False])
+def test_c_launch_first_call_launches_directly_without_tritons_launcher(c_launch, monkeypatch, lazy):
+    """With the direct path, a specialisation's first call from C files a lazy entry (nothing
+    launched by Triton, ``kernel[grid]`` never called) and is launched from C by its new key;
+    later calls go straight from C. TRITONIC_LAZY_LAUNCHER=0: Triton's own first launch."""
+    triton_launches, launched = [], []
+
+    class Kernel(SimpleNamespace):
+        def __getitem__(self, grid):  # Triton's own launch (it would build the launcher)
+            return lambda *a, **k: triton_launches.append(a) or _Compiled()
+    kernel = Kernel(params=_kernel(("X", False), ("n", False), ("eps", False), ("P", False), ("BLOCK", True)).params)
+    fk = L._FastKernel(kernel)
+    fk.device, fk.stream = (lambda: 0), (lambda d: 7)
+    x = torch.empty(64)
+    fk.make_fast_binder((x, 128, 1e-5, None))
+    monkeypatch.setitem(L._by_id, id(kernel), (kernel, fk))
+    monkeypatch.setitem(L._c_specs, id(kernel), L._c_specs[id(kernel)])
+    compiled = _Compiled()
+    entry = (lambda *a: launched.append(a), False, False, 4321, (4, 1, 1024), compiled)
+    monkeypatch.setattr(L, "_lazy_entry", lambda *a: entry)
+    monkeypatch.setattr(L, "_direct", lambda c: (lambda *a: launched.append(a), False, False, 1, (4, 1, 0), c))
+    monkeypatch.setattr(L, "_C", c_launch)
+    monkeypatch.setattr(L, "_C_DIRECT", True)  # (no libcuda here: C hands the launch to the entry's function)
+    monkeypatch.setattr(L, "LAZY", lazy)
+    c_launch.launch(kernel, (3, 2), x, 128, 1e-5, None, BLOCK=32)
+    assert len(fk.ccompiled) == 1
+    assert (len(triton_launches), len(launched)) == ((0, 1) if lazy else (1, 0))
+    if lazy:
+        assert launched[0][:5] == (3, 2, 1, 7, 4321) and launched[0][13:] == (x.data_ptr(), 128, 1e-5, None, None)
+    c_launch.launch(kernel, (3, 2), x, 128, 1e-5, None, BLOCK=32)
+    assert (len(triton_launches), len(launched)) == ((0, 2) if lazy else (1, 1))
+    assert not getattr(L._defer, "on", False) and not getattr(L._defer, "hit", False)
+
+
+@pytest.mark.gpu
+def test_lazy_first_launches_on_gpu_build_no_triton_launcher():
+    """With the direct launch on (the default), each specialisation's first call (aligned
+    pointers, misaligned ones, a length not a multiple of 16) runs without Triton building its
+    C launcher, on the current stream, with the right results."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _lazy_probe(X, Y, n, c, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        tl.store(Y + offs, tl.load(X + offs, mask=offs < n) * c + 1.0, mask=offs < n)
+
+    L._fast_kernel(_lazy_probe)  # (builds the C launch if no kernel has yet)
+    if L._C is None or not L._C_DIRECT or not L.LAZY:
+        pytest.skip("the direct C launch is off here")
+    x = torch.randn(4096, device="cuda")
+    for src, n in ((x, 4096), (x[1:], 4095), (x, 3000)):
+        y = torch.full_like(x, float("nan"))
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            L._C.launch(_lazy_probe, ((n + 255) // 256,), src, y, n, 2.0, BLOCK=256)
+        torch.cuda.current_stream().wait_stream(side)
+        torch.testing.assert_close(y[:n], src[:n] * 2.0 + 1.0)
+    compiled = list(_lazy_probe.device_caches[torch.cuda.current_device()][0].values())
+    assert len(compiled) == 3 and all(getattr(c, "_run", None) is None for c in compiled), compiled

@@ -22,7 +22,11 @@ kernel's ``run``, ``function`` and ``packed_metadata``); it checks for them and 
 to the plain path, with one warning, when they are missing.
 
 By default (``TRITONIC_C_LAUNCH=2``; 0 turns it off) the fast path's common case runs in C
-(``fastlaunch.c``, built at the first kernel on a GPU; see the end of this file).
+(``fastlaunch.c``, built at the first kernel on a GPU; see the end of this file). There, a
+specialisation's first call compiles the kernel, loads it and launches it directly, so that
+Triton's own C launcher for the kernel's signature (built with the C compiler at a kernel's
+first launch) is built only if something ever needs it (``TRITONIC_LAZY_LAUNCHER=0``: built
+at the first call, as Triton does).
 """
 
 from __future__ import annotations
@@ -271,7 +275,23 @@ class _FastKernel:
 
     def _first(self, kernel, grid, args, meta, key, entry) -> None:
         """Triton's own launch: the first call of a specialisation (it compiles, and the
-        compiled kernel is kept), or every call where the fast path is unavailable."""
+        compiled kernel is kept), or every call where the fast path is unavailable. Called
+        from the C launch's way out (``_c_slow`` with the direct path on), the first call
+        instead files a :func:`_lazy_entry` under this key and the fast binder's, launches
+        nothing and says so (``_defer.hit``): ``_c_slow`` launches it directly."""
+        if entry is None and getattr(_defer, "on", False):
+            lazy = _lazy_entry(kernel, grid, args, meta)
+            if lazy is not None:
+                self.compiled[key] = lazy
+                if self.bind_fast is None:
+                    self.make_fast_binder(args)
+                if self.bind_fast is not None:
+                    try:
+                        self.compiled.setdefault(self.bind_fast(args, meta)[0], lazy)
+                    except (_Miss, AttributeError, TypeError, ValueError, RuntimeError):
+                        pass
+                _defer.hit = True
+                return
         compiled = kernel[grid](*args, **meta)
         if entry is None:
             self.compiled[key] = _direct(compiled)
@@ -288,6 +308,68 @@ class _FastKernel:
                      *launch_args)
         else:
             compiled.run(grid[0], g1, g2, stream, function, metadata, None, None, None, *launch_args)
+
+
+class _LazyLauncher:
+    """Triton's launcher of a compiled kernel, built at its first call (``compiled.run`` builds
+    it): the entries of :func:`_lazy_entry` launch by cuLaunchKernelEx and reach this only
+    where the direct path declines a launch. Called as Triton's launch function is."""
+
+    __slots__ = ("compiled",)
+
+    def __init__(self, compiled):
+        self.compiled = compiled
+
+    def __call__(self, *args):
+        return self.compiled.run.launch(*args)
+
+
+def _lazy_entry(kernel, grid, args, meta):
+    """The first call of a specialisation without Triton's launcher: the kernel compiled (or
+    taken from Triton's caches) by ``warmup``, loaded here, and an entry whose direct-launch
+    spec :func:`_direct_spec` accepts, with a :class:`_LazyLauncher` as its launch function.
+    None, with nothing launched, where Triton's own first launch must run instead: scratch
+    buffers, a cooperative grid, clusters, tensor descriptors, too much shared memory or too
+    many threads (Triton's path raises the error), a kernel-load hook (a profiler), a compile
+    error (raised again by Triton's path), a Triton without these internals."""
+    if _load_hooks_active():
+        return None
+    try:
+        compiled = kernel.warmup(*args, grid=grid, **meta)
+        if hasattr(compiled, "result"):  # (a compile submitted to a pool earlier)
+            compiled = compiled.result()
+        md = compiled.metadata
+        if not _direct_eligible(compiled):
+            return None
+        from triton.runtime.driver import driver
+
+        utils = driver.active.utils
+        device = driver.active.get_current_device()
+        if md.shared > utils.get_device_properties(device)["max_shared_mem"]:
+            return None
+        _module, function, _regs, _spills, max_threads = utils.load_binary(compiled.name, compiled.kernel,
+                                                                           md.shared, device)
+        if md.num_warps * 32 > max_threads:
+            return None
+        entry = (_LazyLauncher(compiled), False, bool(getattr(md, "launch_pdl", False)), function,
+                 compiled.packed_metadata, compiled)
+    except Exception:  # Triton's own launch then runs (and raises what is wrong)
+        return None
+    return entry if _direct_spec(entry) is not None else None
+
+
+def _direct_eligible(compiled) -> bool:
+    """Can the direct launch run this compiled kernel (no scratch buffers, cooperative grid,
+    cluster or tensor descriptor)? Then no Triton launcher is needed for it (``LAZY``)."""
+    md = getattr(compiled, "metadata", None)
+    return (md is not None and not getattr(md, "global_scratch_size", 1) and not getattr(md, "profile_scratch_size", 1)
+            and not getattr(md, "launch_cooperative_grid", True) and getattr(md, "num_ctas", 1) == 1
+            and _param_codes(getattr(getattr(compiled, "src", None), "signature", None)) is not None)
+
+
+def _load_hooks_active() -> bool:
+    hooks = (getattr(_knobs, "kernel_load_start_hook", None), getattr(_knobs, "kernel_load_end_hook", None))
+    return any(bool(getattr(h, "calls", h)) for h in hooks)
 
 
 def _direct(compiled):
@@ -388,24 +470,48 @@ def _c_slow(kernel, grid, args, meta, key, keep=None) -> None:
     """The C launch's way out: the Python path, then (when the C side computed a key that was
     not compiled yet) the entry filed under that key for the next call. ``keep``: the dict of
     a ``launch_meta`` call, whose address is in the key: kept alive once filed."""
-    _launch_py(kernel, grid, *args, **meta)
-    if key is None:
-        return
-    hit = _by_id.get(id(kernel))
-    fast = hit[1] if hit is not None and hit[0] is kernel else None
-    if fast is None or fast.bind_fast is None:
-        return
+    saved = getattr(_defer, "on", False), getattr(_defer, "hit", False)
+    _defer.on, _defer.hit = key is not None and _C_DIRECT and LAZY and _C is not None, False
     try:
-        entry = fast.compiled.get(fast.bind_fast(args, meta)[0])
-    except (_Miss, AttributeError, TypeError, ValueError, RuntimeError):
-        return
-    if entry:
-        if keep is not None:
-            _c_kept[id(keep)] = keep  # its address now stands for its contents: never freed, never reused
-        fast.ccompiled[key] = entry + (_direct_spec(entry),) if _C_DIRECT else entry
+        _launch_py(kernel, grid, *args, **meta)
+        deferred = _defer.hit  # the first call of a specialisation was filed, not launched
+    finally:
+        _defer.on, _defer.hit = saved
+    filed = False
+    try:
+        if key is None:
+            return
+        hit = _by_id.get(id(kernel))
+        fast = hit[1] if hit is not None and hit[0] is kernel else None
+        if fast is None or fast.bind_fast is None:
+            return
+        try:
+            entry = fast.compiled.get(fast.bind_fast(args, meta)[0])
+        except (_Miss, AttributeError, TypeError, ValueError, RuntimeError):
+            return
+        if entry:
+            if keep is not None:
+                _c_kept[id(keep)] = keep  # its address now stands for its contents: never freed, never reused
+            fast.ccompiled[key] = entry + (_direct_spec(entry),) if _C_DIRECT else entry
+            filed = True
+    finally:
+        if deferred:  # now launch it: from C by its new key, else by the Python path's entry
+            if filed:
+                if keep is not None:
+                    _C.launch_meta(kernel, grid, keep, *args)
+                else:
+                    _C.launch(kernel, grid, *args, **meta)
+            else:
+                _launch_py(kernel, grid, *args, **meta)
 
 
 _c_kept: dict = {}  # id -> the launch_meta dicts whose address is part of a filed C key
+# TRITONIC_LAZY_LAUNCHER (read at import; "0" turns it off): with the direct launch, a
+# specialisation's first call builds no Triton launcher (_lazy_entry). Triton builds one per
+# kernel signature with the C compiler: 16-26 of them, 1.3-1.8 s, in a model's cold first call
+# on the H200 (c900cca).
+LAZY = os.environ.get("TRITONIC_LAZY_LAUNCHER", "1").strip() != "0"
+_defer = threading.local()  # (on: _c_slow asks _first to file the first call unlaunched; hit: it did)
 
 
 # Triton's parameter types -> the direct path's codes (fastlaunch.c): pointers, integers by
@@ -426,7 +532,16 @@ def _direct_spec(entry):
             or len(metadata) != 3:
         return None
     num_warps, num_ctas, shared = metadata
-    if num_ctas != 1:
+    codes = _param_codes(sig)
+    if num_ctas != 1 or codes is None:
+        return None
+    return (codes, int(function), 32 * int(num_warps), int(shared), bool(pdl))
+
+
+def _param_codes(sig):
+    """fastlaunch.c's type codes of a compiled kernel's parameters (bytes), or None where one
+    has none (a tensor descriptor) or the signature is not Triton's dict of type names."""
+    if not isinstance(sig, dict):
         return None
     codes = []
     for ty in sig.values():
@@ -434,7 +549,7 @@ def _direct_spec(entry):
         if code is None:
             return None
         codes.append(code)
-    return ("".join(codes).encode(), int(function), 32 * int(num_warps), int(shared), bool(pdl))
+    return "".join(codes).encode()
 
 
 def _configure_c(module, device=None, stream=None) -> None:

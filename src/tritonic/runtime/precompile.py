@@ -11,7 +11,8 @@ optimize()'s CUDA graphs use it before their warm-up when TRITONIC_PRECOMPILE=1.
 
 Triton also builds a small C launcher per kernel signature when a compiled kernel is first
 loaded (gcc, where its cache has none yet), one after another during the real run; leaving
-the block builds those too, in the same pool, so the real run finds them in the cache.
+the block builds those too, in the same pool, so the real run finds them in the cache (with
+the lazy launcher, only for the kernels the direct launch cannot take: launcher._lazy_entry).
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ class precompile:
 def _warm_launchers(pool, kernels) -> int:
     """Build the Triton launchers of compiled kernels not loaded yet, in ``pool``, so that their
     first load finds them in Triton's cache; errors are left for the real load to report.
-    Returns how many were submitted."""
+    With the lazy launcher on, only those of kernels the direct launch cannot take. Returns
+    how many were submitted."""
     try:
         from triton.runtime.driver import driver
 
@@ -88,8 +90,11 @@ def _warm_launchers(pool, kernels) -> int:
     except Exception:  # another Triton, or no driver: nothing to warm
         return 0
     jobs, seen = [], set()
+    lazy = launcher.LAZY and launcher._C_DIRECT  # (kernels the direct launch takes never need one)
     for k in kernels:
         if k is None or getattr(k, "_run", None) is not None or not hasattr(k, "src") or not hasattr(k, "metadata"):
+            continue
+        if lazy and launcher._direct_eligible(k):
             continue
         try:  # the launcher's source follows the signature: the tuner's configs of a kernel share one
             sig = (tuple(k.src.signature.items()), repr(getattr(k.metadata, "tensordesc_meta", None)))
