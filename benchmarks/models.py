@@ -148,6 +148,7 @@ class _Compiles:
 
     def __init__(self):
         self.n, self.seconds, self.by, self._t = 0, 0.0, {}, []
+        self.secs_by = {}  # kernel name -> seconds between the hooks (synchronous compiles)
         self.launchers, self.launcher_s = 0, 0.0  # Triton's per-signature C launchers (gcc when not cached)
         try:
             from triton import knobs
@@ -192,17 +193,21 @@ class _Compiles:
         pdl = consts.get((names.index("USE_PDL"),)) if "USE_PDL" in names else None
         name = f"{getattr(fn, 'name', '?')}{'' if pdl is None else f'[pdl={pdl}]'}"
         self.by[name] = self.by.get(name, 0) + 1
-        self._t.append(time.perf_counter())
+        self._t.append((name, time.perf_counter()))
         return None  # (a true value would skip the compile)
 
     def _post(self, **_):
         if self._t:
-            self.seconds += time.perf_counter() - self._t.pop()
+            name, t0 = self._t.pop()
+            dt = time.perf_counter() - t0
+            self.seconds += dt
+            self.secs_by[name] = self.secs_by.get(name, 0.0) + dt
         return None
 
     def summary(self) -> dict:
         top = sorted(self.by.items(), key=lambda kv: -kv[1])
         return {"compiles": self.n, "compile_s": round(self.seconds, 3), "compiled": dict(top),
+                "compile_s_by": {k: round(v, 3) for k, v in sorted(self.secs_by.items(), key=lambda kv: -kv[1])},
                 "launcher_builds": self.launchers, "launcher_build_s": round(self.launcher_s, 3)}
 
 
@@ -273,7 +278,7 @@ def first_call(argv) -> int:
                   f"{wrap_s:.2f} s; tuning {got['tuning_s']:.2f} s "
                   f"(host probe {host_us:.1f} us a torch op)", flush=True)
             for name, count in got["compiled"].items():
-                print(f"    {count:3d}  {name}", flush=True)
+                print(f"    {count:3d}  {name}  {got['compile_s_by'].get(name, 0.0):.2f} s", flush=True)
             for line in got["tuned"]:  # keys no table had
                 print(f"    tuned {line}", flush=True)
             rows.append({"bench": "models_first_call", "case": case["name"], "mode": "fwd", "provider": kind,
