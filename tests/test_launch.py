@@ -180,13 +180,13 @@ def test_descriptor_without_validation_equals_tritons(monkeypatch):
     layout) and must give the same object Triton's constructor gives."""
     from triton.tools.tensor_descriptor import TensorDescriptor
 
-    from tritonic.runtime import launcher
+    from tritonic.runtime import launch_keys, launcher
 
     t = torch.zeros(64, 32, dtype=torch.float16)
     ours = launcher.descriptor(t, [64, 32], [32, 1], [16, 16])
     theirs = TensorDescriptor(t, [64, 32], [32, 1], [16, 16])
-    assert type(ours) is TensorDescriptor and ours == theirs and launcher._FAST_DESCRIPTOR
-    monkeypatch.setattr(launcher, "_FAST_DESCRIPTOR", False)  # another Triton: the validating constructor
+    assert type(ours) is TensorDescriptor and ours == theirs and launch_keys._FAST_DESCRIPTOR
+    monkeypatch.setattr(launch_keys, "_FAST_DESCRIPTOR", False)  # another Triton: the validating constructor
     with pytest.raises((AssertionError, ValueError)):
         launcher.descriptor(t, [64, 32], [32, 1], [16, 12])  # a block that is not a power of two
 

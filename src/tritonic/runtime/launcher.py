@@ -31,7 +31,6 @@ at the first call, as Triton does).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import threading
@@ -40,17 +39,13 @@ import time
 import torch
 from torch.library import wrap_triton
 
-try:
-    from triton.tools.tensor_descriptor import TensorDescriptor as _TensorDescriptor
-except ImportError:  # a Triton without host-side tensor descriptors
-    class _TensorDescriptor:  # noqa: D401 - placeholder nothing is an instance of
-        pass
-
 from tritonic.runtime.checks import warn_once
 from tritonic.runtime.device import interpreter_active
+from tritonic.runtime.direct import (  # noqa: F401  (some re-exported: tests and precompile use them here)
+    _LazyLauncher, _build_c, _c_mode, _c_wanted, _direct_eligible, _direct_spec, _lazy_entry)
+from tritonic.runtime.launch_keys import (  # noqa: F401  (re-exported: ops import is_traced, descriptor, _PLAIN)
+    _INT_MAX32, _PLAIN, _Miss, _TensorDescriptor, _int_key, _kind, _spec, descriptor, is_traced)
 
-_PLAIN = (torch.Tensor, torch.nn.Parameter)
-_PLAIN_OR_NONE = frozenset((torch.Tensor, torch.nn.Parameter, type(None)))
 _fast: dict = {}  # kernel -> _FastKernel, or None where the fast path is unavailable
 # The same by id(kernel) -> (kernel, _FastKernel or None), for launch(): a JITFunction hashes
 # in Python (~0.25 µs a lookup), id() does not; the kernel kept in the entry guards against reuse
@@ -59,84 +54,6 @@ _by_id: dict = {}
 # TRITONIC_FAST_LAUNCH=0 sends every launch through Triton's own path (for debugging and
 # for measuring what the fast path saves, as benchmarks/launch.py does).
 FAST = os.environ.get("TRITONIC_FAST_LAUNCH", "1").strip() != "0"
-
-
-# Triton's TensorDescriptor validates its arguments in __post_init__ (alignment asserts, the
-# block shape), about 3 µs of host time per descriptor, several per GEMM launch. Ops build
-# descriptors only after checking the same layout facts themselves (ops/matmul.py's
-# _tma_layout, attention's _tma_kv), so they skip it when the class has the fields this
-# relies on; any other Triton gets the validating constructor.
-_DESCRIPTOR_FIELDS = ("base", "shape", "strides", "block_shape", "padding")
-try:
-    _FAST_DESCRIPTOR = tuple(f.name for f in dataclasses.fields(_TensorDescriptor)) == _DESCRIPTOR_FIELDS
-except TypeError:  # the placeholder class: no descriptors in this Triton
-    _FAST_DESCRIPTOR = False
-
-
-def descriptor(base, shape, strides, block_shape):
-    """A host tensor descriptor (zero padding) over ``base``, without Triton's per-call checks:
-    the caller has checked a 16-byte aligned base, 16-byte aligned strides with a unit last
-    one, positive shapes and power-of-two blocks."""
-    if not _FAST_DESCRIPTOR:
-        return _TensorDescriptor(base, shape, strides, block_shape)
-    d = object.__new__(_TensorDescriptor)
-    d.base, d.shape, d.strides, d.block_shape, d.padding = base, shape, strides, block_shape, "zero"
-    return d
-
-
-def is_traced(*args) -> bool:
-    """Is any tensor among ``args`` a tracing subclass (fake, functional, proxy, ...)?"""
-    for a in args:  # (the type test first: isinstance on a tensor costs ~3x more)
-        if type(a) not in _PLAIN_OR_NONE and isinstance(a, torch.Tensor):
-            return True
-    return False
-
-
-def _spec(v):
-    """The part of an argument that Triton specialises a kernel on."""
-    if isinstance(v, torch.Tensor):
-        return (v.dtype, v.data_ptr() % 16 == 0)
-    if v is None:
-        return None
-    if isinstance(v, bool):
-        return ("b", v)
-    if isinstance(v, int):
-        return (v == 1, v % 16 == 0, -(2**31) <= v < 2**31, v >= 2**63)
-    if isinstance(v, float):
-        return "f"
-    if isinstance(v, _TensorDescriptor):  # Triton specialises on the dtype and block shape
-        return ("d", v.base.dtype, tuple(v.block_shape), v.padding, len(v.shape))
-    raise TypeError(f"no fast-launch key for an argument of type {type(v).__name__}")
-
-
-class _Miss(Exception):
-    """The fast binder does not apply to this call's argument kinds."""
-
-
-_INT_MIN32, _INT_MAX32, _UINT64 = -(2**31), 2**31 - 1, 2**63
-
-
-def _int_key(v: int) -> tuple:
-    """The fast key of an integer outside [0, 2**31): a tuple, never equal to the one-element
-    keys of the common range."""
-    return (v == 1, v % 16 == 0, _INT_MIN32 <= v < 2**31, v >= _UINT64)
-
-
-def _kind(v) -> str | None:
-    """The kind of argument a fast binder is specialised for (None: no fast binder)."""
-    if type(v) in _PLAIN:
-        return "T"
-    if v is None:
-        return "N"
-    if type(v) is int:
-        return "i"
-    if type(v) is float:
-        return "f"
-    if type(v) is bool:
-        return "b"
-    if isinstance(v, _TensorDescriptor):
-        return "D"
-    return None
 
 
 class _FastKernel:
@@ -310,68 +227,6 @@ class _FastKernel:
             compiled.run(grid[0], g1, g2, stream, function, metadata, None, None, None, *launch_args)
 
 
-class _LazyLauncher:
-    """Triton's launcher of a compiled kernel, built at its first call (``compiled.run`` builds
-    it): the entries of :func:`_lazy_entry` launch by cuLaunchKernelEx and reach this only
-    where the direct path declines a launch. Called as Triton's launch function is."""
-
-    __slots__ = ("compiled",)
-
-    def __init__(self, compiled):
-        self.compiled = compiled
-
-    def __call__(self, *args):
-        return self.compiled.run.launch(*args)
-
-
-def _lazy_entry(kernel, grid, args, meta):
-    """The first call of a specialisation without Triton's launcher: the kernel compiled (or
-    taken from Triton's caches) by ``warmup``, loaded here, and an entry whose direct-launch
-    spec :func:`_direct_spec` accepts, with a :class:`_LazyLauncher` as its launch function.
-    None, with nothing launched, where Triton's own first launch must run instead: scratch
-    buffers, a cooperative grid, clusters, tensor descriptors, too much shared memory or too
-    many threads (Triton's path raises the error), a kernel-load hook (a profiler), a compile
-    error (raised again by Triton's path), a Triton without these internals."""
-    if _load_hooks_active():
-        return None
-    try:
-        compiled = kernel.warmup(*args, grid=grid, **meta)
-        if hasattr(compiled, "result"):  # (a compile submitted to a pool earlier)
-            compiled = compiled.result()
-        md = compiled.metadata
-        if not _direct_eligible(compiled):
-            return None
-        from triton.runtime.driver import driver
-
-        utils = driver.active.utils
-        device = driver.active.get_current_device()
-        if md.shared > utils.get_device_properties(device)["max_shared_mem"]:
-            return None
-        _module, function, _regs, _spills, max_threads = utils.load_binary(compiled.name, compiled.kernel,
-                                                                           md.shared, device)
-        if md.num_warps * 32 > max_threads:
-            return None
-        entry = (_LazyLauncher(compiled), False, bool(getattr(md, "launch_pdl", False)), function,
-                 compiled.packed_metadata, compiled)
-    except Exception:  # Triton's own launch then runs (and raises what is wrong)
-        return None
-    return entry if _direct_spec(entry) is not None else None
-
-
-def _direct_eligible(compiled) -> bool:
-    """Can the direct launch run this compiled kernel (no scratch buffers, cooperative grid,
-    cluster or tensor descriptor)? Then no Triton launcher is needed for it (``LAZY``)."""
-    md = getattr(compiled, "metadata", None)
-    return (md is not None and not getattr(md, "global_scratch_size", 1) and not getattr(md, "profile_scratch_size", 1)
-            and not getattr(md, "launch_cooperative_grid", True) and getattr(md, "num_ctas", 1) == 1
-            and _param_codes(getattr(getattr(compiled, "src", None), "signature", None)) is not None)
-
-
-def _load_hooks_active() -> bool:
-    hooks = (getattr(_knobs, "kernel_load_start_hook", None), getattr(_knobs, "kernel_load_end_hook", None))
-    return any(bool(getattr(h, "calls", h)) for h in hooks)
-
-
 def _direct(compiled):
     """What a relaunch needs: (the C launch function, or None when the kernel needs scratch
     buffers allocated per launch; cooperative-grid and PDL flags; function handle; packed
@@ -514,42 +369,7 @@ LAZY = os.environ.get("TRITONIC_LAZY_LAUNCHER", "1").strip() != "0"
 _defer = threading.local()  # (on: _c_slow asks _first to file the first call unlaunched; hit: it did)
 
 
-# Triton's parameter types -> the direct path's codes (fastlaunch.c): pointers, integers by
-# width and sign, floats by format; constexprs are not passed.
-_CODES = {"i1": "b", "i8": "b", "u1": "B", "u8": "B", "i16": "h", "u16": "H", "i32": "i", "u32": "I", "i64": "l",
-          "u64": "L", "fp16": "e", "bf16": "z", "fp32": "f", "f32": "f", "fp64": "d", "constexpr": "c"}
 _C_DIRECT = False  # TRITONIC_C_LAUNCH=2 and libcuda found
-
-
-def _direct_spec(entry):
-    """(type codes, CUfunction, threads per block, shared memory) for fastlaunch.c's direct
-    launch, or None where Triton's own launcher must run: scratch buffers, a cooperative grid,
-    clusters, tensor descriptors, or a compiled kernel without the attributes used. A fifth
-    item, the PDL flag, makes the C side set the programmatic stream serialisation attribute."""
-    launch_c, coop, pdl, function, metadata, compiled = entry[:6]
-    sig = getattr(getattr(compiled, "src", None), "signature", None)
-    if launch_c is None or coop or not isinstance(sig, dict) or not isinstance(metadata, tuple) \
-            or len(metadata) != 3:
-        return None
-    num_warps, num_ctas, shared = metadata
-    codes = _param_codes(sig)
-    if num_ctas != 1 or codes is None:
-        return None
-    return (codes, int(function), 32 * int(num_warps), int(shared), bool(pdl))
-
-
-def _param_codes(sig):
-    """fastlaunch.c's type codes of a compiled kernel's parameters (bytes), or None where one
-    has none (a tensor descriptor) or the signature is not Triton's dict of type names."""
-    if not isinstance(sig, dict):
-        return None
-    codes = []
-    for ty in sig.values():
-        code = "P" if isinstance(ty, str) and ty.startswith("*") else _CODES.get(ty) if isinstance(ty, str) else None
-        if code is None:
-            return None
-        codes.append(code)
-    return "".join(codes).encode()
 
 
 def _configure_c(module, device=None, stream=None) -> None:
@@ -559,40 +379,6 @@ def _configure_c(module, device=None, stream=None) -> None:
     module.configure(_c_specs, _c_slow, globals(), _knobs, torch.Tensor, torch.nn.Parameter, _TensorDescriptor,
                      device or get_device or torch.cuda.current_device,
                      stream or raw or (lambda d: torch.cuda.current_stream(d).cuda_stream), _spec)
-
-
-def _build_c():
-    """Compile fastlaunch.c (cached by Triton's cache manager); None, with one warning, where
-    that fails. With Triton's copy of cuda.h at hand, the direct path is compiled in too."""
-    from pathlib import Path
-
-    try:
-        import triton
-        from triton.runtime.build import compile_module_from_src
-
-        src = (Path(__file__).with_name("fastlaunch.c")).read_text()
-        include = Path(triton.__file__).parent / "backends" / "nvidia" / "include"
-        has_h = (include / "cuda.h").exists()
-        module = compile_module_from_src(src, "tritonic_fastlaunch", include_dirs=[str(include)] if has_h else [],
-                                         ccflags=["-DTRITONIC_HAVE_CUDA_H"] if has_h else [])
-    except Exception as e:  # no compiler, no headers, another Triton
-        warn_once(("c-launch", type(e).__name__), f"tritonic: the C launch path could not be built ({e!r}); "
-                  f"launches take the Python path, which costs ~1-2 µs more per call")
-        return None
-    return module
-
-
-def _c_wanted() -> bool:
-    from tritonic.runtime.device import has_cuda
-
-    # on by default since the GPU suite passed with it on an H100 (2026-12-06): 2 (default) the C
-    # binder and the direct cuLaunchKernelEx where a kernel allows it, 1 the C binder with
-    # Triton's launcher, 0 the Python path
-    return _c_mode() in ("1", "2") and not interpreter_active() and has_cuda()
-
-
-def _c_mode() -> str:
-    return os.environ.get("TRITONIC_C_LAUNCH", "2").strip()
 
 
 def _init_c() -> None:
