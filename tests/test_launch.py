@@ -715,3 +715,48 @@ def test_lazy_first_launches_on_gpu_build_no_triton_launcher():
         torch.testing.assert_close(y[:n], src[:n] * 2.0 + 1.0)
     compiled = list(_lazy_probe.device_caches[torch.cuda.current_device()][0].values())
     assert len(compiled) == 3 and all(getattr(c, "_run", None) is None for c in compiled), compiled
+
+
+def test_c_launch_very_first_call_of_a_kernel_is_deferred_through_c(c_launch, monkeypatch):
+    """A kernel's very first call has no C spec (C hands over without a key): the Python path
+    files the lazy entry unlaunched, the relaunch from C computes the key and comes back once
+    to file it, and the launch then comes from C (here, with no libcuda, C calls the entry's
+    launcher: the lazy one, which builds Triton's launcher only then). Once, no recursion,
+    ``kernel[grid]`` never called; the next call goes straight from C."""
+    triton_launches, launched = [], []
+
+    class Kernel(SimpleNamespace):
+        __hash__ = object.__hash__
+        __eq__ = object.__eq__
+
+        def __getitem__(self, grid):
+            return lambda *a, **k: triton_launches.append(a)
+    kernel = Kernel(params=_kernel(("X", False), ("n", False), ("eps", False), ("P", False), ("BLOCK", True)).params)
+    fk = L._FastKernel(kernel)
+    fk.device, fk.stream = (lambda: 0), (lambda d: 7)
+    monkeypatch.setitem(L._by_id, id(kernel), (kernel, fk))
+    monkeypatch.setattr(L, "_c_specs", L._c_specs)  # (the spec the first call registers is dropped afterwards)
+    compiled = _Compiled()
+    compiled._run = None
+    compiled.__class__ = type("C", (_Compiled,), {"run": property(lambda self: (
+        setattr(self, "_run", True), SimpleNamespace(launch=lambda *a: launched.append(a)))[1])})
+    entry = (L._LazyLauncher(compiled), False, False, 4321, (4, 1, 1024), compiled)
+    monkeypatch.setattr(L, "_lazy_entry", lambda *a: entry)
+    monkeypatch.setattr(L, "_C", c_launch)
+    monkeypatch.setattr(L, "_C_DIRECT", True)
+    monkeypatch.setattr(L, "LAZY", True)
+    slow = []
+    real_slow = L._c_slow
+    monkeypatch.setattr(L, "_c_slow", lambda *a: (slow.append(a[4]), real_slow(*a))[1])
+    L._configure_c(c_launch, device=lambda: 0, stream=lambda d: 7)
+    x = torch.empty(64)
+    try:
+        c_launch.launch(kernel, (3, 2), x, 128, 1e-5, None, BLOCK=32)
+        assert triton_launches == [] and len(launched) == 1 and compiled._run is True
+        assert len(slow) == 2 and slow[0] is None and slow[1] is not None  # no key, then the key
+        assert len(fk.ccompiled) == 1 and launched[0][:5] == (3, 2, 1, 7, 4321)
+        c_launch.launch(kernel, (3, 2), x, 128, 1e-5, None, BLOCK=32)
+        assert len(slow) == 2 and len(launched) == 2  # straight from C
+        assert getattr(L._defer, "depth", 0) == 0 and not getattr(L._defer, "on", False)
+    finally:
+        L._c_specs.pop(id(kernel), None)

@@ -61,6 +61,10 @@ class _LazyLauncher:
     def __call__(self, *args):
         return self.compiled.run.launch(*args)
 
+    def unbuilt(self) -> bool:
+        """Has Triton not built (or loaded) the launcher yet?"""
+        return getattr(self.compiled, "_run", None) is None
+
 
 def _lazy_entry(kernel, grid, args, meta):
     """The first call of a specialisation without Triton's launcher: the kernel compiled (or

@@ -195,7 +195,7 @@ class _FastKernel:
         compiled kernel is kept), or every call where the fast path is unavailable. Called
         from the C launch's way out (``_c_slow`` with the direct path on), the first call
         instead files a :func:`_lazy_entry` under this key and the fast binder's, launches
-        nothing and says so (``_defer.hit``): ``_c_slow`` launches it directly."""
+        nothing and says so (``_defer.hit``): ``_c_slow`` launches it from C."""
         if entry is None and getattr(_defer, "on", False):
             lazy = _lazy_entry(kernel, grid, args, meta)
             if lazy is not None:
@@ -217,6 +217,9 @@ class _FastKernel:
 
     def _run(self, entry, grid, device, launch_args) -> None:
         launch_c, coop, pdl, function, metadata, compiled = entry
+        if type(launch_c) is _LazyLauncher and getattr(_defer, "on", False) and launch_c.unbuilt():
+            _defer.hit = True  # (from _c_slow: it files the C key and launches directly instead)
+            return
         stream = self.stream(device)
         g1 = grid[1] if len(grid) > 1 else 1
         g2 = grid[2] if len(grid) > 2 else 1
@@ -301,7 +304,8 @@ def _launch_py(kernel, grid, *args, **meta) -> None:
             kernel[grid](*args, **meta)
         return
     run = fast.run_fast
-    if run is not None:  # the common case: one generated function from arguments to the C launcher
+    if run is not None and not getattr(_defer, "on", False):  # the common case: one generated function
+        # from arguments to the C launcher (not from _c_slow with the lazy launcher: see _FastKernel._run)
         try:
             if run(grid, args, meta):
                 return
@@ -325,14 +329,19 @@ def _c_slow(kernel, grid, args, meta, key, keep=None) -> None:
     """The C launch's way out: the Python path, then (when the C side computed a key that was
     not compiled yet) the entry filed under that key for the next call. ``keep``: the dict of
     a ``launch_meta`` call, whose address is in the key: kept alive once filed."""
+    # With the lazy launcher, the Python path files a specialisation's first call (or finds its
+    # unlaunched entry) without launching it, and this launches it from C by its key. A kernel's
+    # very first call has no C key yet (C had no spec for it): the relaunch from C computes one
+    # and comes back here once, one level deeper; two levels down nothing is deferred, so a
+    # launch C keeps declining ends on the Python path.
+    depth = getattr(_defer, "depth", 0)
     saved = getattr(_defer, "on", False), getattr(_defer, "hit", False)
-    _defer.on, _defer.hit = key is not None and _C_DIRECT and LAZY and _C is not None, False
+    _defer.on, _defer.hit = _C_DIRECT and LAZY and _C is not None and depth < 2, False
     try:
         _launch_py(kernel, grid, *args, **meta)
-        deferred = _defer.hit  # the first call of a specialisation was filed, not launched
+        deferred = _defer.hit  # filed (or found) unlaunched
     finally:
         _defer.on, _defer.hit = saved
-    filed = False
     try:
         if key is None:
             return
@@ -348,16 +357,16 @@ def _c_slow(kernel, grid, args, meta, key, keep=None) -> None:
             if keep is not None:
                 _c_kept[id(keep)] = keep  # its address now stands for its contents: never freed, never reused
             fast.ccompiled[key] = entry + (_direct_spec(entry),) if _C_DIRECT else entry
-            filed = True
     finally:
-        if deferred:  # now launch it: from C by its new key, else by the Python path's entry
-            if filed:
+        if deferred:  # now launch it from C (by its new key, or computing the key it lacked)
+            _defer.depth = depth + 1
+            try:
                 if keep is not None:
                     _C.launch_meta(kernel, grid, keep, *args)
                 else:
                     _C.launch(kernel, grid, *args, **meta)
-            else:
-                _launch_py(kernel, grid, *args, **meta)
+            finally:
+                _defer.depth = depth
 
 
 _c_kept: dict = {}  # id -> the launch_meta dicts whose address is part of a filed C key
@@ -366,7 +375,7 @@ _c_kept: dict = {}  # id -> the launch_meta dicts whose address is part of a fil
 # kernel signature with the C compiler: 16-26 of them, 1.3-1.8 s, in a model's cold first call
 # on the H200 (c900cca).
 LAZY = os.environ.get("TRITONIC_LAZY_LAUNCHER", "1").strip() != "0"
-_defer = threading.local()  # (on: _c_slow asks _first to file the first call unlaunched; hit: it did)
+_defer = threading.local()  # (on: _c_slow asks the Python path to file, not launch; hit: it did; depth: relaunches)
 
 
 _C_DIRECT = False  # TRITONIC_C_LAUNCH=2 and libcuda found
