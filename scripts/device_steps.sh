@@ -61,7 +61,8 @@
 #   models-bert / models-gpt2 / models-llama  models-tritonic for one model
 #   next12      launch3, attnws, firstcall-quick (~10 min); next12b: tests-meta, firstcall-lazy, firstcall-tune,
 #               softmaxmb, decode, models-tritonic, modelsws (BERT and Llama with TRITONIC_ATTENTION_WS=fwd)
-#   lazycheck   the lazy launcher's GPU tests; if they fail, TRITONIC_LAZY_LAUNCHER=0 for the rest of the call
+#   lazycheck   the lazy launcher's GPU tests (TRITONIC_LAZY_LAUNCHER=1); if they pass, it stays on for the
+#               rest of the call
 #   firstcall-lazy  cold first calls (BERT, GPT-2 1x16) with TRITONIC_LAZY_LAUNCHER=0 and 1
 #   decode      the decode GPU tests (PDL's too), then benchmarks/decode.py (sdpa, tritonic, tritonic+pdl)
 #   next11      the tenth session's call: launch3 (the host-time trims, launch_meta), tests-meta, softmaxmb (the
@@ -115,13 +116,13 @@ run() {  # run STEP NAME SECONDS command...
 
 for step in "$@"; do
     o=$R/$step/results
-    # (lazycheck failed on this machine: the rest of the call runs with Triton's own first launches)
-    if [ -f "$R/lazy_off" ]; then export TRITONIC_LAZY_LAUNCHER=0; fi
+    # (lazycheck passed on this machine: the rest of the call runs with the lazy launcher on)
+    if [ -f "$R/lazy_on" ]; then export TRITONIC_LAZY_LAUNCHER=1; fi
     case $step in
-        lazycheck)  # the lazy launcher's GPU tests first: off for the rest of the call if they fail
-            run lazycheck tests 150 python3 -m pytest -q -m gpu -rfE --tb=short tests/test_launch.py \
-                -k "lazy or c_launch_on_gpu"
-            grep -q "^rc=0" "$R/lazycheck/tests.log" || echo off > "$R/lazy_off" ;;
+        lazycheck)  # the lazy launcher's GPU tests first: on for the rest of the call if they pass
+            TRITONIC_LAZY_LAUNCHER=1 run lazycheck tests 150 python3 -m pytest -q -m gpu -rfE --tb=short \
+                tests/test_launch.py -k "lazy or c_launch_on_gpu"
+            if grep -q "^rc=0" "$R/lazycheck/tests.log"; then echo on > "$R/lazy_on"; fi ;;
         tests)  # more than one call's 600 s since the compile tests pass (c3737b0: cut at 380 s, 80 %)
             bash "$0" tests-ops tests-rest tests-int ;;
         tests-ops)

@@ -658,7 +658,7 @@ def test_lazy_entry_leaves_to_triton_what_the_direct_path_cannot_launch(monkeypa
 def test_c_launch_first_call_launches_directly_without_tritons_launcher(c_launch, monkeypatch, lazy):
     """With the direct path, a specialisation's first call from C files a lazy entry (nothing
     launched by Triton, ``kernel[grid]`` never called) and is launched from C by its new key;
-    later calls go straight from C. TRITONIC_LAZY_LAUNCHER=0: Triton's own first launch."""
+    later calls go straight from C. Without TRITONIC_LAZY_LAUNCHER=1: Triton's own first launch."""
     triton_launches, launched = [], []
 
     class Kernel(SimpleNamespace):
@@ -689,8 +689,8 @@ def test_c_launch_first_call_launches_directly_without_tritons_launcher(c_launch
 
 
 @pytest.mark.gpu
-def test_lazy_first_launches_on_gpu_build_no_triton_launcher():
-    """With the direct launch on (the default), each specialisation's first call (aligned
+def test_lazy_first_launches_on_gpu_build_no_triton_launcher(monkeypatch):
+    """With the direct launch (the default) and the lazy launcher on, each specialisation's first call (aligned
     pointers, misaligned ones, a length not a multiple of 16) runs without Triton building its
     C launcher, on the current stream, with the right results."""
     import triton
@@ -702,8 +702,9 @@ def test_lazy_first_launches_on_gpu_build_no_triton_launcher():
         tl.store(Y + offs, tl.load(X + offs, mask=offs < n) * c + 1.0, mask=offs < n)
 
     L._fast_kernel(_lazy_probe)  # (builds the C launch if no kernel has yet)
-    if L._C is None or not L._C_DIRECT or not L.LAZY:
+    if L._C is None or not L._C_DIRECT:
         pytest.skip("the direct C launch is off here")
+    monkeypatch.setattr(L, "LAZY", True)
     x = torch.randn(4096, device="cuda")
     for src, n in ((x, 4096), (x[1:], 4095), (x, 3000)):
         y = torch.full_like(x, float("nan"))
