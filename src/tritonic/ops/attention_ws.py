@@ -2,8 +2,10 @@
 when they apply, and their launches. ``ops/attention.py`` asks ``usable`` / ``usable_bwd``
 first and falls back to its general kernels.
 
-TRITONIC_ATTENTION_WS: "0" (the default until a GPU run has timed them against the general
-kernels), "1" (forward and backward), "fwd" or "bwd" (one of them). Every operand comes
+TRITONIC_ATTENTION_WS: "0" (the default), "1" (forward and backward), "fwd" or "bwd" (one of
+them). Experimental: in their first GPU run (H100, triton 3.6, 2b8b3c1) the forward did not
+finish (a hang, not a slow compile) in a test at S=1000 d64 and in the benchmark's first
+d128 case; setting it warns once. Every operand comes
 through a tensor descriptor, so they take what a descriptor can address: 16-bit inputs with
 unit last stride and 16-byte aligned bases and strides. The forward also takes an additive
 bias with a row stride (batch and head may broadcast) in a 16-bit type and a key-padding
@@ -18,13 +20,16 @@ import torch
 
 from tritonic.kernels.attention_ws import _attn_fwd_ws
 from tritonic.kernels.attention_ws_bwd import _attn_bwd_dkdv_ws, _attn_bwd_dq_ws
-from tritonic.runtime import num_sms
+from tritonic.runtime import num_sms, warn_once
 from tritonic.runtime.autotune import Autotuner, Config
 from tritonic.runtime.launcher import descriptor, launch
 
 _CHOICE = os.environ.get("TRITONIC_ATTENTION_WS", "0").strip().lower()
 ENABLED = _CHOICE in ("1", "on", "true", "fwd")
 ENABLED_BWD = _CHOICE in ("1", "on", "true", "bwd")
+if ENABLED or ENABLED_BWD:
+    warn_once(("attention-ws",), "tritonic: TRITONIC_ATTENTION_WS is experimental: the warp-specialised attention "
+              "forward hung on an H100 (triton 3.6) in its first GPU run; leave it unset unless you are debugging it")
 
 # num_warps is one consumer group's (the compiler adds a second group and a producer warp,
 # and gives up at 8); two stages of 128x128 tiles at d128 take 180 KB of shared memory (a bias
