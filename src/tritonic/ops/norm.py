@@ -163,7 +163,10 @@ def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast, store_st
     sr = residual.stride()[0] if residual is not None else 0
     # 64-bit row offsets only where an offset can pass 2**31 (M rows, plus a last block's padding
     # rows, at the widest row stride; BLOCK_M is at most 16 in the tables, 1024 leaves room)
-    int64 = (M + 1024) * max(sx, sr, N) >= INT32_ROWS
+    wide = sx if sx > N else N  # (max(sx, sr, N) without the builtin's call: this runs on every call)
+    if sr > wide:
+        wide = sr
+    int64 = (M + 1024) * wide >= INT32_ROWS
     pdl = _pdl.ACTIVE and not is_traced(x) and _pdl.pdl_meta(x.device, M) is _pdl.ON
     grid, meta = _fwd_launch(M, N, is_rms, residual is not None, weight is not None, bias is not None, upcast,
                              store_stats, s is not None, offset != 0.0, int64, _OVERRIDE, pdl)
@@ -313,9 +316,9 @@ def _path(x, weight, bias, residual, plain_types=False) -> str:
     ``plain_types``: the check saw exact Tensor / Parameter types (no tracing subclass)."""
     if torch.compiler.is_compiling() or (not plain_types and is_traced(x, weight, bias, residual)):
         return "op"
-    if torch.is_grad_enabled() and (x.requires_grad or (weight is not None and weight.requires_grad)
-                                    or (bias is not None and bias.requires_grad)
-                                    or (residual is not None and residual.requires_grad)):
+    # (the tensors first: with none wanting a gradient, grad mode need not be asked)
+    if (x.requires_grad or (weight is not None and weight.requires_grad) or (bias is not None and bias.requires_grad)
+            or (residual is not None and residual.requires_grad)) and torch.is_grad_enabled():
         return "grad"
     return "plain"
 
@@ -389,7 +392,7 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5, residual=None, return_sum=Tr
     else:
         fn = _LayerNormFn.apply if path == "grad" else torch.ops.tritonic.layer_norm
         y, s, _, _ = fn(x2, weight, bias, r2, float(eps))
-    if residual is not None and not return_sum:
+    if residual is None or not return_sum:  # (the common case inline: one call less)
         return y.view(x.shape) if x.dim() != 2 else y
     return _shaped(y, s, x, residual)
 
