@@ -116,6 +116,15 @@ run() {  # run STEP NAME SECONDS command...
     pack
 }
 
+cold_first() {  # cold_first STEP NAME CASES [VAR=value ...]: models.py --first-call, tritonic alone, cold caches
+    local step=$1 name=$2 only=$3 cold
+    shift 3
+    cold=$(mktemp -d)
+    ( [ $# -gt 0 ] && export "$@"; export TRITON_CACHE_DIR=$cold/triton TRITONIC_CACHE_DIR=$cold/tritonic
+      run "$step" "$name" 150 python3 benchmarks/models.py --first-call --providers tritonic --only "$only" \
+          --out "$R/$step/$name" )
+}
+
 for step in "$@"; do
     o=$R/$step/results
     # (lazycheck passed on this machine: the rest of the call runs with the lazy launcher on)
@@ -195,17 +204,11 @@ for step in "$@"; do
             bash "$0" launch3 tests-meta softmaxmb firstcall-quick firstcall-tune ;;
         firstcall-tune)  # cold caches, every key tuned (TRITONIC_AUTOTUNE=retune), configs compiled in a pool or not
             for pool in 1 0; do  # (the pool is opt-in: TRITONIC_TUNE_POOL=1)
-                cold=$(mktemp -d)
-                TRITONIC_AUTOTUNE=retune TRITONIC_TUNE_POOL=$pool TRITON_CACHE_DIR=$cold/triton \
-                    TRITONIC_CACHE_DIR=$cold/tritonic run firstcall-tune "pool$pool" 150 python3 benchmarks/models.py \
-                    --first-call --providers tritonic --only "bert 1x16,gpt2 1x16" --out "$R/firstcall-tune/pool$pool"
+                cold_first firstcall-tune "pool$pool" "bert 1x16,gpt2 1x16" TRITONIC_AUTOTUNE=retune TRITONIC_TUNE_POOL=$pool
             done ;;
         firstcall-lazy)  # cold caches, tritonic alone: Triton's launchers built at first calls (LAZY=0) or not (1)
             for lazy in 0 1; do
-                cold=$(mktemp -d)
-                TRITONIC_LAZY_LAUNCHER=$lazy TRITON_CACHE_DIR=$cold/triton TRITONIC_CACHE_DIR=$cold/tritonic \
-                    run firstcall-lazy "lazy$lazy" 150 python3 benchmarks/models.py --first-call --providers tritonic \
-                    --only "bert 1x16,gpt2 1x16" --out "$R/firstcall-lazy/lazy$lazy"
+                cold_first firstcall-lazy "lazy$lazy" "bert 1x16,gpt2 1x16" TRITONIC_LAZY_LAUNCHER=$lazy
             done ;;
         softmaxmb)  # then the backward in the forward's scheme (TRITONIC_SOFTMAX_BWD_PIPE=1), twice in alternation
             run softmaxmb bench 150 python3 benchmarks/memory_bound.py --only "softmax 4096x131072" \
@@ -359,16 +362,10 @@ for step in "$@"; do
                 python3 benchmarks/models.py --first-call --out "$R/firstcall/warm" ;;
         firstcall-quick)  # cold caches, tritonic alone, the 1x16 case of each model; plain, then precompiled
             for pre in 0 1; do
-                cold=$(mktemp -d)
-                TRITONIC_PRECOMPILE=$pre TRITON_CACHE_DIR=$cold/triton TRITONIC_CACHE_DIR=$cold/tritonic \
-                    run firstcall-quick "pre$pre" 150 python3 benchmarks/models.py --first-call --providers tritonic \
-                    --only "bert 1x16,gpt2 1x16,llama 1x16,llama 1x128" --out "$R/firstcall-quick/pre$pre"
+                cold_first firstcall-quick "pre$pre" "bert 1x16,gpt2 1x16,llama 1x16,llama 1x128" TRITONIC_PRECOMPILE=$pre
             done ;;
         firstcall-one)  # firstcall-quick's plain (not precompiled) half alone
-            cold=$(mktemp -d)
-            TRITON_CACHE_DIR=$cold/triton TRITONIC_CACHE_DIR=$cold/tritonic run firstcall-quick pre0 150 python3 \
-                benchmarks/models.py --first-call --providers tritonic --only "bert 1x16,gpt2 1x16,llama 1x16,llama 1x128" \
-                --out "$R/firstcall-quick/pre0" ;;
+            cold_first firstcall-quick pre0 "bert 1x16,gpt2 1x16,llama 1x16,llama 1x128" ;;
         firstcall-ab)  # cold first calls, PDL as shipped against TRITONIC_PDL=0 (compile counts per kernel in the logs)
             for round in 1 2; do for pdl in 1 0; do
                 cold=$(mktemp -d)

@@ -304,7 +304,7 @@ def _launch_py(kernel, grid, *args, **meta) -> None:
             kernel[grid](*args, **meta)
         return
     run = fast.run_fast
-    if run is not None and not getattr(_defer, "on", False):  # the common case: one generated function
+    if run is not None and not (LAZY and getattr(_defer, "on", False)):  # the common case: one generated function
         # from arguments to the C launcher (not from _c_slow with the lazy launcher: see _FastKernel._run)
         try:
             if run(grid, args, meta):
