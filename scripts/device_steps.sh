@@ -61,6 +61,7 @@
 #   models-bert / models-gpt2 / models-llama  models-tritonic for one model
 #   next13      lazycheck, launch3, wsprobe (the WS hang, one config per process), firstcall-quick, firstcall-lazy
 #   wsprobe     scripts/ws_probe.py over a matrix of WS configs and flags, 40 s each: which hang
+#   next14      launch3, wsprobe, then (unless the first two probes hung) attnws-lite
 #   next12      launch3, attnws, firstcall-quick (~10 min); next12b: tests-meta, firstcall-lazy, firstcall-tune,
 #               softmaxmb, decode, models-tritonic, modelsws (BERT and Llama with TRITONIC_ATTENTION_WS=fwd)
 #   lazycheck   the lazy launcher's GPU tests (TRITONIC_LAZY_LAUNCHER=1); if they pass, it stays on for the
@@ -321,15 +322,22 @@ for step in "$@"; do
             run attnab ab 200 python3 scripts/attn_dropout_ab.py
             run attnab timeline 300 python3 scripts/profile_training.py --case gpt2-124m \
                 --providers tritonic+graph,tritonic --top 10 --out "$R/attnab" ;;
-        wsprobe)  # the WS kernels one config / flag set per process under a timeout: which ones hang (2b8b3c1)
-            i=0
+        wsprobe)  # the WS kernels one config / flag set per process under a timeout (hung at 2b8b3c1: host
+            i=0   # descriptors' boxes were not halved with the tiles; fixed with 2-D device descriptors)
             for args in "128,128,4,2" "128,128,4,2 --s 1000" "128,128,4,2 --causal" "128,128,4,2 --d 128" \
                     "128,64,4,3" "128,64,4,3 --s 1000" "128,64,4,3 --d 128" "256,64,4,3" "128,128,4,2 --mask" \
                     "128,128,4,2 --bias" "64,64,4,2 --kernel dkdv" "128,64,4,2 --kernel dq"; do
                 i=$((i + 1))
                 run wsprobe "p$i" 40 python3 scripts/ws_probe.py $args
+                # (the first two both timing out: the rest would too; stop spending the call)
+                if [ $i = 2 ] && grep -q "^rc=124" "$R/wsprobe/p1.log" && grep -q "^rc=124" "$R/wsprobe/p2.log"; then
+                    echo hung > "$R/wsprobe/hung"; break
+                fi
             done
             grep -h ": ok\|: wrong\|^rc=" "$R"/wsprobe/p*.log > "$R/wsprobe/summary.txt" ;;
+        next14)  # fourteenth session: issue 3's figures, the WS hang's fix (2-D device descriptors), then WS timed
+            bash "$0" launch3 wsprobe
+            if [ ! -f "$R/wsprobe/hung" ]; then bash "$0" attnws-lite; fi ;;
         attnws-lite)  # attnws in ~5 min: the WS GPU tests, then the dense cases with WS (and cuDNN), then without
             TRITONIC_ATTENTION_WS=1 run attnws test 150 python3 -m pytest -q -m gpu -x tests/ops/test_attention_gpu.py \
                 -k "warp_specialised"

@@ -40,7 +40,7 @@ def main(argv):
     sig.update(Q_DESC=desc(BM), K_DESC=desc(BN), V_DESC=desc(BN), DO_DESC=desc(BM), O="*bf16", LSE="*fp32",
                BIAS_DESC=f"tensordesc<bf16[1,1,{BM},{BN}]>", MASK_DESC=f"tensordesc<u8[1,{BN}]>", MASK="*u8",
                LSE_DESC=f"tensordesc<fp32[1,{BM}]>", DELTA_DESC=f"tensordesc<fp32[1,{BM}]>",
-               DK="*bf16", DV="*bf16", DQ="*bf16", scale="fp32")
+               DK="*bf16", DV="*bf16", DQ="*bf16", scale="fp32", Q="*bf16", BIAS="*bf16", DO="*bf16", DELTA="*fp32")
     const = dict(CAUSAL="causal" in flags, BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=D)
     if which == "fwd":
         const.update(MASK_KEYS="mask" in flags or "kpm" in flags, HAS_BIAS="bias" in flags, BIAS_B=False,
@@ -49,7 +49,7 @@ def main(argv):
         const["MASK_KEYS"] = "mask" in flags
     sig.update({k: "constexpr" for k in const})
     sig = {n: sig[n] for n in names}
-    aligned = [n for n in names if n in ("O", "LSE", "MASK", "DK", "DV", "DQ", "Sq", "Sk") or n.startswith("stride_")]
+    aligned = [n for n in names if n in ("O", "LSE", "MASK", "DK", "DV", "DQ", "Sq", "Sk", "Q", "BIAS", "DO", "DELTA") or n.startswith("stride_")]
     attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in aligned if n not in const}
     src = ASTSource(fn, sig, constexprs={(names.index(k),): v for k, v in const.items()}, attrs=attrs)
     try:

@@ -27,10 +27,12 @@ from tritonic.kernels.pdl import pdl_enter
 
 @triton.jit
 def _attn_fwd_ws(
-    Q_DESC, K_DESC, V_DESC,  # (B, H, Sq, D) / (B, H_KV, Sk, D) descriptors; blocks [1, 1, BLOCK_M or BLOCK_N, BLOCK_D]
-    BIAS_DESC,  # (B or 1, H or 1, Sq, Sk) additive bias, block [1, 1, BLOCK_M, BLOCK_N]; if HAS_BIAS
+    Q, K_DESC, V_DESC,  # (B, H, Sq, D) queries / (B, H_KV, Sk, D) descriptors, blocks [1, 1, BLOCK_N, BLOCK_D]
+    BIAS,  # (B or 1, H or 1, Sq, Sk) additive bias; if HAS_BIAS
     MASK_DESC, MASK,  # (B or 1, Sk) key-padding mask as bytes (block [1, BLOCK_N]) and its base; if KEY_PADDING
     O, LSE,  # (B, H, Sq, D) out, any strides / float32 log-sum-exp rows
+    stride_qb, stride_qh, stride_qm,  # Q's strides (unit along D)
+    stride_bb, stride_bh, stride_bm,  # the bias's strides (unit along Sk)
     stride_ob, stride_oh, stride_om, stride_od,
     stride_lb, stride_lh, stride_lm,
     stride_mb,  # the mask's batch stride (0 when shared by the batch)
@@ -52,9 +54,14 @@ def _attn_fwd_ws(
     pid_m = tl.program_id(0)
     b, h, h_kv = _heads(tl.program_id(1), H, GROUP)
     b32 = b.to(tl.int32)
-    h32 = h.to(tl.int32)
     hk32 = h_kv.to(tl.int32)
-    q = Q_DESC.load([b32, h32, pid_m * BLOCK_M, 0]).reshape(BLOCK_M, BLOCK_D)
+    # Q and the bias are split between the two consumer groups (BLOCK_M / 2 rows each). The pass
+    # halves a descriptor's box only for a 2-D descriptor made here, on the device: a host
+    # descriptor's box stays whole (and a 3-D or 4-D one gets its half offset on the wrong axis),
+    # and the TMA copy then overruns the half-size buffer and its barrier's byte count (a hang).
+    # So each program makes (Sq, D) and (Sq, Sk) descriptors over its own head's rows.
+    q_desc = tl.make_tensor_descriptor(Q + b * stride_qb + h * stride_qh, [Sq, D], [stride_qm, 1], [BLOCK_M, BLOCK_D])
+    q = q_desc.load([pid_m * BLOCK_M, 0])
     qk_scale = tl.cast(scale, tl.float32) * 1.4426950408889634  # base 2
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     pos = rm + (Sk - Sq)  # bottom-right alignment of the causal limit
@@ -66,14 +73,17 @@ def _attn_fwd_ws(
         hi = tl.minimum(Sk, pid_m * BLOCK_M + BLOCK_M + (Sk - Sq))
     if KEY_PADDING:  # padded keys at the end: stop at the last kept one
         hi = tl.minimum(hi, _kept_len(MASK, b, stride_mb, 1, Sk, 1024))
-    bias_b = b32 if BIAS_B else 0
-    bias_h = h32 if BIAS_H else 0
+    bias_b = b if BIAS_B else 0
+    bias_h = h if BIAS_H else 0
+    if HAS_BIAS:
+        bias_desc = tl.make_tensor_descriptor(BIAS + bias_b * stride_bb + bias_h * stride_bh, [Sq, Sk],
+                                              [stride_bm, 1], [BLOCK_M, BLOCK_N])
     mask_b = b32 if KEY_PADDING and stride_mb != 0 else 0
     for start in tl.range(0, hi, BLOCK_N, warp_specialize=True):
         k = K_DESC.load([b32, hk32, start, 0]).reshape(BLOCK_N, BLOCK_D)
         s = tl.dot(q, tl.trans(k))
         if HAS_BIAS:
-            bias = BIAS_DESC.load([bias_b, bias_h, pid_m * BLOCK_M, start]).reshape(BLOCK_M, BLOCK_N)
+            bias = bias_desc.load([pid_m * BLOCK_M, start])
             s = s * qk_scale + bias.to(tl.float32) * 1.4426950408889634
         if MASK_KEYS:
             rn = start + tl.arange(0, BLOCK_N)

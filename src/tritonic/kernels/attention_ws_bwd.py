@@ -74,24 +74,32 @@ def _attn_bwd_dkdv_ws(
 
 @triton.jit
 def _attn_bwd_dq_ws(
-    Q_DESC, K_DESC, V_DESC, DO_DESC, LSE_DESC, DELTA_DESC,  # as in _attn_bwd_dkdv_ws
+    Q, K_DESC, V_DESC, DO, LSE, DELTA,  # Q and dO as pointers (B, H, Sq, D), K/V descriptors as in _attn_bwd_dkdv_ws,
+    # the log-sum-exp and DELTA as contiguous (B, H, Sq) float32
     DQ,  # out, laid out like Q (strides stride_gb / stride_gh / stride_gm, unit along D)
+    stride_qb, stride_qh, stride_qm,  # Q's strides (unit along D)
+    stride_db, stride_dh, stride_dm,  # dO's
     stride_gb, stride_gh, stride_gm,
     H, GROUP, Sq, Sk, D, scale,
     CAUSAL: tl.constexpr,
     MASK_KEYS: tl.constexpr,  # Sk is not a multiple of BLOCK_N
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    """dQ of one query block of one query head, over the key blocks it sees."""
+    """dQ of one query block of one query head, over the key blocks it sees. The query-row
+    tiles (Q, dO, lse, DELTA) are split between the two consumer groups, so their descriptors
+    are made here, 2-D (1-D) over this head's rows: see ``kernels/attention_ws.py``."""
     pid_m = tl.program_id(0)
     b, h, h_kv = _heads(tl.program_id(1), H, GROUP)
     b32 = b.to(tl.int32)
-    h32 = h.to(tl.int32)
     hk32 = h_kv.to(tl.int32)
-    q = Q_DESC.load([b32, h32, pid_m * BLOCK_M, 0]).reshape(BLOCK_M, BLOCK_D)
-    do = DO_DESC.load([b32, h32, pid_m * BLOCK_M, 0]).reshape(BLOCK_M, BLOCK_D)
-    lse = LSE_DESC.load([b32 * H + h32, pid_m * BLOCK_M]).reshape(BLOCK_M) * 1.4426950408889634
-    delta = DELTA_DESC.load([b32 * H + h32, pid_m * BLOCK_M]).reshape(BLOCK_M)
+    row0 = pid_m * BLOCK_M
+    q = tl.make_tensor_descriptor(Q + b * stride_qb + h * stride_qh, [Sq, D], [stride_qm, 1],
+                                  [BLOCK_M, BLOCK_D]).load([row0, 0])
+    do = tl.make_tensor_descriptor(DO + b * stride_db + h * stride_dh, [Sq, D], [stride_dm, 1],
+                                   [BLOCK_M, BLOCK_D]).load([row0, 0])
+    rows = (b * H + h) * Sq
+    lse = tl.make_tensor_descriptor(LSE + rows, [Sq], [1], [BLOCK_M]).load([row0]) * 1.4426950408889634
+    delta = tl.make_tensor_descriptor(DELTA + rows, [Sq], [1], [BLOCK_M]).load([row0])
     qk_scale = tl.cast(scale, tl.float32) * 1.4426950408889634
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)

@@ -3,9 +3,13 @@ when they apply, and their launches. ``ops/attention.py`` asks ``usable`` / ``us
 first and falls back to its general kernels.
 
 TRITONIC_ATTENTION_WS: "0" (the default), "1" (forward and backward), "fwd" or "bwd" (one of
-them). Experimental: in their first GPU run (H100, triton 3.6, 2b8b3c1) the forward did not
-finish (a hang, not a slow compile) in a test at S=1000 d64 and in the benchmark's first
-d128 case; setting it warns once. Every operand comes
+them). Experimental: in their first GPU run (H100, triton 3.6, 2b8b3c1) the forward hung. The
+cause, found offline in the sm_90 TTGIR: the pass splits a query-row tile between its two
+consumer groups (64 rows each) but leaves a host descriptor's box at 128 rows, so each TMA
+copy overran its buffer and its barrier's byte count. The kernels now make their query-row
+descriptors on the device, 2-D (the one form whose box the pass halves), which needs Triton's
+scratch allocator (``ensure_scratch_allocator``). Setting the variable warns once until this
+has run on a GPU. Every operand comes
 through a tensor descriptor, so they take what a descriptor can address: 16-bit inputs with
 unit last stride and 16-byte aligned bases and strides. The forward also takes an additive
 bias with a row stride (batch and head may broadcast) in a 16-bit type and a key-padding
@@ -21,6 +25,7 @@ import torch
 from tritonic.kernels.attention_ws import _attn_fwd_ws
 from tritonic.kernels.attention_ws_bwd import _attn_bwd_dkdv_ws, _attn_bwd_dq_ws
 from tritonic.runtime import num_sms, warn_once
+from tritonic.runtime.alloc import ensure_scratch_allocator
 from tritonic.runtime.autotune import Autotuner, Config
 from tritonic.runtime.launcher import descriptor, launch
 
@@ -29,7 +34,7 @@ ENABLED = _CHOICE in ("1", "on", "true", "fwd")
 ENABLED_BWD = _CHOICE in ("1", "on", "true", "bwd")
 if ENABLED or ENABLED_BWD:
     warn_once(("attention-ws",), "tritonic: TRITONIC_ATTENTION_WS is experimental: the warp-specialised attention "
-              "forward hung on an H100 (triton 3.6) in its first GPU run; leave it unset unless you are debugging it")
+              "forward hung on an H100 (triton 3.6) in its first GPU run; its fix has not run on a GPU yet")
 
 # num_warps is one consumer group's (the compiler adds a second group and a producer warp,
 # and gives up at 8); two stages of 128x128 tiles at d128 take 180 KB of shared memory (a bias
@@ -83,18 +88,6 @@ def usable(q, k, m, bb, slopes, window, varlen, causal, tma) -> bool:
     return True
 
 
-def _bias_descriptor(bb, bm, bn):
-    """(descriptor, has batch axis, has head axis) of the expanded bias: broadcast axes become
-    size 1 (index 0 in the kernel), with any 16-byte multiple as their unused stride."""
-    shape, strides = list(bb.shape), list(bb.stride())
-    axes = []
-    for i in (0, 1):
-        if strides[i] == 0:
-            shape[i], strides[i] = 1, shape[2] * strides[2]
-        axes.append(bb.stride(i) != 0)
-    return descriptor(bb, shape, strides, [1, 1, bm, bn]), axes[0], axes[1]
-
-
 def _mask_descriptor(m, bn):
     """The key-padding mask as (B or 1, Sk) bytes, block [1, BLOCK_N]."""
     rows = m[:, 0, 0, :].view(torch.uint8)
@@ -110,19 +103,21 @@ def forward(q, k, v, o, lse, m, bb, scalars, block_d, causal, pdl, traced) -> No
 
     B, H, Sq, _ = q.shape
     Sk = k.shape[2]
+    bias_strides, bias_b, bias_h = (bb.stride()[:3], bb.stride(0) != 0, bb.stride(1) != 0) if bb is not None \
+        else ((0, 0, 0), False, False)
 
     def run(config):
         meta = config.meta()
         bm, bn = meta["BLOCK_M"], meta["BLOCK_N"]
-        qd = descriptor(q, list(q.shape), list(q.stride()), [1, 1, bm, block_d])
         kd = descriptor(k, list(k.shape), list(k.stride()), [1, 1, bn, block_d])
         vd = descriptor(v, list(v.shape), list(v.stride()), [1, 1, bn, block_d])
-        bd, bias_b, bias_h = _bias_descriptor(bb, bm, bn) if bb is not None else (None, False, False)
         md, rows = _mask_descriptor(m, bn) if m is not None else (None, None)
-        launch(_attn_fwd_ws, ((Sq + bm - 1) // bm, B * H), qd, kd, vd, bd, md, rows, o, lse, *o.stride(),
-               *lse.stride(), rows.stride(0) if rows is not None else 0, *scalars[:6], CAUSAL=bool(causal),
-               MASK_KEYS=bool(causal) or Sk % bn != 0 or m is not None, HAS_BIAS=bb is not None, BIAS_B=bias_b,
-               BIAS_H=bias_h, KEY_PADDING=m is not None, BLOCK_D=block_d, **meta, **pdl)
+        ensure_scratch_allocator()  # (Q's and the bias's descriptors are made on the device)
+        launch(_attn_fwd_ws, ((Sq + bm - 1) // bm, B * H), q, kd, vd, bb, md, rows, o, lse, *q.stride()[:3],
+               *bias_strides, *o.stride(), *lse.stride(), rows.stride(0) if rows is not None else 0, *scalars[:6],
+               CAUSAL=bool(causal), MASK_KEYS=bool(causal) or Sk % bn != 0 or m is not None,
+               HAS_BIAS=bb is not None, BIAS_B=bias_b, BIAS_H=bias_h, KEY_PADDING=m is not None, BLOCK_D=block_d,
+               **meta, **pdl)
 
     _tuned_run(TUNER, run, (q.dtype, Sq, Sk, block_d, bool(causal), m is not None, bb is not None), traced)
 
@@ -160,6 +155,8 @@ def backward(q, k, v, do, lse, delta, dq, dk, dv, scalars, block_d, causal, trac
                 descriptor(do, list(do.shape), list(do.stride()), [1, 1, bm, block_d]),
                 descriptor(lse2, [B * H, Sq], [Sq, 1], [1, bm]),
                 descriptor(delta2, [B * H, Sq], [Sq, 1], [1, bm]))
+    # (the dQ kernel's query-row tiles are split between its consumer groups: it makes their
+    # descriptors itself, from pointers; see kernels/attention_ws.py)
 
     def run_dkdv(config):
         meta = config.meta()
@@ -170,8 +167,10 @@ def backward(q, k, v, do, lse, delta, dq, dk, dv, scalars, block_d, causal, trac
     def run_dq(config):
         meta = config.meta()
         bm, bn = meta["BLOCK_M"], meta["BLOCK_N"]
-        launch(_attn_bwd_dq_ws, ((Sq + bm - 1) // bm, B * H), *descriptors(bm, bn), dq, *dq.stride()[:3],
-               *scalars[:6], CAUSAL=bool(causal), MASK_KEYS=Sk % bn != 0, BLOCK_D=block_d, **meta)
+        _, kd, vd, _, _, _ = descriptors(bm, bn)
+        ensure_scratch_allocator()
+        launch(_attn_bwd_dq_ws, ((Sq + bm - 1) // bm, B * H), q, kd, vd, do, lse, delta, dq, *q.stride()[:3],
+               *do.stride()[:3], *dq.stride()[:3], *scalars[:6], CAUSAL=bool(causal), MASK_KEYS=Sk % bn != 0, BLOCK_D=block_d, **meta)
 
     key = (q.dtype, Sq, Sk, block_d, bool(causal))
     _tuned_run(TUNER_DKDV, run_dkdv, key, traced)

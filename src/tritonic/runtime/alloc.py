@@ -54,3 +54,19 @@ def empty_like(t: torch.Tensor) -> torch.Tensor:
     if _active and poison_outputs():
         out.fill_(float("nan") if out.dtype.is_floating_point else -(2**30))
     return out
+
+
+def _scratch(size: int, alignment: int, stream) -> torch.Tensor:
+    """Triton's global scratch for one launch (descriptors made on the device: 128 bytes each
+    per program), from the caching allocator on the current device (graph-safe)."""
+    return torch.empty(size, dtype=torch.int8, device=torch.device("cuda", torch.cuda.current_device()))
+
+
+def ensure_scratch_allocator() -> None:
+    """Give Triton an allocator for kernels that need global scratch, unless the user set one.
+    Triton keeps it in a context variable, so a thread that never set one (autograd's backward
+    threads) has none: call this before each such launch (a context-variable read)."""
+    from triton.runtime import _allocation
+
+    if isinstance(_allocation._allocator.get(), _allocation.NullAllocator):
+        _allocation.set_allocator(_scratch)
