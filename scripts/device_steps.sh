@@ -62,6 +62,7 @@
 #   next13      lazycheck, launch3, wsprobe (the WS hang, one config per process), firstcall-quick, firstcall-lazy
 #   wsprobe     scripts/ws_probe.py over a matrix of WS configs and flags, 40 s each: which hang
 #   next14      launch3, wsprobe, then (unless the first two probes hung) attnws-lite
+#   wsfix       WS probes, WS GPU tests, then forward with WS=fwd and without (dense, bert-mask, t5-bias)
 #   next12      launch3, attnws, firstcall-quick (~10 min); next12b: tests-meta, firstcall-lazy, firstcall-tune,
 #               softmaxmb, decode, models-tritonic, modelsws (BERT and Llama with TRITONIC_ATTENTION_WS=fwd)
 #   lazycheck   the lazy launcher's GPU tests (TRITONIC_LAZY_LAUNCHER=1); if they pass, it stays on for the
@@ -335,6 +336,20 @@ for step in "$@"; do
                 fi
             done
             grep -h ": ok\|: wrong\|^rc=" "$R"/wsprobe/p*.log > "$R/wsprobe/summary.txt" ;;
+        wsfix)  # the WS kernels after the row-offset workaround: probes, GPU tests, then the forward timed
+            i=0   # with it (TRITONIC_ATTENTION_WS=fwd) and without, cuDNN alongside
+            for args in "128,128,4,2" "128,128,4,2 --s 1000" "128,128,4,2 --causal" "128,128,4,2 --d 128" \
+                    "128,64,4,3 --d 128" "128,128,4,2 --mask" "128,128,4,2 --bias" "128,64,4,2 --kernel dq"; do
+                i=$((i + 1))
+                run wsfix "p$i" 40 python3 scripts/ws_probe.py $args
+            done
+            grep -h ": ok\|: wrong\|^rc=" "$R"/wsfix/p*.log > "$R/wsfix/summary.txt"
+            TRITONIC_ATTENTION_WS=1 run wsfix test 150 python3 -m pytest -q -m gpu -rfE --tb=short \
+                tests/ops/test_attention_gpu.py -k "warp_specialised"
+            TRITONIC_ATTENTION_WS=fwd run wsfix ws 200 python3 benchmarks/attention.py --graph always \
+                --providers sdpa-cudnn,tritonic --modes fwd --only "4x16x4096|bert-mask|t5-bias" --out "$R/wsfix/ws"
+            run wsfix plain 100 python3 benchmarks/attention.py --graph always \
+                --providers tritonic --modes fwd --only "4x16x4096|bert-mask|t5-bias" --out "$R/wsfix/plain" ;;
         next14)  # fourteenth session: issue 3's figures, the WS hang's fix (2-D device descriptors), then WS timed
             bash "$0" launch3 wsprobe
             if [ ! -f "$R/wsprobe/hung" ]; then bash "$0" attnws-lite; fi ;;

@@ -7,8 +7,11 @@ do they spill? How the twelfth session found the shape the pass accepts (docs/at
     python scripts/ws_compile_check.py dq 128 128,64,4,2 [causal] [mask]
 
 Arguments: kernel, head dim, BLOCK_M,BLOCK_N,num_warps,num_stages, flags. ``mask`` sets
-MASK_KEYS. Prints the compile's shared memory, the warps it launches with and ptxas's
-register and spill report (bfloat16, unit last strides, 16-divisible sizes).
+MASK_KEYS. Prints the compile's TMA copies (descriptor, coordinates, box and destination:
+a query-row tile the pass splits between its two consumer groups shows as two copies, whose
+row coordinates must differ by half the block and nothing else), then its shared memory, the
+warps it launches with and ptxas's register and spill report (bfloat16, unit last strides,
+16-divisible sizes).
 """
 
 import glob
@@ -66,6 +69,14 @@ def main(argv):
     report = " | ".join(line.split("info    :")[-1].strip() for line in r.stderr.splitlines()
                         if "Used" in line or "spill" in line)
     split = len(re.findall("ttg.warp_specialize", k.asm["ttgir"])) > 0
+    for line in k.asm["ttgir"].splitlines():  # the TMA copies: box against destination, coordinates
+        if "async_tma_copy_global_to_local" in line:  # (a tile split between the consumer groups
+            name, coords = re.search(r"%(\w+)\[([^\]]*)\]", line).groups()  # shows as two copies)
+            box = re.search(r"tensordesc<tensor<([0-9x]+)x", line).group(1)
+            dest = re.search(r"-> !ttg.memdesc<([0-9x]+)x", line).group(1)
+            size = lambda shape: eval("*".join(shape.split("x")))  # noqa: E731
+            flag = "" if size(box) == size(dest) else "   <- box and destination differ"
+            print(f"  TMA {name}[{coords}] box {box} -> {dest}{flag}")
     print(f"{which} d{D} {argv[2]} {sorted(flags)}: warp-specialised {split}, "
           f"setmaxnreg {len(re.findall('setmaxnreg', ptx))}, {k.metadata.num_warps} warps, "
           f"{k.metadata.shared} B shared; {report}")

@@ -42,9 +42,12 @@ def main() -> int:
 
     bm, bn, w, st = (int(x) for x in a.config.split(","))
     config = Config.of(num_warps=w, num_stages=st, BLOCK_M=bm, BLOCK_N=bn)
-    # this one config, nothing tuned (a backward probe runs both backward kernels with it)
-    for tuner in ([ws.TUNER] if a.kernel == "fwd" else [ws.TUNER_DKDV, ws.TUNER_DQ]):
-        tuner.configs = [config]
+    # this one config for the probed kernel, nothing tuned; a backward probe runs both backward
+    # kernels: the other one with its tuner's first config (dK/dV takes 64-row query blocks only)
+    tuner = {"fwd": ws.TUNER, "dkdv": ws.TUNER_DKDV, "dq": ws.TUNER_DQ}[a.kernel]
+    tuner.configs = [config]
+    for other in (ws.TUNER_DKDV, ws.TUNER_DQ):
+        other.configs = other.configs[:1]
     ws.ENABLED, ws.ENABLED_BWD, ws.MIN_WAVES = a.kernel == "fwd", a.kernel != "fwd", 0.0
     torch.manual_seed(0)
     B, H, S, D = 2, 4, a.s, a.d

@@ -55,13 +55,22 @@ def _attn_fwd_ws(
     b, h, h_kv = _heads(tl.program_id(1), H, GROUP)
     b32 = b.to(tl.int32)
     hk32 = h_kv.to(tl.int32)
-    # Q and the bias are split between the two consumer groups (BLOCK_M / 2 rows each). The pass
-    # halves a descriptor's box only for a 2-D descriptor made here, on the device: a host
-    # descriptor's box stays whole (and a 3-D or 4-D one gets its half offset on the wrong axis),
-    # and the TMA copy then overruns the half-size buffer and its barrier's byte count (a hang).
-    # So each program makes (Sq, D) and (Sq, Sk) descriptors over its own head's rows.
-    q_desc = tl.make_tensor_descriptor(Q + b * stride_qb + h * stride_qh, [Sq, D], [stride_qm, 1], [BLOCK_M, BLOCK_D])
-    q = q_desc.load([pid_m * BLOCK_M, 0])
+    # Q and the bias are split between the two consumer groups (BLOCK_M / 2 rows each). Two
+    # workarounds for Triton 3.6's Hopper data partitioning:
+    # - it halves a descriptor's box only for a 2-D descriptor made here, on the device (a host
+    #   descriptor's box stays whole, a 3-D or 4-D one gets its half offset on the wrong axis:
+    #   the TMA copy overran its half-size buffer and its barrier's byte count, and hung);
+    # - it adds the second half's 64-row offset to the load's row coordinate, and again to the
+    #   arange of any row index computed from that same value (the second group then stored
+    #   its rows 64 too far): so the descriptors start at this block's first row, their loads
+    #   take row coordinate `top`, which is 0 but not known to be (program axis 2 of a 2-D
+    #   grid: a constant 0 would be one value with the column coordinate, and both would move),
+    #   and pid_m * BLOCK_M feeds the row indices alone.
+    top = tl.program_id(2)
+    row0 = pid_m.to(tl.int64) * BLOCK_M
+    q_desc = tl.make_tensor_descriptor(Q + b * stride_qb + h * stride_qh + row0 * stride_qm, [Sq - pid_m * BLOCK_M, D],
+                                       [stride_qm, 1], [BLOCK_M, BLOCK_D])
+    q = q_desc.load([top, 0])
     qk_scale = tl.cast(scale, tl.float32) * 1.4426950408889634  # base 2
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     pos = rm + (Sk - Sq)  # bottom-right alignment of the causal limit
@@ -76,14 +85,14 @@ def _attn_fwd_ws(
     bias_b = b if BIAS_B else 0
     bias_h = h if BIAS_H else 0
     if HAS_BIAS:
-        bias_desc = tl.make_tensor_descriptor(BIAS + bias_b * stride_bb + bias_h * stride_bh, [Sq, Sk],
-                                              [stride_bm, 1], [BLOCK_M, BLOCK_N])
+        bias_desc = tl.make_tensor_descriptor(BIAS + bias_b * stride_bb + bias_h * stride_bh + row0 * stride_bm,
+                                              [Sq - pid_m * BLOCK_M, Sk], [stride_bm, 1], [BLOCK_M, BLOCK_N])
     mask_b = b32 if KEY_PADDING and stride_mb != 0 else 0
     for start in tl.range(0, hi, BLOCK_N, warp_specialize=True):
         k = K_DESC.load([b32, hk32, start, 0]).reshape(BLOCK_N, BLOCK_D)
         s = tl.dot(q, tl.trans(k))
         if HAS_BIAS:
-            bias = bias_desc.load([pid_m * BLOCK_M, start])
+            bias = bias_desc.load([top, start])
             s = s * qk_scale + bias.to(tl.float32) * 1.4426950408889634
         if MASK_KEYS:
             rn = start + tl.arange(0, BLOCK_N)

@@ -87,19 +87,21 @@ def _attn_bwd_dq_ws(
 ):
     """dQ of one query block of one query head, over the key blocks it sees. The query-row
     tiles (Q, dO, lse, DELTA) are split between the two consumer groups, so their descriptors
-    are made here, 2-D (1-D) over this head's rows: see ``kernels/attention_ws.py``."""
+    are made here, 2-D (1-D) from this block's first row: see ``kernels/attention_ws.py``."""
     pid_m = tl.program_id(0)
     b, h, h_kv = _heads(tl.program_id(1), H, GROUP)
     b32 = b.to(tl.int32)
     hk32 = h_kv.to(tl.int32)
-    row0 = pid_m * BLOCK_M
-    q = tl.make_tensor_descriptor(Q + b * stride_qb + h * stride_qh, [Sq, D], [stride_qm, 1],
-                                  [BLOCK_M, BLOCK_D]).load([row0, 0])
-    do = tl.make_tensor_descriptor(DO + b * stride_db + h * stride_dh, [Sq, D], [stride_dm, 1],
-                                   [BLOCK_M, BLOCK_D]).load([row0, 0])
-    rows = (b * H + h) * Sq
-    lse = tl.make_tensor_descriptor(LSE + rows, [Sq], [1], [BLOCK_M]).load([row0]) * 1.4426950408889634
-    delta = tl.make_tensor_descriptor(DELTA + rows, [Sq], [1], [BLOCK_M]).load([row0])
+    row0 = pid_m.to(tl.int64) * BLOCK_M
+    n_rows = Sq - pid_m * BLOCK_M
+    top = tl.program_id(2)  # 0, not known to be (see kernels/attention_ws.py: the row coordinate)
+    q = tl.make_tensor_descriptor(Q + b * stride_qb + h * stride_qh + row0 * stride_qm, [n_rows, D], [stride_qm, 1],
+                                  [BLOCK_M, BLOCK_D]).load([top, 0])
+    do = tl.make_tensor_descriptor(DO + b * stride_db + h * stride_dh + row0 * stride_dm, [n_rows, D], [stride_dm, 1],
+                                   [BLOCK_M, BLOCK_D]).load([top, 0])
+    rows = (b * H + h) * Sq + row0
+    lse = tl.make_tensor_descriptor(LSE + rows, [n_rows], [1], [BLOCK_M]).load([top]) * 1.4426950408889634
+    delta = tl.make_tensor_descriptor(DELTA + rows, [n_rows], [1], [BLOCK_M]).load([top])
     qk_scale = tl.cast(scale, tl.float32) * 1.4426950408889634
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
