@@ -218,7 +218,7 @@ for step in "$@"; do
             for i in 1 2; do
                 TRITONIC_SOFTMAX_BWD_PIPE=1 run softmaxmb "pipe$i" 60 python3 benchmarks/memory_bound.py \
                     --only "softmax 4096x131072" --providers tritonic --out "$R/softmaxmb/pipe$i"
-                run softmaxmb "plain$i" 60 python3 benchmarks/memory_bound.py --only "softmax 4096x131072" \
+                TRITONIC_SOFTMAX_BWD_PIPE=0 run softmaxmb "plain$i" 60 python3 benchmarks/memory_bound.py --only "softmax 4096x131072" \
                     --providers tritonic --out "$R/softmaxmb/plain$i"
             done ;;
         next10a)  # the ninth session's unmeasured work, first call of two (~8 min): the softmax sweep, then tests

@@ -658,7 +658,7 @@ def test_lazy_entry_leaves_to_triton_what_the_direct_path_cannot_launch(monkeypa
 def test_c_launch_first_call_launches_directly_without_tritons_launcher(c_launch, monkeypatch, lazy):
     """With the direct path, a specialisation's first call from C files a lazy entry (nothing
     launched by Triton, ``kernel[grid]`` never called) and is launched from C by its new key;
-    later calls go straight from C. Without TRITONIC_LAZY_LAUNCHER=1: Triton's own first launch."""
+    later calls go straight from C. With TRITONIC_LAZY_LAUNCHER=0: Triton's own first launch."""
     triton_launches, launched = [], []
 
     class Kernel(SimpleNamespace):

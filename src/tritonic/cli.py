@@ -59,7 +59,7 @@ def cmd_env(args) -> int:
     rows.append(("C launch path", "on" if launch._C is not None else
                  "off (TRITONIC_C_LAUNCH=0)" if launch._c_mode() not in ("1", "2") else
                  "on: built at the first kernel on a GPU (not with the interpreter or without a C compiler)"))
-    rows.append(("lazy Triton launchers", "on (direct launch only)" if launch.LAZY else "off (TRITONIC_LAZY_LAUNCHER=1: on, direct launch only)"))
+    rows.append(("lazy Triton launchers", "on (direct launch only)" if launch.LAZY else "off (TRITONIC_LAZY_LAUNCHER=0)"))
     from tritonic.runtime.device import UnsupportedEnvironment, check_versions
 
     try:

@@ -23,7 +23,7 @@ to the plain path, with one warning, when they are missing.
 
 By default (``TRITONIC_C_LAUNCH=2``; 0 turns it off) the fast path's common case runs in C
 (``fastlaunch.c``, built at the first kernel on a GPU; see the end of this file). With
-``TRITONIC_LAZY_LAUNCHER=1`` (opt-in until timed on a GPU), a specialisation's first call
+the lazy launcher (on by default; ``TRITONIC_LAZY_LAUNCHER=0`` turns it off), a specialisation's first call
 there compiles the kernel, loads it and launches it directly, so that Triton's own C launcher
 for the kernel's signature (built with the C compiler at a kernel's first launch) is built
 only if something ever needs it.
@@ -370,12 +370,12 @@ def _c_slow(kernel, grid, args, meta, key, keep=None) -> None:
 
 
 _c_kept: dict = {}  # id -> the launch_meta dicts whose address is part of a filed C key
-# TRITONIC_LAZY_LAUNCHER (read at import; "1" turns it on): with the direct launch, a
+# TRITONIC_LAZY_LAUNCHER (read at import; "0" turns it off): with the direct launch, a
 # specialisation's first call builds no Triton launcher (_lazy_entry). Triton builds one per
 # kernel signature with the C compiler: 16-26 of them, 1.3-1.8 s, in a model's cold first call
-# on the H200 (c900cca). Opt-in until timed on a GPU: its first GPU test (H100, 2b8b3c1) found
-# the kernels' very first calls still building them (fixed since, CPU-tested only).
-LAZY = os.environ.get("TRITONIC_LAZY_LAUNCHER", "0").strip() == "1"
+# on the H200 (c900cca). H100 (58b2a12), cold BERT 1x16 first calls: 5.19 / 5.38 s off, 4.34 /
+# 4.52 / 5.29 s on (7 -> 4 launchers built); its GPU tests and the model table ran with it on.
+LAZY = os.environ.get("TRITONIC_LAZY_LAUNCHER", "1").strip() != "0"
 _defer = threading.local()  # (on: _c_slow asks the Python path to file, not launch; hit: it did; depth: relaunches)
 
 
