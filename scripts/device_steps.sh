@@ -62,6 +62,7 @@
 #   next13      lazycheck, launch3, wsprobe (the WS hang, one config per process), firstcall-quick, firstcall-lazy
 #   wsprobe     scripts/ws_probe.py over a matrix of WS configs and flags, 40 s each: which hang
 #   next14      launch3, wsprobe, then (unless the first two probes hung) attnws-lite
+#   wsverify    every WS forward config: d64/d128 x dense, causal, mask, bias at 1024/1000 keys
 #   wsfix       WS probes, WS GPU tests, then forward with WS=fwd and without (dense, bert-mask, t5-bias)
 #   next12      launch3, attnws, firstcall-quick (~10 min); next12b: tests-meta, firstcall-lazy, firstcall-tune,
 #               softmaxmb, decode, models-tritonic, modelsws (BERT and Llama with TRITONIC_ATTENTION_WS=fwd)
@@ -350,6 +351,11 @@ for step in "$@"; do
                 --providers sdpa-cudnn,tritonic --modes fwd --only "4x16x4096|bert-mask|t5-bias" --out "$R/wsfix/ws"
             run wsfix plain 100 python3 benchmarks/attention.py --graph always \
                 --providers tritonic --modes fwd --only "4x16x4096|bert-mask|t5-bias" --out "$R/wsfix/plain" ;;
+        wsverify)  # every WS forward config over head dims, flags, lengths; one process per config
+            for c in "128,128,4,2" "128,64,4,3" "128,128,4,3" "128,64,4,4" "256,128,4,2" "256,64,4,3" "128,64,4,2"; do
+                run wsverify "c${c//,/_}" 75 python3 scripts/ws_probe.py "$c" --matrix
+            done
+            grep -h ": ok\|: wrong\|: skipped\|^rc=\|Error" "$R"/wsverify/c*.log > "$R/wsverify/summary.txt" ;;
         next14)  # fourteenth session: issue 3's figures, the WS hang's fix (2-D device descriptors), then WS timed
             bash "$0" launch3 wsprobe
             if [ ! -f "$R/wsprobe/hung" ]; then bash "$0" attnws-lite; fi ;;
