@@ -53,6 +53,27 @@ def test_warp_specialised_forward_bf16(D, causal, Sq, monkeypatch):
     assert {ws._attn_fwd_ws, ws._attn_bwd_dkdv_ws, ws._attn_bwd_dq_ws} <= set(ran)
 
 
+@pytest.mark.parametrize("D", [64, 128])
+def test_warp_specialised_forward_by_default(D, monkeypatch):
+    """The default choice ("auto") takes the warp-specialised forward on Hopper for a dense,
+    non-causal call with 2048+ keys; right, with the general backward after it."""
+    import importlib
+
+    from tritonic.runtime import has_tma
+
+    ws = importlib.import_module("tritonic.ops.attention_ws")
+    if not has_tma(0) or torch.cuda.get_device_capability(0)[0] != 9 or not ws.AUTO:
+        pytest.skip("the default choice applies on Hopper with TRITONIC_ATTENTION_WS unset")
+    ran = []
+    real = ws.launch
+    monkeypatch.setattr(ws, "launch", lambda kernel, *a, **k: (ran.append(kernel), real(kernel, *a, **k)))
+    a = dict(q=torch.randn(2, 8, 2048, D, device="cuda", dtype=torch.bfloat16),
+             k=torch.randn(2, 4, 2048, D, device="cuda", dtype=torch.bfloat16),
+             v=torch.randn(2, 4, 2048, D, device="cuda", dtype=torch.bfloat16))
+    check_op(attention, attention_reference, a, grads=["q", "k", "v"], atol_ulps=8)
+    assert ran == [ws._attn_fwd_ws] * len(ran) and ran
+
+
 def _force_ws(monkeypatch):
     """TRITONIC_ATTENTION_WS on for the test; the list fills with the WS kernels' launches."""
     import importlib

@@ -134,3 +134,46 @@ def test_ws_only_with_a_wave_of_programs(device, monkeypatch):
     assert ws_mod._attn_fwd_ws not in ran and ws_mod._attn_bwd_dkdv_ws not in ran
     _check(_qkv(2, 2, 2, 16, 16, 16, torch.float16, device))  # 4
     assert ws_mod._attn_fwd_ws in ran and ws_mod._attn_bwd_dkdv_ws in ran
+
+
+def test_auto_choice_takes_only_the_measured_cases(monkeypatch):
+    """TRITONIC_ATTENTION_WS=auto (the default): the warp-specialised forward only where it was
+    timed faster on an H100 (Hopper, non-causal, no mask or bias, d64 / d128, 2048+ keys, not
+    traced); a CPU tensor never."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(ws_mod, "AUTO", True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+
+    def fake(S, D, cuda=True):
+        return SimpleNamespace(shape=(2, 16, S, D), is_cuda=cuda, device="cuda:0")
+
+    q, k = fake(4096, 128), fake(4096, 128)
+    assert ws_mod._auto(q, k, None, None, False, False)
+    assert ws_mod._auto(fake(4096, 64), fake(2048, 64), None, None, False, False)
+    assert not ws_mod._auto(q, k, None, None, True, False)  # causal
+    assert not ws_mod._auto(q, k, object(), None, False, False)  # a mask
+    assert not ws_mod._auto(q, k, None, object(), False, False)  # a bias
+    assert not ws_mod._auto(q, k, None, None, False, True)  # traced
+    assert not ws_mod._auto(fake(4096, 128), fake(1024, 128), None, None, False, False)  # short
+    assert not ws_mod._auto(fake(4096, 96), fake(4096, 96), None, None, False, False)  # head dim
+    assert not ws_mod._auto(fake(4096, 128, False), k, None, None, False, False)  # not on a GPU
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (10, 0))
+    assert not ws_mod._auto(q, k, None, None, False, False)  # not Hopper
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(ws_mod, "AUTO", False)
+    assert not ws_mod._auto(q, k, None, None, False, False)  # TRITONIC_ATTENTION_WS=0
+
+
+def test_auto_choice_off_the_gpu_runs_the_general_kernel(device, monkeypatch):
+    """With the default choice a dense long call on this device (the interpreter: not Hopper)
+    takes the general kernel."""
+    monkeypatch.setenv("TRITONIC_ATTENTION_TMA", "1")
+    monkeypatch.setattr(ws_mod, "AUTO", True)
+    monkeypatch.setattr(ws_mod, "AUTO_MIN_KEYS", 16)
+    ran = []
+    for m in (mod, ws_mod):
+        real = m.launch
+        monkeypatch.setattr(m, "launch", lambda kernel, *a, real=real, **k: (ran.append(kernel), real(kernel, *a, **k)))
+    _check(_qkv(2, 2, 2, 32, 32, 64, torch.float16, device))
+    assert ws_mod._attn_fwd_ws not in ran and mod._attn_fwd in ran

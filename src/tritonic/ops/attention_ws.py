@@ -2,14 +2,20 @@
 when they apply, and their launches. ``ops/attention.py`` asks ``usable`` / ``usable_bwd``
 first and falls back to its general kernels.
 
-TRITONIC_ATTENTION_WS: "0" (the default), "1" (forward and backward), "fwd" or "bwd" (one of
-them). Experimental: in their first GPU run (H100, triton 3.6, 2b8b3c1) the forward hung. The
-cause, found offline in the sm_90 TTGIR: the pass splits a query-row tile between its two
-consumer groups (64 rows each) but leaves a host descriptor's box at 128 rows, so each TMA
-copy overran its buffer and its barrier's byte count. The kernels now make their query-row
-descriptors on the device, 2-D (the one form whose box the pass halves), which needs Triton's
-scratch allocator (``ensure_scratch_allocator``). Setting the variable warns once until this
-has run on a GPU. Every operand comes
+TRITONIC_ATTENTION_WS: "auto" (the default), "0", "1" (forward and backward wherever they
+apply), "fwd" or "bwd" (one of them, wherever it applies). "auto" takes the forward where it
+was measured faster on an H100 (d3172fd, B=4 H=16 S=4096 bf16, against the general kernel:
+d128 0.970 against 1.112 ms, 0.91x cuDNN's 0.883; d64 0.604 against 0.627, 0.99x cuDNN's
+0.598): Hopper (sm_90), non-causal, no mask or bias, head dim 64 or 128, at least
+``AUTO_MIN_KEYS`` keys. Causal calls took longer with it (d128 0.643 against 0.629 ms), and its
+backward took longer than the general one (6.06 against 4.96 ms fwd+bwd at d128), so those
+stay off unless asked for.
+
+Two Triton 3.6 bugs shaped the kernels (benchmarks/NOTES.md, fourteenth session): the pass
+splits a query-row tile between its two consumer groups but leaves a host descriptor's box
+whole (the first GPU run hung), and shifts the second group's row index twice. The kernels
+make their query-row descriptors on the device (2-D, from the block's first row), which
+needs Triton's scratch allocator (``ensure_scratch_allocator``). Every operand comes
 through a tensor descriptor, so they take what a descriptor can address: 16-bit inputs with
 unit last stride and 16-byte aligned bases and strides. The forward also takes an additive
 bias with a row stride (batch and head may broadcast) in a 16-bit type and a key-padding
@@ -24,24 +30,25 @@ import torch
 
 from tritonic.kernels.attention_ws import _attn_fwd_ws
 from tritonic.kernels.attention_ws_bwd import _attn_bwd_dkdv_ws, _attn_bwd_dq_ws
-from tritonic.runtime import num_sms, warn_once
+from tritonic.runtime import num_sms
 from tritonic.runtime.alloc import ensure_scratch_allocator
-from tritonic.runtime.autotune import Autotuner, Config
+from tritonic.runtime.autotune import Autotuner, Config, bucket
 from tritonic.runtime.launcher import descriptor, launch
 
-_CHOICE = os.environ.get("TRITONIC_ATTENTION_WS", "0").strip().lower()
-ENABLED = _CHOICE in ("1", "on", "true", "fwd")
+_CHOICE = os.environ.get("TRITONIC_ATTENTION_WS", "auto").strip().lower()
+ENABLED = _CHOICE in ("1", "on", "true", "fwd")  # forced: wherever the kernel applies
 ENABLED_BWD = _CHOICE in ("1", "on", "true", "bwd")
-if ENABLED or ENABLED_BWD:
-    warn_once(("attention-ws",), "tritonic: TRITONIC_ATTENTION_WS is experimental: the warp-specialised attention "
-              "forward hung on an H100 (triton 3.6) in its first GPU run; its fix has not run on a GPU yet")
+AUTO = _CHOICE == "auto"  # the forward where it was measured faster (module docstring)
+AUTO_MIN_KEYS = 2048  # (timed at 4096 keys only: shorter loops leave less for the overlap to hide)
 
 # num_warps is one consumer group's (the compiler adds a second group and a producer warp,
 # and gives up at 8); two stages of 128x128 tiles at d128 take 180 KB of shared memory (a bias
-# tile adds 32 KB); 256 rows (128 a group) compile without spills at d64 only.
+# tile adds 32 KB: too much at d128). Checked on an H100 (58b2a12 / 8060242, scripts/ws_probe.py
+# --matrix: d64 and d128, dense, causal, key mask, bias, 1024 and 1000 keys): these two are right
+# everywhere they fit; every config with 3 or 4 stages gave NaN (128x128, 128x64, 256x64), and
+# 64-key blocks with a key-padding mask stopped on a misaligned address (its [1, 64]-byte TMA box).
 TUNER = Autotuner("attention_fwd_ws", [Config.of(num_warps=w, num_stages=st, BLOCK_M=bm, BLOCK_N=bn)
-                                       for bm, bn, w, st in [(128, 128, 4, 2), (128, 64, 4, 3), (128, 128, 4, 3),
-                                                             (128, 64, 4, 4), (256, 128, 4, 2), (256, 64, 4, 3)]])
+                                       for bm, bn, w, st in [(128, 128, 4, 2), (256, 128, 4, 2)]])
 
 # The backward's two kernels are tuned apart (each its own table name): the dK/dV loop
 # compiles warp-specialised only with 64-row query blocks (and spills with 128-key blocks at
@@ -69,11 +76,20 @@ def _addressable(t: torch.Tensor) -> bool:
             and all(st * size % 16 == 0 for st in t.stride()[:-1]))
 
 
-def usable(q, k, m, bb, slopes, window, varlen, causal, tma) -> bool:
+def _auto(q, k, m, bb, causal, traced) -> bool:
+    """The "auto" choice: where the forward was measured faster (module docstring)."""
+    return (AUTO and not causal and m is None and bb is None and not traced and k.shape[2] >= AUTO_MIN_KEYS
+            and q.shape[-1] in (64, 128) and q.is_cuda and torch.cuda.get_device_capability(q.device)[0] == 9)
+
+
+def usable(q, k, m, bb, slopes, window, varlen, causal, tma, traced=False) -> bool:
     """Dense 16-bit inputs whose K/V the general kernel's descriptors already take (``tma``),
     Q addressable too; no ALiBi, window or general boolean mask; every query row with a key
-    when causal (Sq <= Sk); head dim <= 128; at least a wave of 128-row programs."""
-    if not ENABLED or not tma or varlen is not None or slopes is not None or window is not None:
+    when causal (Sq <= Sk); head dim <= 128; at least a wave of 128-row programs. Unless
+    forced (TRITONIC_ATTENTION_WS=1 or fwd), only where ``_auto`` says."""
+    if not tma or varlen is not None or slopes is not None or window is not None:
+        return False
+    if not ENABLED and not _auto(q, k, m, bb, causal, traced):
         return False
     if q.dtype == torch.float32 or (causal and q.shape[2] > k.shape[2]) or k.shape[2] == 0 or q.shape[-1] > 128:
         return False  # (head dims above 128: no config's tiles fit in shared memory)
@@ -119,7 +135,8 @@ def forward(q, k, v, o, lse, m, bb, scalars, block_d, causal, pdl, traced) -> No
                HAS_BIAS=bb is not None, BIAS_B=bias_b, BIAS_H=bias_h, KEY_PADDING=m is not None, BLOCK_D=block_d,
                **meta, **pdl)
 
-    _tuned_run(TUNER, run, (q.dtype, Sq, Sk, block_d, bool(causal), m is not None, bb is not None), traced)
+    _tuned_run(TUNER, run, (q.dtype, bucket(Sq), bucket(Sk), block_d, bool(causal), m is not None, bb is not None),
+               traced)
 
 
 def _rows_addressable(t: torch.Tensor) -> bool:
@@ -172,6 +189,6 @@ def backward(q, k, v, do, lse, delta, dq, dk, dv, scalars, block_d, causal, trac
         launch(_attn_bwd_dq_ws, ((Sq + bm - 1) // bm, B * H), q, kd, vd, do, lse, delta, dq, *q.stride()[:3],
                *do.stride()[:3], *dq.stride()[:3], *scalars[:6], CAUSAL=bool(causal), MASK_KEYS=Sk % bn != 0, BLOCK_D=block_d, **meta)
 
-    key = (q.dtype, Sq, Sk, block_d, bool(causal))
+    key = (q.dtype, bucket(Sq), bucket(Sk), block_d, bool(causal))
     _tuned_run(TUNER_DKDV, run_dkdv, key, traced)
     _tuned_run(TUNER_DQ, run_dq, key, traced)
