@@ -150,6 +150,7 @@ class _Compiles:
         self.n, self.seconds, self.by, self._t = 0, 0.0, {}, []
         self.secs_by = {}  # kernel name -> seconds between the hooks (synchronous compiles)
         self.launchers, self.launcher_s = 0, 0.0  # Triton's per-signature C launchers (gcc when not cached)
+        self.launcher_by = {}  # module name (and the kernel whose launcher it is) -> builds
         try:
             from triton import knobs
 
@@ -177,8 +178,26 @@ class _Compiles:
                 finally:
                     self.launchers += 1
                     self.launcher_s += time.perf_counter() - t
+                    label = self._module_label(k.get("name", "?"))
+                    self.launcher_by[label] = self.launcher_by.get(label, 0) + 1
             self.driver.compile_module_from_src = build
         return self
+
+    @staticmethod
+    def _module_label(name: str) -> str:
+        """The module's name, with the kernel whose launcher it is: Triton's CompiledKernel
+        builds it (through its launcher class) a few frames up, and knows its kernel's name."""
+        import sys as _sys
+
+        frame = _sys._getframe(2)  # build -> the launcher class's __init__ -> CompiledKernel
+        for _ in range(5):
+            if frame is None:
+                break
+            owner = frame.f_locals.get("self")
+            if type(owner).__name__ == "CompiledKernel" and isinstance(getattr(owner, "name", None), str):
+                return f"{name}:{owner.name}"
+            frame = frame.f_back
+        return name
 
     def __exit__(self, *exc):
         if self.knobs is not None:
@@ -208,7 +227,8 @@ class _Compiles:
         top = sorted(self.by.items(), key=lambda kv: -kv[1])
         return {"compiles": self.n, "compile_s": round(self.seconds, 3), "compiled": dict(top),
                 "compile_s_by": {k: round(v, 3) for k, v in sorted(self.secs_by.items(), key=lambda kv: -kv[1])},
-                "launcher_builds": self.launchers, "launcher_build_s": round(self.launcher_s, 3)}
+                "launcher_builds": self.launchers, "launcher_build_s": round(self.launcher_s, 3),
+                "launcher_by": dict(sorted(self.launcher_by.items()))}
 
 
 def _host_probe_us(n: int = 2000) -> float:
@@ -279,6 +299,8 @@ def first_call(argv) -> int:
                   f"(host probe {host_us:.1f} us a torch op)", flush=True)
             for name, count in got["compiled"].items():
                 print(f"    {count:3d}  {name}  {got['compile_s_by'].get(name, 0.0):.2f} s", flush=True)
+            for label, count in got["launcher_by"].items():  # which modules were built (lazy launchers leave few)
+                print(f"    {count:3d}  module {label}", flush=True)
             for line in got["tuned"]:  # keys no table had
                 print(f"    tuned {line}", flush=True)
             rows.append({"bench": "models_first_call", "case": case["name"], "mode": "fwd", "provider": kind,
