@@ -60,6 +60,10 @@ def cmd_env(args) -> int:
                  "off (TRITONIC_C_LAUNCH=0)" if launch._c_mode() not in ("1", "2") else
                  "on: built at the first kernel on a GPU (not with the interpreter or without a C compiler)"))
     rows.append(("lazy Triton launchers", "on (direct launch only)" if launch.LAZY else "off (TRITONIC_LAZY_LAUNCHER=0)"))
+    from tritonic.ops import attention_ws as ws
+
+    rows.append(("warp-specialised attention", f"{ws._CHOICE}  (TRITONIC_ATTENTION_WS=auto|0|1|fwd|bwd; auto: the "
+                 f"forward on Hopper for dense non-causal calls with {ws.AUTO_MIN_KEYS}+ keys)"))
     from tritonic.runtime.device import UnsupportedEnvironment, check_versions
 
     try:
