@@ -56,7 +56,7 @@ def test_warp_specialised_forward_bf16(D, causal, Sq, monkeypatch):
 @pytest.mark.parametrize("D", [64, 128])
 def test_warp_specialised_forward_by_default(D, monkeypatch):
     """The default choice ("auto") takes the warp-specialised forward on Hopper for a dense,
-    non-causal call with 2048+ keys; right, with the general backward after it."""
+    non-causal call with 4096+ keys; right, with the general backward after it."""
     import importlib
 
     from tritonic.runtime import has_tma
@@ -67,9 +67,10 @@ def test_warp_specialised_forward_by_default(D, monkeypatch):
     ran = []
     real = ws.launch
     monkeypatch.setattr(ws, "launch", lambda kernel, *a, **k: (ran.append(kernel), real(kernel, *a, **k)))
-    a = dict(q=torch.randn(2, 8, 2048, D, device="cuda", dtype=torch.bfloat16),
-             k=torch.randn(2, 4, 2048, D, device="cuda", dtype=torch.bfloat16),
-             v=torch.randn(2, 4, 2048, D, device="cuda", dtype=torch.bfloat16))
+    # (1024 queries of 32 heads: 256 programs of 128 rows, a wave on an H100; GQA over 8 heads)
+    a = dict(q=torch.randn(1, 32, 1024, D, device="cuda", dtype=torch.bfloat16),
+             k=torch.randn(1, 8, 4096, D, device="cuda", dtype=torch.bfloat16),
+             v=torch.randn(1, 8, 4096, D, device="cuda", dtype=torch.bfloat16))
     check_op(attention, attention_reference, a, grads=["q", "k", "v"], atol_ulps=8)
     assert ran == [ws._attn_fwd_ws] * len(ran) and ran
 
