@@ -62,6 +62,8 @@
 #   next13      lazycheck, launch3, wsprobe (the WS hang, one config per process), firstcall-quick, firstcall-lazy
 #   wsprobe     scripts/ws_probe.py over a matrix of WS configs and flags, 40 s each: which hang
 #   next14      launch3, wsprobe, then (unless the first two probes hung) attnws-lite
+#   attn-default  attention.py as shipped (all cases, cuDNN/flash/SDPA), masked cases with WS forced, ws_short.py
+#   next15      tests-ops, attn-default, firstcall-lazy, launch3
 #   wsverify    every WS forward config: d64/d128 x dense, causal, mask, bias at 1024/1000 keys
 #   wsfix       WS probes, WS GPU tests, then forward with WS=fwd and without (dense, bert-mask, t5-bias)
 #   next12      launch3, attnws, firstcall-quick (~10 min); next12b: tests-meta, firstcall-lazy, firstcall-tune,
@@ -351,6 +353,15 @@ for step in "$@"; do
                 --providers sdpa-cudnn,tritonic --modes fwd --only "4x16x4096|bert-mask|t5-bias" --out "$R/wsfix/ws"
             run wsfix plain 100 python3 benchmarks/attention.py --graph always \
                 --providers tritonic --modes fwd --only "4x16x4096|bert-mask|t5-bias" --out "$R/wsfix/plain" ;;
+        attn-default)  # attention as shipped (WS forward by default where it applies), then the masked cases with
+            # the WS forward forced (its 64-key configs gone) and d128 at 2048 keys both ways
+            run attn-default base 300 python3 benchmarks/attention.py --graph always \
+                --providers sdpa-cudnn,sdpa-flash,sdpa,tritonic --modes fwd,fwd+bwd --out "$R/attn-default/base"
+            TRITONIC_ATTENTION_WS=fwd run attn-default wsmasked 120 python3 benchmarks/attention.py --graph always \
+                --providers tritonic --modes fwd --only "bert-mask|t5-bias" --out "$R/attn-default/wsmasked"
+            run attn-default short-auto 60 python3 scripts/ws_short.py --out "$R/attn-default/short.json" ;;
+        next15)  # fifteenth session: the GPU suite with the new defaults, attention as shipped, first calls, launch
+            bash "$0" tests-ops attn-default firstcall-lazy launch3 ;;
         wsverify)  # every WS forward config over head dims, flags, lengths; one process per config
             for c in "128,128,4,2" "128,64,4,3" "128,128,4,3" "128,64,4,4" "256,128,4,2" "256,64,4,3" "128,64,4,2"; do
                 run wsverify "c${c//,/_}" 75 python3 scripts/ws_probe.py "$c" --matrix
