@@ -62,7 +62,8 @@
 #   next13      lazycheck, launch3, wsprobe (the WS hang, one config per process), firstcall-quick, firstcall-lazy
 #   wsprobe     scripts/ws_probe.py over a matrix of WS configs and flags, 40 s each: which hang
 #   next14      launch3, wsprobe, then (unless the first two probes hung) attnws-lite
-#   attn-default  attention.py as shipped (all cases, cuDNN/flash/SDPA), masked cases with WS forced, ws_short.py
+#   attn-default  attention.py as shipped (all cases, cuDNN/flash/SDPA), masked cases with WS forced, ws_short.py,
+#               decode_splits.py (flash-decoding's split count where it trails SDPA)
 #   next15      tests-ops, attn-default, firstcall-lazy, launch3
 #   wsverify    every WS forward config: d64/d128 x dense, causal, mask, bias at 1024/1000 keys
 #   wsfix       WS probes, WS GPU tests, then forward with WS=fwd and without (dense, bert-mask, t5-bias)
@@ -359,7 +360,8 @@ for step in "$@"; do
                 --providers sdpa-cudnn,sdpa-flash,sdpa,tritonic --modes fwd,fwd+bwd --out "$R/attn-default/base"
             TRITONIC_ATTENTION_WS=fwd run attn-default wsmasked 120 python3 benchmarks/attention.py --graph always \
                 --providers tritonic --modes fwd --only "bert-mask|t5-bias" --out "$R/attn-default/wsmasked"
-            run attn-default short-auto 60 python3 scripts/ws_short.py --out "$R/attn-default/short.json" ;;
+            run attn-default short-auto 60 python3 scripts/ws_short.py --out "$R/attn-default/short.json"
+            run attn-default decode-splits 60 python3 scripts/decode_splits.py --out "$R/attn-default/decode_splits.json" ;;
         next15)  # fifteenth session: the GPU suite with the new defaults, attention as shipped, first calls, launch
             bash "$0" tests-ops attn-default firstcall-lazy launch3 ;;
         wsverify)  # every WS forward config over head dims, flags, lengths; one process per config
