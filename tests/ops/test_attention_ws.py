@@ -177,3 +177,26 @@ def test_auto_choice_off_the_gpu_runs_the_general_kernel(device, monkeypatch):
         monkeypatch.setattr(m, "launch", lambda kernel, *a, real=real, **k: (ran.append(kernel), real(kernel, *a, **k)))
     _check(_qkv(2, 2, 2, 32, 32, 64, torch.float16, device))
     assert ws_mod._attn_fwd_ws not in ran and mod._attn_fwd in ran
+
+
+def test_auto_choice_falls_back_when_the_kernel_does_not_compile(device, monkeypatch):
+    """Under "auto", a WS forward that fails to compile (another Triton's pass) turns the kernel
+    off for the process with a warning, and the general kernel gives the answer; forced, the
+    error is raised."""
+    monkeypatch.setenv("TRITONIC_ATTENTION_TMA", "1")
+    monkeypatch.setattr(ws_mod, "AUTO", True)
+    monkeypatch.setattr(ws_mod, "ENABLED", False)
+    monkeypatch.setattr(ws_mod, "_auto", lambda *a: ws_mod.AUTO)
+    monkeypatch.setattr(ws_mod, "MIN_WAVES", 0.0)
+
+    def broken(*a, **k):
+        raise RuntimeError("PassManager::run failed")
+
+    monkeypatch.setattr(ws_mod, "forward", broken)
+    with pytest.warns(UserWarning, match="warp-specialised attention forward failed"):
+        _check(_qkv(2, 2, 2, 32, 32, 16, torch.float16, device))
+    assert ws_mod.AUTO is False
+    monkeypatch.setattr(ws_mod, "ENABLED", True)
+    args = _qkv(2, 2, 2, 32, 32, 16, torch.float16, device)
+    with pytest.raises(RuntimeError, match="PassManager"):
+        attention(**args)

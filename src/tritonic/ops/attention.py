@@ -184,8 +184,8 @@ def _forward_impl(q, k, v, mask, bias, alibi_slopes, window, scale, causal, varl
     traced = is_traced(q, k, v)
     pdl = (_pdl.pdl_meta(q.device, B * Sq if varlen is None else q.shape[0]) if _pdl.ACTIVE and not traced
            else _pdl.OFF)
-    if _ws.usable(q, k, m, bb, slopes, window, varlen, causal, tma, traced):
-        _ws.forward(q, k, v, o, lse, m, bb, scalars, block_d, causal, pdl, traced)
+    if _ws.usable(q, k, m, bb, slopes, window, varlen, causal, tma, traced) and _ws.forward_or_off(
+            q, k, v, o, lse, m, bb, scalars, block_d, causal, pdl, traced):
         return o, lse
 
     def run(config):

@@ -30,7 +30,7 @@ import torch
 
 from tritonic.kernels.attention_ws import _attn_fwd_ws
 from tritonic.kernels.attention_ws_bwd import _attn_bwd_dkdv_ws, _attn_bwd_dq_ws
-from tritonic.runtime import num_sms
+from tritonic.runtime import num_sms, warn_once
 from tritonic.runtime.alloc import ensure_scratch_allocator
 from tritonic.runtime.autotune import Autotuner, Config, bucket
 from tritonic.runtime.launcher import descriptor, launch
@@ -137,6 +137,27 @@ def forward(q, k, v, o, lse, m, bb, scalars, block_d, causal, pdl, traced) -> No
 
     _tuned_run(TUNER, run, (q.dtype, bucket(Sq), bucket(Sk), block_d, bool(causal), m is not None, bb is not None),
                traced)
+
+
+def forward_or_off(q, k, v, o, lse, m, bb, scalars, block_d, causal, pdl, traced) -> bool:
+    """``forward``; under the "auto" choice a failure to compile (a Triton whose warp
+    specialisation or device descriptors differ from 3.6's) turns the kernel off for the
+    process with one warning, and the caller runs the general kernel (False). Forced, it raises."""
+    global AUTO
+    if ENABLED:
+        forward(q, k, v, o, lse, m, bb, scalars, block_d, causal, pdl, traced)
+        return True
+    try:
+        forward(q, k, v, o, lse, m, bb, scalars, block_d, causal, pdl, traced)
+    except Exception as e:  # (compile errors come before any launch: the general kernel can still run)
+        if "CUDA error" in str(e) or type(e).__name__ == "AcceleratorError":
+            raise  # (the context is broken: nothing can fall back)
+        AUTO = False
+        warn_once(("attention-ws-off",), f"tritonic: the warp-specialised attention forward failed "
+                  f"({type(e).__name__}: {str(e)[:200]}); the general kernel runs from now on "
+                  f"(TRITONIC_ATTENTION_WS=0 keeps it off)")
+        return False
+    return True
 
 
 def _rows_addressable(t: torch.Tensor) -> bool:
