@@ -32,7 +32,7 @@ from tritonic.kernels.attention_ws import _attn_fwd_ws
 from tritonic.kernels.attention_ws_bwd import _attn_bwd_dkdv_ws, _attn_bwd_dq_ws
 from tritonic.runtime import num_sms, warn_once
 from tritonic.runtime.alloc import ensure_scratch_allocator
-from tritonic.runtime.autotune import Autotuner, Config, bucket
+from tritonic.runtime.autotune import Autotuner, Config
 from tritonic.runtime.launcher import descriptor, launch
 
 _CHOICE = os.environ.get("TRITONIC_ATTENTION_WS", "auto").strip().lower()
@@ -135,8 +135,7 @@ def forward(q, k, v, o, lse, m, bb, scalars, block_d, causal, pdl, traced) -> No
                HAS_BIAS=bb is not None, BIAS_B=bias_b, BIAS_H=bias_h, KEY_PADDING=m is not None, BLOCK_D=block_d,
                **meta, **pdl)
 
-    _tuned_run(TUNER, run, (q.dtype, bucket(Sq), bucket(Sk), block_d, bool(causal), m is not None, bb is not None),
-               traced)
+    _tuned_run(TUNER, run, (q.dtype, Sq, Sk, block_d, bool(causal), m is not None, bb is not None), traced)
 
 
 def forward_or_off(q, k, v, o, lse, m, bb, scalars, block_d, causal, pdl, traced) -> bool:
@@ -186,30 +185,27 @@ def backward(q, k, v, do, lse, delta, dq, dk, dv, scalars, block_d, causal, trac
     Hk, Sk = k.shape[1], k.shape[2]
     lse2, delta2 = lse.view(B * H, Sq), delta.view(B * H, Sq)
 
-    def descriptors(bm, bn):
-        return (descriptor(q, list(q.shape), list(q.stride()), [1, 1, bm, block_d]),
-                descriptor(k, list(k.shape), list(k.stride()), [1, 1, bn, block_d]),
-                descriptor(v, list(v.shape), list(v.stride()), [1, 1, bn, block_d]),
-                descriptor(do, list(do.shape), list(do.stride()), [1, 1, bm, block_d]),
-                descriptor(lse2, [B * H, Sq], [Sq, 1], [1, bm]),
-                descriptor(delta2, [B * H, Sq], [Sq, 1], [1, bm]))
-    # (the dQ kernel's query-row tiles are split between its consumer groups: it makes their
-    # descriptors itself, from pointers; see kernels/attention_ws.py)
+    def kv_descriptors(bn):
+        return (descriptor(k, list(k.shape), list(k.stride()), [1, 1, bn, block_d]),
+                descriptor(v, list(v.shape), list(v.stride()), [1, 1, bn, block_d]))
 
     def run_dkdv(config):
         meta = config.meta()
         bm, bn = meta["BLOCK_M"], meta["BLOCK_N"]
-        launch(_attn_bwd_dkdv_ws, ((Sk + bn - 1) // bn, B * Hk), *descriptors(bm, bn), dk, dv, *dk.stride()[:3],
-               *scalars[:6], CAUSAL=bool(causal), BLOCK_D=block_d, **meta)
+        launch(_attn_bwd_dkdv_ws, ((Sk + bn - 1) // bn, B * Hk),
+               descriptor(q, list(q.shape), list(q.stride()), [1, 1, bm, block_d]), *kv_descriptors(bn),
+               descriptor(do, list(do.shape), list(do.stride()), [1, 1, bm, block_d]),
+               descriptor(lse2, [B * H, Sq], [Sq, 1], [1, bm]), descriptor(delta2, [B * H, Sq], [Sq, 1], [1, bm]),
+               dk, dv, *dk.stride()[:3], *scalars[:6], CAUSAL=bool(causal), BLOCK_D=block_d, **meta)
 
-    def run_dq(config):
-        meta = config.meta()
+    def run_dq(config):  # (its query-row tiles are split between its consumer groups: it makes their
+        meta = config.meta()  # descriptors itself, from pointers; see kernels/attention_ws.py)
         bm, bn = meta["BLOCK_M"], meta["BLOCK_N"]
-        _, kd, vd, _, _, _ = descriptors(bm, bn)
         ensure_scratch_allocator()
-        launch(_attn_bwd_dq_ws, ((Sq + bm - 1) // bm, B * H), q, kd, vd, do, lse, delta, dq, *q.stride()[:3],
-               *do.stride()[:3], *dq.stride()[:3], *scalars[:6], CAUSAL=bool(causal), MASK_KEYS=Sk % bn != 0, BLOCK_D=block_d, **meta)
+        launch(_attn_bwd_dq_ws, ((Sq + bm - 1) // bm, B * H), q, *kv_descriptors(bn), do, lse, delta, dq,
+               *q.stride()[:3], *do.stride()[:3], *dq.stride()[:3], *scalars[:6], CAUSAL=bool(causal),
+               MASK_KEYS=Sk % bn != 0, BLOCK_D=block_d, **meta)
 
-    key = (q.dtype, bucket(Sq), bucket(Sk), block_d, bool(causal))
+    key = (q.dtype, Sq, Sk, block_d, bool(causal))
     _tuned_run(TUNER_DKDV, run_dkdv, key, traced)
     _tuned_run(TUNER_DQ, run_dq, key, traced)
