@@ -65,6 +65,8 @@
 #   attn-default  attention.py as shipped (all cases, cuDNN/flash/SDPA), masked cases with WS forced, ws_short.py,
 #               decode_splits.py (flash-decoding's split count where it trails SDPA)
 #   next15      tests-ops, attn-default, firstcall-lazy, launch3
+#   retune15    attention's GPU tests, then attention.py re-tuned (TRITONIC_AUTOTUNE=retune, TRITONIC_TUNE_LOG)
+#   decode15    benchmarks/decode.py alone
 #   wsverify    every WS forward config: d64/d128 x dense, causal, mask, bias at 1024/1000 keys
 #   wsfix       WS probes, WS GPU tests, then forward with WS=fwd and without (dense, bert-mask, t5-bias)
 #   next12      launch3, attnws, firstcall-quick (~10 min); next12b: tests-meta, firstcall-lazy, firstcall-tune,
@@ -362,6 +364,15 @@ for step in "$@"; do
                 --providers tritonic --modes fwd --only "bert-mask|t5-bias" --out "$R/attn-default/wsmasked"
             run attn-default short-auto 60 python3 scripts/ws_short.py --out "$R/attn-default/short.json"
             run attn-default decode-splits 60 python3 scripts/decode_splits.py --out "$R/attn-default/decode_splits.json" ;;
+        retune15)  # the traced-launch fix's GPU tests, then attention re-tuned on this GPU (every config's time in
+            # retune15/tune.jsonl: merge the choices into the shipped table) with the baselines in the same call
+            run retune15 tests 200 python3 -m pytest -q -m gpu -rfE --tb=short tests/ops/test_attention_gpu.py \
+                tests/ops/test_attention_ws.py tests/test_launch.py
+            TRITONIC_AUTOTUNE=retune TRITONIC_TUNE_LOG=$R/retune15/tune.jsonl run retune15 attn 420 \
+                python3 benchmarks/attention.py --graph always --providers sdpa-cudnn,sdpa-flash,sdpa,tritonic \
+                --modes fwd,fwd+bwd --out "$R/retune15/attn" ;;
+        decode15)  # flash-decoding with the new split count (one split where batch x kv heads fill a wave)
+            run decode15 bench 200 python3 benchmarks/decode.py --out "$R/decode15/results" ;;
         next15)  # fifteenth session: the GPU suite with the new defaults, attention as shipped, first calls, launch
             bash "$0" tests-ops attn-default firstcall-lazy launch3 ;;
         wsverify)  # every WS forward config over head dims, flags, lengths; one process per config

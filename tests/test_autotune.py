@@ -55,6 +55,18 @@ def test_full_mode_tunes_once_and_persists():
     assert calls2 == []
 
 
+
+def test_tune_log_lists_every_timed_config(tmp_path, monkeypatch):
+    """TRITONIC_TUNE_LOG: one JSON line per config timed, with its time."""
+    log = tmp_path / "tune.jsonl"
+    monkeypatch.setenv("TRITONIC_TUNE_LOG", str(log))
+    t, _ = _timer()
+    _pick(at.Autotuner("logged", CONFIGS), timer=t)
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [x["config"] for x in lines] == [c.to_json() for c in CONFIGS]
+    assert [x["kernel"] for x in lines] == ["logged"] * len(CONFIGS) and lines[0]["key"] == [4096]
+    assert lines[2]["ms"] == 1.0 and min(x["ms"] for x in lines) == 1.0
+
 def test_keys_and_kernels_are_separate():
     tuner = at.Autotuner("k", CONFIGS)
     _pick(tuner, (4096,))

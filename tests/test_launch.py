@@ -37,6 +37,22 @@ def test_bind_fills_parameters_left_at_their_defaults():
     assert bind(x, BLOCK=4)[0] != bind(x, BLOCK=4, FLAG=False)[0]
 
 
+
+def test_traced_launches_name_every_defaulted_constexpr():
+    """Inductor's launcher for a user kernel breaks on a constexpr left at its default
+    ("missing '_grid_2'", torch 2.11: the attention forward's WARP_SPEC under torch.compile),
+    so a traced launch names them all; what the call gives is kept."""
+    params = [SimpleNamespace(name="X", is_constexpr=False, has_default=False),
+              SimpleNamespace(name="BLOCK", is_constexpr=True, has_default=False),
+              SimpleNamespace(name="FLAG", is_constexpr=True, has_default=True, default=False),
+              SimpleNamespace(name="PDL", is_constexpr=True, has_default=True, default=True),
+              SimpleNamespace(name="n", is_constexpr=False, has_default=True, default=3)]
+    kernel = SimpleNamespace(params=params)
+    assert L._with_defaults(kernel, 1, {"BLOCK": 4, "PDL": False, "num_warps": 4}) == {
+        "BLOCK": 4, "PDL": False, "num_warps": 4, "FLAG": False}
+    assert L._with_defaults(kernel, 5, {}) == {}  # all given positionally
+    assert L._with_defaults(SimpleNamespace(), 1, {"A": 1}) == {"A": 1}
+
 def test_key_separates_what_triton_specialises_on():
     bind = _bind()
     base = torch.empty(64, dtype=torch.float32)

@@ -324,3 +324,17 @@ def test_output_stored_sequence_major_and_strided_output_gradient(device):
     torch.autograd.backward(attention_reference(**ref, causal=True), grad.transpose(1, 2).double())
     for n in QKV:
         torch.testing.assert_close(args[n].grad.double(), ref[n].grad, rtol=1e-4, atol=1e-5)
+
+
+def test_decode_split_count_heuristic():
+    """Measured on an H100 (132 SMs, 8 kv heads, 64-key blocks): a batch of 16 or more fills a wave
+    with one split at 1k keys; batch 1 splits until every SM has two programs; long caches at
+    least 8 ways."""
+    from tritonic.ops.attention_decode import default_splits
+    assert default_splits(16 * 8, 16, 132) == 1     # b16 1k (was 3: 30.2 us against 27.8)
+    assert default_splits(64 * 8, 16, 132) == 1     # b64 1k
+    assert default_splits(1 * 8, 16, 132) == 16     # b1 1k: one block a split
+    assert default_splits(1 * 8, 128, 132) == 33    # b1 8k
+    assert default_splits(16 * 8, 128, 132) == 8    # b16 8k: the long-cache floor
+    assert default_splits(4 * 8, 16, 132) == 9      # b4 1k: two programs an SM
+    assert default_splits(1, 1, 132) == 1

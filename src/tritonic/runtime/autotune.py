@@ -280,6 +280,7 @@ class Autotuner:
                 continue
             if ms < best_ms:
                 best, best_ms = config, ms
+            _log_timing(self.name, key, config, ms)
             if time.perf_counter() - start > _PROGRESS_AFTER_S:
                 shown = True
                 print(f"\rtritonic: tuning {self.name} {list(key)}: {i + 1}/{len(self.configs)} configs",
@@ -293,6 +294,19 @@ class Autotuner:
         if best is None:
             raise RuntimeError(f"tritonic: no config of {self.name} ran for key {list(key)}")
         return best
+
+
+def _log_timing(name, key, config, ms) -> None:
+    """TRITONIC_TUNE_LOG=<file>: one JSON line per timed config (kernel, key, config, ms), for
+    seeing how close the configs came (benchmarks/NOTES.md)."""
+    path = os.environ.get("TRITONIC_TUNE_LOG")
+    if path:
+        try:
+            with open(path, "a") as f:
+                f.write(json.dumps({"kernel": name, "key": list(key), "config": config.to_json(), "ms": ms},
+                                   default=str) + "\n")
+        except OSError:
+            pass
 
 
 def _compile_all(configs, time_config) -> None:

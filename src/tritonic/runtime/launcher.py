@@ -56,6 +56,18 @@ _by_id: dict = {}
 FAST = os.environ.get("TRITONIC_FAST_LAUNCH", "1").strip() != "0"
 
 
+def _with_defaults(kernel, n_args, meta):
+    """``meta`` plus every defaulted constexpr the call leaves out, passed by name. Inductor's
+    generated launcher for a user kernel counts the constexprs it was given, and one left at
+    its default breaks it ("missing '_grid_2'", torch 2.11); naming them all avoids it."""
+    params = getattr(getattr(kernel, "fn", kernel), "params", None)
+    if not params:
+        return meta
+    extra = {p.name: p.default for p in params[n_args:]
+             if p.is_constexpr and p.has_default and p.name not in meta}
+    return {**meta, **extra} if extra else meta
+
+
 class _FastKernel:
     """Per-kernel state of the fast path: the generated binders and the compiled kernels.
 
@@ -180,7 +192,7 @@ class _FastKernel:
                 self._first(kernel, grid, args, meta, key, entry)
                 return
         if is_traced(*args):  # torch is tracing: the kernel goes into the graph
-            wrap_triton(kernel)[grid](*args, **meta)
+            wrap_triton(kernel)[grid](*args, **_with_defaults(kernel, len(args), meta))
             return
         key, launch_args = self.bind(*args, **meta)
         device = self.device()
@@ -299,7 +311,7 @@ def _launch_py(kernel, grid, *args, **meta) -> None:
         fast = hit[1] if hit is not None and hit[0] is kernel else _fast_kernel(kernel)
     if fast is None or _hooks_active():
         if is_traced(*args):
-            wrap_triton(kernel)[grid](*args, **meta)
+            wrap_triton(kernel)[grid](*args, **_with_defaults(kernel, len(args), meta))
         else:
             kernel[grid](*args, **meta)
         return
