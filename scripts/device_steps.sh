@@ -67,6 +67,7 @@
 #   next15      tests-ops, attn-default, firstcall-lazy, launch3
 #   retune15    attention's GPU tests, then attention.py re-tuned (TRITONIC_AUTOTUNE=retune, TRITONIC_TUNE_LOG)
 #   decode15    benchmarks/decode.py alone
+#   tmadq       the bulk reduce-add dQ: its GPU tests, then attention.py fwd+bwd re-tuned
 #   wsverify    every WS forward config: d64/d128 x dense, causal, mask, bias at 1024/1000 keys
 #   wsfix       WS probes, WS GPU tests, then forward with WS=fwd and without (dense, bert-mask, t5-bias)
 #   next12      launch3, attnws, firstcall-quick (~10 min); next12b: tests-meta, firstcall-lazy, firstcall-tune,
@@ -373,6 +374,12 @@ for step in "$@"; do
                 --modes fwd,fwd+bwd --out "$R/retune15/attn" ;;
         decode15)  # flash-decoding with the new split count (one split where batch x kv heads fill a wave)
             run decode15 bench 200 python3 benchmarks/decode.py --out "$R/decode15/results" ;;
+        tmadq)  # the atomic dQ as bulk reduce-adds (TMA_DQ): its GPU tests, then fwd+bwd re-tuned (every config timed)
+            run tmadq tests 200 python3 -m pytest -q -m gpu -rfE --tb=short tests/ops/test_attention_gpu.py \
+                -k "dq_paths or tma_dq or torch_compile or bf16_sizes or on_gpu" tests/test_launch.py
+            TRITONIC_AUTOTUNE=retune TRITONIC_TUNE_LOG=$R/tmadq/tune.jsonl run tmadq attn 360 \
+                python3 benchmarks/attention.py --graph always --providers sdpa-cudnn,sdpa-flash,tritonic \
+                --modes fwd+bwd --out "$R/tmadq/attn" ;;
         next15)  # fifteenth session: the GPU suite with the new defaults, attention as shipped, first calls, launch
             bash "$0" tests-ops attn-default firstcall-lazy launch3 ;;
         wsverify)  # every WS forward config over head dims, flags, lengths; one process per config

@@ -52,6 +52,15 @@ def test_traced_launches_name_every_defaulted_constexpr():
         "BLOCK": 4, "PDL": False, "num_warps": 4, "FLAG": False}
     assert L._with_defaults(kernel, 5, {}) == {}  # all given positionally
     assert L._with_defaults(SimpleNamespace(), 1, {"A": 1}) == {"A": 1}
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def k(X, n, BLOCK: tl.constexpr, FLAG: tl.constexpr = False):
+        pass
+
+    assert L._with_defaults(k, 2, {"BLOCK": 16}) == {"BLOCK": 16, "FLAG": False}  # a real JITFunction
+    assert L._with_defaults(SimpleNamespace(fn=k), 2, {"BLOCK": 16}) == {"BLOCK": 16, "FLAG": False}
 
 def test_key_separates_what_triton_specialises_on():
     bind = _bind()

@@ -20,19 +20,47 @@ def test_bf16_sizes(D, causal):
              grads=["q", "k", "v"], atol_ulps=8)
 
 
-@pytest.mark.parametrize("mode", ["atomic", "kernel"])
-@pytest.mark.parametrize("D", [64, 128])
+@pytest.mark.parametrize("mode", ["atomic", "atomic-elementwise", "kernel"])
+@pytest.mark.parametrize("D", [64, 128, 80])
 def test_both_dq_paths_bf16(D, mode, monkeypatch):
-    """The backward's dQ by atomic adds from the dK/dV pass, and by its own kernel, at real
-    sizes with GQA, causal, and an output gradient in the (B, S, H, D) layout."""
+    """The backward's dQ by atomic adds from the dK/dV pass (on Hopper as bulk reduce-adds
+    through a descriptor, TMA_DQ, unless TRITONIC_ATTENTION_TMA_DQ=0: one atomic per element),
+    and by its own kernel, at real sizes with GQA, causal, a last query block past Sq (its
+    zero rows added into the next head's), and an output gradient in the (B, S, H, D) layout."""
     import importlib
 
-    monkeypatch.setattr(importlib.import_module("tritonic.ops.attention"), "_DQ_MODE", mode)
+    from tritonic.runtime import has_tma
+
+    mod = importlib.import_module("tritonic.ops.attention")
+    monkeypatch.setattr(mod, "_DQ_MODE", mode.split("-")[0])
+    if mode == "atomic-elementwise":
+        monkeypatch.setenv("TRITONIC_ATTENTION_TMA_DQ", "0")
+    metas = []
+    real = mod.launch
+    monkeypatch.setattr(mod, "launch", lambda kernel, *a, **k: (metas.append(k), real(kernel, *a, **k)))
     a = dict(q=torch.randn(2, 8, 777, D, device="cuda", dtype=torch.bfloat16),
              k=torch.randn(2, 4, 777, D, device="cuda", dtype=torch.bfloat16),
              v=torch.randn(2, 4, 777, D, device="cuda", dtype=torch.bfloat16))
     check_op(lambda **k: attention(**k, causal=True), lambda **k: attention_reference(**k, causal=True), a,
              grads=["q", "k", "v"], atol_ulps=8)
+    tma = [m["TMA_DQ"] for m in metas if "TMA_DQ" in m]
+    assert tma and all(t == (mode == "atomic" and has_tma(0)) for t in tma)
+
+
+def test_tma_dq_with_a_mask_and_a_bias_gradient(monkeypatch):
+    """The bulk reduce-add dQ with a BERT-style key-padding mask (rows of fully masked keys in
+    one batch entry) and with a T5-style bias whose gradient is asked for."""
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("tritonic.ops.attention"), "_DQ_MODE", "atomic")
+    q, k, v = (torch.randn(2, 4, 300, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    mask = torch.ones(2, 1, 1, 300, dtype=torch.bool, device="cuda")
+    mask[1, ..., 170:] = False
+    check_op(lambda **t: attention(**t, mask=mask), lambda **t: attention_reference(**t, mask=mask),
+             dict(q=q, k=k, v=v), grads=["q", "k", "v"], atol_ulps=8)
+    bias = torch.randn(1, 4, 300, 300, device="cuda", dtype=torch.bfloat16)
+    check_op(lambda **t: attention(**t, scale=1.0), lambda **t: attention_reference(**t, scale=1.0),
+             dict(q=q, k=k, v=v, bias=bias), grads=["q", "k", "v", "bias"], atol_ulps=8)
 
 
 @pytest.mark.parametrize("D", [64, 128])

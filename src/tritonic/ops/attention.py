@@ -226,11 +226,24 @@ _BWD_TUNERS = {
         *_attn_configs([(64, 64, 4, 2), (64, 64, 8, 2), (128, 64, 8, 2), (64, 128, 8, 2), (32, 64, 4, 2),
                         (64, 32, 4, 2), (32, 64, 8, 2)]),  # (the last: the one that does not spill at d128)
         *(Config.of(num_warps=w, num_stages=st, BLOCK_M=bm, BLOCK_N=bn, ATOMIC_DQ=1)
-          for bm, bn, w, st in [(64, 64, 4, 2), (64, 64, 8, 2), (64, 128, 8, 2), (128, 128, 8, 2), (64, 128, 4, 2)])]),
+          for bm, bn, w, st in [(64, 64, 4, 2), (64, 64, 8, 2), (64, 128, 8, 2), (128, 128, 8, 2), (64, 128, 4, 2),
+                                (64, 64, 8, 3), (32, 64, 8, 2)])]),  # (the last two: fewest spills at d128 with TMA_DQ)
     "wide": Autotuner("attention_bwd_d256", _attn_configs([(32, 32, 4, 2), (32, 32, 8, 1), (64, 32, 8, 1)])),
 }
 _INTERPRETER_CONFIG = Config.of(num_warps=4, num_stages=1, BLOCK_M=16, BLOCK_N=16)
 _DQ_MODE = {"atomic": "atomic", "kernel": "kernel"}.get(os.environ.get("TRITONIC_ATTENTION_DQ", "").strip().lower())
+
+
+def _tma_dq(q, varlen, traced) -> bool:
+    """Add the atomic dQ's blocks as bulk reduce-adds through a descriptor (TMA) rather than
+    one atomic per element? TRITONIC_ATTENTION_TMA_DQ: "auto" (default: Hopper or later, dense,
+    not traced, head dim a multiple of 4) or "0". Never in the interpreter, which has no
+    descriptor reduce."""
+    if os.environ.get("TRITONIC_ATTENTION_TMA_DQ", "auto").strip().lower() in ("0", "off", "false"):
+        return False
+    if varlen is not None or traced or interpreter_active() or q.device.type != "cuda":
+        return False
+    return has_tma(q.device.index or 0) and q.shape[-1] % 4 == 0 and q.numel() // q.shape[-1] < 2 ** 31
 
 
 def _fwd_tuner(block_d):
@@ -334,6 +347,7 @@ def _backward_impl(do, q, k, v, o, lse, mask, bias, alibi_slopes, window, scale,
                  HAS_ALIBI=slopes is not None, HAS_WINDOW=window is not None, PRECISION=precision)
     cu_q, cu_k = (varlen[0], varlen[1]) if varlen is not None else (None, None)
     common = (*_bhm(q, varlen), *_bhm(k, varlen), *_bhm(v, varlen), *_bhm(do, varlen), *strides, *scalars)
+    tma_dq_ok = _tma_dq(q, varlen, is_traced(q, k, v))
 
     def run(config):  # both kernels (or the one with atomic dQ) under one config, timed together
         meta = config.meta()
@@ -342,10 +356,12 @@ def _backward_impl(do, q, k, v, o, lse, mask, bias, alibi_slopes, window, scale,
         atomic = atomic and not torch.are_deterministic_algorithms_enabled()  # atomics add in any order
         bm, bn = meta["BLOCK_M"], meta["BLOCK_N"]
         acc = torch.zeros(tuple(dq.shape), dtype=torch.float32, device=q.device) if atomic else None
-        launch(_attn_bwd_dkdv, ((Sk + bn - 1) // bn, B * Hk), q, k, v, do, lse, delta, dk, dv, dbias, acc,
+        tma_dq = bool(atomic) and tma_dq_ok
+        acc_desc = descriptor(acc, [acc.numel() // D, D], [D, 1], [bm, block_d]) if tma_dq else None
+        launch(_attn_bwd_dkdv, ((Sk + bn - 1) // bn, B * Hk), q, k, v, do, lse, delta, dk, dv, dbias, acc, acc_desc,
                m, bb, slopes, cu_q, cu_k, *_bhm(lse, varlen), *_bhm(dk, varlen)[:3],
                *(_bhm(acc, varlen)[:3] if atomic else (0, 0, 0)), *common, **flags,
-               HAS_DBIAS=need_dbias, ATOMIC_DQ=bool(atomic), BLOCK_D=block_d, **meta)
+               HAS_DBIAS=need_dbias, ATOMIC_DQ=bool(atomic), TMA_DQ=tma_dq, BLOCK_D=block_d, **meta)
         if atomic:  # the accumulator holds dQ / scale in float32
             torch.mul(acc, scalars[5], out=dq)
         else:

@@ -31,6 +31,7 @@ only if something ever needs it.
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import threading
@@ -60,11 +61,20 @@ def _with_defaults(kernel, n_args, meta):
     """``meta`` plus every defaulted constexpr the call leaves out, passed by name. Inductor's
     generated launcher for a user kernel counts the constexprs it was given, and one left at
     its default breaks it ("missing '_grid_2'", torch 2.11); naming them all avoids it."""
-    params = getattr(getattr(kernel, "fn", kernel), "params", None)
-    if not params:
-        return meta
-    extra = {p.name: p.default for p in params[n_args:]
-             if p.is_constexpr and p.has_default and p.name not in meta}
+    params, k, fn = None, kernel, None
+    while k is not None and params is None:  # a JITFunction, or a wrapper of one (.fn)
+        params, fn, k = getattr(k, "params", None), k, getattr(k, "fn", None)
+    if params:
+        named = [(p.name, p.is_constexpr, p.has_default, getattr(p, "default", None)) for p in params]
+    else:  # the interpreter's InterpretedFunction: the Python function's own signature
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):
+            return meta
+        named = [(n, "constexpr" in str(p.annotation), p.default is not inspect.Parameter.empty, p.default)
+                 for n, p in sig.parameters.items()]
+    extra = {name: default for name, const, has_default, default in named[n_args:]
+             if const and has_default and name not in meta}
     return {**meta, **extra} if extra else meta
 
 

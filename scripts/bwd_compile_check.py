@@ -1,0 +1,76 @@
+"""Offline sm_90 compile of the general attention backward kernels (no GPU needed): registers,
+spills and shared memory per config, to see which tiles fit before timing them.
+
+    python scripts/bwd_compile_check.py dkdv 128 64,64,4,2 [atomic] [tmadq] [causal]
+    python scripts/bwd_compile_check.py dq 128 64,64,4,2 [causal]
+
+bfloat16, dense, unit last strides, 16-divisible sizes and strides.
+"""
+
+import glob
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+from tritonic.kernels.attention_bwd import _attn_bwd_dkdv, _attn_bwd_dq  # noqa: E402
+
+
+def main(argv):
+    which, D = argv[0], int(argv[1])
+    BM, BN, W, ST = (int(x) for x in argv[2].split(","))
+    flags = set(argv[3:])
+    fn = {"dkdv": _attn_bwd_dkdv, "dq": _attn_bwd_dq}[which]
+    names = fn.arg_names
+    sig = {n: "i32" for n in names}
+    for n in ("Q", "K", "V", "DO", "DK", "DV", "DQ", "BIAS"):
+        sig[n] = "*bf16"
+    for n in ("LSE", "DELTA", "DBIAS", "DQ_ACC", "SLOPES"):
+        sig[n] = "*fp32"
+    sig.update(MASK="*u8", CU_Q="*i32", CU_K="*i32", scale="fp32",
+               DQ_DESC=f"tensordesc<fp32[{BM},{D}]>")
+    const = dict(VARLEN=False, CAUSAL="causal" in flags, HAS_MASK=False, KEY_PADDING=False, HAS_BIAS=False,
+                 HAS_ALIBI=False, HAS_WINDOW=False, PRECISION="tf32", BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=D,
+                 stride_qd=1, stride_kd=1, stride_vd=1, stride_od=1)
+    if which == "dkdv":
+        const.update(HAS_DBIAS=False, ATOMIC_DQ="atomic" in flags or "tmadq" in flags)
+        if "TMA_DQ" in names:
+            const["TMA_DQ"] = "tmadq" in flags
+    const = {k: v for k, v in const.items() if k in names}
+    sig.update({k: "constexpr" for k in const})
+    sig = {n: sig[n] for n in names}
+    aligned = [n for n in names if n not in const and (sig[n].startswith("*") or n.startswith("stride_")
+                                                       or n in ("Sq", "Sk", "D"))]
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in aligned}
+    src = ASTSource(fn, sig, constexprs={(names.index(k),): v for k, v in const.items()}, attrs=attrs)
+    try:
+        k = triton.compile(src, target=GPUTarget("cuda", 90, 128), options={"num_warps": W, "num_stages": ST})
+    except Exception as e:
+        print(f"{which} d{D} {argv[2]} {sorted(flags)}: compile failed ({type(e).__name__}: {e})"[:400])
+        return 1
+    ptx = k.asm["ptx"]
+    ptxas = glob.glob(os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/ptxas"))[0]
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
+        f.write(ptx)
+    r = subprocess.run([ptxas, "-arch=sm_90a", "-v", f.name, "-o", os.devnull], capture_output=True, text=True)
+    os.unlink(f.name)
+    report = " | ".join(line.split("info    :")[-1].strip() for line in r.stderr.splitlines()
+                        if "Used" in line or "spill" in line)
+    n_red = ptx.count("cp.reduce.async.bulk")
+    n_atomic = len(re.findall(r"\b(?:red|atom)\.global", ptx))
+    n_wgmma = ptx.count("wgmma.mma_async")
+    print(f"{which} d{D} {argv[2]} {sorted(flags)}: {k.metadata.shared} B shared, wgmma {n_wgmma}, "
+          f"bulk reduce {n_red}, global atomics {n_atomic}; {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
