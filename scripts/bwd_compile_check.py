@@ -42,8 +42,7 @@ def main(argv):
                  stride_qd=1, stride_kd=1, stride_vd=1, stride_od=1)
     if which == "dkdv":
         const.update(HAS_DBIAS=False, ATOMIC_DQ="atomic" in flags or "tmadq" in flags)
-        if "TMA_DQ" in names:
-            const["TMA_DQ"] = "tmadq" in flags
+        const["TMA_DQ"] = "tmadq" in flags
     const = {k: v for k, v in const.items() if k in names}
     sig.update({k: "constexpr" for k in const})
     sig = {n: sig[n] for n in names}
