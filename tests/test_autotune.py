@@ -169,6 +169,19 @@ def test_retune_times_again_over_the_cache_and_the_table(monkeypatch):
     assert _pick(at.Autotuner("k", CONFIGS), timer=t) == CONFIGS[0] and calls == []
 
 
+
+def test_retune_only_some_tuners(monkeypatch):
+    """TRITONIC_RETUNE_ONLY limits a retune to the named tuners; the others keep their choice."""
+    t, _ = _timer()
+    _pick(at.Autotuner("a", CONFIGS), timer=t)
+    _pick(at.Autotuner("b", CONFIGS), timer=t)
+    monkeypatch.setenv("TRITONIC_AUTOTUNE", "retune")
+    monkeypatch.setenv("TRITONIC_RETUNE_ONLY", "b")
+    ta, calls_a = _timer(best=CONFIGS[0])
+    tb, calls_b = _timer(best=CONFIGS[0])
+    assert _pick(at.Autotuner("a", CONFIGS), timer=ta) == CONFIGS[2] and calls_a == []
+    assert _pick(at.Autotuner("b", CONFIGS), timer=tb) == CONFIGS[0] and len(calls_b) == len(CONFIGS)
+
 def test_corrupt_cache_warns_once_and_is_rebuilt():
     path = at.cache_dir() / "autotune-h100-80gb-hbm3-triton3.6.0.json"
     path.parent.mkdir(parents=True)

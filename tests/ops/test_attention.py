@@ -253,6 +253,33 @@ def test_forward_through_tensor_descriptors(device, monkeypatch):
     assert made, "the descriptor path did not run"
 
 
+
+@pytest.mark.parametrize("dq_mode", ["kernel", "atomic"])
+def test_backward_through_tensor_descriptors(device, monkeypatch, dq_mode):
+    """The dK/dV kernel with its Q and dO tiles through descriptors (TMA_QDO,
+    TRITONIC_ATTENTION_TMA_QDO=1 on Hopper), forced in the interpreter: odd lengths past the block, GQA, causal, a key-padding mask, a
+    bias with its gradient, (B, S, H, D) storage; dQ by the second kernel and by atomics."""
+    import importlib
+
+    mod = importlib.import_module("tritonic.ops.attention")
+    monkeypatch.setenv("TRITONIC_ATTENTION_TMA", "1")
+    monkeypatch.setenv("TRITONIC_ATTENTION_TMA_QDO", "1")
+    monkeypatch.setattr(mod, "_DQ_MODE", dq_mode)
+    metas = []
+    real = mod.launch
+    monkeypatch.setattr(mod, "launch", lambda kernel, *a, **k: (metas.append((kernel, k)), real(kernel, *a, **k)))
+    _check(_qkv(2, 4, 2, 37, 29, 16, torch.float32, device), causal=True)
+    mask = torch.ones(2, 1, 1, 29, dtype=torch.bool, device=device)
+    mask[0, ..., 17:] = False
+    _check(_qkv(2, 2, 2, 21, 29, 16, torch.float32, device), mask=mask)
+    args = _qkv(1, 2, 2, 19, 19, 16, torch.float32, device)
+    args["bias"] = torch.randn(1, 2, 19, 19, device=device)
+    _check(args, grads=["q", "k", "v", "bias"], scale=1.0)
+    q, k, v = (torch.randn(2, 23, 2, 16, device=device).transpose(1, 2) for _ in range(3))  # (B, S, H, D) storage
+    _check(dict(q=q, k=k, v=v), causal=True)
+    flags = [k["TMA_QDO"] for kernel, k in metas if kernel is mod._attn_bwd_dkdv]
+    assert flags and all(flags), "the descriptor path did not run"
+
 def test_backward_with_atomic_dq(device, monkeypatch):
     """dQ added from the dK/dV pass into a float32 accumulator (one kernel instead of two):
     the same gradients under causality, Sq != Sk, GQA, masks with empty rows, a bias with its

@@ -35,14 +35,14 @@ def _attn_bwd_delta(O, DO, DELTA, rows, N1, N2, D, stride_o0, stride_o1, stride_
 
 
 @triton.jit
-def _dkdv_block(dk, dv, k, v, q_base, do_base, dq_base, DQ_DESC, dq_row, LSE, DELTA, DBIAS, start, rn, rd, b, h, MASK,
-                BIAS,
+def _dkdv_block(dk, dv, k, v, q_base, do_base, dq_base, Q_DESC, DO_DESC, DQ_DESC, dq_row, LSE, DELTA, DBIAS, start,
+                rn, rd, b, h, MASK, BIAS,
                 stride_lb, stride_lh, stride_lm, stride_qm, stride_qd, stride_om, stride_od, stride_am,
                 stride_mb, stride_mh, stride_mm, stride_mn, stride_bb, stride_bh, stride_bm, stride_bn,
                 H, Sq, Sk, D, window, qk_scale, slope, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
                 HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_WINDOW: tl.constexpr,
-                HAS_DBIAS: tl.constexpr, ATOMIC_DQ: tl.constexpr, TMA_DQ: tl.constexpr, PRECISION: tl.constexpr,
-                BLOCK_M: tl.constexpr):
+                HAS_DBIAS: tl.constexpr, ATOMIC_DQ: tl.constexpr, TMA_DQ: tl.constexpr, TMA_QDO: tl.constexpr,
+                PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
     """dK, dV of one key block updated with the query rows start + [0, BLOCK_M) of head h.
     MASKED: bounds/causal/window/boolean masks (and rows with no key); otherwise every row
     and key exists and is visible. ATOMIC_DQ: also add this block's share of dQ (unscaled,
@@ -51,8 +51,12 @@ def _dkdv_block(dk, dv, k, v, q_base, do_base, dq_base, DQ_DESC, dq_row, LSE, DE
     head's from dq_row) instead of an atomic per element. Rows past Sq add zeros (their dO
     rows read as zeros) into the next head's rows, or fall outside the descriptor."""
     rm = start + tl.arange(0, BLOCK_M)
-    q = _tile(q_base, rm, rd, stride_qm, stride_qd, Sq, D)
-    do = _tile(do_base, rm, rd, stride_om, stride_od, Sq, D)
+    if TMA_QDO:  # straight to shared memory: no per-element addresses held in registers
+        q = Q_DESC.load([b.to(tl.int32), h.to(tl.int32), start, 0]).reshape(BLOCK_M, BLOCK_D)
+        do = DO_DESC.load([b.to(tl.int32), h.to(tl.int32), start, 0]).reshape(BLOCK_M, BLOCK_D)
+    else:
+        q = _tile(q_base, rm, rd, stride_qm, stride_qd, Sq, D)
+        do = _tile(do_base, rm, rd, stride_om, stride_od, Sq, D)
     row = b * stride_lb + h * stride_lh + rm * stride_lm
     s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
     if MASKED:
@@ -97,6 +101,7 @@ def _attn_bwd_dkdv(
     DBIAS,  # (B, H, Sq, Sk) float32 out, contiguous: the scores' gradient; if HAS_DBIAS
     DQ_ACC,  # float32 accumulator laid out like Q (unit along D), zeroed: dQ / scale; if ATOMIC_DQ
     DQ_DESC,  # with TMA_DQ: a descriptor over DQ_ACC as (B*H*Sq, D) rows, block [BLOCK_M, BLOCK_D]
+    Q_DESC, DO_DESC,  # with TMA_QDO: descriptors of Q and DO as (B, H, Sq, D), block [1, 1, BLOCK_M, BLOCK_D]
     MASK, BIAS, SLOPES, CU_Q, CU_K,
     stride_lb, stride_lh, stride_lm,  # of LSE and DELTA
     stride_gb, stride_gh, stride_gn,  # of DK and DV
@@ -113,7 +118,8 @@ def _attn_bwd_dkdv(
     KEY_PADDING: tl.constexpr,  # the mask is a (B, 1, 1, Sk) key-padding mask
     HAS_BIAS: tl.constexpr, HAS_ALIBI: tl.constexpr,
     HAS_WINDOW: tl.constexpr, HAS_DBIAS: tl.constexpr, ATOMIC_DQ: tl.constexpr, TMA_DQ: tl.constexpr,
-    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    TMA_QDO: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     """dK and dV of one key block of one key/value head: the scores are recomputed against
     every query block of every query head in its group (FlashAttention-2's backward). With
@@ -173,26 +179,29 @@ def _attn_bwd_dkdv(
         if ATOMIC_DQ:
             dq_base = DQ_ACC + b * stride_ab + h * stride_ah
         for start in range(lo, m1, BLOCK_M):
-            dk, dv = _dkdv_block(dk, dv, k, v, q_base, do_base, dq_base, DQ_DESC, dq_row, LSE, DELTA, DBIAS, start,
+            dk, dv = _dkdv_block(dk, dv, k, v, q_base, do_base, dq_base, Q_DESC, DO_DESC, DQ_DESC, dq_row, LSE, DELTA,
+                                 DBIAS, start,
                                  rn, rd, b, h, MASK, BIAS, stride_lb, stride_lh, stride_lm, stride_qm, stride_qd,
                                  stride_om, stride_od, stride_am, stride_mb, stride_mh, stride_mm, stride_mn,
                                  stride_bb, stride_bh, stride_bm, stride_bn, H, Sq, Sk, D, window, qk_scale, slope,
                                  True, CAUSAL, HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW, HAS_DBIAS, ATOMIC_DQ,
-                                 TMA_DQ, PRECISION, BLOCK_M)
+                                 TMA_DQ, TMA_QDO, PRECISION, BLOCK_M, BLOCK_D)
         for start in range(m1, m2, BLOCK_M):
-            dk, dv = _dkdv_block(dk, dv, k, v, q_base, do_base, dq_base, DQ_DESC, dq_row, LSE, DELTA, DBIAS, start,
+            dk, dv = _dkdv_block(dk, dv, k, v, q_base, do_base, dq_base, Q_DESC, DO_DESC, DQ_DESC, dq_row, LSE, DELTA,
+                                 DBIAS, start,
                                  rn, rd, b, h, MASK, BIAS, stride_lb, stride_lh, stride_lm, stride_qm, stride_qd,
                                  stride_om, stride_od, stride_am, stride_mb, stride_mh, stride_mm, stride_mn,
                                  stride_bb, stride_bh, stride_bm, stride_bn, H, Sq, Sk, D, window, qk_scale, slope,
                                  False, CAUSAL, HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW, HAS_DBIAS, ATOMIC_DQ,
-                                 TMA_DQ, PRECISION, BLOCK_M)
+                                 TMA_DQ, TMA_QDO, PRECISION, BLOCK_M, BLOCK_D)
         for start in range(m2, Sq, BLOCK_M):
-            dk, dv = _dkdv_block(dk, dv, k, v, q_base, do_base, dq_base, DQ_DESC, dq_row, LSE, DELTA, DBIAS, start,
+            dk, dv = _dkdv_block(dk, dv, k, v, q_base, do_base, dq_base, Q_DESC, DO_DESC, DQ_DESC, dq_row, LSE, DELTA,
+                                 DBIAS, start,
                                  rn, rd, b, h, MASK, BIAS, stride_lb, stride_lh, stride_lm, stride_qm, stride_qd,
                                  stride_om, stride_od, stride_am, stride_mb, stride_mh, stride_mm, stride_mn,
                                  stride_bb, stride_bh, stride_bm, stride_bn, H, Sq, Sk, D, window, qk_scale, slope,
                                  True, CAUSAL, HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW, HAS_DBIAS, ATOMIC_DQ,
-                                 TMA_DQ, PRECISION, BLOCK_M)
+                                 TMA_DQ, TMA_QDO, PRECISION, BLOCK_M, BLOCK_D)
     out = b * stride_gb + h_kv * stride_gh + rn[:, None].to(tl.int64) * stride_gn + rd[None, :]
     tl.store(DK + out, (dk * scale).to(DK.dtype.element_ty), mask=kv_mask)
     tl.store(DV + out, dv.to(DV.dtype.element_ty), mask=kv_mask)

@@ -246,6 +246,17 @@ def _tma_dq(q, varlen, traced) -> bool:
     return has_tma(q.device.index or 0) and q.shape[-1] % 4 == 0 and q.numel() // q.shape[-1] < 2 ** 31
 
 
+def _tma_qdo(q, do, varlen) -> bool:
+    """Load the dK/dV kernel's Q and dO tiles through descriptors (TMA_QDO)? Opt-in until timed
+    on a GPU: TRITONIC_ATTENTION_TMA_QDO=1, where the forward's K/V descriptors apply
+    (``_tma_kv``). Offline (scripts/bwd_compile_check.py, sm_90) it cuts the kernel's spills at
+    d128, 64x64 blocks, 4 warps, from 680 to 120 bytes (784 to 184 with TMA_DQ), at d64 from
+    44 to none: the per-element addresses of pointer loads stay out of registers."""
+    if os.environ.get("TRITONIC_ATTENTION_TMA_QDO", "0").strip().lower() not in ("1", "on", "true"):
+        return False
+    return _tma_kv(q, do, varlen)
+
+
 def _fwd_tuner(block_d):
     return _FWD_TUNERS["wide" if block_d > 128 else "narrow"]
 
@@ -348,6 +359,7 @@ def _backward_impl(do, q, k, v, o, lse, mask, bias, alibi_slopes, window, scale,
     cu_q, cu_k = (varlen[0], varlen[1]) if varlen is not None else (None, None)
     common = (*_bhm(q, varlen), *_bhm(k, varlen), *_bhm(v, varlen), *_bhm(do, varlen), *strides, *scalars)
     tma_dq_ok = _tma_dq(q, varlen, is_traced(q, k, v))
+    tma_qdo = _tma_qdo(q, do, varlen)
 
     def run(config):  # both kernels (or the one with atomic dQ) under one config, timed together
         meta = config.meta()
@@ -358,10 +370,15 @@ def _backward_impl(do, q, k, v, o, lse, mask, bias, alibi_slopes, window, scale,
         acc = torch.zeros(tuple(dq.shape), dtype=torch.float32, device=q.device) if atomic else None
         tma_dq = bool(atomic) and tma_dq_ok
         acc_desc = descriptor(acc, [acc.numel() // D, D], [D, 1], [bm, block_d]) if tma_dq else None
+        qd = dod = None
+        if tma_qdo:
+            qd = descriptor(q, list(q.shape), list(q.stride()), [1, 1, bm, block_d])
+            dod = descriptor(do, list(do.shape), list(do.stride()), [1, 1, bm, block_d])
         launch(_attn_bwd_dkdv, ((Sk + bn - 1) // bn, B * Hk), q, k, v, do, lse, delta, dk, dv, dbias, acc, acc_desc,
-               m, bb, slopes, cu_q, cu_k, *_bhm(lse, varlen), *_bhm(dk, varlen)[:3],
+               qd, dod, m, bb, slopes, cu_q, cu_k, *_bhm(lse, varlen), *_bhm(dk, varlen)[:3],
                *(_bhm(acc, varlen)[:3] if atomic else (0, 0, 0)), *common, **flags,
-               HAS_DBIAS=need_dbias, ATOMIC_DQ=bool(atomic), TMA_DQ=tma_dq, BLOCK_D=block_d, **meta)
+               HAS_DBIAS=need_dbias, ATOMIC_DQ=bool(atomic), TMA_DQ=tma_dq, TMA_QDO=tma_qdo, BLOCK_D=block_d,
+               **meta)
         if atomic:  # the accumulator holds dQ / scale in float32
             torch.mul(acc, scalars[5], out=dq)
         else:

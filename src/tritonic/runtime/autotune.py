@@ -65,6 +65,13 @@ def mode() -> str:
     return m
 
 
+def _retuned(name: str) -> bool:
+    """Under TRITONIC_AUTOTUNE=retune, TRITONIC_RETUNE_ONLY=name,name... limits the re-timing to
+    those tuners (the rest take the cache and the tables as under "full")."""
+    only = os.environ.get("TRITONIC_RETUNE_ONLY", "").strip()
+    return not only or name in {n.strip() for n in only.split(",")}
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("TRITONIC_CACHE_DIR") or Path.home() / ".cache" / "tritonic")
 
@@ -240,6 +247,8 @@ class Autotuner:
 
             device_name, triton_version = device_name or _dev(), triton_version or triton.__version__
         m, k = mode(), _key_str(self.name, key)
+        if m == "retune" and not _retuned(self.name):
+            m = "full"
         entry = None
         cache = _cache_for(device_name, triton_version)
         if m not in ("off", "retune"):
