@@ -1,8 +1,8 @@
 """Offline sm_90 compile of the general attention backward kernels (no GPU needed): registers,
 spills and shared memory per config, to see which tiles fit before timing them.
 
-    python scripts/bwd_compile_check.py dkdv 128 64,64,4,2 [atomic] [tmadq] [tmaqdo] [causal]
-    python scripts/bwd_compile_check.py dq 128 64,64,4,2 [causal]
+    python scripts/bwd_compile_check.py dkdv 128 64,64,4,2 [atomic] [tmadq] [tmabwd] [causal]
+    python scripts/bwd_compile_check.py dq 128 64,64,4,2 [tmabwd] [causal]
 
 bfloat16, dense, unit last strides, 16-divisible sizes and strides.
 """
@@ -37,14 +37,17 @@ def main(argv):
         sig[n] = "*fp32"
     sig.update(MASK="*u8", CU_Q="*i32", CU_K="*i32", scale="fp32",
                DQ_DESC=f"tensordesc<fp32[{BM},{D}]>", Q_DESC=f"tensordesc<bf16[1,1,{BM},{D}]>",
-               DO_DESC=f"tensordesc<bf16[1,1,{BM},{D}]>")
+               DO_DESC=f"tensordesc<bf16[1,1,{BM},{D}]>", K_DESC=f"tensordesc<bf16[1,1,{BN},{D}]>",
+               V_DESC=f"tensordesc<bf16[1,1,{BN},{D}]>")
     const = dict(VARLEN=False, CAUSAL="causal" in flags, HAS_MASK=False, KEY_PADDING=False, HAS_BIAS=False,
                  HAS_ALIBI=False, HAS_WINDOW=False, PRECISION="tf32", BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=D,
                  stride_qd=1, stride_kd=1, stride_vd=1, stride_od=1)
     if which == "dkdv":
         const.update(HAS_DBIAS=False, ATOMIC_DQ="atomic" in flags or "tmadq" in flags)
         const["TMA_DQ"] = "tmadq" in flags
-        const["TMA_QDO"] = "tmaqdo" in flags
+        const["TMA_QDO"] = "tmabwd" in flags
+    else:
+        const["TMA_KV"] = "tmabwd" in flags
     const = {k: v for k, v in const.items() if k in names}
     sig.update({k: "constexpr" for k in const})
     sig = {n: sig[n] for n in names}

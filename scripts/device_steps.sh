@@ -68,7 +68,7 @@
 #   retune15    attention's GPU tests, then attention.py re-tuned (TRITONIC_AUTOTUNE=retune, TRITONIC_TUNE_LOG)
 #   decode15    benchmarks/decode.py alone
 #   tmadq       the bulk reduce-add dQ: its GPU tests, then attention.py fwd+bwd re-tuned
-#   tmaqdo      Q / dO through descriptors in the dK/dV kernel: GPU tests, then the dense fwd+bwd re-tuned off / on
+#   tmabwd      the backward's tiles through descriptors: GPU tests, then the dense fwd+bwd re-tuned off / on
 #   wsverify    every WS forward config: d64/d128 x dense, causal, mask, bias at 1024/1000 keys
 #   wsfix       WS probes, WS GPU tests, then forward with WS=fwd and without (dense, bert-mask, t5-bias)
 #   next12      launch3, attnws, firstcall-quick (~10 min); next12b: tests-meta, firstcall-lazy, firstcall-tune,
@@ -381,15 +381,15 @@ for step in "$@"; do
             TRITONIC_AUTOTUNE=retune TRITONIC_TUNE_LOG=$R/tmadq/tune.jsonl run tmadq attn 360 \
                 python3 benchmarks/attention.py --graph always --providers sdpa-cudnn,sdpa-flash,tritonic \
                 --modes fwd+bwd --out "$R/tmadq/attn" ;;
-        tmaqdo)  # the dK/dV kernel's Q / dO through descriptors (TRITONIC_ATTENTION_TMA_QDO): GPU tests, then the
+        tmabwd)  # the backward's tiles through descriptors (TRITONIC_ATTENTION_TMA_BWD): GPU tests, then the
             # dense fwd+bwd cases re-tuned with it off and on (every config timed: tune log per run)
-            run tmaqdo tests 150 python3 -m pytest -q -m gpu -rfE --tb=short tests/ops/test_attention_gpu.py \
-                -k "tma_qdo or dq_paths or tma_dq"
+            run tmabwd tests 150 python3 -m pytest -q -m gpu -rfE --tb=short tests/ops/test_attention_gpu.py \
+                -k "tma_bwd or dq_paths or tma_dq"
             for on in 0 1; do
-                TRITONIC_ATTENTION_TMA_QDO=$on TRITONIC_AUTOTUNE=retune TRITONIC_RETUNE_ONLY=attention_bwd2 \
-                    TRITONIC_TUNE_LOG=$R/tmaqdo/tune$on.jsonl \
-                    run tmaqdo "attn$on" 240 python3 benchmarks/attention.py --graph always \
-                    --providers sdpa-cudnn,tritonic --modes fwd+bwd --only "4x16x4096" --out "$R/tmaqdo/attn$on"
+                TRITONIC_ATTENTION_TMA_BWD=$on TRITONIC_AUTOTUNE=retune TRITONIC_RETUNE_ONLY=attention_bwd2 \
+                    TRITONIC_TUNE_LOG=$R/tmabwd/tune$on.jsonl \
+                    run tmabwd "attn$on" 240 python3 benchmarks/attention.py --graph always \
+                    --providers sdpa-cudnn,tritonic --modes fwd+bwd --only "4x16x4096" --out "$R/tmabwd/attn$on"
             done ;;
         next15)  # fifteenth session: the GPU suite with the new defaults, attention as shipped, first calls, launch
             bash "$0" tests-ops attn-default firstcall-lazy launch3 ;;

@@ -256,14 +256,15 @@ def test_forward_through_tensor_descriptors(device, monkeypatch):
 
 @pytest.mark.parametrize("dq_mode", ["kernel", "atomic"])
 def test_backward_through_tensor_descriptors(device, monkeypatch, dq_mode):
-    """The dK/dV kernel with its Q and dO tiles through descriptors (TMA_QDO,
-    TRITONIC_ATTENTION_TMA_QDO=1 on Hopper), forced in the interpreter: odd lengths past the block, GQA, causal, a key-padding mask, a
-    bias with its gradient, (B, S, H, D) storage; dQ by the second kernel and by atomics."""
+    """The backward's tiles through descriptors (TRITONIC_ATTENTION_TMA_BWD=1 on Hopper: Q and
+    dO in the dK/dV kernel, K and V in the dQ kernel), forced in the interpreter: odd lengths
+    past the block, GQA, causal, a key-padding mask, a bias with its gradient, (B, S, H, D)
+    storage; dQ by the second kernel and by atomics."""
     import importlib
 
     mod = importlib.import_module("tritonic.ops.attention")
     monkeypatch.setenv("TRITONIC_ATTENTION_TMA", "1")
-    monkeypatch.setenv("TRITONIC_ATTENTION_TMA_QDO", "1")
+    monkeypatch.setenv("TRITONIC_ATTENTION_TMA_BWD", "1")
     monkeypatch.setattr(mod, "_DQ_MODE", dq_mode)
     metas = []
     real = mod.launch
@@ -278,7 +279,10 @@ def test_backward_through_tensor_descriptors(device, monkeypatch, dq_mode):
     q, k, v = (torch.randn(2, 23, 2, 16, device=device).transpose(1, 2) for _ in range(3))  # (B, S, H, D) storage
     _check(dict(q=q, k=k, v=v), causal=True)
     flags = [k["TMA_QDO"] for kernel, k in metas if kernel is mod._attn_bwd_dkdv]
+    flags += [k["TMA_KV"] for kernel, k in metas if kernel is mod._attn_bwd_dq]
     assert flags and all(flags), "the descriptor path did not run"
+    if dq_mode == "kernel":
+        assert any(kernel is mod._attn_bwd_dq for kernel, _ in metas)
 
 def test_backward_with_atomic_dq(device, monkeypatch):
     """dQ added from the dK/dV pass into a float32 accumulator (one kernel instead of two):

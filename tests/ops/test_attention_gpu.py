@@ -50,9 +50,10 @@ def test_both_dq_paths_bf16(D, mode, monkeypatch):
 
 @pytest.mark.parametrize("mode", ["atomic", "kernel"])
 @pytest.mark.parametrize("D", [64, 128])
-def test_tma_qdo_bf16(D, mode, monkeypatch):
-    """The dK/dV kernel's Q and dO tiles through descriptors (TRITONIC_ATTENTION_TMA_QDO=1) on
-    GPUs with them: GQA, causal, 777 rows (a last block past Sq, zero-padded by the copy)."""
+def test_tma_bwd_bf16(D, mode, monkeypatch):
+    """The backward's tiles through descriptors (TRITONIC_ATTENTION_TMA_BWD=1: Q and dO in the
+    dK/dV kernel, K and V in the dQ kernel) on GPUs with them: GQA, causal, 777 rows (a last
+    block past Sq, zero-padded by the copy)."""
     import importlib
 
     from tritonic.runtime import has_tma
@@ -60,17 +61,19 @@ def test_tma_qdo_bf16(D, mode, monkeypatch):
     if not has_tma(0):
         pytest.skip("tensor descriptors need Hopper or later")
     mod = importlib.import_module("tritonic.ops.attention")
-    monkeypatch.setenv("TRITONIC_ATTENTION_TMA_QDO", "1")
+    monkeypatch.setenv("TRITONIC_ATTENTION_TMA_BWD", "1")
     monkeypatch.setattr(mod, "_DQ_MODE", mode)
     metas = []
     real = mod.launch
-    monkeypatch.setattr(mod, "launch", lambda kernel, *a, **k: (metas.append(k), real(kernel, *a, **k)))
+    monkeypatch.setattr(mod, "launch", lambda kernel, *a, **k: (metas.append((kernel, k)), real(kernel, *a, **k)))
     a = dict(q=torch.randn(2, 8, 777, D, device="cuda", dtype=torch.bfloat16),
              k=torch.randn(2, 4, 777, D, device="cuda", dtype=torch.bfloat16),
              v=torch.randn(2, 4, 777, D, device="cuda", dtype=torch.bfloat16))
     check_op(lambda **k: attention(**k, causal=True), lambda **k: attention_reference(**k, causal=True), a,
              grads=["q", "k", "v"], atol_ulps=8)
-    assert any(m.get("TMA_QDO") for m in metas)
+    assert any(k["TMA_QDO"] for kernel, k in metas if kernel is mod._attn_bwd_dkdv)
+    if mode == "kernel":
+        assert any(k["TMA_KV"] for kernel, k in metas if kernel is mod._attn_bwd_dq)
 
 def test_tma_dq_with_a_mask_and_a_bias_gradient(monkeypatch):
     """The bulk reduce-add dQ with a BERT-style key-padding mask (rows of fully masked keys in

@@ -208,16 +208,22 @@ def _attn_bwd_dkdv(
 
 
 @triton.jit
-def _dq_block(dq, q, do, lse, delta, k_base, v_base, start, rm, rd, pos, b, h, MASK, BIAS,
+def _dq_block(dq, q, do, lse, delta, k_base, v_base, K_DESC, V_DESC, start, rm, rd, pos, b, h, h_kv, MASK, BIAS,
               stride_kn, stride_kd, stride_vn, stride_vd, stride_mb, stride_mh, stride_mm, stride_mn,
               stride_bb, stride_bh, stride_bm, stride_bn, Sq, Sk, D, window, qk_scale, slope,
               MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr,
-              HAS_ALIBI: tl.constexpr, HAS_WINDOW: tl.constexpr, PRECISION: tl.constexpr, BLOCK_N: tl.constexpr):
+              HAS_ALIBI: tl.constexpr, HAS_WINDOW: tl.constexpr, PRECISION: tl.constexpr, TMA_KV: tl.constexpr,
+              BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     """dQ of one query block updated with keys start + [0, BLOCK_N). Unmasked blocks hold
-    only existing, visible keys (rows past Sq read zeros and are never stored)."""
+    only existing, visible keys (rows past Sq read zeros and are never stored). TMA_KV: K and
+    V tiles through descriptors, as in the forward."""
     rn = start + tl.arange(0, BLOCK_N)
-    k = _tile(k_base, rn, rd, stride_kn, stride_kd, Sk, D)
-    v = _tile(v_base, rn, rd, stride_vn, stride_vd, Sk, D)
+    if TMA_KV:
+        k = K_DESC.load([b.to(tl.int32), h_kv.to(tl.int32), start, 0]).reshape(BLOCK_N, BLOCK_D)
+        v = V_DESC.load([b.to(tl.int32), h_kv.to(tl.int32), start, 0]).reshape(BLOCK_N, BLOCK_D)
+    else:
+        k = _tile(k_base, rn, rd, stride_kn, stride_kd, Sk, D)
+        v = _tile(v_base, rn, rd, stride_vn, stride_vd, Sk, D)
     s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
     if MASKED:
         s = _masked_scores(s, rm, rn, pos, b, h, MASK, BIAS, stride_mb, stride_mh, stride_mm, stride_mn,
@@ -241,6 +247,7 @@ def _dq_block(dq, q, do, lse, delta, k_base, v_base, start, rm, rd, pos, b, h, M
 def _attn_bwd_dq(
     Q, K, V, DO, LSE, DELTA,
     DQ,  # out, laid out like Q (strides stride_gb / stride_gh / stride_gm, unit along D)
+    K_DESC, V_DESC,  # with TMA_KV: descriptors of K and V as (B, H_KV, Sk, D), block [1, 1, BLOCK_N, BLOCK_D]
     MASK, BIAS, SLOPES, CU_Q, CU_K,
     stride_lb, stride_lh, stride_lm,
     stride_gb, stride_gh, stride_gm,
@@ -255,7 +262,7 @@ def _attn_bwd_dq(
     CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr,
     KEY_PADDING: tl.constexpr,  # the mask is a (B, 1, 1, Sk) key-padding mask
     HAS_BIAS: tl.constexpr, HAS_ALIBI: tl.constexpr,
-    HAS_WINDOW: tl.constexpr, PRECISION: tl.constexpr,
+    HAS_WINDOW: tl.constexpr, PRECISION: tl.constexpr, TMA_KV: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """dQ of one query block of one head, recomputing its scores block by block."""
@@ -298,14 +305,16 @@ def _attn_bwd_dq(
             mid = tl.minimum(mid, ((pid_m * BLOCK_M + (Sk - Sq) + 1) // BLOCK_N) * BLOCK_N)
         mid = tl.maximum(lo, tl.minimum(mid, hi))
     for start in range(lo, mid, BLOCK_N):
-        dq = _dq_block(dq, q, do, lse, delta, k_base, v_base, start, rm, rd, pos, b, h, MASK, BIAS,
+        dq = _dq_block(dq, q, do, lse, delta, k_base, v_base, K_DESC, V_DESC, start, rm, rd, pos, b, h, h_kv, MASK,
+                       BIAS,
                        stride_kn, stride_kd, stride_vn, stride_vd, stride_mb, stride_mh, stride_mm, stride_mn,
                        stride_bb, stride_bh, stride_bm, stride_bn, Sq, Sk, D, window, qk_scale, slope, False, CAUSAL,
-                       HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW, PRECISION, BLOCK_N)
+                       HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW, PRECISION, TMA_KV, BLOCK_N, BLOCK_D)
     for start in range(mid, hi, BLOCK_N):
-        dq = _dq_block(dq, q, do, lse, delta, k_base, v_base, start, rm, rd, pos, b, h, MASK, BIAS,
+        dq = _dq_block(dq, q, do, lse, delta, k_base, v_base, K_DESC, V_DESC, start, rm, rd, pos, b, h, h_kv, MASK,
+                       BIAS,
                        stride_kn, stride_kd, stride_vn, stride_vd, stride_mb, stride_mh, stride_mm, stride_mn,
                        stride_bb, stride_bh, stride_bm, stride_bn, Sq, Sk, D, window, qk_scale, slope, True, CAUSAL,
-                       HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW, PRECISION, BLOCK_N)
+                       HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW, PRECISION, TMA_KV, BLOCK_N, BLOCK_D)
     tl.store(DQ + b * stride_gb + h * stride_gh + rm[:, None].to(tl.int64) * stride_gm + rd[None, :],
              (dq * scale).to(DQ.dtype.element_ty), mask=q_mask)

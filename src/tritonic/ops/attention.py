@@ -246,15 +246,16 @@ def _tma_dq(q, varlen, traced) -> bool:
     return has_tma(q.device.index or 0) and q.shape[-1] % 4 == 0 and q.numel() // q.shape[-1] < 2 ** 31
 
 
-def _tma_qdo(q, do, varlen) -> bool:
-    """Load the dK/dV kernel's Q and dO tiles through descriptors (TMA_QDO)? Opt-in until timed
-    on a GPU: TRITONIC_ATTENTION_TMA_QDO=1, where the forward's K/V descriptors apply
-    (``_tma_kv``). Offline (scripts/bwd_compile_check.py, sm_90) it cuts the kernel's spills at
-    d128, 64x64 blocks, 4 warps, from 680 to 120 bytes (784 to 184 with TMA_DQ), at d64 from
-    44 to none: the per-element addresses of pointer loads stay out of registers."""
-    if os.environ.get("TRITONIC_ATTENTION_TMA_QDO", "0").strip().lower() not in ("1", "on", "true"):
+def _tma_bwd(q, k, v, do, varlen) -> bool:
+    """The backward's tiles through descriptors: Q and dO in the dK/dV kernel (TMA_QDO), K and V
+    in the dQ kernel (TMA_KV)? Opt-in until timed on a GPU: TRITONIC_ATTENTION_TMA_BWD=1, where
+    the forward's K/V descriptors apply (``_tma_kv``) to both pairs. Offline
+    (scripts/bwd_compile_check.py, sm_90) it cuts the dK/dV kernel's spills at d128, 64x64
+    blocks, 4 warps, from 680 to 120 bytes (784 to 184 with TMA_DQ), at d64 from 44 to none:
+    the per-element addresses of pointer loads stay out of registers."""
+    if os.environ.get("TRITONIC_ATTENTION_TMA_BWD", "0").strip().lower() not in ("1", "on", "true"):
         return False
-    return _tma_kv(q, do, varlen)
+    return _tma_kv(q, do, varlen) and _tma_kv(k, v, varlen)
 
 
 def _fwd_tuner(block_d):
@@ -359,7 +360,7 @@ def _backward_impl(do, q, k, v, o, lse, mask, bias, alibi_slopes, window, scale,
     cu_q, cu_k = (varlen[0], varlen[1]) if varlen is not None else (None, None)
     common = (*_bhm(q, varlen), *_bhm(k, varlen), *_bhm(v, varlen), *_bhm(do, varlen), *strides, *scalars)
     tma_dq_ok = _tma_dq(q, varlen, is_traced(q, k, v))
-    tma_qdo = _tma_qdo(q, do, varlen)
+    tma_bwd = _tma_bwd(q, k, v, do, varlen)
 
     def run(config):  # both kernels (or the one with atomic dQ) under one config, timed together
         meta = config.meta()
@@ -371,20 +372,24 @@ def _backward_impl(do, q, k, v, o, lse, mask, bias, alibi_slopes, window, scale,
         tma_dq = bool(atomic) and tma_dq_ok
         acc_desc = descriptor(acc, [acc.numel() // D, D], [D, 1], [bm, block_d]) if tma_dq else None
         qd = dod = None
-        if tma_qdo:
+        if tma_bwd:
             qd = descriptor(q, list(q.shape), list(q.stride()), [1, 1, bm, block_d])
             dod = descriptor(do, list(do.shape), list(do.stride()), [1, 1, bm, block_d])
         launch(_attn_bwd_dkdv, ((Sk + bn - 1) // bn, B * Hk), q, k, v, do, lse, delta, dk, dv, dbias, acc, acc_desc,
                qd, dod, m, bb, slopes, cu_q, cu_k, *_bhm(lse, varlen), *_bhm(dk, varlen)[:3],
                *(_bhm(acc, varlen)[:3] if atomic else (0, 0, 0)), *common, **flags,
-               HAS_DBIAS=need_dbias, ATOMIC_DQ=bool(atomic), TMA_DQ=tma_dq, TMA_QDO=tma_qdo, BLOCK_D=block_d,
+               HAS_DBIAS=need_dbias, ATOMIC_DQ=bool(atomic), TMA_DQ=tma_dq, TMA_QDO=tma_bwd, BLOCK_D=block_d,
                **meta)
         if atomic:  # the accumulator holds dQ / scale in float32
             torch.mul(acc, scalars[5], out=dq)
         else:
-            launch(_attn_bwd_dq, ((Sq + bm - 1) // bm, B * H), q, k, v, do, lse, delta, dq, m, bb, slopes,
-                   cu_q, cu_k, *_bhm(lse, varlen), *_bhm(dq, varlen)[:3], *common, **flags, BLOCK_D=block_d,
-                   **meta)
+            kd = vd = None
+            if tma_bwd:
+                kd = descriptor(k, list(k.shape), list(k.stride()), [1, 1, bn, block_d])
+                vd = descriptor(v, list(v.shape), list(v.stride()), [1, 1, bn, block_d])
+            launch(_attn_bwd_dq, ((Sq + bm - 1) // bm, B * H), q, k, v, do, lse, delta, dq, kd, vd, m, bb, slopes,
+                   cu_q, cu_k, *_bhm(lse, varlen), *_bhm(dq, varlen)[:3], *common, **flags, TMA_KV=tma_bwd,
+                   BLOCK_D=block_d, **meta)
 
     _tuned_run(_bwd_tuner(block_d), run, (q.dtype, Sq, Sk, block_d, need_dbias, tuple(flags.values())),
                is_traced(q, k, v))
