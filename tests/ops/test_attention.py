@@ -163,6 +163,28 @@ def test_decode_window_float16_and_empty_cache(device):
              atol_ulps=ULPS)
     out = attention_decode(q, k, v, torch.tensor([0, 17], device=device))  # an empty cache: zeros
     assert (out[0] == 0).all() and torch.isfinite(out).all()
+    out = attention_decode(q, k, v, torch.tensor([0, 17], device=device), num_splits=1)  # (one pass)
+    assert (out[0] == 0).all() and torch.isfinite(out).all()
+
+
+def test_decode_with_one_split_runs_one_kernel(device, monkeypatch):
+    """One split: the first pass writes the output itself (no partials, no combine pass)."""
+    import importlib
+
+    mod = importlib.import_module("tritonic.ops.attention_decode")
+    launched = []
+    real = mod.launch
+    monkeypatch.setattr(mod, "launch", lambda kernel, *a, **k: (launched.append(kernel), real(kernel, *a, **k)))
+    q = torch.randn(2, 4, 1, 16, device=device)
+    k = torch.randn(2, 2, 50, 16, device=device)
+    v = torch.randn(2, 2, 50, 16, device=device)
+    lens = torch.tensor([50, 21], dtype=torch.int32, device=device)
+    check_op(lambda q, k, v: attention_decode(q, k, v, lens, num_splits=1),
+             lambda q, k, v: attention_decode_reference(q, k, v, lens), dict(q=q, k=k, v=v), atol_ulps=ULPS)
+    assert mod._attn_decode_combine not in launched and mod._attn_decode_split in launched
+    launched.clear()
+    attention_decode(q, k, v, lens, num_splits=2)
+    assert launched == [mod._attn_decode_split, mod._attn_decode_combine]
 
 
 @pytest.mark.parametrize("splits", [None, 3])

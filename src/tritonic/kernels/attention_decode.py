@@ -1,6 +1,7 @@
 """Attention over a KV cache for a few new tokens (flash-decoding): the cache is split
 along its length, each split writes a partial output and log-sum-exp
-(``_attn_decode_split``), and ``_attn_decode_combine`` merges the splits.
+(``_attn_decode_split``), and ``_attn_decode_combine`` merges the splits. With one split
+(DIRECT) the first pass writes the output itself and the second does not run.
 """
 
 import triton
@@ -18,6 +19,7 @@ def _attn_decode_split(
     KMASK,  # (B, S_max) bool, row stride stride_mb: False = this key is not attended; read only if HAS_KMASK
     PO,  # (B, H_KV, SPLITS, GROUP * Sq, D) float32 out: each split's normalised partial output
     PLSE,  # (B, H_KV, SPLITS, GROUP * Sq) float32 out: each split's log-sum-exp (natural log)
+    O,  # (B, H, Sq, D) out, contiguous: written here instead of PO / PLSE when DIRECT
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -30,6 +32,7 @@ def _attn_decode_split(
     BLOCK_M: tl.constexpr,  # >= GROUP * Sq: every query head of the group and every new token, one tile
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
+    DIRECT: tl.constexpr,  # one split: the output itself, normalised, and no second pass
     USE_PDL: tl.constexpr = False,  # programmatic dependent launch (kernels/pdl.py)
 ):
     """Flash-decoding, first pass: one program per (sequence, key/value head, cache split).
@@ -83,9 +86,13 @@ def _attn_decode_split(
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         m_i = m_new
     empty = l_i == 0.0
+    out = acc / tl.where(empty, 1.0, l_i)[:, None]  # a row that saw no key: zeros
+    if DIRECT:
+        o_ptr = O + ((b * (H_KV * GROUP) + h[:, None]) * Sq + t[:, None]) * D + rd[None, :]
+        tl.store(o_ptr, out.to(O.dtype.element_ty), mask=row_ok[:, None] & (rd[None, :] < D))
+        return
     base = (bk.to(tl.int64) * SPLITS + split) * (GROUP * Sq)
-    tl.store(PO + (base + r[:, None]) * D + rd[None, :], acc / tl.where(empty, 1.0, l_i)[:, None],
-             mask=row_ok[:, None] & (rd[None, :] < D))
+    tl.store(PO + (base + r[:, None]) * D + rd[None, :], out, mask=row_ok[:, None] & (rd[None, :] < D))
     lse = tl.where(empty, float("-inf"), (m_i + tl.log2(tl.where(empty, 1.0, l_i))) / 1.4426950408889634)
     tl.store(PLSE + base + r, lse, mask=row_ok)
 

@@ -87,21 +87,28 @@ def attention_decode(q, k_cache, v_cache, cache_seqlens, *, causal=True, window=
         num_splits = default_splits(B * Hk, n_blocks, num_sms(q.device.index))
     split_len = ((n_blocks + num_splits - 1) // num_splits) * block_n
     num_splits = (S_max + split_len - 1) // split_len
-    po = torch.empty((B, Hk, num_splits, group * Sq, D), dtype=torch.float32, device=q.device)
-    plse = torch.empty((B, Hk, num_splits, group * Sq), dtype=torch.float32, device=q.device)
+    direct = num_splits == 1  # one split: the first pass writes the output, no combine
     out = empty((B, H, Sq, D), dtype=q.dtype, device=q.device)
+    if direct:
+        po = plse = None
+    else:
+        po = torch.empty((B, Hk, num_splits, group * Sq, D), dtype=torch.float32, device=q.device)
+        plse = torch.empty((B, Hk, num_splits, group * Sq), dtype=torch.float32, device=q.device)
     precision = "tf32" if q.dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32 else "ieee"
     seqlens = cache_seqlens.to(torch.int32)
     # inside tritonic's captures (generate's decode graphs) both kernels use PDL: the combine
     # starts while the splits finish, the first pass while the kernel before it finishes
     pdl = _pdl.pdl_meta(q.device, B * Sq) if _pdl.ACTIVE and not is_traced(q, k_cache, v_cache) else _pdl.OFF
-    launch(_attn_decode_split, (num_splits, B * Hk), q, k_cache, v_cache, seqlens, key_mask, po, plse,
+    launch(_attn_decode_split, (num_splits, B * Hk), q, k_cache, v_cache, seqlens, key_mask, po, plse, out,
            *q.stride(), *k_cache.stride(), *v_cache.stride(), key_mask.stride(0) if key_mask is not None else 0,
            Hk, group, Sq, D, float(1.0 / math.sqrt(D) if scale is None else scale),
            int(window) if window is not None else 0, split_len,
            CAUSAL=bool(causal), HAS_WINDOW=window is not None, HAS_KMASK=key_mask is not None,
            PRECISION=precision, BLOCK_M=block_m,
-           BLOCK_N=block_n, BLOCK_D=block_d, num_warps=4, num_stages=1 if interpreter_active() else 3, **pdl)
+           BLOCK_N=block_n, BLOCK_D=block_d, DIRECT=direct, num_warps=4,
+           num_stages=1 if interpreter_active() else 3, **pdl)
+    if direct:
+        return out
     launch(_attn_decode_combine, (group * Sq, B * Hk), po, plse, out, Hk, group, Sq, D, num_splits,
            BLOCK_S=max(2, 1 << (num_splits - 1).bit_length()), BLOCK_D=block_d, num_warps=4, **pdl)
     return out
