@@ -1,7 +1,7 @@
 """Offline sm_90 compile of the general attention backward kernels (no GPU needed): registers,
 spills and shared memory per config, to see which tiles fit before timing them.
 
-    python scripts/bwd_compile_check.py dkdv 128 64,64,4,2 [atomic] [tmadq] [tmabwd] [causal]
+    python scripts/bwd_compile_check.py dkdv 128 64,64,4,2 [atomic] [tmadq] [tmabwd] [hm] [causal]
     python scripts/bwd_compile_check.py dq 128 64,64,4,2 [tmabwd] [causal]
 
 bfloat16, dense, unit last strides, 16-divisible sizes and strides.
@@ -41,7 +41,7 @@ def main(argv):
                V_DESC=f"tensordesc<bf16[1,1,{BN},{D}]>")
     const = dict(VARLEN=False, CAUSAL="causal" in flags, HAS_MASK=False, KEY_PADDING=False, HAS_BIAS=False,
                  HAS_ALIBI=False, HAS_WINDOW=False, PRECISION="tf32", BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=D,
-                 stride_qd=1, stride_kd=1, stride_vd=1, stride_od=1)
+                 stride_qd=1, stride_kd=1, stride_vd=1, stride_od=1, HEAD_MAJOR="hm" in flags)
     if which == "dkdv":
         const.update(HAS_DBIAS=False, ATOMIC_DQ="atomic" in flags or "tmadq" in flags)
         const["TMA_DQ"] = "tmadq" in flags

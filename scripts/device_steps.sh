@@ -68,6 +68,7 @@
 #   retune15    attention's GPU tests, then attention.py re-tuned (TRITONIC_AUTOTUNE=retune, TRITONIC_TUNE_LOG)
 #   decode15    benchmarks/decode.py alone
 #   tmadq       the bulk reduce-add dQ: its GPU tests, then attention.py fwd+bwd re-tuned
+#   headmajor   T5-bias attention with programs head-major (default) and batch-major, alternated twice
 #   tmabwd      the backward's tiles through descriptors: GPU tests, then the dense fwd+bwd re-tuned off / on
 #   wsverify    every WS forward config: d64/d128 x dense, causal, mask, bias at 1024/1000 keys
 #   wsfix       WS probes, WS GPU tests, then forward with WS=fwd and without (dense, bert-mask, t5-bias)
@@ -391,6 +392,11 @@ for step in "$@"; do
                     run tmabwd "attn$on" 240 python3 benchmarks/attention.py --graph always \
                     --providers sdpa-cudnn,tritonic --modes fwd+bwd --only "4x16x4096" --out "$R/tmabwd/attn$on"
             done ;;
+        headmajor)  # a bias shared by the batch: programs head-major (default) against batch-major, alternated twice
+            for i in 1 2; do for hm in 0 1; do
+                TRITONIC_ATTENTION_HEAD_MAJOR=$hm run headmajor "hm${hm}_$i" 120 python3 benchmarks/attention.py \
+                    --graph always --providers tritonic --modes fwd,fwd+bwd --only "t5-bias" --out "$R/headmajor/hm${hm}_$i"
+            done; done ;;
         next15)  # fifteenth session: the GPU suite with the new defaults, attention as shipped, first calls, launch
             bash "$0" tests-ops attn-default firstcall-lazy launch3 ;;
         wsverify)  # every WS forward config over head dims, flags, lengths; one process per config

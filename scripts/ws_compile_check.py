@@ -2,7 +2,7 @@
 Triton's Hopper pass split them (a `ttg.warp_specialize` op, `setmaxnreg` in the PTX), and
 do they spill? How the twelfth session found the shape the pass accepts (docs/attention.md).
 
-    python scripts/ws_compile_check.py fwd 128 128,128,4,2 [causal] [mask] [bias] [kpm]
+    python scripts/ws_compile_check.py fwd 128 128,128,4,2 [causal] [mask] [bias] [kpm] [hm]
     python scripts/ws_compile_check.py dkdv 128 64,64,4,2 [causal]
     python scripts/ws_compile_check.py dq 128 128,64,4,2 [causal] [mask]
 
@@ -47,7 +47,8 @@ def main(argv):
     const = dict(CAUSAL="causal" in flags, BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=D)
     if which == "fwd":
         const.update(MASK_KEYS="mask" in flags or "kpm" in flags, HAS_BIAS="bias" in flags, BIAS_B=False,
-                     BIAS_H=True, KEY_PADDING="kpm" in flags, USE_PDL=False, stride_od=1, stride_lm=1)
+                     BIAS_H=True, KEY_PADDING="kpm" in flags, USE_PDL=False, stride_od=1, stride_lm=1,
+                     HEAD_MAJOR="hm" in flags)
     if which == "dq":
         const["MASK_KEYS"] = "mask" in flags
     sig.update({k: "constexpr" for k in const})

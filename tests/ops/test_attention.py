@@ -306,6 +306,29 @@ def test_backward_through_tensor_descriptors(device, monkeypatch, dq_mode):
     if dq_mode == "kernel":
         assert any(kernel is mod._attn_bwd_dq for kernel, _ in metas)
 
+
+@pytest.mark.parametrize("dq_mode", ["kernel", "atomic"])
+def test_head_major_programs_for_a_bias_shared_by_the_batch(device, monkeypatch, dq_mode):
+    """A bias broadcast over the batch (T5's) orders the programs head-major (HEAD_MAJOR), in
+    the forward and both backward kernels: same answers and gradients, GQA included; a bias with
+    a batch axis, or one sequence, keeps the batch-major order."""
+    import importlib
+
+    mod = importlib.import_module("tritonic.ops.attention")
+    monkeypatch.setattr(mod, "_DQ_MODE", dq_mode)
+    metas = []
+    real = mod.launch
+    monkeypatch.setattr(mod, "launch", lambda kernel, *a, **k: (metas.append((kernel, k)), real(kernel, *a, **k)))
+    args = _qkv(3, 4, 2, 19, 23, 16, torch.float32, device)
+    args["bias"] = torch.randn(1, 4, 19, 23, device=device)
+    _check(args, grads=["q", "k", "v", "bias"], scale=1.0, causal=True)
+    flags = [k["HEAD_MAJOR"] for kernel, k in metas if kernel in (mod._attn_fwd, mod._attn_bwd_dkdv, mod._attn_bwd_dq)]
+    assert len(flags) >= 2 and all(flags)
+    metas.clear()
+    args["bias"] = torch.randn(3, 4, 19, 23, device=device)
+    _check(args, grads=["q", "k", "v", "bias"], scale=1.0)
+    assert not any(k["HEAD_MAJOR"] for kernel, k in metas if "HEAD_MAJOR" in k)
+
 def test_backward_with_atomic_dq(device, monkeypatch):
     """dQ added from the dK/dV pass into a float32 accumulator (one kernel instead of two):
     the same gradients under causality, Sq != Sk, GQA, masks with empty rows, a bias with its

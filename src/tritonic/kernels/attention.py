@@ -27,8 +27,15 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
-def _heads(bh, H, GROUP):
-    """(batch, query head, key/value head) of program axis 1, as int64 for offsets."""
+def _heads(bh, H, GROUP, HEAD_MAJOR: tl.constexpr = False):
+    """(batch, query head, key/value head) of program axis 1 (B * H programs), as int64 for
+    offsets. Batch-major (b * H + h) unless HEAD_MAJOR (h * B + b): then the programs that run
+    at the same time share a head across the batch, and a bias broadcast over the batch (T5's)
+    is read from memory once per head and served from L2 to the other batch entries."""
+    if HEAD_MAJOR:
+        B = tl.num_programs(1) // H
+        h = bh // B
+        return (bh % B).to(tl.int64), h.to(tl.int64), (h // GROUP).to(tl.int64)
     h = bh % H
     return (bh // H).to(tl.int64), h.to(tl.int64), (h // GROUP).to(tl.int64)
 
@@ -200,11 +207,12 @@ def _attn_fwd(
     BLOCK_D: tl.constexpr,  # D rounded up to a power of two
     USE_PDL: tl.constexpr = False,  # programmatic dependent launch (kernels/pdl.py)
     WARP_SPEC: tl.constexpr = False,  # the unmasked key loop warp-specialised (loads / MMA / softmax warps)
+    HEAD_MAJOR: tl.constexpr = False,  # programs ordered head-major (_heads): a bias shared by the batch
 ):
     pdl_enter(USE_PDL)
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
-    b, h, h_kv = _heads(bh, H, GROUP)
+    b, h, h_kv = _heads(bh, H, GROUP, HEAD_MAJOR)
     q0, Sq, k0, Sk = _sequence(b, CU_Q, CU_K, Sq, Sk, VARLEN)
     Q += q0 * stride_qm
     O += q0 * stride_om

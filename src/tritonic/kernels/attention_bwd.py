@@ -120,6 +120,7 @@ def _attn_bwd_dkdv(
     HAS_WINDOW: tl.constexpr, HAS_DBIAS: tl.constexpr, ATOMIC_DQ: tl.constexpr, TMA_DQ: tl.constexpr,
     TMA_QDO: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
+    HEAD_MAJOR: tl.constexpr,  # programs ordered head-major (kernels/attention._heads): a bias shared by the batch
 ):
     """dK and dV of one key block of one key/value head: the scores are recomputed against
     every query block of every query head in its group (FlashAttention-2's backward). With
@@ -128,8 +129,7 @@ def _attn_bwd_dkdv(
     pid_n = tl.program_id(0)
     bhk = tl.program_id(1)
     H_KV = H // GROUP
-    b = (bhk // H_KV).to(tl.int64)
-    h_kv = (bhk % H_KV).to(tl.int64)
+    b, h_kv, _ = _heads(bhk, H_KV, 1, HEAD_MAJOR)
     q0, Sq, k0, Sk = _sequence(b, CU_Q, CU_K, Sq, Sk, VARLEN)
     Q += q0 * stride_qm
     DO += q0 * stride_om
@@ -264,11 +264,12 @@ def _attn_bwd_dq(
     HAS_BIAS: tl.constexpr, HAS_ALIBI: tl.constexpr,
     HAS_WINDOW: tl.constexpr, PRECISION: tl.constexpr, TMA_KV: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    HEAD_MAJOR: tl.constexpr,  # programs ordered head-major (kernels/attention._heads)
 ):
     """dQ of one query block of one head, recomputing its scores block by block."""
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
-    b, h, h_kv = _heads(bh, H, GROUP)
+    b, h, h_kv = _heads(bh, H, GROUP, HEAD_MAJOR)
     q0, Sq, k0, Sk = _sequence(b, CU_Q, CU_K, Sq, Sk, VARLEN)
     Q += q0 * stride_qm
     DO += q0 * stride_om

@@ -49,10 +49,11 @@ def _attn_fwd_ws(
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
     USE_PDL: tl.constexpr = False,
+    HEAD_MAJOR: tl.constexpr = False,  # programs ordered head-major (_heads): a bias shared by the batch
 ):
     pdl_enter(USE_PDL)
     pid_m = tl.program_id(0)
-    b, h, h_kv = _heads(tl.program_id(1), H, GROUP)
+    b, h, h_kv = _heads(tl.program_id(1), H, GROUP, HEAD_MAJOR)
     b32 = b.to(tl.int32)
     hk32 = h_kv.to(tl.int32)
     # Q and the bias are split between the two consumer groups (BLOCK_M / 2 rows each). Two

@@ -181,6 +181,7 @@ def _forward_impl(q, k, v, mask, bias, alibi_slopes, window, scale, causal, varl
 
     tma = _tma_kv(k, v, varlen)
     flags["TMA_KV"] = tma
+    head_major = _head_major(bb, B, varlen)
     traced = is_traced(q, k, v)
     pdl = (_pdl.pdl_meta(q.device, B * Sq if varlen is None else q.shape[0]) if _pdl.ACTIVE and not traced
            else _pdl.OFF)
@@ -197,7 +198,8 @@ def _forward_impl(q, k, v, mask, bias, alibi_slopes, window, scale, causal, varl
             vd = descriptor(v, list(v.shape), list(v.stride()), block)
         launch(_attn_fwd, ((Sq + meta["BLOCK_M"] - 1) // meta["BLOCK_M"], B * H), q, k, v, o, lse, m, bb, slopes,
                cu_q, cu_k, kd, vd, *_bhm(lse, varlen), *_bhm(q, varlen), *_bhm(k, varlen), *_bhm(v, varlen),
-               *_bhm(o, varlen), *strides, *scalars, **flags, BLOCK_D=block_d, **meta, **pdl)
+               *_bhm(o, varlen), *strides, *scalars, **flags, BLOCK_D=block_d, **meta, **pdl,
+               HEAD_MAJOR=head_major)
 
     _tuned_run(_fwd_tuner(block_d), run, (q.dtype, Sq, Sk, block_d, tuple(flags.values())), traced)
     return o, lse
@@ -232,6 +234,16 @@ _BWD_TUNERS = {  # (pruned at 435f16d: the configs at >= 1.36x the best on every
 }
 _INTERPRETER_CONFIG = Config.of(num_warps=4, num_stages=1, BLOCK_M=16, BLOCK_N=16)
 _DQ_MODE = {"atomic": "atomic", "kernel": "kernel"}.get(os.environ.get("TRITONIC_ATTENTION_DQ", "").strip().lower())
+
+
+def _head_major(bb, B, varlen) -> bool:
+    """Order the programs head-major (kernels/attention._heads)? Where a bias is shared by the
+    batch (T5's relative-position bias, (1, H, Sq, Sk)): the programs running together then read
+    one head's bias, once from memory for the whole batch, instead of every head's for one
+    batch entry (B times over). TRITONIC_ATTENTION_HEAD_MAJOR=0 keeps the batch-major order."""
+    if os.environ.get("TRITONIC_ATTENTION_HEAD_MAJOR", "1").strip() == "0":
+        return False
+    return bb is not None and varlen is None and B > 1 and bb.stride(0) == 0
 
 
 def _tma_dq(q, varlen, traced) -> bool:
@@ -361,6 +373,7 @@ def _backward_impl(do, q, k, v, o, lse, mask, bias, alibi_slopes, window, scale,
     common = (*_bhm(q, varlen), *_bhm(k, varlen), *_bhm(v, varlen), *_bhm(do, varlen), *strides, *scalars)
     tma_dq_ok = _tma_dq(q, varlen, is_traced(q, k, v))
     tma_bwd = _tma_bwd(q, k, v, do, varlen)
+    head_major = _head_major(bb, B, varlen)
 
     def run(config):  # both kernels (or the one with atomic dQ) under one config, timed together
         meta = config.meta()
@@ -379,7 +392,7 @@ def _backward_impl(do, q, k, v, o, lse, mask, bias, alibi_slopes, window, scale,
                qd, dod, m, bb, slopes, cu_q, cu_k, *_bhm(lse, varlen), *_bhm(dk, varlen)[:3],
                *(_bhm(acc, varlen)[:3] if atomic else (0, 0, 0)), *common, **flags,
                HAS_DBIAS=need_dbias, ATOMIC_DQ=bool(atomic), TMA_DQ=tma_dq, TMA_QDO=tma_bwd, BLOCK_D=block_d,
-               **meta)
+               HEAD_MAJOR=head_major, **meta)
         if atomic:  # the accumulator holds dQ / scale in float32
             torch.mul(acc, scalars[5], out=dq)
         else:
@@ -389,7 +402,7 @@ def _backward_impl(do, q, k, v, o, lse, mask, bias, alibi_slopes, window, scale,
                 vd = descriptor(v, list(v.shape), list(v.stride()), [1, 1, bn, block_d])
             launch(_attn_bwd_dq, ((Sq + bm - 1) // bm, B * H), q, k, v, do, lse, delta, dq, kd, vd, m, bb, slopes,
                    cu_q, cu_k, *_bhm(lse, varlen), *_bhm(dq, varlen)[:3], *common, **flags, TMA_KV=tma_bwd,
-                   BLOCK_D=block_d, **meta)
+                   BLOCK_D=block_d, HEAD_MAJOR=head_major, **meta)
 
     _tuned_run(_bwd_tuner(block_d), run, (q.dtype, Sq, Sk, block_d, need_dbias, tuple(flags.values())),
                is_traced(q, k, v))

@@ -121,7 +121,7 @@ def _mask_descriptor(m, bn):
 
 def forward(q, k, v, o, lse, m, bb, scalars, block_d, causal, pdl, traced) -> None:
     """Fill ``o`` and ``lse`` (tuned apart from the general kernel: its own table name)."""
-    from tritonic.ops.attention import _tuned_run
+    from tritonic.ops.attention import _head_major, _tuned_run
 
     B, H, Sq, _ = q.shape
     Sk = k.shape[2]
@@ -139,7 +139,7 @@ def forward(q, k, v, o, lse, m, bb, scalars, block_d, causal, pdl, traced) -> No
                *bias_strides, *o.stride(), *lse.stride(), rows.stride(0) if rows is not None else 0, *scalars[:6],
                CAUSAL=bool(causal), MASK_KEYS=bool(causal) or Sk % bn != 0 or m is not None,
                HAS_BIAS=bb is not None, BIAS_B=bias_b, BIAS_H=bias_h, KEY_PADDING=m is not None, BLOCK_D=block_d,
-               **meta, **pdl)
+               HEAD_MAJOR=_head_major(bb, B, None), **meta, **pdl)
 
     _tuned_run(TUNER, run, (q.dtype, Sq, Sk, block_d, bool(causal), m is not None, bb is not None), traced)
 
