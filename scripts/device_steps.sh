@@ -65,6 +65,7 @@
 #   attn-default  attention.py as shipped (all cases, cuDNN/flash/SDPA), masked cases with WS forced, ws_short.py,
 #               decode_splits.py (flash-decoding's split count where it trails SDPA)
 #   next15      tests-ops, attn-default, firstcall-lazy, launch3
+#   next16      tests-ops, tmabwd, headmajor, decode, models-tritonic
 #   retune15    attention's GPU tests, then attention.py re-tuned (TRITONIC_AUTOTUNE=retune, TRITONIC_TUNE_LOG)
 #   decode15    benchmarks/decode.py alone
 #   tmadq       the bulk reduce-add dQ: its GPU tests, then attention.py fwd+bwd re-tuned
@@ -397,6 +398,8 @@ for step in "$@"; do
                 TRITONIC_ATTENTION_HEAD_MAJOR=$hm run headmajor "hm${hm}_$i" 120 python3 benchmarks/attention.py \
                     --graph always --providers tritonic --modes fwd,fwd+bwd --only "t5-bias" --out "$R/headmajor/hm${hm}_$i"
             done; done ;;
+        next16)  # sixteenth session: the GPU ops suite, the backward's descriptors, head-major bias, decode, models
+            bash "$0" tests-ops tmabwd headmajor decode models-tritonic ;;
         next15)  # fifteenth session: the GPU suite with the new defaults, attention as shipped, first calls, launch
             bash "$0" tests-ops attn-default firstcall-lazy launch3 ;;
         wsverify)  # every WS forward config over head dims, flags, lengths; one process per config
