@@ -329,6 +329,30 @@ def test_head_major_programs_for_a_bias_shared_by_the_batch(device, monkeypatch,
     _check(args, grads=["q", "k", "v", "bias"], scale=1.0)
     assert not any(k["HEAD_MAJOR"] for kernel, k in metas if "HEAD_MAJOR" in k)
 
+
+def test_dq_kernel_with_its_own_blocks(device, monkeypatch):
+    """A backward config with DQ_* entries runs the dQ kernel on its own blocks, warps and
+    stages (the dK/dV kernel keeps the config's): same gradients, odd lengths, GQA, causal."""
+    import importlib
+
+    from tritonic.runtime.autotune import Config
+
+    mod = importlib.import_module("tritonic.ops.attention")
+    monkeypatch.setattr(mod, "_DQ_MODE", "kernel")
+    cfg = Config.of(num_warps=4, num_stages=1, BLOCK_M=16, BLOCK_N=16, DQ_BLOCK_M=32, DQ_BLOCK_N=16, DQ_WARPS=4,
+                    DQ_STAGES=1)
+    real_run = mod._tuned_run
+    monkeypatch.setattr(mod, "_tuned_run", lambda tuner, run, key, traced=False: run(cfg) if tuner in
+                        mod._BWD_TUNERS.values() else real_run(tuner, run, key, traced))
+    metas = []
+    real = mod.launch
+    monkeypatch.setattr(mod, "launch", lambda kernel, *a, **k: (metas.append((kernel, k)), real(kernel, *a, **k)))
+    _check(_qkv(2, 4, 2, 37, 29, 16, torch.float32, device), causal=True)
+    dq = [k for kernel, k in metas if kernel is mod._attn_bwd_dq]
+    dkdv = [k for kernel, k in metas if kernel is mod._attn_bwd_dkdv]
+    assert dq and all(k["BLOCK_M"] == 32 and k["BLOCK_N"] == 16 for k in dq)
+    assert dkdv and all(k["BLOCK_M"] == 16 and "DQ_BLOCK_M" not in k for k in dkdv)
+
 def test_backward_with_atomic_dq(device, monkeypatch):
     """dQ added from the dK/dV pass into a float32 accumulator (one kernel instead of two):
     the same gradients under causality, Sq != Sk, GQA, masks with empty rows, a bias with its

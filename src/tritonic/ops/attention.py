@@ -228,6 +228,10 @@ _BWD_TUNERS = {  # (pruned at 435f16d: the configs at >= 1.36x the best on every
     "narrow": Autotuner("attention_bwd2", [
         *_attn_configs([(64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 2), (64, 64, 4, 3),
                         (32, 64, 4, 2)]),  # (the smallest: what fits with float32 inputs at d128)
+        # dK/dV on 64x64 blocks with 4 warps, dQ on its own larger blocks with 8 (offline, sm_90,
+        # d128: 218 / 255 registers and no spills, where dQ's 128-row blocks with 4 warps spill)
+        *(Config.of(num_warps=4, num_stages=2, BLOCK_M=64, BLOCK_N=64, DQ_BLOCK_M=qm, DQ_BLOCK_N=qn,
+                    DQ_WARPS=8, DQ_STAGES=2) for qm, qn in [(128, 64), (128, 128)]),
         *(Config.of(num_warps=w, num_stages=st, BLOCK_M=bm, BLOCK_N=bn, ATOMIC_DQ=1)
           for bm, bn, w, st in [(64, 64, 4, 2), (128, 128, 8, 2), (64, 64, 4, 3)])]),
     "wide": Autotuner("attention_bwd_d256", _attn_configs([(32, 32, 4, 2), (32, 32, 8, 1), (64, 32, 8, 1)])),
@@ -378,6 +382,10 @@ def _backward_impl(do, q, k, v, o, lse, mask, bias, alibi_slopes, window, scale,
     def run(config):  # both kernels (or the one with atomic dQ) under one config, timed together
         meta = config.meta()
         atomic = meta.pop("ATOMIC_DQ", 0)  # popped in every mode: the launch passes its own
+        dq_meta = meta  # the dQ kernel's blocks, warps and stages: the config's, or its DQ_* own
+        if "DQ_BLOCK_M" in meta:
+            dq_meta = {"BLOCK_M": meta.pop("DQ_BLOCK_M"), "BLOCK_N": meta.pop("DQ_BLOCK_N"),
+                       "num_warps": meta.pop("DQ_WARPS"), "num_stages": meta.pop("DQ_STAGES")}
         atomic = atomic if _DQ_MODE is None else _DQ_MODE == "atomic"
         atomic = atomic and not torch.are_deterministic_algorithms_enabled()  # atomics add in any order
         bm, bn = meta["BLOCK_M"], meta["BLOCK_N"]
@@ -396,13 +404,14 @@ def _backward_impl(do, q, k, v, o, lse, mask, bias, alibi_slopes, window, scale,
         if atomic:  # the accumulator holds dQ / scale in float32
             torch.mul(acc, scalars[5], out=dq)
         else:
+            qm, qn = dq_meta["BLOCK_M"], dq_meta["BLOCK_N"]
             kd = vd = None
             if tma_bwd:
-                kd = descriptor(k, list(k.shape), list(k.stride()), [1, 1, bn, block_d])
-                vd = descriptor(v, list(v.shape), list(v.stride()), [1, 1, bn, block_d])
-            launch(_attn_bwd_dq, ((Sq + bm - 1) // bm, B * H), q, k, v, do, lse, delta, dq, kd, vd, m, bb, slopes,
+                kd = descriptor(k, list(k.shape), list(k.stride()), [1, 1, qn, block_d])
+                vd = descriptor(v, list(v.shape), list(v.stride()), [1, 1, qn, block_d])
+            launch(_attn_bwd_dq, ((Sq + qm - 1) // qm, B * H), q, k, v, do, lse, delta, dq, kd, vd, m, bb, slopes,
                    cu_q, cu_k, *_bhm(lse, varlen), *_bhm(dq, varlen)[:3], *common, **flags, TMA_KV=tma_bwd,
-                   BLOCK_D=block_d, HEAD_MAJOR=head_major, **meta)
+                   BLOCK_D=block_d, HEAD_MAJOR=head_major, **dq_meta)
 
     _tuned_run(_bwd_tuner(block_d), run, (q.dtype, Sq, Sk, block_d, need_dbias, tuple(flags.values())),
                is_traced(q, k, v))
