@@ -7,21 +7,19 @@ spills and shared memory per config, to see which tiles fit before timing them.
 bfloat16, dense, unit last strides, 16-divisible sizes and strides.
 """
 
-import glob
-import os
 import re
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from tritonic.kernels.attention_bwd import _attn_bwd_dkdv, _attn_bwd_dq  # noqa: E402
+from ws_compile_check import ptxas_report  # noqa: E402  (scripts/: its ptxas run)
 
 
 def main(argv):
@@ -61,13 +59,7 @@ def main(argv):
         print(f"{which} d{D} {argv[2]} {sorted(flags)}: compile failed ({type(e).__name__}: {e})"[:400])
         return 1
     ptx = k.asm["ptx"]
-    ptxas = glob.glob(os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/ptxas"))[0]
-    with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
-        f.write(ptx)
-    r = subprocess.run([ptxas, "-arch=sm_90a", "-v", f.name, "-o", os.devnull], capture_output=True, text=True)
-    os.unlink(f.name)
-    report = " | ".join(line.split("info    :")[-1].strip() for line in r.stderr.splitlines()
-                        if "Used" in line or "spill" in line)
+    report = ptxas_report(ptx)
     n_red = ptx.count("cp.reduce.async.bulk")
     n_atomic = len(re.findall(r"\b(?:red|atom)\.global", ptx))
     n_wgmma = ptx.count("wgmma.mma_async")

@@ -32,6 +32,17 @@ from tritonic.kernels.attention_ws import _attn_fwd_ws  # noqa: E402
 from tritonic.kernels.attention_ws_bwd import _attn_bwd_dkdv_ws, _attn_bwd_dq_ws  # noqa: E402
 
 
+def ptxas_report(ptx: str) -> str:
+    """Triton's ptxas on ``ptx`` for sm_90a: its register and spill lines, joined."""
+    ptxas = glob.glob(os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/ptxas"))[0]
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
+        f.write(ptx)
+    r = subprocess.run([ptxas, "-arch=sm_90a", "-v", f.name, "-o", os.devnull], capture_output=True, text=True)
+    os.unlink(f.name)
+    return " | ".join(line.split("info    :")[-1].strip() for line in r.stderr.splitlines()
+                      if "Used" in line or "spill" in line)
+
+
 def main(argv):
     which, D = argv[0], int(argv[1])
     BM, BN, W, ST = (int(x) for x in argv[2].split(","))
@@ -62,13 +73,7 @@ def main(argv):
         print(f"{which} d{D} {argv[2]} {sorted(flags)}: compile failed ({type(e).__name__})")
         return 1
     ptx = k.asm["ptx"]
-    ptxas = glob.glob(os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/ptxas"))[0]
-    with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
-        f.write(ptx)
-    r = subprocess.run([ptxas, "-arch=sm_90a", "-v", f.name, "-o", os.devnull], capture_output=True, text=True)
-    os.unlink(f.name)
-    report = " | ".join(line.split("info    :")[-1].strip() for line in r.stderr.splitlines()
-                        if "Used" in line or "spill" in line)
+    report = ptxas_report(ptx)
     split = len(re.findall("ttg.warp_specialize", k.asm["ttgir"])) > 0
     for line in k.asm["ttgir"].splitlines():  # the TMA copies: box against destination, coordinates
         if "async_tma_copy_global_to_local" in line:  # (a tile split between the consumer groups

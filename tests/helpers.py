@@ -106,3 +106,11 @@ def assert_graph_replays(step, refill, **close) -> None:
     torch.cuda.synchronize()
     for a, b in zip(outs, step()):
         torch.testing.assert_close(a, b, **close)
+
+
+def spy_launches(monkeypatch, module) -> list:
+    """Every launch ``module`` makes from now on, as (kernel, keyword arguments); each still runs."""
+    seen = []
+    real = module.launch
+    monkeypatch.setattr(module, "launch", lambda kernel, *a, **k: (seen.append((kernel, k)), real(kernel, *a, **k)))
+    return seen

@@ -5,7 +5,7 @@ broadcast bias, bad input."""
 import pytest
 import torch
 
-from tests.helpers import check_op
+from tests.helpers import check_op, spy_launches
 from tritonic.ops import attention, attention_reference
 
 ULPS = 8
@@ -288,9 +288,7 @@ def test_backward_through_tensor_descriptors(device, monkeypatch, dq_mode):
     monkeypatch.setenv("TRITONIC_ATTENTION_TMA", "1")
     monkeypatch.setenv("TRITONIC_ATTENTION_TMA_BWD", "1")
     monkeypatch.setattr(mod, "_DQ_MODE", dq_mode)
-    metas = []
-    real = mod.launch
-    monkeypatch.setattr(mod, "launch", lambda kernel, *a, **k: (metas.append((kernel, k)), real(kernel, *a, **k)))
+    metas = spy_launches(monkeypatch, mod)
     _check(_qkv(2, 4, 2, 37, 29, 16, torch.float32, device), causal=True)
     mask = torch.ones(2, 1, 1, 29, dtype=torch.bool, device=device)
     mask[0, ..., 17:] = False
@@ -316,9 +314,7 @@ def test_head_major_programs_for_a_bias_shared_by_the_batch(device, monkeypatch,
 
     mod = importlib.import_module("tritonic.ops.attention")
     monkeypatch.setattr(mod, "_DQ_MODE", dq_mode)
-    metas = []
-    real = mod.launch
-    monkeypatch.setattr(mod, "launch", lambda kernel, *a, **k: (metas.append((kernel, k)), real(kernel, *a, **k)))
+    metas = spy_launches(monkeypatch, mod)
     args = _qkv(3, 4, 2, 19, 23, 16, torch.float32, device)
     args["bias"] = torch.randn(1, 4, 19, 23, device=device)
     _check(args, grads=["q", "k", "v", "bias"], scale=1.0, causal=True)
@@ -344,9 +340,7 @@ def test_dq_kernel_with_its_own_blocks(device, monkeypatch):
     real_run = mod._tuned_run
     monkeypatch.setattr(mod, "_tuned_run", lambda tuner, run, key, traced=False: run(cfg) if tuner in
                         mod._BWD_TUNERS.values() else real_run(tuner, run, key, traced))
-    metas = []
-    real = mod.launch
-    monkeypatch.setattr(mod, "launch", lambda kernel, *a, **k: (metas.append((kernel, k)), real(kernel, *a, **k)))
+    metas = spy_launches(monkeypatch, mod)
     _check(_qkv(2, 4, 2, 37, 29, 16, torch.float32, device), causal=True)
     dq = [k for kernel, k in metas if kernel is mod._attn_bwd_dq]
     dkdv = [k for kernel, k in metas if kernel is mod._attn_bwd_dkdv]

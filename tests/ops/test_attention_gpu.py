@@ -4,7 +4,7 @@ sizes and head dims, CUDA graphs."""
 import pytest
 import torch
 
-from tests.helpers import check_op
+from tests.helpers import check_op, spy_launches
 from tritonic.ops import attention, attention_reference
 
 pytestmark = pytest.mark.gpu
@@ -35,15 +35,13 @@ def test_both_dq_paths_bf16(D, mode, monkeypatch):
     monkeypatch.setattr(mod, "_DQ_MODE", mode.split("-")[0])
     if mode == "atomic-elementwise":
         monkeypatch.setenv("TRITONIC_ATTENTION_TMA_DQ", "0")
-    metas = []
-    real = mod.launch
-    monkeypatch.setattr(mod, "launch", lambda kernel, *a, **k: (metas.append(k), real(kernel, *a, **k)))
+    metas = spy_launches(monkeypatch, mod)
     a = dict(q=torch.randn(2, 8, 777, D, device="cuda", dtype=torch.bfloat16),
              k=torch.randn(2, 4, 777, D, device="cuda", dtype=torch.bfloat16),
              v=torch.randn(2, 4, 777, D, device="cuda", dtype=torch.bfloat16))
     check_op(lambda **k: attention(**k, causal=True), lambda **k: attention_reference(**k, causal=True), a,
              grads=["q", "k", "v"], atol_ulps=8)
-    tma = [m["TMA_DQ"] for m in metas if "TMA_DQ" in m]
+    tma = [m["TMA_DQ"] for _, m in metas if "TMA_DQ" in m]
     assert tma and all(t == (mode == "atomic" and has_tma(0)) for t in tma)
 
 
@@ -63,9 +61,7 @@ def test_tma_bwd_bf16(D, mode, monkeypatch):
     mod = importlib.import_module("tritonic.ops.attention")
     monkeypatch.setenv("TRITONIC_ATTENTION_TMA_BWD", "1")
     monkeypatch.setattr(mod, "_DQ_MODE", mode)
-    metas = []
-    real = mod.launch
-    monkeypatch.setattr(mod, "launch", lambda kernel, *a, **k: (metas.append((kernel, k)), real(kernel, *a, **k)))
+    metas = spy_launches(monkeypatch, mod)
     a = dict(q=torch.randn(2, 8, 777, D, device="cuda", dtype=torch.bfloat16),
              k=torch.randn(2, 4, 777, D, device="cuda", dtype=torch.bfloat16),
              v=torch.randn(2, 4, 777, D, device="cuda", dtype=torch.bfloat16))

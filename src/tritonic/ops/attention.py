@@ -375,7 +375,8 @@ def _backward_impl(do, q, k, v, o, lse, mask, bias, alibi_slopes, window, scale,
                  HAS_ALIBI=slopes is not None, HAS_WINDOW=window is not None, PRECISION=precision)
     cu_q, cu_k = (varlen[0], varlen[1]) if varlen is not None else (None, None)
     common = (*_bhm(q, varlen), *_bhm(k, varlen), *_bhm(v, varlen), *_bhm(do, varlen), *strides, *scalars)
-    tma_dq_ok = _tma_dq(q, varlen, is_traced(q, k, v))
+    traced = is_traced(q, k, v)
+    tma_dq_ok = _tma_dq(q, varlen, traced)
     tma_bwd = _tma_bwd(q, k, v, do, varlen)
     head_major = _head_major(bb, B, varlen)
 
@@ -413,8 +414,7 @@ def _backward_impl(do, q, k, v, o, lse, mask, bias, alibi_slopes, window, scale,
                    cu_q, cu_k, *_bhm(lse, varlen), *_bhm(dq, varlen)[:3], *common, **flags, TMA_KV=tma_bwd,
                    BLOCK_D=block_d, HEAD_MAJOR=head_major, **dq_meta)
 
-    _tuned_run(_bwd_tuner(block_d), run, (q.dtype, Sq, Sk, block_d, need_dbias, tuple(flags.values())),
-               is_traced(q, k, v))
+    _tuned_run(_bwd_tuner(block_d), run, (q.dtype, Sq, Sk, block_d, need_dbias, tuple(flags.values())), traced)
     return dq, dk, dv, dbias
 
 

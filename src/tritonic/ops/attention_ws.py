@@ -127,6 +127,7 @@ def forward(q, k, v, o, lse, m, bb, scalars, block_d, causal, pdl, traced) -> No
     Sk = k.shape[2]
     bias_strides, bias_b, bias_h = (bb.stride()[:3], bb.stride(0) != 0, bb.stride(1) != 0) if bb is not None \
         else ((0, 0, 0), False, False)
+    head_major = _head_major(bb, B, None)
 
     def run(config):
         meta = config.meta()
@@ -139,7 +140,7 @@ def forward(q, k, v, o, lse, m, bb, scalars, block_d, causal, pdl, traced) -> No
                *bias_strides, *o.stride(), *lse.stride(), rows.stride(0) if rows is not None else 0, *scalars[:6],
                CAUSAL=bool(causal), MASK_KEYS=bool(causal) or Sk % bn != 0 or m is not None,
                HAS_BIAS=bb is not None, BIAS_B=bias_b, BIAS_H=bias_h, KEY_PADDING=m is not None, BLOCK_D=block_d,
-               HEAD_MAJOR=_head_major(bb, B, None), **meta, **pdl)
+               HEAD_MAJOR=head_major, **meta, **pdl)
 
     _tuned_run(TUNER, run, (q.dtype, Sq, Sk, block_d, bool(causal), m is not None, bb is not None), traced)
 
