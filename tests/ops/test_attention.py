@@ -2,6 +2,8 @@
 ALiBi, windows, GQA, Sq != Sk, odd lengths, fully masked rows, gradients of q, k, v and a
 broadcast bias, bad input."""
 
+import importlib
+
 import pytest
 import torch
 
@@ -204,6 +206,23 @@ def test_decode_with_a_key_mask(splits, device):
              dict(q=q, k=k, v=v), atol_ulps=ULPS)
     with pytest.raises(ValueError, match="key_mask"):
         attention_decode(q, k, v, seqlens, key_mask=key_mask[:, :10])
+
+
+def test_decode_launches_compile_for_sm90(monkeypatch, device):
+    """Both decode paths compile for an H100 (the interpreter never compiles them): with one
+    split the first pass leaves PO / PLSE None, with a key mask and bfloat16 too."""
+    from tests import sm90
+    mod = importlib.import_module("tritonic.ops.attention_decode")
+    seen = sm90.record(monkeypatch, mod)
+    q = torch.randn(2, 4, 1, 64, dtype=torch.float16, device=device)
+    k, v = (torch.randn(2, 2, 40, 64, dtype=torch.float16, device=device) for _ in "kv")
+    lens = torch.tensor([40, 17], dtype=torch.int32, device=device)
+    key_mask = torch.ones(2, 40, dtype=torch.bool, device=device)
+    for splits in (1, 2):
+        attention_decode(q, k, v, lens, num_splits=splits)
+        attention_decode(q, k, v, lens, num_splits=splits, key_mask=key_mask, causal=False)
+    assert [x["name"] for x in seen].count("_attn_decode_split") == 4
+    assert sm90.compile_all(seen) == []
 
 
 def test_decode_bad_input(device):

@@ -90,11 +90,11 @@ def _attn_decode_split(
     if DIRECT:
         o_ptr = O + ((b * (H_KV * GROUP) + h[:, None]) * Sq + t[:, None]) * D + rd[None, :]
         tl.store(o_ptr, out.to(O.dtype.element_ty), mask=row_ok[:, None] & (rd[None, :] < D))
-        return
-    base = (bk.to(tl.int64) * SPLITS + split) * (GROUP * Sq)
-    tl.store(PO + (base + r[:, None]) * D + rd[None, :], out, mask=row_ok[:, None] & (rd[None, :] < D))
-    lse = tl.where(empty, float("-inf"), (m_i + tl.log2(tl.where(empty, 1.0, l_i))) / 1.4426950408889634)
-    tl.store(PLSE + base + r, lse, mask=row_ok)
+    else:  # (an early return would not do: Triton compiles what follows it, with PO = None)
+        base = (bk.to(tl.int64) * SPLITS + split) * (GROUP * Sq)
+        tl.store(PO + (base + r[:, None]) * D + rd[None, :], out, mask=row_ok[:, None] & (rd[None, :] < D))
+        lse = tl.where(empty, float("-inf"), (m_i + tl.log2(tl.where(empty, 1.0, l_i))) / 1.4426950408889634)
+        tl.store(PLSE + base + r, lse, mask=row_ok)
 
 
 @triton.jit
