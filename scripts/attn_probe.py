@@ -1,7 +1,11 @@
 """Attention probes for a GPU session (not a benchmark): where the time of a small masked
 forward+backward goes, and how decode's GB/s moves with the split count.
 
-    PYTHONPATH=src python scripts/attn_probe.py [profile] [decode]
+    PYTHONPATH=src python scripts/attn_probe.py [profile] [decode] [kernels]
+
+``kernels``: the dense B=4 H=16 S=4096 bf16 forward+backward (d128, d64, causal and not),
+each kernel's own GPU time from the profiler (which share of the step is the forward, the
+dK/dV kernel, the dQ kernel, the delta pass).
 """
 
 import sys
@@ -98,9 +102,35 @@ def decode_sweep():
         print("GB/s", " ".join(row), flush=True)
 
 
+def kernel_split():
+    from torch.profiler import ProfilerActivity, profile
+
+    for D in (128, 64):
+        for causal in (False, True):
+            q, k, v = (torch.randn(4, 16, 4096, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+                       for _ in range(3))
+            do = torch.randn_like(q)
+
+            def step():
+                return torch.autograd.grad(attention(q, k, v, causal=causal), (q, k, v), do)
+
+            for _ in range(3):
+                step()
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(5):
+                    step()
+                torch.cuda.synchronize()
+            print(f"== d{D} causal={causal}: per step, us")
+            for e in sorted(prof.key_averages(), key=lambda e: -e.self_device_time_total)[:8]:
+                print(f"  {e.self_device_time_total / 5:9.1f}  x{e.count // 5}  {e.key[:90]}", flush=True)
+
+
 if __name__ == "__main__":
     what = sys.argv[1:] or ["profile", "decode"]
     if "profile" in what:
         profile_small()
     if "decode" in what:
         decode_sweep()
+    if "kernels" in what:
+        kernel_split()
