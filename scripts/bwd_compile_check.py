@@ -63,8 +63,11 @@ def main(argv):
     n_red = ptx.count("cp.reduce.async.bulk")
     n_atomic = len(re.findall(r"\b(?:red|atom)\.global", ptx))
     n_wgmma = ptx.count("wgmma.mma_async")
+    ttgir = k.asm["ttgir"]
+    n_cvt = ttgir.count("ttg.convert_layout")
+    n_alloc = ttgir.count("ttg.local_alloc")
     print(f"{which} d{D} {argv[2]} {sorted(flags)}: {k.metadata.shared} B shared, wgmma {n_wgmma}, "
-          f"bulk reduce {n_red}, global atomics {n_atomic}; {report}")
+          f"bulk reduce {n_red}, global atomics {n_atomic}, layout converts {n_cvt}, local allocs {n_alloc}; {report}")
     return 0
 
 
