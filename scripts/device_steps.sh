@@ -402,16 +402,15 @@ for step in "$@"; do
             done; done ;;
         next16b)  # TMA_BWD on by default and the one-split decode fixed: the attention and decode GPU tests, the
             # integration tests that failed at 6d68985, the kernels' split of a step, then attention.py as shipped
-            # with the backward re-tuned (the masked cases chose without descriptors), then decode.py
+            # (the table's configs; the masked cases' backward chose without descriptors), then decode.py
             run next16b tests 200 python3 -m pytest -q -m gpu -rfE --tb=short tests/ops/test_attention_gpu.py \
                 tests/ops/test_attention_ws.py tests/test_pdl.py
             run next16b tests-int 200 python3 -m pytest -q -rfE --tb=short tests/integrations/test_graphs.py \
                 tests/integrations/test_hf.py tests/integrations/test_hf_gpu.py tests/integrations/test_rotary.py
-            run next16b kernels 90 python3 scripts/attn_probe.py kernels
-            TRITONIC_AUTOTUNE=retune TRITONIC_RETUNE_ONLY=attention_bwd2 TRITONIC_TUNE_LOG=$R/next16b/tune.jsonl \
-                run next16b attn 330 python3 benchmarks/attention.py --graph always \
+            TRITONIC_TUNE_LOG=$R/next16b/tune.jsonl run next16b attn 300 python3 benchmarks/attention.py --graph always \
                 --providers sdpa-cudnn,sdpa-flash,sdpa,tritonic --modes fwd,fwd+bwd --out "$R/next16b/attn"
-            run next16b decode 120 python3 benchmarks/decode.py --out "$R/next16b/decode" ;;
+            run next16b decode 120 python3 benchmarks/decode.py --out "$R/next16b/decode"
+            run next16b kernels 90 python3 scripts/attn_probe.py kernels ;;
         next16)  # sixteenth session: the GPU ops suite, the backward's descriptors, head-major bias, decode, models
             bash "$0" tests-ops tmabwd headmajor decode models-tritonic ;;
         next15)  # fifteenth session: the GPU suite with the new defaults, attention as shipped, first calls, launch
