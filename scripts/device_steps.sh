@@ -68,6 +68,7 @@
 #   next16      tests-ops, tmabwd, headmajor, decode, models-tritonic
 #   next16b     attention/decode GPU tests, the failed integration tests, attn_probe kernels, attention.py
 #               (backward re-tuned), decode.py
+#   next16c     the failed integration tests, attention GPU tests, decode.py, dense attention rows (short)
 #   retune15    attention's GPU tests, then attention.py re-tuned (TRITONIC_AUTOTUNE=retune, TRITONIC_TUNE_LOG)
 #   decode15    benchmarks/decode.py alone
 #   tmadq       the bulk reduce-add dQ: its GPU tests, then attention.py fwd+bwd re-tuned
@@ -411,6 +412,14 @@ for step in "$@"; do
                 --providers sdpa-cudnn,sdpa-flash,sdpa,tritonic --modes fwd,fwd+bwd --out "$R/next16b/attn"
             run next16b decode 120 python3 benchmarks/decode.py --out "$R/next16b/decode"
             run next16b kernels 90 python3 scripts/attn_probe.py kernels ;;
+        next16c)  # next16b cut to what little device time was left: the tests, decode, the dense attention rows
+            run next16c tests-int 150 python3 -m pytest -q -rfE --tb=short tests/integrations/test_graphs.py \
+                tests/integrations/test_hf.py tests/integrations/test_hf_gpu.py tests/integrations/test_rotary.py
+            run next16c tests 120 python3 -m pytest -q -m gpu -rfE --tb=short tests/ops/test_attention_gpu.py \
+                tests/test_pdl.py
+            run next16c decode 90 python3 benchmarks/decode.py --out "$R/next16c/decode"
+            run next16c attn 120 python3 benchmarks/attention.py --graph always --providers sdpa-cudnn,sdpa-flash,tritonic \
+                --modes fwd,fwd+bwd --only "4x16x4096" --out "$R/next16c/attn" ;;
         next16)  # sixteenth session: the GPU ops suite, the backward's descriptors, head-major bias, decode, models
             bash "$0" tests-ops tmabwd headmajor decode models-tritonic ;;
         next15)  # fifteenth session: the GPU suite with the new defaults, attention as shipped, first calls, launch
