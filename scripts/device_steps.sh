@@ -68,6 +68,7 @@
 #   next16      tests-ops, tmabwd, headmajor, decode, models-tritonic
 #   next16b     attention/decode GPU tests, the failed integration tests, attn_probe kernels, attention.py
 #               (backward re-tuned), decode.py
+#   next16d     attention's GPU tests, then the failed integration tests (shortest)
 #   next16c     the failed integration tests, attention GPU tests, decode.py, dense attention rows (short)
 #   retune15    attention's GPU tests, then attention.py re-tuned (TRITONIC_AUTOTUNE=retune, TRITONIC_TUNE_LOG)
 #   decode15    benchmarks/decode.py alone
@@ -420,6 +421,11 @@ for step in "$@"; do
             run next16c decode 90 python3 benchmarks/decode.py --out "$R/next16c/decode"
             run next16c attn 120 python3 benchmarks/attention.py --graph always --providers sdpa-cudnn,sdpa-flash,tritonic \
                 --modes fwd,fwd+bwd --only "4x16x4096" --out "$R/next16c/attn" ;;
+        next16d)  # the last of the session's device time: attention's GPU tests with the descriptor backward on,
+            # then the integration tests that failed at 6d68985
+            run next16d tests 100 python3 -m pytest -q -m gpu -rfE --tb=short tests/ops/test_attention_gpu.py
+            run next16d tests-int 150 python3 -m pytest -q -rfE --tb=short tests/integrations/test_hf.py \
+                tests/integrations/test_graphs.py tests/integrations/test_rotary.py ;;
         next16)  # sixteenth session: the GPU ops suite, the backward's descriptors, head-major bias, decode, models
             bash "$0" tests-ops tmabwd headmajor decode models-tritonic ;;
         next15)  # fifteenth session: the GPU suite with the new defaults, attention as shipped, first calls, launch
