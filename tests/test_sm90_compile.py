@@ -1,0 +1,76 @@
+"""Every kernel the ops launch, compiled for an H100 (sm_90) without a GPU (tests/sm90.py).
+
+The ops run in the interpreter on small inputs, forward and backward, over the flags that
+pick different code (masks, biases, residuals, options); their launches are then compiled
+by Triton's real compiler, which the interpreter never runs. What it catches: code that
+only the compiler sees (after an early return in a constexpr branch, a None argument used
+in a branch the interpreter skipped), types the compiler rejects, ptxas failures. What it
+does not: anything that depends on the GPU's launch (shared memory, timing, results).
+"""
+
+import importlib
+
+import pytest
+import torch
+
+from tests import sm90
+from tritonic import ops
+
+MODULES = ["activation", "attention", "attention_decode", "embedding", "flce", "gated", "linear", "loss",
+           "matmul", "norm", "rope", "softmax"]
+
+
+def _grads(out, *leaves):
+    out = out[0] if isinstance(out, tuple) else out
+    torch.autograd.grad(out.float().square().sum(), [t for t in leaves if t.requires_grad])
+
+
+def _run_ops(dt):
+    r = lambda *s, g=True: torch.randn(*s, dtype=dt, requires_grad=g)  # noqa: E731
+    x, w, b, res = r(6, 96), r(96), r(96), r(6, 96)
+    _grads(ops.layer_norm(x, w, b), x, w, b)
+    _grads(ops.rms_norm(x, w, residual=res), x, w, res)
+    _grads(ops.softmax(x, scale=0.5), x)
+    _grads(ops.log_softmax(x, mask=torch.rand(6, 96) > 0.2), x)
+    for f in (ops.gelu, ops.silu):
+        _grads(f(x), x)
+    _grads(ops.swiglu(x, res), x, res)
+    _grads(ops.geglu(x, res), x, res)
+    q, k = r(2, 4, 8, 32), r(2, 2, 8, 32)
+    cos, sin = torch.randn(2, 8, 32, dtype=dt), torch.randn(2, 8, 32, dtype=dt)
+    _grads(ops.rope(q, k, cos, sin), q, k)
+    logits, target = r(6, 50), torch.randint(0, 50, (6,))
+    _grads(ops.cross_entropy(logits, target, label_smoothing=0.1, z_loss=1e-4), logits)
+    h, wt = r(6, 32), r(50, 32)
+    _grads(ops.fused_linear_cross_entropy(h, wt, target), h, wt)
+    emb = r(40, 32)
+    _grads(ops.embedding(torch.randint(0, 40, (2, 5)), emb), emb)
+    xl, wl, bl = r(8, 64), r(48, 64), r(48)
+    _grads(ops.linear(xl, wl, bl, activation="gelu"), xl, wl, bl)
+    qa, ka, va = r(2, 4, 24, 32), r(2, 2, 24, 32), r(2, 2, 24, 32)
+    _grads(ops.attention(qa, ka, va, causal=True), qa, ka, va)
+    mask = torch.ones(2, 1, 1, 24, dtype=torch.bool)
+    mask[0, ..., 17:] = False
+    _grads(ops.attention(qa, ka, va, mask=mask), qa, ka, va)
+    bias = r(1, 4, 24, 24)
+    _grads(ops.attention(qa, ka, va, bias=bias), qa, ka, va, bias)
+    lens = torch.tensor([24, 9], dtype=torch.int32)
+    with torch.no_grad():
+        for splits in (1, 2):
+            ops.attention_decode(qa[:, :, :1].detach(), ka.detach(), va.detach(), lens, num_splits=splits)
+
+
+@pytest.mark.parametrize("dt", [torch.float16, torch.bfloat16, torch.float32])
+def test_every_launch_compiles_for_sm90(dt, monkeypatch, device):
+    if device != "cpu":
+        pytest.skip("the GPU run compiles every launch itself")
+    if dt == torch.bfloat16:  # attention's tiles through descriptors (Hopper's default) in one of the runs
+        monkeypatch.setenv("TRITONIC_ATTENTION_TMA", "1")
+    seen = sm90.record(monkeypatch, *(importlib.import_module(f"tritonic.ops.{m}") for m in MODULES))
+    _run_ops(dt)
+    names = {x["name"] for x in seen}
+    for kernel in ("_norm_fwd", "_attn_fwd", "_attn_bwd_dkdv", "_attn_bwd_dq", "_attn_decode_split", "_rope"):
+        assert kernel in names, f"{kernel} was not launched: {sorted(names)}"
+    if dt == torch.bfloat16:
+        assert any(a["sig"].startswith("tensordesc") for x in seen if x["name"] == "_attn_bwd_dkdv" for a in x["args"])
+    assert sm90.compile_all(seen) == []
