@@ -324,6 +324,26 @@ def test_backward_through_tensor_descriptors(device, monkeypatch, dq_mode):
         assert any(kernel is mod._attn_bwd_dq for kernel, _ in metas)
 
 
+def test_broadcast_gradient_takes_pointer_loads(device, monkeypatch):
+    """A gradient expanded over the batch (stride 0, from a sum over it) is not given to a
+    descriptor: the backward loads it through pointers, and the gradients stay right."""
+    import importlib
+
+    mod = importlib.import_module("tritonic.ops.attention")
+    monkeypatch.setenv("TRITONIC_ATTENTION_TMA", "1")
+    metas = spy_launches(monkeypatch, mod)
+    a = _qkv(3, 2, 2, 16, 16, 16, torch.float32, device)
+    ours = {k: v.clone().requires_grad_(True) for k, v in a.items()}
+    ref = {k: v.double().requires_grad_(True) for k, v in a.items()}
+    g = torch.randn(2, 16, 16, device=device)  # dO = g expanded over the batch: strides (0, S*D, D, 1)
+    (attention(**ours).sum(0) * g).sum().backward()
+    (attention_reference(**ref).sum(0) * g.double()).sum().backward()
+    for k in ours:
+        torch.testing.assert_close(ours[k].grad.double(), ref[k].grad, atol=1e-4, rtol=1e-4)
+    flags = [k["TMA_QDO"] for kernel, k in metas if kernel is mod._attn_bwd_dkdv]
+    assert flags and not any(flags)
+
+
 @pytest.mark.parametrize("dq_mode", ["kernel", "atomic"])
 def test_head_major_programs_for_a_bias_shared_by_the_batch(device, monkeypatch, dq_mode):
     """A bias broadcast over the batch (T5's) orders the programs head-major (HEAD_MAJOR), in

@@ -158,8 +158,9 @@ def _tma_kv(k, v, varlen) -> bool:
     if choice not in ("1", "on", "true"):
         if interpreter_active() or k.device.type != "cuda" or not has_tma(k.device.index or 0):
             return False
-    size = k.element_size()
-    return all(t.stride(-1) == 1 and t.data_ptr() % 16 == 0 and all(st * size % 16 == 0 for st in t.stride()[:-1])
+    size = k.element_size()  # (a broadcast dim, stride 0, takes pointer loads: a gradient expanded over the batch)
+    return all(t.stride(-1) == 1 and t.data_ptr() % 16 == 0 and
+               all(st * size % 16 == 0 and (st > 0 or n == 1) for st, n in zip(t.stride()[:-1], t.shape[:-1]))
                for t in (k, v))
 
 
