@@ -68,6 +68,7 @@
 #   next16      tests-ops, tmabwd, headmajor, decode, models-tritonic
 #   next16b     attention/decode GPU tests, the failed integration tests, attn_probe kernels, attention.py
 #               (backward re-tuned), decode.py
+#   ropeab      memory_bound.py's RoPE case with TRITONIC_ROPE_STREAM=0 / 1, alternated twice
 #   next16d     attention's GPU tests, then the failed integration tests (shortest)
 #   next16c     the failed integration tests, attention GPU tests, decode.py, dense attention rows (short)
 #   retune15    attention's GPU tests, then attention.py re-tuned (TRITONIC_AUTOTUNE=retune, TRITONIC_TUNE_LOG)
@@ -426,6 +427,12 @@ for step in "$@"; do
             run next16d tests 100 python3 -m pytest -q -m gpu -rfE --tb=short tests/ops/test_attention_gpu.py
             run next16d tests-int 150 python3 -m pytest -q -rfE --tb=short tests/integrations/test_hf.py \
                 tests/integrations/test_graphs.py tests/integrations/test_rotary.py ;;
+        ropeab)  # RoPE's streaming loads / stores (TRITONIC_ROPE_STREAM) against the plain ones, alternated twice,
+            # torch.compile alongside
+            for i in 1 2; do for st in 0 1; do
+                TRITONIC_ROPE_STREAM=$st run ropeab "stream${st}_$i" 120 python3 benchmarks/memory_bound.py \
+                    --only "rope" --providers torch.compile,tritonic --out "$R/ropeab/s${st}_$i"
+            done; done ;;
         next16)  # sixteenth session: the GPU ops suite, the backward's descriptors, head-major bias, decode, models
             bash "$0" tests-ops tmabwd headmajor decode models-tritonic ;;
         next15)  # fifteenth session: the GPU suite with the new defaults, attention as shipped, first calls, launch

@@ -39,6 +39,9 @@ def _run_ops(dt):
     q, k = r(2, 4, 8, 32), r(2, 2, 8, 32)
     cos, sin = torch.randn(2, 8, 32, dtype=dt), torch.randn(2, 8, 32, dtype=dt)
     _grads(ops.rope(q, k, cos, sin), q, k)
+    _grads(ops.rope(q, k, cos, sin, interleaved=True), q, k)  # (16-bit tables + interleaved: a Triton layout-pass failure once)
+    pos = torch.randint(0, 16, (2, 8))
+    _grads(ops.rope(q, k, cos[0, :, :16].repeat(2, 1), sin[0, :, :16].repeat(2, 1), position_ids=pos), q, k)
     logits, target = r(6, 50), torch.randint(0, 50, (6,))
     _grads(ops.cross_entropy(logits, target, label_smoothing=0.1, z_loss=1e-4), logits)
     h, wt = r(6, 32), r(50, 32)
@@ -64,8 +67,9 @@ def _run_ops(dt):
 def test_every_launch_compiles_for_sm90(dt, monkeypatch, device):
     if device != "cpu":
         pytest.skip("the GPU run compiles every launch itself")
-    if dt == torch.bfloat16:  # attention's tiles through descriptors (Hopper's default) in one of the runs
-        monkeypatch.setenv("TRITONIC_ATTENTION_TMA", "1")
+    if dt == torch.bfloat16:  # attention's tiles through descriptors (Hopper's default) in one of the runs,
+        monkeypatch.setenv("TRITONIC_ATTENTION_TMA", "1")  # and RoPE's streaming loads and stores
+        monkeypatch.setattr(importlib.import_module("tritonic.ops.rope"), "STREAM", True)
     seen = sm90.record(monkeypatch, *(importlib.import_module(f"tritonic.ops.{m}") for m in MODULES))
     _run_ops(dt)
     names = {x["name"] for x in seen}

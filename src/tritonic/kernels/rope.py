@@ -38,11 +38,11 @@ def _load_angle(T, row_off, ok, i, HALF, stride_w, INTERLEAVED: tl.constexpr, FU
     if not FULL_TABLE:  # one entry per pair, shared by both elements
         a = tl.load(T + row_off[:, None] + i[None, :] * stride_w, mask=mask, other=float("nan")).to(tl.float32)
         b = a
-    elif INTERLEAVED:  # columns 2i and 2i + 1: one contiguous [.., 2] load, then split
-        col = 2 * i[:, None] + tl.arange(0, 2)[None, :]
-        both = tl.load(T + row_off[:, None, None] + col[None, :, :] * stride_w,
-                       mask=mask[:, :, None] & (col < 2 * HALF)[None, :, :], other=float("nan"))
-        a, b = tl.split(both.to(tl.float32))
+    elif INTERLEAVED:  # columns 2i and 2i + 1, as two strided loads (the tables are small and cached; one
+        # [.., 2] load and tl.split failed Triton 3.6's sm_90 layout pass with 16-bit tables: tests/test_sm90_compile.py)
+        a = tl.load(T + row_off[:, None] + (2 * i)[None, :] * stride_w, mask=mask, other=float("nan")).to(tl.float32)
+        b = tl.load(T + row_off[:, None] + (2 * i + 1)[None, :] * stride_w, mask=mask,
+                    other=float("nan")).to(tl.float32)
     else:  # columns i and i + r/2
         a = tl.load(T + row_off[:, None] + i[None, :] * stride_w, mask=mask, other=float("nan")).to(tl.float32)
         b = tl.load(T + row_off[:, None] + (i + HALF)[None, :] * stride_w, mask=mask,
@@ -64,8 +64,11 @@ def _rotate_heads(
     BLOCK_H: tl.constexpr,
     BLOCK_HALF: tl.constexpr,
     BLOCK_PASS: tl.constexpr,
+    STREAM: tl.constexpr,
 ):
-    """Rotate heads ``h0 .. h0 + BLOCK_H`` of ``BLOCK_S`` tokens: a [BLOCK_H, BLOCK_S, BLOCK_HALF] tile of pairs."""
+    """Rotate heads ``h0 .. h0 + BLOCK_H`` of ``BLOCK_S`` tokens: a [BLOCK_H, BLOCK_S, BLOCK_HALF] tile of pairs.
+    STREAM: heads read with L2 evict-first and written with the streaming hint (.cs): each byte
+    is touched once."""
     h = h0 + tl.arange(0, BLOCK_H)
     row_mask = (h < H)[:, None] & s_mask[None, :]
     h = h.to(tl.int64)
@@ -74,26 +77,29 @@ def _rotate_heads(
     i = tl.arange(0, BLOCK_HALF)
     mask = row_mask[:, :, None] & (i < HALF)[None, None, :]
     out_dtype = Y.dtype.element_ty
+    EVICT: tl.constexpr = "evict_first" if STREAM else ""
+    CM: tl.constexpr = ".cs" if STREAM else ""
     if INTERLEAVED:
         # Elements 2i and 2i + 1 sit side by side: load the [.., BLOCK_HALF, 2] block in one
         # contiguous (vectorisable) access and split it, rather than two stride-2 loads.
         col = 2 * i[:, None] + tl.arange(0, 2)[None, :]
         mask2 = mask[:, :, :, None] & (col < 2 * HALF)[None, None, :, :]
-        x = tl.load(X + x_row[:, :, None, None] + col[None, None, :, :] * stride_xd, mask=mask2, other=0.0)
+        x = tl.load(X + x_row[:, :, None, None] + col[None, None, :, :] * stride_xd, mask=mask2, other=0.0,
+                    eviction_policy=EVICT)
         x1, x2 = tl.split(x.to(tl.float32))
     else:
         x_offs = x_row[:, :, None] + i[None, None, :] * stride_xd
-        x1 = tl.load(X + x_offs, mask=mask, other=0.0).to(tl.float32)
-        x2 = tl.load(X + x_offs + HALF * stride_xd, mask=mask, other=0.0).to(tl.float32)
+        x1 = tl.load(X + x_offs, mask=mask, other=0.0, eviction_policy=EVICT).to(tl.float32)
+        x2 = tl.load(X + x_offs + HALF * stride_xd, mask=mask, other=0.0, eviction_policy=EVICT).to(tl.float32)
     y1 = x1 * c1[None, :, :] - x2 * s1[None, :, :]
     y2 = x2 * c2[None, :, :] + x1 * s2[None, :, :]
     if INTERLEAVED:
         y = tl.join(y1, y2).to(out_dtype)
-        tl.store(Y + y_row[:, :, None, None] + col[None, None, :, :] * stride_yd, y, mask=mask2)
+        tl.store(Y + y_row[:, :, None, None] + col[None, None, :, :] * stride_yd, y, mask=mask2, cache_modifier=CM)
     else:
         y_offs = y_row[:, :, None] + i[None, None, :] * stride_yd
-        tl.store(Y + y_offs, y1.to(out_dtype), mask=mask)
-        tl.store(Y + y_offs + HALF * stride_yd, y2.to(out_dtype), mask=mask)
+        tl.store(Y + y_offs, y1.to(out_dtype), mask=mask, cache_modifier=CM)
+        tl.store(Y + y_offs + HALF * stride_yd, y2.to(out_dtype), mask=mask, cache_modifier=CM)
     if COPY_PASS:  # columns r .. D - 1 are not rotated: copy them into the new output
         p = 2 * HALF + tl.arange(0, BLOCK_PASS)
         pmask = row_mask[:, :, None] & (p < D)[None, None, :]
@@ -130,6 +136,7 @@ def _rope(
     BLOCK_S: tl.constexpr,  # tokens per program
     BLOCK_HALF: tl.constexpr,  # HALF rounded up to a power of two
     BLOCK_PASS: tl.constexpr,  # D - r rounded up to a power of two (read only if COPY_PASS)
+    STREAM: tl.constexpr = False,  # evict-first loads and streaming stores of the heads (ops/rope.py)
     USE_PDL: tl.constexpr = False,  # programmatic dependent launch (kernels/pdl.py)
 ):
     pdl_enter(USE_PDL)
@@ -162,8 +169,8 @@ def _rope(
     if pid_h < Q_BLOCKS:
         _rotate_heads(Q, QO, stride_qb, stride_qh, stride_qs, stride_qd, stride_qob, stride_qoh, stride_qos,
                       stride_qod, b, pid_h * BLOCK_H, s, s_mask, HQ, HALF, D, c1, c2, s1, s2,
-                      INTERLEAVED, COPY_PASS, BLOCK_H, BLOCK_HALF, BLOCK_PASS)
+                      INTERLEAVED, COPY_PASS, BLOCK_H, BLOCK_HALF, BLOCK_PASS, STREAM)
     else:
         _rotate_heads(K, KO, stride_kb, stride_kh, stride_ks, stride_kd, stride_kob, stride_koh, stride_kos,
                       stride_kod, b, (pid_h - Q_BLOCKS) * BLOCK_H, s, s_mask, HK, HALF, D, c1, c2, s1, s2,
-                      INTERLEAVED, COPY_PASS, BLOCK_H, BLOCK_HALF, BLOCK_PASS)
+                      INTERLEAVED, COPY_PASS, BLOCK_H, BLOCK_HALF, BLOCK_PASS, STREAM)

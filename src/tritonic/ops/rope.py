@@ -45,6 +45,7 @@ float64 (or other non-kernel) dtypes of q/k or cos/sin; empty tensors fall back 
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 from torch.library import triton_op
@@ -71,6 +72,10 @@ __all__ = ["rope", "rope_reference"]
 # 4 x 8 (2048) 132.2 us, 16 x 16 (16384) 2.9 ms; benchmarks/results/h100-80gb-hbm3/logs.
 TILE_PAIRS = 1024
 MAX_BLOCK_H = 2  # heads per program when there are enough tokens (more for decoding)
+# TRITONIC_ROPE_STREAM=1: the heads read with L2 evict-first and written with the streaming
+# hint (.cs), as the softmax's outputs are; off until timed on a GPU (the Llama-3-8B prefill
+# case ran at 2.80 TB/s against torch.compile's 2.85, 856227b).
+STREAM = os.environ.get("TRITONIC_ROPE_STREAM", "0").strip() == "1"
 _POS_DTYPES = (torch.int32, torch.int64)
 
 
@@ -175,8 +180,8 @@ def _launch(q, k, qo, ko, cos, sin, pos, interleaved: bool, r: int, backward: bo
         S, HQ, HK, P, half, D, q_blocks,
         INTERLEAVED=interleaved, FULL_TABLE=W == r, HAS_POS=has_pos,
         COPY_PASS=not inplace and r < D, BACKWARD=backward,
-        BLOCK_H=block_h, BLOCK_S=block_s, BLOCK_HALF=block_half, BLOCK_PASS=block_pass, num_warps=num_warps,
-        **(_pdl.pdl_meta(q.device, B * S) if _pdl.ACTIVE and not is_traced(q, k) else _pdl.OFF),
+        BLOCK_H=block_h, BLOCK_S=block_s, BLOCK_HALF=block_half, BLOCK_PASS=block_pass, STREAM=STREAM,
+        num_warps=num_warps, **(_pdl.pdl_meta(q.device, B * S) if _pdl.ACTIVE and not is_traced(q, k) else _pdl.OFF),
     )
 
 
