@@ -25,6 +25,45 @@ def _grads(out, *leaves):
     torch.autograd.grad(out.float().square().sum(), [t for t in leaves if t.requires_grad])
 
 
+def _run_variants(dt, monkeypatch):
+    """Options that pick other code: norms without weights / with offsets, the softmax's
+    multi-pass path (both loops), CE's options, FLCE with a bias, the GEMM's epilogues, the
+    gated GEMM and MLP, attention with ALiBi, a window, packed sequences; decode's mask and window."""
+    r = lambda *s, g=True: torch.randn(*s, dtype=dt, requires_grad=g)  # noqa: E731
+    x, w, res = r(6, 96), r(96), r(6, 96)
+    _grads(ops.layer_norm(x, None, None, residual=res), x, res)
+    _grads(ops.rms_norm(x, w, offset=1.0, upcast=False), x, w)
+    sm = importlib.import_module("tritonic.ops.softmax")
+    for pipe in (False, True):
+        for name, v in (("FUSED_WIDTH", 16), ("CHUNK", 16), ("FWD_CHUNK", 16), ("PREFETCH", pipe), ("BWD_PIPE", pipe)):
+            monkeypatch.setattr(sm, name, v)
+        _grads(ops.softmax(x, mask=torch.rand(6, 96) > 0.2), x)
+        _grads(ops.log_softmax(x, scale=0.7), x)
+    logits, target = r(6, 50), torch.randint(0, 50, (6,))
+    target[0] = -100
+    _grads(ops.cross_entropy(logits, target, reduction="none", softcap=30.0), logits)
+    h, wt, bias = r(6, 32), r(50, 32), r(50)
+    _grads(ops.fused_linear_cross_entropy(h, wt, target, bias, label_smoothing=0.1, low_memory=True), h, wt, bias)
+    xl, wl = r(8, 64), r(48, 64)
+    for act in ("relu", "gelu_tanh", "silu"):
+        _grads(ops.linear(xl, wl, None, activation=act, residual=r(8, 48)), xl, wl)
+    wg = r(96, 64)
+    for layout in ("concat", "interleaved"):
+        _grads(ops.gated_linear(xl, wg, "silu", layout=layout), xl, wg)
+    wd = r(64, 48)
+    _grads(ops.gated_mlp(xl, wl, wl.detach().clone().requires_grad_(True), wd, "gelu_tanh"), xl, wl, wd)
+    qa, ka, va = r(2, 4, 24, 32), r(2, 4, 24, 32), r(2, 4, 24, 32)
+    _grads(ops.attention(qa, ka, va, alibi_slopes=torch.rand(4), window=5, causal=True), qa, ka, va)
+    qv, kv, vv = r(30, 4, 32), r(30, 2, 32), r(30, 2, 32)
+    cu = torch.tensor([0, 11, 30], dtype=torch.int32)
+    _grads(ops.attention_varlen(qv, kv, vv, cu, cu, 19, 19, causal=True), qv, kv, vv)
+    lens = torch.tensor([24, 9], dtype=torch.int32)
+    with torch.no_grad():
+        for splits in (1, 3):
+            ops.attention_decode(qa[:, :, :2].detach(), ka.detach(), va.detach(), lens, num_splits=splits, window=7,
+                                 key_mask=torch.rand(2, 24) > 0.2, causal=False)
+
+
 def _run_ops(dt):
     r = lambda *s, g=True: torch.randn(*s, dtype=dt, requires_grad=g)  # noqa: E731
     x, w, b, res = r(6, 96), r(96), r(96), r(6, 96)
@@ -72,6 +111,8 @@ def test_every_launch_compiles_for_sm90(dt, monkeypatch, device):
         monkeypatch.setattr(importlib.import_module("tritonic.ops.rope"), "STREAM", True)
     seen = sm90.record(monkeypatch, *(importlib.import_module(f"tritonic.ops.{m}") for m in MODULES))
     _run_ops(dt)
+    if dt != torch.float32:  # (float32 runs the common paths only: its options compile like the others')
+        _run_variants(dt, monkeypatch)
     names = {x["name"] for x in seen}
     for kernel in ("_norm_fwd", "_attn_fwd", "_attn_bwd_dkdv", "_attn_bwd_dq", "_attn_decode_split", "_rope"):
         assert kernel in names, f"{kernel} was not launched: {sorted(names)}"
