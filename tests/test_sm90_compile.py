@@ -109,12 +109,14 @@ def test_every_launch_compiles_for_sm90(dt, monkeypatch, device):
     if dt == torch.bfloat16:  # attention's tiles through descriptors (Hopper's default) in one of the runs,
         monkeypatch.setenv("TRITONIC_ATTENTION_TMA", "1")  # and RoPE's streaming loads and stores
         monkeypatch.setattr(importlib.import_module("tritonic.ops.rope"), "STREAM", True)
+        monkeypatch.setattr(importlib.import_module("tritonic.ops.matmul"), "GEMM_CHOICE", "tma")  # Hopper's GEMM
     seen = sm90.record(monkeypatch, *(importlib.import_module(f"tritonic.ops.{m}") for m in MODULES))
     _run_ops(dt)
     if dt != torch.float32:  # (float32 runs the common paths only: its options compile like the others')
         _run_variants(dt, monkeypatch)
     names = {x["name"] for x in seen}
-    for kernel in ("_norm_fwd", "_attn_fwd", "_attn_bwd_dkdv", "_attn_bwd_dq", "_attn_decode_split", "_rope"):
+    for kernel in ("_norm_fwd", "_attn_fwd", "_attn_bwd_dkdv", "_attn_bwd_dq", "_attn_decode_split", "_rope",
+                   "_matmul_tma" if dt == torch.bfloat16 else "_matmul"):
         assert kernel in names, f"{kernel} was not launched: {sorted(names)}"
     if dt == torch.bfloat16:
         assert any(a["sig"].startswith("tensordesc") for x in seen if x["name"] == "_attn_bwd_dkdv" for a in x["args"])
