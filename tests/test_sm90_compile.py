@@ -121,3 +121,25 @@ def test_every_launch_compiles_for_sm90(dt, monkeypatch, device):
     if dt == torch.bfloat16:
         assert any(a["sig"].startswith("tensordesc") for x in seen if x["name"] == "_attn_bwd_dkdv" for a in x["args"])
     assert sm90.compile_all(seen) == []
+
+
+@pytest.mark.parametrize("D,flags", [(64, []), (128, []), (64, ["kpm"]), (64, ["bias", "hm"])])
+def test_warp_specialised_forward_compiles_for_sm90(D, flags, device):
+    """The warp-specialised forward (Hopper's default for dense and long masked calls; never
+    run by the interpreter) compiles for sm_90 at its first config and is split into warp
+    groups (scripts/ws_compile_check.py, in a process without the interpreter)."""
+    if device != "cpu":
+        pytest.skip("the GPU run compiles it itself")
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    meta = importlib.import_module("tritonic.ops.attention_ws").TUNER.configs[0].meta()
+    arg = f"{meta['BLOCK_M']},{meta['BLOCK_N']},{meta['num_warps']},{meta['num_stages']}"
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "TRITONIC_INTERPRET")}
+    script = Path(__file__).resolve().parents[1] / "scripts" / "ws_compile_check.py"
+    r = subprocess.run([sys.executable, str(script), "fwd", str(D), arg, *flags], capture_output=True, text=True,
+                       env=env, timeout=600)
+    assert r.returncode == 0, r.stdout[-1500:] + r.stderr[-1500:]
+    assert "warp-specialised True" in r.stdout, r.stdout[-1500:]
