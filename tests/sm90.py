@@ -62,6 +62,13 @@ def unique(launches: list) -> list:
     return list(out.values())
 
 
+def with_pdl(launches: list) -> list:
+    """``launches`` and, for each, the same launch with programmatic dependent launch on
+    (``USE_PDL=True``, what launches inside tritonic's captures get on Hopper); the kernels
+    without that parameter are skipped by the compile."""
+    return launches + [dict(x, meta=dict(x["meta"], USE_PDL=True), pdl=True) for x in launches]
+
+
 def compile_all(launches: list, timeout: float = 900) -> list[str]:
     """Compile ``launches`` (from ``record``) for sm_90 in a subprocess; the failures' messages."""
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "TRITONIC_INTERPRET")}
@@ -104,6 +111,8 @@ def _compile_one(launch):
     from triton.compiler import ASTSource
 
     fn = getattr(importlib.import_module(launch["module"]), launch["name"])
+    if launch.get("pdl") and "USE_PDL" not in fn.arg_names:
+        return None
     try:
         sig, const, attrs = _signature(fn, launch)
         opts = {k: launch["meta"][k] for k in ("num_warps", "num_stages") if k in launch["meta"]}
