@@ -63,10 +63,13 @@ def unique(launches: list) -> list:
 
 
 def with_pdl(launches: list) -> list:
-    """``launches`` and, for each, the same launch with programmatic dependent launch on
-    (``USE_PDL=True``, what launches inside tritonic's captures get on Hopper); the kernels
-    without that parameter are skipped by the compile."""
-    return launches + [dict(x, meta=dict(x["meta"], USE_PDL=True), pdl=True) for x in launches]
+    """``launches`` and, for the first launch of each kernel, the same launch with programmatic
+    dependent launch on (``USE_PDL=True``, what launches inside tritonic's captures get on
+    Hopper); the kernels without that parameter are skipped by the compile."""
+    first = {}
+    for x in launches:
+        first.setdefault((x["module"], x["name"]), x)
+    return launches + [dict(x, meta=dict(x["meta"], USE_PDL=True), pdl=True) for x in first.values()]
 
 
 def compile_all(launches: list, timeout: float = 900) -> list[str]:
