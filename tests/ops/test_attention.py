@@ -282,8 +282,9 @@ def test_forward_through_tensor_descriptors(device, monkeypatch):
     mod = importlib.import_module("tritonic.ops.attention")
     monkeypatch.setenv("TRITONIC_ATTENTION_TMA", "1")
     made = []
-    real = mod.descriptor
-    monkeypatch.setattr(mod, "descriptor", lambda *a, **k: made.append(1) or real(*a, **k))
+    ws = importlib.import_module("tritonic.ops.attention_ws")  # (its head_tiles makes the tiles' descriptors)
+    real = ws.descriptor
+    monkeypatch.setattr(ws, "descriptor", lambda *a, **k: made.append(1) or real(*a, **k))
     _check(_qkv(2, 2, 2, 37, 29, 16, torch.float32, device), causal=True)
     _check(_qkv(1, 4, 2, 19, 40, 8, torch.float32, device))
     mask = torch.ones(2, 1, 1, 29, dtype=torch.bool, device=device)

@@ -20,6 +20,16 @@ def test_bf16_sizes(D, causal):
              grads=["q", "k", "v"], atol_ulps=8)
 
 
+def _check_gqa_causal_777(D):
+    """bfloat16 GQA (8 query heads, 4 key/value heads), causal, 777 rows: a last block past the
+    sequence, forward and gradients against float64."""
+    a = dict(q=torch.randn(2, 8, 777, D, device="cuda", dtype=torch.bfloat16),
+             k=torch.randn(2, 4, 777, D, device="cuda", dtype=torch.bfloat16),
+             v=torch.randn(2, 4, 777, D, device="cuda", dtype=torch.bfloat16))
+    check_op(lambda **k: attention(**k, causal=True), lambda **k: attention_reference(**k, causal=True), a,
+             grads=["q", "k", "v"], atol_ulps=8)
+
+
 @pytest.mark.parametrize("mode", ["atomic", "atomic-elementwise", "kernel"])
 @pytest.mark.parametrize("D", [64, 128, 80])
 def test_both_dq_paths_bf16(D, mode, monkeypatch):
@@ -36,20 +46,15 @@ def test_both_dq_paths_bf16(D, mode, monkeypatch):
     if mode == "atomic-elementwise":
         monkeypatch.setenv("TRITONIC_ATTENTION_TMA_DQ", "0")
     metas = spy_launches(monkeypatch, mod)
-    a = dict(q=torch.randn(2, 8, 777, D, device="cuda", dtype=torch.bfloat16),
-             k=torch.randn(2, 4, 777, D, device="cuda", dtype=torch.bfloat16),
-             v=torch.randn(2, 4, 777, D, device="cuda", dtype=torch.bfloat16))
-    check_op(lambda **k: attention(**k, causal=True), lambda **k: attention_reference(**k, causal=True), a,
-             grads=["q", "k", "v"], atol_ulps=8)
+    _check_gqa_causal_777(D)
     tma = [m["TMA_DQ"] for _, m in metas if "TMA_DQ" in m]
     assert tma and all(t == (mode == "atomic" and has_tma(0)) for t in tma)
-
 
 
 @pytest.mark.parametrize("mode", ["atomic", "kernel"])
 @pytest.mark.parametrize("D", [64, 128])
 def test_tma_bwd_bf16(D, mode, monkeypatch):
-    """The backward's tiles through descriptors (TRITONIC_ATTENTION_TMA_BWD=1: Q and dO in the
+    """The backward's tiles through descriptors (TRITONIC_ATTENTION_TMA_BWD, on by default: Q and dO in the
     dK/dV kernel, K and V in the dQ kernel) on GPUs with them: GQA, causal, 777 rows (a last
     block past Sq, zero-padded by the copy)."""
     import importlib
@@ -62,14 +67,11 @@ def test_tma_bwd_bf16(D, mode, monkeypatch):
     monkeypatch.setenv("TRITONIC_ATTENTION_TMA_BWD", "1")
     monkeypatch.setattr(mod, "_DQ_MODE", mode)
     metas = spy_launches(monkeypatch, mod)
-    a = dict(q=torch.randn(2, 8, 777, D, device="cuda", dtype=torch.bfloat16),
-             k=torch.randn(2, 4, 777, D, device="cuda", dtype=torch.bfloat16),
-             v=torch.randn(2, 4, 777, D, device="cuda", dtype=torch.bfloat16))
-    check_op(lambda **k: attention(**k, causal=True), lambda **k: attention_reference(**k, causal=True), a,
-             grads=["q", "k", "v"], atol_ulps=8)
+    _check_gqa_causal_777(D)
     assert any(k["TMA_QDO"] for kernel, k in metas if kernel is mod._attn_bwd_dkdv)
     if mode == "kernel":
         assert any(k["TMA_KV"] for kernel, k in metas if kernel is mod._attn_bwd_dq)
+
 
 def test_tma_dq_with_a_mask_and_a_bias_gradient(monkeypatch):
     """The bulk reduce-add dQ with a BERT-style key-padding mask (rows of fully masked keys in

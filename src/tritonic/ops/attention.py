@@ -194,9 +194,7 @@ def _forward_impl(q, k, v, mask, bias, alibi_slopes, window, scale, causal, varl
         meta = config.meta()
         kd = vd = None
         if tma:  # the descriptors' block follows the config's BLOCK_N
-            block = [1, 1, meta["BLOCK_N"], block_d]
-            kd = descriptor(k, list(k.shape), list(k.stride()), block)
-            vd = descriptor(v, list(v.shape), list(v.stride()), block)
+            kd, vd = _ws.head_tiles(k, meta["BLOCK_N"], block_d), _ws.head_tiles(v, meta["BLOCK_N"], block_d)
         launch(_attn_fwd, ((Sq + meta["BLOCK_M"] - 1) // meta["BLOCK_M"], B * H), q, k, v, o, lse, m, bb, slopes,
                cu_q, cu_k, kd, vd, *_bhm(lse, varlen), *_bhm(q, varlen), *_bhm(k, varlen), *_bhm(v, varlen),
                *_bhm(o, varlen), *strides, *scalars, **flags, BLOCK_D=block_d, **meta, **pdl,
@@ -398,8 +396,7 @@ def _backward_impl(do, q, k, v, o, lse, mask, bias, alibi_slopes, window, scale,
         acc_desc = descriptor(acc, [acc.numel() // D, D], [D, 1], [bm, block_d]) if tma_dq else None
         qd = dod = None
         if tma_bwd:
-            qd = descriptor(q, list(q.shape), list(q.stride()), [1, 1, bm, block_d])
-            dod = descriptor(do, list(do.shape), list(do.stride()), [1, 1, bm, block_d])
+            qd, dod = _ws.head_tiles(q, bm, block_d), _ws.head_tiles(do, bm, block_d)
         launch(_attn_bwd_dkdv, ((Sk + bn - 1) // bn, B * Hk), q, k, v, do, lse, delta, dk, dv, dbias, acc, acc_desc,
                qd, dod, m, bb, slopes, cu_q, cu_k, *_bhm(lse, varlen), *_bhm(dk, varlen)[:3],
                *(_bhm(acc, varlen)[:3] if atomic else (0, 0, 0)), *common, **flags,
@@ -411,8 +408,7 @@ def _backward_impl(do, q, k, v, o, lse, mask, bias, alibi_slopes, window, scale,
             qm, qn = dq_meta["BLOCK_M"], dq_meta["BLOCK_N"]
             kd = vd = None
             if tma_bwd:
-                kd = descriptor(k, list(k.shape), list(k.stride()), [1, 1, qn, block_d])
-                vd = descriptor(v, list(v.shape), list(v.stride()), [1, 1, qn, block_d])
+                kd, vd = _ws.head_tiles(k, qn, block_d), _ws.head_tiles(v, qn, block_d)
             launch(_attn_bwd_dq, ((Sq + qm - 1) // qm, B * H), q, k, v, do, lse, delta, dq, kd, vd, m, bb, slopes,
                    cu_q, cu_k, *_bhm(lse, varlen), *_bhm(dq, varlen)[:3], *common, **flags, TMA_KV=tma_bwd,
                    BLOCK_D=block_d, HEAD_MAJOR=head_major, **dq_meta)

@@ -110,6 +110,12 @@ def usable(q, k, m, bb, slopes, window, varlen, causal, tma, traced=False) -> bo
     return True
 
 
+def head_tiles(t, rows, block_d):
+    """A descriptor over a (B, H, S, D) tensor as it is laid out, in tiles of ``rows`` rows of
+    one head (block [1, 1, rows, block_d]): the Q / K / V / dO tiles of every attention kernel."""
+    return descriptor(t, list(t.shape), list(t.stride()), [1, 1, rows, block_d])
+
+
 def _mask_descriptor(m, bn):
     """The key-padding mask as (B or 1, Sk) bytes, block [1, BLOCK_N]."""
     rows = m[:, 0, 0, :].view(torch.uint8)
@@ -132,8 +138,8 @@ def forward(q, k, v, o, lse, m, bb, scalars, block_d, causal, pdl, traced) -> No
     def run(config):
         meta = config.meta()
         bm, bn = meta["BLOCK_M"], meta["BLOCK_N"]
-        kd = descriptor(k, list(k.shape), list(k.stride()), [1, 1, bn, block_d])
-        vd = descriptor(v, list(v.shape), list(v.stride()), [1, 1, bn, block_d])
+        kd = head_tiles(k, bn, block_d)
+        vd = head_tiles(v, bn, block_d)
         md, rows = _mask_descriptor(m, bn) if m is not None else (None, None)
         ensure_scratch_allocator()  # (Q's and the bias's descriptors are made on the device)
         launch(_attn_fwd_ws, ((Sq + bm - 1) // bm, B * H), q, kd, vd, bb, md, rows, o, lse, *q.stride()[:3],
@@ -193,15 +199,15 @@ def backward(q, k, v, do, lse, delta, dq, dk, dv, scalars, block_d, causal, trac
     lse2, delta2 = lse.view(B * H, Sq), delta.view(B * H, Sq)
 
     def kv_descriptors(bn):
-        return (descriptor(k, list(k.shape), list(k.stride()), [1, 1, bn, block_d]),
-                descriptor(v, list(v.shape), list(v.stride()), [1, 1, bn, block_d]))
+        return (head_tiles(k, bn, block_d),
+                head_tiles(v, bn, block_d))
 
     def run_dkdv(config):
         meta = config.meta()
         bm, bn = meta["BLOCK_M"], meta["BLOCK_N"]
         launch(_attn_bwd_dkdv_ws, ((Sk + bn - 1) // bn, B * Hk),
-               descriptor(q, list(q.shape), list(q.stride()), [1, 1, bm, block_d]), *kv_descriptors(bn),
-               descriptor(do, list(do.shape), list(do.stride()), [1, 1, bm, block_d]),
+               head_tiles(q, bm, block_d), *kv_descriptors(bn),
+               head_tiles(do, bm, block_d),
                descriptor(lse2, [B * H, Sq], [Sq, 1], [1, bm]), descriptor(delta2, [B * H, Sq], [Sq, 1], [1, bm]),
                dk, dv, *dk.stride()[:3], *scalars[:6], CAUSAL=bool(causal), BLOCK_D=block_d, **meta)
 
