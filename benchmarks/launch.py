@@ -1,5 +1,6 @@
-"""Host time per kernel launch: tritonic's launcher against Triton's own path, a PyTorch op
-and a CUDA-graph replay, for a 3-argument and a 12-argument kernel; and the end-to-end
+"""Host time per kernel launch: tritonic's launcher against Triton's own path, a PyTorch op,
+a CUDA-graph replay and the bare driver call (cuLaunchKernelEx repeated from C: the floor of
+any launcher), for a 3-argument and a 12-argument kernel; and the end-to-end
 effect on a stack of 24 small norm calls in eager mode.
 
     python benchmarks/launch.py [--out DIR]
@@ -98,10 +99,21 @@ def main(argv=None) -> int:
                      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                      "graph": provider == "cuda graph replay"})
 
+    floor = getattr(launch_mod._C, "driver_floor", None) if launch_mod._C_DIRECT else None
     for case, providers in cases.items():
         for name, fn in providers.items():
             row(case, name, host_us(fn))
         row(case, "cuda graph replay", host_us(graph_of(providers["tritonic"])))
+        if floor is not None:  # the driver alone: tritonic's last launch repeated from C, best of 7
+            floor(-1)
+            providers["tritonic"]()
+            floor(0)
+            torch.cuda.synchronize()
+            best = []
+            for _ in range(7):
+                best.append(floor(500) * 1e6)
+                torch.cuda.synchronize()
+            row(case, "bare driver launch", min(best))
 
     # End to end: 24 LayerNorm calls on 16 tokens of hidden size 768, no autograd.
     from tritonic.ops import layer_norm

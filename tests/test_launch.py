@@ -612,6 +612,21 @@ def test_c_direct_path_packs_parameters_as_tritons_launcher_does():
     assert L._direct_spec((lambda *a: None, False, True, 1, (4, 1, 0), compiled)) == (b"PifcezlbLdc", 1, 128, 0, True)
 
 
+def test_driver_floor_needs_a_recorded_launch():
+    """benchmarks/launch.py's floor repeats a recorded direct launch; with none recorded (no GPU
+    here) it raises instead of timing nothing, and recording on / off are accepted."""
+    module = L._build_c()
+    if module is None:
+        pytest.skip("no C compiler here")
+    with pytest.raises(RuntimeError, match="driver_floor"):
+        module.driver_floor(10)
+    try:
+        module.driver_floor(-1)
+    except RuntimeError:  # built without cuda.h: no direct path to record
+        return
+    module.driver_floor(0)
+
+
 # ----------------------------------------------------------------------------- the lazy launcher
 
 

@@ -32,7 +32,14 @@ typedef CUresult (*launch_ex_t)(const CUlaunchConfig *, CUfunction, void **, voi
 typedef CUresult (*ctx_get_t)(CUcontext *);
 static launch_ex_t g_launch_ex = NULL;
 static ctx_get_t g_ctx_get = NULL;
+/* driver_floor(): the last direct launch, kept while recording (benchmarks/launch.py) */
+static int g_record = 0, g_rec_np = 0;
+static CUlaunchConfig g_rec_config;
+static CUlaunchAttribute g_rec_attr;
+static CUfunction g_rec_fn;
+static uint64_t g_rec_slots[122];
 #endif
+#include <time.h>
 
 static PyObject *g_specs = NULL;   /* dict: id(kernel) -> spec */
 static PyObject *g_slow = NULL;    /* callable(kernel, grid, args, meta, key or None) */
@@ -167,6 +174,13 @@ static int direct_launch(PyObject *spec, PyObject *grid, PyObject *stream, const
         config.numAttrs = 1;
     }
     CUresult r = g_launch_ex(&config, fn, params, NULL);
+    if (g_record && r == CUDA_SUCCESS) {
+        g_rec_config = config;
+        if (config.numAttrs) { g_rec_attr = attr; g_rec_config.attrs = &g_rec_attr; }
+        g_rec_fn = fn;
+        memcpy(g_rec_slots, slots, sizeof(uint64_t) * (size_t)np);
+        g_rec_np = np;
+    }
     if (r != CUDA_SUCCESS) {
         PyErr_Format(PyExc_RuntimeError, "tritonic: cuLaunchKernelEx failed with CUDA error %d", (int)r);
         return -1;
@@ -402,7 +416,38 @@ static PyObject *enable_direct(PyObject *self, PyObject *arg) {
     Py_RETURN_FALSE;
 }
 
+static PyObject *driver_floor(PyObject *self, PyObject *args) {
+    /* driver_floor(-1): start recording the direct launches; driver_floor(0): stop;
+     * driver_floor(n): repeat the last recorded launch n times from C (no Python, no key, no
+     * packing) and return the seconds per launch: the driver's own cost, a launcher's floor. */
+    long n;
+    if (!PyArg_ParseTuple(args, "l", &n)) return NULL;
+#ifdef TRITONIC_HAVE_CUDA_H
+    if (n <= 0) { g_record = n < 0; Py_RETURN_NONE; }
+    if (g_rec_np == 0 || g_launch_ex == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "driver_floor: no direct launch recorded");
+        return NULL;
+    }
+    void *params[122];
+    for (int i = 0; i < g_rec_np; i++) params[i] = &g_rec_slots[i];
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (long i = 0; i < n; i++) {
+        CUresult r = g_launch_ex(&g_rec_config, g_rec_fn, params, NULL);
+        if (r != CUDA_SUCCESS) return PyErr_Format(PyExc_RuntimeError, "driver_floor: CUDA error %d", (int)r);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return PyFloat_FromDouble(((double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec)) / (double)n);
+#else
+    (void)n;
+    PyErr_SetString(PyExc_RuntimeError, "driver_floor: built without cuda.h");
+    return NULL;
+#endif
+}
+
 static PyMethodDef methods[] = {
+    {"driver_floor", driver_floor, METH_VARARGS, "driver_floor(n): -1 records direct launches, 0 stops, n > 0 "
+     "repeats the last one n times in C and returns seconds per launch"},
     {"pack_check", pack_check, METH_VARARGS, "pack_check(spec, layout, kinds, args, pointers): packed slots"},
     {"enable_direct", enable_direct, METH_O, "enable_direct(on): launch with cuLaunchKernelEx where entries "
      "carry a spec (needs libcuda); returns whether it is on"},
