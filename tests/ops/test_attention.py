@@ -45,14 +45,17 @@ def test_gqa_and_float16(device):
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_key_padding_broadcast_mask(causal, device):
-    """A (B, 1, 1, Sk) mask: the kernels stop at each batch entry's last kept key (right
-    padding of different lengths, a hole before it, an entry with no key at all)."""
-    args = _qkv(4, 2, 2, 37, 37, 16, torch.float32, device)
-    mask = torch.ones(4, 1, 1, 37, dtype=torch.bool, device=device)
+    """A (B, 1, 1, Sk) mask: the kernels stop at each batch entry's last kept key and test the
+    mask only from its first masked one (right padding of different lengths, a hole before
+    it, an entry with no key at all, one with every key)."""
+    args = _qkv(5, 2, 2, 37, 37, 16, torch.float32, device)
+    mask = torch.ones(5, 1, 1, 37, dtype=torch.bool, device=device)
     mask[0, ..., 20:] = False  # padded after 20 keys: two of the 16-key blocks skipped
     mask[1, ..., 5:9] = False  # a hole, no padding
     mask[1, ..., 33:] = False
     mask[2] = False  # nothing to attend to: zeros and zero gradients
+    mask[4, ..., 17:21] = False  # a hole after a whole kept block (which takes no mask test), then padding
+    mask[4, ..., 30:] = False
     _check(args, mask=mask, causal=causal)
     _check(args, mask=mask[:1], causal=causal)  # one row of keys shared by the batch
 

@@ -95,6 +95,22 @@ def _kept_len(MASK, b, stride_mb, stride_mn, Sk, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def _padding_bounds(MASK, b, stride_mb, stride_mn, Sk, BLOCK: tl.constexpr):
+    """(dense, kept) of batch b's key-padding mask: every key before ``dense`` is kept (no key
+    block inside [0, dense) needs a mask test) and none from ``kept`` on is (no block past it
+    needs visiting). A BERT mask, a prefix of kept keys, has dense == kept."""
+    dense = tl.full([], 0, tl.int32) + Sk
+    kept = tl.full([], 0, tl.int32)
+    for start in range(0, Sk, BLOCK):
+        rn = start + tl.arange(0, BLOCK)
+        inside = rn < Sk
+        keep = tl.load(MASK + b * stride_mb + rn.to(tl.int64) * stride_mn, mask=inside, other=0) != 0
+        kept = tl.maximum(kept, tl.max(tl.where(keep, rn + 1, 0), axis=0))
+        dense = tl.minimum(dense, tl.min(tl.where(keep | (rn >= Sk), Sk, rn), axis=0))
+    return dense, kept
+
+
+@triton.jit
 def _masked_scores(s, rm, rn, pos, b, h, MASK, BIAS, stride_mb, stride_mh, stride_mm, stride_mn,
                    stride_bb, stride_bh, stride_bm, stride_bn, Sq, Sk, window, slope,
                    CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ALIBI: tl.constexpr,
@@ -237,14 +253,16 @@ def _attn_fwd(
         slope = tl.load(SLOPES + h) * 1.4426950408889634
 
     lo, hi = _key_range(pid_m, Sq, Sk, window, CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
-    if KEY_PADDING:  # padded keys at the end: stop at the last kept one
-        hi = tl.minimum(hi, _kept_len(MASK, b, stride_mb, stride_mn, Sk, 1024))
+    dense = Sk  # keys before this are kept for every query of the block (before the causal limit)
+    if KEY_PADDING:  # padded keys: stop at the last kept one; no mask test before the first padded one
+        dense, kept = _padding_bounds(MASK, b, stride_mb, stride_mn, Sk, 1024)
+        hi = tl.minimum(hi, kept)
     # Key blocks [lo, mid) need no mask at all: every key exists and every query row of the
     # block may see it (rows past Sq read zeros and are never stored). Only [mid, hi) pays
-    # for the bounds, causal and window tests. A boolean mask is tested everywhere.
+    # for the bounds, causal and window tests. A general boolean mask is tested everywhere.
     mid = lo
-    if not HAS_MASK and not HAS_WINDOW:
-        mid = (Sk // BLOCK_N) * BLOCK_N
+    if (not HAS_MASK or KEY_PADDING) and not HAS_WINDOW:
+        mid = (dense // BLOCK_N) * BLOCK_N
         if CAUSAL:  # keys up to the block's first query position are visible to all its rows
             mid = tl.minimum(mid, ((pid_m * BLOCK_M + (Sk - Sq) + 1) // BLOCK_N) * BLOCK_N)
         mid = tl.maximum(lo, tl.minimum(mid, hi))

@@ -10,7 +10,7 @@ recomputed from Q, K and the forward's log-sum-exp, with the masking of the forw
 import triton
 import triton.language as tl
 
-from tritonic.kernels.attention import _heads, _kept_len, _key_range, _masked_scores, _sequence, _tile
+from tritonic.kernels.attention import _heads, _key_range, _masked_scores, _padding_bounds, _sequence, _tile
 
 
 @triton.jit
@@ -154,15 +154,18 @@ def _attn_bwd_dkdv(
     if CAUSAL:  # queries before this key block's first key see none of it
         lo = tl.maximum(0, pid_n * BLOCK_N - (Sk - Sq))
         lo = (lo // BLOCK_M) * BLOCK_M
+    dense = Sk  # keys before this are kept for every query
     if KEY_PADDING:  # a key block past the last kept key: no query sees it, dK = dV = 0
-        lo = tl.where(pid_n * BLOCK_N < _kept_len(MASK, b, stride_mb, stride_mn, Sk, 1024), lo, Sq)
-    # Query blocks [m1, m2) need no mask: the key block is full, every row exists and sees
-    # every key of it (causal: from the first query block past the diagonal). The rest,
-    # [lo, m1) and [m2, Sq), is masked; a boolean mask or a window masks everything.
+        dense, kept = _padding_bounds(MASK, b, stride_mb, stride_mn, Sk, 1024)
+        lo = tl.where(pid_n * BLOCK_N < kept, lo, Sq)
+    # Query blocks [m1, m2) need no mask: the key block is full (and before any padded key),
+    # every row exists and sees every key of it (causal: from the first query block past the
+    # diagonal). The rest, [lo, m1) and [m2, Sq), is masked; a general boolean mask or a window
+    # masks everything.
     m1 = lo
     m2 = lo
-    if not HAS_MASK and not HAS_WINDOW:
-        if pid_n * BLOCK_N + BLOCK_N <= Sk:
+    if (not HAS_MASK or KEY_PADDING) and not HAS_WINDOW:
+        if pid_n * BLOCK_N + BLOCK_N <= dense:
             m2 = (Sq // BLOCK_M) * BLOCK_M
             if CAUSAL:
                 m1 = ((pid_n * BLOCK_N + BLOCK_N - 1 - (Sk - Sq) + BLOCK_M - 1) // BLOCK_M) * BLOCK_M
@@ -295,13 +298,15 @@ def _attn_bwd_dq(
     pos = rm + (Sk - Sq)
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     lo, hi = _key_range(pid_m, Sq, Sk, window, CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
+    dense = Sk
     if KEY_PADDING:
-        hi = tl.minimum(hi, _kept_len(MASK, b, stride_mb, stride_mn, Sk, 1024))
+        dense, kept = _padding_bounds(MASK, b, stride_mb, stride_mn, Sk, 1024)
+        hi = tl.minimum(hi, kept)
     k_base = K + b * stride_kb + h_kv * stride_kh
     v_base = V + b * stride_vb + h_kv * stride_vh
     mid = lo  # [lo, mid): no mask needed, as in the forward
-    if not HAS_MASK and not HAS_WINDOW:
-        mid = (Sk // BLOCK_N) * BLOCK_N
+    if (not HAS_MASK or KEY_PADDING) and not HAS_WINDOW:
+        mid = (dense // BLOCK_N) * BLOCK_N
         if CAUSAL:
             mid = tl.minimum(mid, ((pid_m * BLOCK_M + (Sk - Sq) + 1) // BLOCK_N) * BLOCK_N)
         mid = tl.maximum(lo, tl.minimum(mid, hi))
