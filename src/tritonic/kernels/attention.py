@@ -227,6 +227,8 @@ def _attn_fwd(
 ):
     pdl_enter(USE_PDL)
     pid_m = tl.program_id(0)
+    if CAUSAL:  # the longest query blocks first, so the last wave holds the shortest ones
+        pid_m = tl.num_programs(0) - 1 - pid_m
     bh = tl.program_id(1)
     b, h, h_kv = _heads(bh, H, GROUP, HEAD_MAJOR)
     q0, Sq, k0, Sk = _sequence(b, CU_Q, CU_K, Sq, Sk, VARLEN)

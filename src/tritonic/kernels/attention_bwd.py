@@ -271,6 +271,8 @@ def _attn_bwd_dq(
 ):
     """dQ of one query block of one head, recomputing its scores block by block."""
     pid_m = tl.program_id(0)
+    if CAUSAL:  # the longest query blocks first, so the last wave holds the shortest ones
+        pid_m = tl.num_programs(0) - 1 - pid_m
     bh = tl.program_id(1)
     b, h, h_kv = _heads(bh, H, GROUP, HEAD_MAJOR)
     q0, Sq, k0, Sk = _sequence(b, CU_Q, CU_K, Sq, Sk, VARLEN)
