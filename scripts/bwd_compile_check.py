@@ -1,10 +1,10 @@
 """Offline sm_90 compile of the general attention backward kernels (no GPU needed): registers,
 spills and shared memory per config, to see which tiles fit before timing them.
 
-    python scripts/bwd_compile_check.py dkdv 128 64,64,4,2 [atomic] [tmadq] [tmabwd] [hm] [causal]
-    python scripts/bwd_compile_check.py dq 128 64,64,4,2 [tmabwd] [causal]
+    python scripts/bwd_compile_check.py dkdv 128 64,64,4,2 [atomic] [tmadq] [tmabwd] [hm] [causal] [kpm]
+    python scripts/bwd_compile_check.py dq 128 64,64,4,2 [tmabwd] [causal] [kpm]
 
-bfloat16, dense, unit last strides, 16-divisible sizes and strides.
+bfloat16, dense or with a key-padding mask (kpm), unit last strides, 16-divisible sizes and strides.
 """
 
 import re
@@ -33,11 +33,11 @@ def main(argv):
         sig[n] = "*bf16"
     for n in ("LSE", "DELTA", "DBIAS", "DQ_ACC", "SLOPES"):
         sig[n] = "*fp32"
-    sig.update(MASK="*u8", CU_Q="*i32", CU_K="*i32", scale="fp32",
+    sig.update(MASK="*i1", CU_Q="*i32", CU_K="*i32", scale="fp32",
                DQ_DESC=f"tensordesc<fp32[{BM},{D}]>", Q_DESC=f"tensordesc<bf16[1,1,{BM},{D}]>",
                DO_DESC=f"tensordesc<bf16[1,1,{BM},{D}]>", K_DESC=f"tensordesc<bf16[1,1,{BN},{D}]>",
                V_DESC=f"tensordesc<bf16[1,1,{BN},{D}]>")
-    const = dict(VARLEN=False, CAUSAL="causal" in flags, HAS_MASK=False, KEY_PADDING=False, HAS_BIAS=False,
+    const = dict(VARLEN=False, CAUSAL="causal" in flags, HAS_MASK="kpm" in flags, KEY_PADDING="kpm" in flags, HAS_BIAS=False,
                  HAS_ALIBI=False, HAS_WINDOW=False, PRECISION="tf32", BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=D,
                  stride_qd=1, stride_kd=1, stride_vd=1, stride_od=1, HEAD_MAJOR="hm" in flags)
     if which == "dkdv":
@@ -46,11 +46,14 @@ def main(argv):
         const["TMA_QDO"] = "tmabwd" in flags
     else:
         const["TMA_KV"] = "tmabwd" in flags
+    if "kpm" in flags:  # an expanded (B, 1, 1, Sk) bool mask: unit key stride, as Triton specialises it
+        const.update(stride_mn=1)
+    const.update(GROUP=1)  # (no GQA: Triton specialises an int argument equal to 1)
     const = {k: v for k, v in const.items() if k in names}
     sig.update({k: "constexpr" for k in const})
     sig = {n: sig[n] for n in names}
     aligned = [n for n in names if n not in const and (sig[n].startswith("*") or n.startswith("stride_")
-                                                       or n in ("Sq", "Sk", "D"))]
+                                                       or n in ("Sq", "Sk", "D")) and n not in ("stride_mh", "stride_mm")]
     attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in aligned}
     src = ASTSource(fn, sig, constexprs={(names.index(k),): v for k, v in const.items()}, attrs=attrs)
     try:

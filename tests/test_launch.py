@@ -323,6 +323,31 @@ def test_c_launch_gives_the_c_launcher_what_the_python_path_gives(c_launch, monk
     assert calls[1][:3] == (3, 2, 1) and calls[1][3] == 7 and calls[1][-5] == x.data_ptr()
 
 
+def test_c_launch_takes_calls_of_other_argument_kinds_too(c_launch, monkeypatch):
+    """A kernel called with None in one place and a tensor in another (the norm without and
+    with a residual): after its first call, the second kinds get a C spec of their own, so
+    from the third call on neither goes through Python (no bouncing between C and Python)."""
+    kernel, fk, x, calls = _c_runnable(monkeypatch)
+    p = torch.empty(32)
+    other = []
+    fk.compiled[(0, fk.bind(x, 128, 1e-5, p, BLOCK=32)[0])] = (lambda *a: other.append(a), False, False, "F2", "M2",
+                                                              None)
+    slow = []
+    real_slow = L._c_slow
+    monkeypatch.setattr(L, "_c_slow", lambda *a: (slow.append(a[4]), real_slow(*a)))
+    L._configure_c(c_launch, device=lambda: 0, stream=lambda d: 7)
+    c_launch.launch(kernel, (1,), x, 128, 1e-5, None, BLOCK=32)  # the first kinds' key filed
+    for _ in range(3):
+        c_launch.launch(kernel, (1,), x, 128, 1e-5, p, BLOCK=32)
+    assert slow[1:] == [None, slow[2]] and slow[2] is not None  # no key, then its key (filed), then C alone
+    for _ in range(2):
+        c_launch.launch(kernel, (1,), x, 128, 1e-5, None, BLOCK=32)
+        c_launch.launch(kernel, (1,), x, 128, 1e-5, p, BLOCK=32)
+    assert len(slow) == 3 and len(calls) == 3 and len(other) == 5
+    assert other[-1][:13] == other[0][:13] and other[-1][4] == "F2" and other[-1][-2] == p.data_ptr()
+    assert len(fk.cvariants) == 2 and all(len(d) == 1 for d in fk.cvariants.values())
+
+
 @pytest.mark.parametrize("call", ["misaligned", "n is 1", "other BLOCK", "option", "None for tensor",
                                   "tensor for None", "float for int", "bool for int", "int over 2**31",
                                   "negative int", "subclass", "arguments missing", "grid as list"])

@@ -143,3 +143,33 @@ def test_warp_specialised_forward_compiles_for_sm90(D, flags, device):
                        env=env, timeout=600)
     assert r.returncode == 0, r.stdout[-1500:] + r.stderr[-1500:]
     assert "warp-specialised True" in r.stdout, r.stdout[-1500:]
+
+
+def test_attention_backward_gpu_tiles_compile_with_key_padding(monkeypatch, device):
+    """The dK/dV kernel with a key-padding mask (and with a bias too) at the GPU's tile configs,
+    descriptors on: ptxas (CUDA 12.8) crashed on four of them once the kernel skipped mask tests
+    before the first padded key; the interpreter's 16x16 tiles never showed it."""
+    if device != "cpu":
+        pytest.skip("the GPU run compiles these itself")
+    att = importlib.import_module("tritonic.ops.attention")
+    monkeypatch.setenv("TRITONIC_ATTENTION_TMA", "1")
+    seen = []
+    monkeypatch.setattr(att, "launch", lambda kernel, grid, *a, **m: seen.append(
+        {"module": kernel.fn.__module__, "name": kernel.fn.__name__, "args": [sm90._describe(x) for x in a],
+         "meta": dict(m)}))  # recorded, not run: only the types matter
+    tiles = {(64, 64, 4, 2, 0), (128, 64, 8, 2, 0), (64, 64, 4, 2, 1), (128, 128, 8, 2, 1)}
+    configs = [c for c in att._BWD_TUNERS["narrow"].configs
+               if (c.meta()["BLOCK_M"], c.meta()["BLOCK_N"], c.meta()["num_warps"], c.meta()["num_stages"],
+                   c.meta().get("ATOMIC_DQ", 0)) in tiles and "DQ_BLOCK_M" not in c.meta()]
+    assert len(configs) == len(tiles)
+    for config in configs:
+        monkeypatch.setattr(att, "_INTERPRETER_CONFIG", config)
+        for with_bias in (False, True):
+            q, k, v = (torch.randn(2, 4, 128, 64, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+            mask = torch.ones(2, 1, 1, 128, dtype=torch.bool)
+            mask[0, ..., 80:] = False
+            bias = torch.randn(1, 4, 128, 128, dtype=torch.bfloat16, requires_grad=True) if with_bias else None
+            _grads(ops.attention(q, k, v, mask=mask, bias=bias), q, k, v)
+    launches = [x for x in sm90.unique(seen) if x["name"] == "_attn_bwd_dkdv"]
+    assert len(launches) == 2 * len(tiles)
+    assert sm90.compile_all(launches) == []

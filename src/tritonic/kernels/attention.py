@@ -114,11 +114,15 @@ def _padding_bounds(MASK, b, stride_mb, stride_mn, Sk, BLOCK: tl.constexpr):
 def _masked_scores(s, rm, rn, pos, b, h, MASK, BIAS, stride_mb, stride_mh, stride_mm, stride_mn,
                    stride_bb, stride_bh, stride_bm, stride_bn, Sq, Sk, window, slope,
                    CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ALIBI: tl.constexpr,
-                   HAS_WINDOW: tl.constexpr):
+                   HAS_WINDOW: tl.constexpr, KEY_PADDING: tl.constexpr = False):
     """Scores (base 2) of query rows rm against keys rn with the mask, causal limit and window
-    applied as -inf, then the bias and ALiBi (slope already in base 2) added."""
+    applied as -inf, then the bias and ALiBi (slope already in base 2) added. KEY_PADDING: the
+    mask is one row of keys for every query (one load per key, not per score)."""
     keep = (rm[:, None] < Sq) & (rn[None, :] < Sk)
-    if HAS_MASK:
+    if KEY_PADDING:
+        kept = tl.load(MASK + b * stride_mb + rn * stride_mn, mask=rn < Sk, other=0) != 0
+        keep = keep & kept[None, :]
+    elif HAS_MASK:
         m_ptr = MASK + b * stride_mb + h * stride_mh + rm[:, None].to(tl.int64) * stride_mm + rn[None, :] * stride_mn
         keep = keep & (tl.load(m_ptr, mask=keep, other=0) != 0)
     if CAUSAL:
@@ -141,7 +145,8 @@ def _fwd_block(acc, l_i, m_i, q, k_base, v_base, K_DESC, V_DESC, start, rm, rd, 
                stride_mb, stride_mh, stride_mm, stride_mn, stride_bb, stride_bh, stride_bm, stride_bn,
                Sq, Sk, D, window, qk_scale, slope, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
                HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_WINDOW: tl.constexpr,
-               PRECISION: tl.constexpr, TMA_KV: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+               PRECISION: tl.constexpr, TMA_KV: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+               KEY_PADDING: tl.constexpr = False):
     """One key block of the online softmax: (acc, l_i, m_i) updated with keys start + [0, BLOCK_N).
     MASKED: apply the bounds/causal/window/boolean masks (rows may end up empty); otherwise
     every score is finite and the scale folds into one multiply-add per score. TMA_KV: K and
@@ -155,7 +160,7 @@ def _fwd_block(acc, l_i, m_i, q, k_base, v_base, K_DESC, V_DESC, start, rm, rd, 
     if MASKED:
         s = _masked_scores(s * qk_scale, rm, rn, pos, b, h, MASK, BIAS, stride_mb, stride_mh, stride_mm, stride_mn,
                            stride_bb, stride_bh, stride_bm, stride_bn, Sq, Sk, window, slope,
-                           CAUSAL, HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW)
+                           CAUSAL, HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW, KEY_PADDING=KEY_PADDING)
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # empty so far: exponentials of -inf are 0
         p = tl.exp2(s - m_use[:, None])
@@ -274,14 +279,14 @@ def _attn_fwd(
                                    stride_kn, stride_kd, stride_vn, stride_vd,
                                    stride_mb, stride_mh, stride_mm, stride_mn, stride_bb, stride_bh, stride_bm,
                                    stride_bn, Sq, Sk, D, window, qk_scale, slope, False, CAUSAL, HAS_MASK, HAS_BIAS,
-                                   HAS_ALIBI, HAS_WINDOW, PRECISION, TMA_KV, BLOCK_N, BLOCK_D)
+                                   HAS_ALIBI, HAS_WINDOW, PRECISION, TMA_KV, BLOCK_N, BLOCK_D, KEY_PADDING=KEY_PADDING)
     for start in range(mid, hi, BLOCK_N):
         acc, l_i, m_i = _fwd_block(acc, l_i, m_i, q, k_base, v_base, K_DESC, V_DESC, start, rm, rd, pos, b, h, h_kv,
                                    MASK, BIAS,
                                    stride_kn, stride_kd, stride_vn, stride_vd,
                                    stride_mb, stride_mh, stride_mm, stride_mn, stride_bb, stride_bh, stride_bm,
                                    stride_bn, Sq, Sk, D, window, qk_scale, slope, True, CAUSAL, HAS_MASK, HAS_BIAS,
-                                   HAS_ALIBI, HAS_WINDOW, PRECISION, TMA_KV, BLOCK_N, BLOCK_D)
+                                   HAS_ALIBI, HAS_WINDOW, PRECISION, TMA_KV, BLOCK_N, BLOCK_D, KEY_PADDING=KEY_PADDING)
 
     empty = l_i == 0.0
     out = acc / tl.where(empty, 1.0, l_i)[:, None]

@@ -42,7 +42,8 @@ def _dkdv_block(dk, dv, k, v, q_base, do_base, dq_base, Q_DESC, DO_DESC, DQ_DESC
                 H, Sq, Sk, D, window, qk_scale, slope, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
                 HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_WINDOW: tl.constexpr,
                 HAS_DBIAS: tl.constexpr, ATOMIC_DQ: tl.constexpr, TMA_DQ: tl.constexpr, TMA_QDO: tl.constexpr,
-                PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+                PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+                KEY_PADDING: tl.constexpr = False):
     """dK, dV of one key block updated with the query rows start + [0, BLOCK_M) of head h.
     MASKED: bounds/causal/window/boolean masks (and rows with no key); otherwise every row
     and key exists and is visible. ATOMIC_DQ: also add this block's share of dQ (unscaled,
@@ -64,7 +65,7 @@ def _dkdv_block(dk, dv, k, v, q_base, do_base, dq_base, Q_DESC, DO_DESC, DQ_DESC
         delta = tl.load(DELTA + row, mask=rm < Sq, other=0.0)
         s = _masked_scores(s, rm, rn, rm + (Sk - Sq), b, h, MASK, BIAS, stride_mb, stride_mh, stride_mm,
                            stride_mn, stride_bb, stride_bh, stride_bm, stride_bn, Sq, Sk, window, slope,
-                           CAUSAL, HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW)
+                           CAUSAL, HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW, KEY_PADDING=KEY_PADDING)
         p = tl.exp2(s - tl.where(lse == float("-inf"), 0.0, lse)[:, None])  # rows with no key: p = 0
     else:
         lse = tl.load(LSE + row) * 1.4426950408889634
@@ -161,10 +162,11 @@ def _attn_bwd_dkdv(
     # Query blocks [m1, m2) need no mask: the key block is full (and before any padded key),
     # every row exists and sees every key of it (causal: from the first query block past the
     # diagonal). The rest, [lo, m1) and [m2, Sq), is masked; a general boolean mask or a window
-    # masks everything.
+    # masks everything, and so does a key-padding mask with a bias: with both, ptxas (CUDA
+    # 12.8, Triton 3.6) crashed on several tile configs (tests/test_sm90_compile.py).
     m1 = lo
     m2 = lo
-    if (not HAS_MASK or KEY_PADDING) and not HAS_WINDOW:
+    if (not HAS_MASK or (KEY_PADDING and not HAS_BIAS)) and not HAS_WINDOW:
         if pid_n * BLOCK_N + BLOCK_N <= dense:
             m2 = (Sq // BLOCK_M) * BLOCK_M
             if CAUSAL:
@@ -188,7 +190,7 @@ def _attn_bwd_dkdv(
                                  stride_om, stride_od, stride_am, stride_mb, stride_mh, stride_mm, stride_mn,
                                  stride_bb, stride_bh, stride_bm, stride_bn, H, Sq, Sk, D, window, qk_scale, slope,
                                  True, CAUSAL, HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW, HAS_DBIAS, ATOMIC_DQ,
-                                 TMA_DQ, TMA_QDO, PRECISION, BLOCK_M, BLOCK_D)
+                                 TMA_DQ, TMA_QDO, PRECISION, BLOCK_M, BLOCK_D, KEY_PADDING=KEY_PADDING)
         for start in range(m1, m2, BLOCK_M):
             dk, dv = _dkdv_block(dk, dv, k, v, q_base, do_base, dq_base, Q_DESC, DO_DESC, DQ_DESC, dq_row, LSE, DELTA,
                                  DBIAS, start,
@@ -196,7 +198,7 @@ def _attn_bwd_dkdv(
                                  stride_om, stride_od, stride_am, stride_mb, stride_mh, stride_mm, stride_mn,
                                  stride_bb, stride_bh, stride_bm, stride_bn, H, Sq, Sk, D, window, qk_scale, slope,
                                  False, CAUSAL, HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW, HAS_DBIAS, ATOMIC_DQ,
-                                 TMA_DQ, TMA_QDO, PRECISION, BLOCK_M, BLOCK_D)
+                                 TMA_DQ, TMA_QDO, PRECISION, BLOCK_M, BLOCK_D, KEY_PADDING=KEY_PADDING)
         for start in range(m2, Sq, BLOCK_M):
             dk, dv = _dkdv_block(dk, dv, k, v, q_base, do_base, dq_base, Q_DESC, DO_DESC, DQ_DESC, dq_row, LSE, DELTA,
                                  DBIAS, start,
@@ -204,7 +206,7 @@ def _attn_bwd_dkdv(
                                  stride_om, stride_od, stride_am, stride_mb, stride_mh, stride_mm, stride_mn,
                                  stride_bb, stride_bh, stride_bm, stride_bn, H, Sq, Sk, D, window, qk_scale, slope,
                                  True, CAUSAL, HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW, HAS_DBIAS, ATOMIC_DQ,
-                                 TMA_DQ, TMA_QDO, PRECISION, BLOCK_M, BLOCK_D)
+                                 TMA_DQ, TMA_QDO, PRECISION, BLOCK_M, BLOCK_D, KEY_PADDING=KEY_PADDING)
     out = b * stride_gb + h_kv * stride_gh + rn[:, None].to(tl.int64) * stride_gn + rd[None, :]
     tl.store(DK + out, (dk * scale).to(DK.dtype.element_ty), mask=kv_mask)
     tl.store(DV + out, dv.to(DV.dtype.element_ty), mask=kv_mask)
@@ -216,7 +218,7 @@ def _dq_block(dq, q, do, lse, delta, k_base, v_base, K_DESC, V_DESC, start, rm, 
               stride_bb, stride_bh, stride_bm, stride_bn, Sq, Sk, D, window, qk_scale, slope,
               MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr,
               HAS_ALIBI: tl.constexpr, HAS_WINDOW: tl.constexpr, PRECISION: tl.constexpr, TMA_KV: tl.constexpr,
-              BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+              BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, KEY_PADDING: tl.constexpr = False):
     """dQ of one query block updated with keys start + [0, BLOCK_N). Unmasked blocks hold
     only existing, visible keys (rows past Sq read zeros and are never stored). TMA_KV: K and
     V tiles through descriptors, as in the forward."""
@@ -231,7 +233,7 @@ def _dq_block(dq, q, do, lse, delta, k_base, v_base, K_DESC, V_DESC, start, rm, 
     if MASKED:
         s = _masked_scores(s, rm, rn, pos, b, h, MASK, BIAS, stride_mb, stride_mh, stride_mm, stride_mn,
                            stride_bb, stride_bh, stride_bm, stride_bn, Sq, Sk, window, slope,
-                           CAUSAL, HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW)
+                           CAUSAL, HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW, KEY_PADDING=KEY_PADDING)
     else:
         if HAS_BIAS:
             b_ptr = BIAS + b * stride_bb + h * stride_bh + rm[:, None].to(tl.int64) * stride_bm + rn[None, :] * stride_bn
@@ -307,7 +309,7 @@ def _attn_bwd_dq(
     k_base = K + b * stride_kb + h_kv * stride_kh
     v_base = V + b * stride_vb + h_kv * stride_vh
     mid = lo  # [lo, mid): no mask needed, as in the forward
-    if (not HAS_MASK or KEY_PADDING) and not HAS_WINDOW:
+    if (not HAS_MASK or (KEY_PADDING and not HAS_BIAS)) and not HAS_WINDOW:
         mid = (dense // BLOCK_N) * BLOCK_N
         if CAUSAL:
             mid = tl.minimum(mid, ((pid_m * BLOCK_M + (Sk - Sq) + 1) // BLOCK_N) * BLOCK_N)
@@ -317,12 +319,12 @@ def _attn_bwd_dq(
                        BIAS,
                        stride_kn, stride_kd, stride_vn, stride_vd, stride_mb, stride_mh, stride_mm, stride_mn,
                        stride_bb, stride_bh, stride_bm, stride_bn, Sq, Sk, D, window, qk_scale, slope, False, CAUSAL,
-                       HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW, PRECISION, TMA_KV, BLOCK_N, BLOCK_D)
+                       HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW, PRECISION, TMA_KV, BLOCK_N, BLOCK_D, KEY_PADDING=KEY_PADDING)
     for start in range(mid, hi, BLOCK_N):
         dq = _dq_block(dq, q, do, lse, delta, k_base, v_base, K_DESC, V_DESC, start, rm, rd, pos, b, h, h_kv, MASK,
                        BIAS,
                        stride_kn, stride_kd, stride_vn, stride_vd, stride_mb, stride_mh, stride_mm, stride_mn,
                        stride_bb, stride_bh, stride_bm, stride_bn, Sq, Sk, D, window, qk_scale, slope, True, CAUSAL,
-                       HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW, PRECISION, TMA_KV, BLOCK_N, BLOCK_D)
+                       HAS_MASK, HAS_BIAS, HAS_ALIBI, HAS_WINDOW, PRECISION, TMA_KV, BLOCK_N, BLOCK_D, KEY_PADDING=KEY_PADDING)
     tl.store(DQ + b * stride_gb + h * stride_gh + rm[:, None].to(tl.int64) * stride_gm + rd[None, :],
              (dq * scale).to(DQ.dtype.element_ty), mask=q_mask)

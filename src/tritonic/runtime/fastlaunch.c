@@ -9,7 +9,8 @@
  * compiled yet, a profiler hook, launcher.FAST off) goes to launcher.py's Python path, which
  * is handed the key (or None) so that it can file the compiled kernel under it.
  *
- * A spec is a tuple (kernel, kinds, layout, compiled):
+ * A spec is a tuple (kernel, kinds, layout, compiled[, next]): next, where present and not None,
+ * is the spec for calls whose arguments have other kinds (a chain, walked in order):
  *   kinds:  bytes, one per positional argument: T tensor, N None, i int, f float, b bool,
  *           D tensor descriptor (its key part comes from launcher._spec);
  *   layout: bytes, one per kernel parameter: a (the next positional argument) or c (a
@@ -62,6 +63,27 @@ static int hooks_active(void) {
     }
     Py_DECREF(hook);
     return active;
+}
+
+/* Do the positional arguments have the kinds of a spec (see the top of this file)? */
+static int kinds_match(PyObject *kinds_obj, PyObject *const *pos, Py_ssize_t npos) {
+    if (PyBytes_GET_SIZE(kinds_obj) != npos) return 0;
+    const char *kinds = PyBytes_AS_STRING(kinds_obj);
+    for (Py_ssize_t i = 0; i < npos; i++) {
+        PyObject *a = pos[i];
+        int ok;
+        switch (kinds[i]) {
+        case 'T': ok = (PyObject *)Py_TYPE(a) == g_tensor || (PyObject *)Py_TYPE(a) == g_param; break;
+        case 'N': ok = a == Py_None; break;
+        case 'i': ok = PyLong_CheckExact(a); break;
+        case 'f': ok = PyFloat_CheckExact(a); break;
+        case 'b': ok = PyBool_Check(a); break;
+        case 'D': ok = PyObject_IsInstance(a, g_desc) == 1; if (!ok) PyErr_Clear(); break;
+        default: ok = 0;
+        }
+        if (!ok) return 0;
+    }
+    return 1;
 }
 
 static PyObject *slow_path(PyObject *kernel, PyObject *grid, PyObject *const *pos, Py_ssize_t npos,
@@ -207,6 +229,13 @@ static PyObject *launch_core(PyObject *kernel, PyObject *grid, PyObject *const *
     PyObject *spec = PyDict_GetItemWithError(g_specs, id);  /* borrowed */
     Py_DECREF(id);
     if (spec == NULL || PyTuple_GET_ITEM(spec, 0) != kernel) { PyErr_Clear(); goto slow; }
+    if (PyTuple_GET_SIZE(spec) > 4 && PyTuple_GET_ITEM(spec, 4) != Py_None) {
+        /* calls with other argument kinds (None for a tensor, ...) have specs of their own,
+         * chained: the one these arguments match (a single spec skips this) */
+        while (spec != Py_None && !kinds_match(PyTuple_GET_ITEM(spec, 1), pos, npos))
+            spec = PyTuple_GET_SIZE(spec) > 4 ? PyTuple_GET_ITEM(spec, 4) : Py_None;
+        if (spec == Py_None) goto slow;
+    }
     const char *kinds = PyBytes_AS_STRING(PyTuple_GET_ITEM(spec, 1));
     if (PyBytes_GET_SIZE(PyTuple_GET_ITEM(spec, 1)) != npos) goto slow;
     PyObject *layout = PyTuple_GET_ITEM(spec, 2), *compiled = PyTuple_GET_ITEM(spec, 3);

@@ -93,6 +93,8 @@ class _FastKernel:
     def __init__(self, kernel):
         self.kernel = kernel
         self.ccompiled: dict = {}  # the C launch's keys -> the same entries as ``compiled``
+        self.cvariants: dict = {}  # argument kinds (bytes) -> that C spec's dict (the first: ccompiled)
+        self.layout = b""
         params = kernel.params
         self.names = [p.name for p in params]
         self.constexpr = [p.is_constexpr for p in params]
@@ -184,8 +186,36 @@ class _FastKernel:
         self.bind_fast = namespace["bind_fast"]
         self.run_fast = namespace["run_fast"]
         kinds = "".join(_kind(v) for v in args)
-        layout = "".join("c" if c else "a" for c in self.constexpr)
-        _c_specs[id(self.kernel)] = (self.kernel, kinds.encode(), layout.encode(), self.ccompiled)
+        self.layout = "".join("c" if c else "a" for c in self.constexpr).encode()
+        self.cvariants = {kinds.encode(): self.ccompiled}
+        _c_specs[id(self.kernel)] = (self.kernel, kinds.encode(), self.layout, self.ccompiled)
+
+    def add_c_variant(self, args) -> bool:
+        """A C spec for the kinds of ``args`` too (a call passing None where the first passed
+        a tensor, say: the norm without and with a residual), chained after the first, so the
+        C launch takes such calls as well instead of handing each to Python. False where it
+        cannot (no first spec, kinds without a fast form, four variants already)."""
+        if self.bind_fast is None or len(self.cvariants) >= 4:
+            return False
+        kinds = [_kind(v) for v in args]
+        if None in kinds:
+            return False
+        kinds = "".join(kinds).encode()
+        if kinds not in self.cvariants:
+            self.cvariants[kinds] = {}
+            chain = None
+            for k, d in reversed(list(self.cvariants.items())):
+                chain = (self.kernel, k, self.layout, d, chain)
+            _c_specs[id(self.kernel)] = chain
+        return True
+
+    def c_dict_for(self, args) -> dict:
+        """The C keys' dict of the spec whose kinds ``args`` have (the first spec's otherwise)."""
+        if len(self.cvariants) > 1:
+            kinds = [_kind(v) for v in args]
+            if None not in kinds:
+                return self.cvariants.get("".join(kinds).encode(), self.ccompiled)
+        return self.ccompiled
 
     def launch(self, kernel, grid, args, meta) -> None:
         fast = self.bind_fast
@@ -358,7 +388,15 @@ def _c_slow(kernel, grid, args, meta, key, keep=None) -> None:
     # launch C keeps declining ends on the Python path.
     depth = getattr(_defer, "depth", 0)
     saved = getattr(_defer, "on", False), getattr(_defer, "hit", False)
-    _defer.on, _defer.hit = _C_DIRECT and LAZY and _C is not None and depth < 2, False
+    hit = _by_id.get(id(kernel))
+    fast = hit[1] if hit is not None and hit[0] is kernel else None
+    # No key although C knows the kernel: these arguments' kinds match none of its specs (or
+    # the fast path is off). A spec for them is added where it can be, so the relaunch (and
+    # every later call) computes a key; otherwise nothing is deferred: a relaunch from C would
+    # only come back here.
+    known = fast is not None and id(kernel) in _c_specs
+    can_defer = key is not None or not known or (FAST and fast.add_c_variant(args))
+    _defer.on, _defer.hit = _C_DIRECT and LAZY and _C is not None and depth < 2 and can_defer, False
     try:
         _launch_py(kernel, grid, *args, **meta)
         deferred = _defer.hit  # filed (or found) unlaunched
@@ -373,12 +411,17 @@ def _c_slow(kernel, grid, args, meta, key, keep=None) -> None:
             return
         try:
             entry = fast.compiled.get(fast.bind_fast(args, meta)[0])
-        except (_Miss, AttributeError, TypeError, ValueError, RuntimeError):
+        except _Miss:  # another spec's kinds: the generic binder's key
+            try:
+                entry = fast.compiled.get((fast.device(), fast.bind(*args, **meta)[0]))
+            except (AttributeError, TypeError, ValueError, RuntimeError):
+                return
+        except (AttributeError, TypeError, ValueError, RuntimeError):
             return
         if entry:
             if keep is not None:
                 _c_kept[id(keep)] = keep  # its address now stands for its contents: never freed, never reused
-            fast.ccompiled[key] = entry + (_direct_spec(entry),) if _C_DIRECT else entry
+            fast.c_dict_for(args)[key] = entry + (_direct_spec(entry),) if _C_DIRECT else entry
     finally:
         if deferred:  # now launch it from C (by its new key, or computing the key it lacked)
             _defer.depth = depth + 1
