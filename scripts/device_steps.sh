@@ -66,6 +66,7 @@
 #               decode_splits.py (flash-decoding's split count where it trails SDPA)
 #   next15      tests-ops, attn-default, firstcall-lazy, launch3
 #   next16      tests-ops, tmabwd, headmajor, decode, models-tritonic
+#   next17      attention GPU tests, masked / causal attention rows, decode 1k, launch.py (~6 min)
 #   next16b     attention/decode GPU tests, the failed integration tests, attn_probe kernels, attention.py
 #               (backward re-tuned), decode.py
 #   ropeab      memory_bound.py's RoPE case with TRITONIC_ROPE_STREAM=0 / 1, alternated twice
@@ -403,6 +404,15 @@ for step in "$@"; do
                 TRITONIC_ATTENTION_HEAD_MAJOR=$hm run headmajor "hm${hm}_$i" 120 python3 benchmarks/attention.py \
                     --graph always --providers tritonic --modes fwd,fwd+bwd --only "t5-bias" --out "$R/headmajor/hm${hm}_$i"
             done; done ;;
+        next17)  # seventeenth session, after next16b: the attention GPU tests (key-padding masks without mask
+            # tests, the ptxas fix, causal heavy-first), the masked and causal attention rows, decode (no bouncing
+            # between the C and Python launch for the one-split path), one launch.py
+            run next17 tests 150 python3 -m pytest -q -m gpu -rfE --tb=short tests/ops/test_attention_gpu.py
+            run next17 attn 150 python3 benchmarks/attention.py --graph always --providers sdpa,tritonic \
+                --modes fwd,fwd+bwd --only "bert-mask|causal d128|causal d64 4x" --out "$R/next17/attn"
+            run next17 decode 60 python3 benchmarks/decode.py --only "b16 cache 1k|b64 cache 1k|b1 cache 8k" \
+                --out "$R/next17/decode"
+            run next17 launch 40 python3 benchmarks/launch.py --out "$R/next17/launch" ;;
         next16b)  # TMA_BWD on by default and the one-split decode fixed: the attention and decode GPU tests, the
             # integration tests that failed at 6d68985, the kernels' split of a step, then attention.py as shipped
             # (the table's configs; the masked cases' backward chose without descriptors), then decode.py
