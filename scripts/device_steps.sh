@@ -410,6 +410,8 @@ for step in "$@"; do
             run next17 tests 150 python3 -m pytest -q -m gpu -rfE --tb=short tests/ops/test_attention_gpu.py
             run next17 attn 150 python3 benchmarks/attention.py --graph always --providers sdpa,tritonic \
                 --modes fwd,fwd+bwd --only "bert-mask|causal d128|causal d64 4x" --out "$R/next17/attn"
+            TRITONIC_ATTENTION_WS=0 run next17 attn-nows 60 python3 benchmarks/attention.py --graph always \
+                --providers tritonic --modes fwd --only "bert-mask d64 2048" --out "$R/next17/attn-nows"
             run next17 decode 60 python3 benchmarks/decode.py --only "b16 cache 1k|b64 cache 1k|b1 cache 8k" \
                 --out "$R/next17/decode"
             run next17 launch 40 python3 benchmarks/launch.py --out "$R/next17/launch" ;;
