@@ -404,6 +404,12 @@ for step in "$@"; do
                 TRITONIC_ATTENTION_HEAD_MAJOR=$hm run headmajor "hm${hm}_$i" 120 python3 benchmarks/attention.py \
                     --graph always --providers tritonic --modes fwd,fwd+bwd --only "t5-bias" --out "$R/headmajor/hm${hm}_$i"
             done; done ;;
+        next17s)  # next17 cut to ~4 minutes: the masked attention GPU tests, bert-mask and causal d128 rows, decode b16 1k
+            run next17s tests 90 python3 -m pytest -q -m gpu -rfE --tb=short tests/ops/test_attention_gpu.py \
+                -k "mask or bias or padding or causal"
+            run next17s attn 80 python3 benchmarks/attention.py --graph always --providers sdpa,tritonic \
+                --modes fwd,fwd+bwd --only "bert-mask|causal d128" --out "$R/next17s/attn"
+            run next17s decode 30 python3 benchmarks/decode.py --only "b16 cache 1k" --out "$R/next17s/decode" ;;
         next17)  # seventeenth session, after next16b: the attention GPU tests (key-padding masks without mask
             # tests, the ptxas fix, causal heavy-first), the masked and causal attention rows, decode (no bouncing
             # between the C and Python launch for the one-split path), one launch.py
