@@ -753,6 +753,46 @@ def test_c_launch_first_call_launches_directly_without_tritons_launcher(c_launch
     assert not getattr(L._defer, "on", False) and not getattr(L._defer, "hit", False)
 
 
+def test_c_launch_other_kinds_with_lazy_entries_do_not_bounce(c_launch, monkeypatch):
+    """With the direct path and lazy entries: the first call of other argument kinds (a tensor
+    where the first call passed None) adds their C spec and is launched once (no Triton launch,
+    no bouncing between C and Python); later calls of either kinds go straight from C. A call C
+    declines for another reason (an int past 2**31) reaches Python once and runs once."""
+    triton_launches, launched = [], []
+
+    class Kernel(SimpleNamespace):
+        def __getitem__(self, grid):
+            return lambda *a, **k: triton_launches.append(a) or _Compiled()
+    kernel = Kernel(params=_kernel(("X", False), ("n", False), ("eps", False), ("P", False), ("BLOCK", True)).params)
+    fk = L._FastKernel(kernel)
+    fk.device, fk.stream = (lambda: 0), (lambda d: 7)
+    x, p = torch.empty(64), torch.empty(32)
+    fk.make_fast_binder((x, 128, 1e-5, None))
+    monkeypatch.setitem(L._by_id, id(kernel), (kernel, fk))
+    monkeypatch.setitem(L._c_specs, id(kernel), L._c_specs[id(kernel)])
+    monkeypatch.setattr(L, "_lazy_entry", lambda *a: (lambda *b: launched.append(b), False, False, 4321, (4, 1, 1024),
+                                                      _Compiled()))
+    monkeypatch.setattr(L, "_C", c_launch)
+    monkeypatch.setattr(L, "_C_DIRECT", True)
+    monkeypatch.setattr(L, "LAZY", True)
+    slow = []
+    real_slow = L._c_slow
+    monkeypatch.setattr(L, "_c_slow", lambda *a: (slow.append(a[4]), real_slow(*a)))
+    L._configure_c(c_launch, device=lambda: 0, stream=lambda d: 7)
+    c_launch.launch(kernel, (1,), x, 128, 1e-5, None, BLOCK=32)
+    assert len(launched) == 1
+    n = len(slow)
+    c_launch.launch(kernel, (1,), x, 128, 1e-5, p, BLOCK=32)  # no key, then its key (filed): launched once
+    assert len(launched) == 2 and len(slow) == n + 2 and slow[n] is None and slow[n + 1] is not None
+    for args in ((x, 128, 1e-5, p), (x, 128, 1e-5, None)):
+        c_launch.launch(kernel, (1,), *args, BLOCK=32)
+    assert len(launched) == 4 and len(slow) == n + 2 and triton_launches == []
+    assert launched[-2][13:17] == (x.data_ptr(), 128, 1e-5, p.data_ptr())
+    c_launch.launch(kernel, (1,), x, 2**31 + 16, 1e-5, p, BLOCK=32)  # C declines it (no key): Python, once
+    assert len(launched) + len(triton_launches) == 5 and len(slow) == n + 3
+    assert not getattr(L._defer, "on", False) and not getattr(L._defer, "hit", False)
+
+
 @pytest.mark.gpu
 def test_lazy_first_launches_on_gpu_build_no_triton_launcher(monkeypatch):
     """With the direct launch (the default) and the lazy launcher on, each specialisation's first call (aligned

@@ -194,19 +194,21 @@ class _FastKernel:
         """A C spec for the kinds of ``args`` too (a call passing None where the first passed
         a tensor, say: the norm without and with a residual), chained after the first, so the
         C launch takes such calls as well instead of handing each to Python. False where it
-        cannot (no first spec, kinds without a fast form, four variants already)."""
+        cannot or need not (no first spec, kinds without a fast form, four variants already,
+        these kinds already have one: C declined the call for another reason)."""
         if self.bind_fast is None or len(self.cvariants) >= 4:
             return False
         kinds = [_kind(v) for v in args]
         if None in kinds:
             return False
         kinds = "".join(kinds).encode()
-        if kinds not in self.cvariants:
-            self.cvariants[kinds] = {}
-            chain = None
-            for k, d in reversed(list(self.cvariants.items())):
-                chain = (self.kernel, k, self.layout, d, chain)
-            _c_specs[id(self.kernel)] = chain
+        if kinds in self.cvariants:
+            return False
+        self.cvariants[kinds] = {}
+        chain = None
+        for k, d in reversed(list(self.cvariants.items())):
+            chain = (self.kernel, k, self.layout, d, chain)
+        _c_specs[id(self.kernel)] = chain
         return True
 
     def c_dict_for(self, args) -> dict:
