@@ -475,3 +475,37 @@ def test_decode_split_count_heuristic():
     assert default_splits(16 * 8, 128, 132) == 8    # b16 8k: the long-cache floor
     assert default_splits(4 * 8, 16, 132) == 9      # b4 1k: two programs an SM
     assert default_splits(1, 1, 132) == 1
+
+
+def test_a_config_that_does_not_compile_falls_back_to_one_that_does(monkeypatch):
+    """A tuned (or shipped) config that fails to build here, out of shared memory or in the
+    compiler (ptxas crashed on some masked-backward tiles once), runs the next config that
+    builds instead, remembers it, and warns for a compiler failure."""
+    import triton.runtime.errors as terr
+
+    mod = importlib.import_module("tritonic.ops.attention")
+    monkeypatch.setattr(mod, "interpreter_active", lambda: False)
+    bad, oom, good = object(), object(), object()
+
+    class Tuner:
+        name = "attention_test"
+        configs = [bad, oom, good]
+        chosen = {}
+
+    ran = []
+
+    def run(config):
+        ran.append(config)
+        if config is bad:
+            raise terr.PTXASError("ptxas died")
+        if config is oom:
+            raise terr.OutOfResources(300000, 232448, "shared memory")
+
+    key = (torch.bfloat16, 512, 512, 64, ())
+    tuner = Tuner()
+    tuner.chosen[(str(torch.bfloat16), 512, 512, 64, ())] = bad
+    with pytest.warns(UserWarning, match="did not compile"):
+        mod._tuned_run(tuner, run, key)
+    assert ran == [bad, oom, good] and tuner.chosen[(str(torch.bfloat16), 512, 512, 64, ())] is good
+    mod._tuned_run(tuner, run, key)
+    assert ran[-1] is good and len(ran) == 4

@@ -24,7 +24,14 @@ import os
 
 import torch
 
-from triton.runtime.errors import OutOfResources
+import triton.runtime.errors as _terr
+from triton.compiler.errors import CompilationError
+
+# a config that does not build here: out of shared memory, or a compiler failure (ptxas 12.8
+# crashed on some tile configs of the masked backward, 90a7dcd; fixed, but a Triton or CUDA
+# of the user's may meet another)
+_BUILD_ERRORS = tuple(e for e in (getattr(_terr, "OutOfResources", None), getattr(_terr, "PTXASError", None),
+                                  CompilationError) if e is not None)
 
 from tritonic.kernels.attention import _attn_fwd
 from tritonic.kernels.attention_bwd import _attn_bwd_delta, _attn_bwd_dkdv, _attn_bwd_dq
@@ -285,8 +292,10 @@ def _bwd_tuner(block_d):
 
 def _tuned_run(tuner, run, key, traced: bool = False) -> None:
     """Run with the tuned config for ``key`` (times the configs the first time, outside
-    CUDA-graph capture and tracing, whose graph would record every timed launch); an untuned
-    first config that runs out of shared memory falls back to the first one that fits."""
+    CUDA-graph capture and tracing, whose graph would record every timed launch); a config that
+    does not build here (out of shared memory, a compiler failure) falls back to the first one
+    that does, with a warning for a compiler failure. Each run writes every output afresh (the
+    atomic dQ's accumulator is zeroed inside it), so a retry after a partial run is safe."""
     if interpreter_active():
         run(_INTERPRETER_CONFIG)
         return
@@ -298,11 +307,17 @@ def _tuned_run(tuner, run, key, traced: bool = False) -> None:
                             may_tune=not (traced or torch.cuda.is_current_stream_capturing()))
     try:
         run(config)
-    except OutOfResources:
+    except _BUILD_ERRORS as e:
+        if not isinstance(e, _terr.OutOfResources):
+            warn_once(("attention-build", tuner.name, str(config)),
+                      f"tritonic: attention config {config} did not compile here ({type(e).__name__}); "
+                      f"trying the others")
         for other in tuner.configs:
+            if other is config:
+                continue
             try:
                 run(other)
-            except OutOfResources:
+            except _BUILD_ERRORS:
                 continue
             tuner.chosen[key] = other
             return
