@@ -280,9 +280,6 @@ def test_the_registered_op_matches(device):
 def test_forward_through_tensor_descriptors(device, monkeypatch):
     """The Hopper path (K/V tiles through 4-D tensor descriptors), forced in the interpreter:
     odd lengths, padded head dim, GQA, causal, a key-padding mask, a transposed layout."""
-    import importlib
-
-    mod = importlib.import_module("tritonic.ops.attention")
     monkeypatch.setenv("TRITONIC_ATTENTION_TMA", "1")
     made = []
     ws = importlib.import_module("tritonic.ops.attention_ws")  # (its head_tiles makes the tiles' descriptors)
