@@ -86,12 +86,7 @@ def _key_range(pid_m, Sq, Sk, window, CAUSAL: tl.constexpr, HAS_WINDOW: tl.const
 def _kept_len(MASK, b, stride_mb, stride_mn, Sk, BLOCK: tl.constexpr):
     """One past the last key that batch b's key-padding mask keeps (0 if none): the keys
     after it are masked for every query, so no block past it needs visiting."""
-    n = tl.full([], 0, tl.int32)
-    for start in range(0, Sk, BLOCK):
-        rn = start + tl.arange(0, BLOCK)
-        keep = tl.load(MASK + b * stride_mb + rn.to(tl.int64) * stride_mn, mask=rn < Sk, other=0) != 0
-        n = tl.maximum(n, tl.max(tl.where(keep, rn + 1, 0), axis=0))
-    return n
+    return _padding_bounds(MASK, b, stride_mb, stride_mn, Sk, BLOCK)[1]
 
 
 @triton.jit
