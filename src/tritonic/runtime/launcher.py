@@ -407,7 +407,7 @@ def _c_slow(kernel, grid, args, meta, key, keep=None) -> None:
     try:
         if key is None:
             return
-        hit = _by_id.get(id(kernel))
+        hit = _by_id.get(id(kernel))  # (again: a kernel's very first call has just made its state)
         fast = hit[1] if hit is not None and hit[0] is kernel else None
         if fast is None or fast.bind_fast is None:
             return
