@@ -349,3 +349,34 @@ def test_precompile_holds_back_only_its_own_threads_launches(monkeypatch):
     other.join()
     assert k.warmed[0] == threading.get_ident() and k.warmed[1] == ("other sees", False)
     assert k.ran == [other.ident] and pc.precompiling()
+
+
+def test_run_with_fallback_keeps_the_first_config_that_builds():
+    """A config that does not build here (shared memory, ptxas, the compiler) gives way to the
+    next that does; the key keeps it (None: nothing kept); nothing builds: the first error."""
+    import triton.runtime.errors as terr
+    from triton.compiler.errors import CompilationError
+
+    from tritonic.runtime.autotune import Autotuner, Config, run_with_fallback
+
+    a, b, c = (Config.of(num_warps=w, BLOCK=16) for w in (1, 2, 4))
+    tuner = Autotuner("fallback_test", [a, b, c])
+    ran = []
+
+    def run(config):
+        ran.append(config)
+        if config is a:
+            raise terr.OutOfResources(300000, 232448, "shared memory")
+        if config is b:
+            raise CompilationError("src", None, "no")
+        return config.meta()["num_warps"]
+
+    assert run_with_fallback(tuner, ("k",), a, run) == (4, c) and ran == [a, b, c]
+    assert tuner.chosen[("k",)] is c
+    assert run_with_fallback(tuner, None, c, run) == (4, c) and tuner.chosen == {("k",): c}
+
+    def never(config):
+        raise terr.OutOfResources(1, 0, "shared memory")
+    with pytest.raises(terr.OutOfResources):
+        run_with_fallback(tuner, ("j",), a, never)
+    assert ("j",) not in tuner.chosen

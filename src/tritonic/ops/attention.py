@@ -24,21 +24,13 @@ import os
 
 import torch
 
-import triton.runtime.errors as _terr
-from triton.compiler.errors import CompilationError
-
-# a config that does not build here: out of shared memory, or a compiler failure (ptxas 12.8
-# crashed on some tile configs of the masked backward, 90a7dcd; fixed, but a Triton or CUDA
-# of the user's may meet another)
-_BUILD_ERRORS = tuple(e for e in (getattr(_terr, "OutOfResources", None), getattr(_terr, "PTXASError", None),
-                                  CompilationError) if e is not None)
 
 from tritonic.kernels.attention import _attn_fwd
 from tritonic.kernels.attention_bwd import _attn_bwd_delta, _attn_bwd_dkdv, _attn_bwd_dq
 from tritonic.ops import attention_ws as _ws
 from tritonic.ops._register import register
 from tritonic.runtime import empty, has_tma, interpreter_active, warn_once
-from tritonic.runtime.autotune import Autotuner, Config, bucket, time_run
+from tritonic.runtime.autotune import Autotuner, Config, bucket, run_with_fallback, time_run
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
 from tritonic.runtime.launcher import descriptor, is_traced, launch
 from tritonic.runtime import pdl as _pdl
@@ -305,23 +297,7 @@ def _tuned_run(tuner, run, key, traced: bool = False) -> None:
     if config is None:
         config = tuner.pick(key, lambda c: time_run(run, c),
                             may_tune=not (traced or torch.cuda.is_current_stream_capturing()))
-    try:
-        run(config)
-    except _BUILD_ERRORS as e:
-        if not isinstance(e, _terr.OutOfResources):
-            warn_once(("attention-build", tuner.name, str(config)),
-                      f"tritonic: attention config {config} did not compile here ({type(e).__name__}); "
-                      f"trying the others")
-        for other in tuner.configs:
-            if other is config:
-                continue
-            try:
-                run(other)
-            except _BUILD_ERRORS:
-                continue
-            tuner.chosen[key] = other
-            return
-        raise
+    run_with_fallback(tuner, key, config, run)  # (ptxas 12.8 crashed on masked-backward tiles once, 90a7dcd)
 
 
 def _dims(q, k, varlen):

@@ -20,7 +20,7 @@ from tritonic.kernels.matmul import _act_grad
 from tritonic.ops._register import register
 from tritonic.ops.matmul import ACTIVATIONS, _cdiv, _gemm, _plain_gemm, _rows
 from tritonic.runtime import empty, interpreter_active, warn_once
-from tritonic.runtime.autotune import Autotuner, Config, bucket, time_run
+from tritonic.runtime.autotune import Autotuner, Config, bucket, run_with_fallback, time_run
 from tritonic.runtime import checks as _checks
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
 from tritonic.runtime.launcher import is_traced, launch
@@ -87,7 +87,7 @@ def _linear_bwd(dy: torch.Tensor, z: torch.Tensor, x: torch.Tensor, weight: torc
             if config is None:
                 config = _act_grad_tuner.pick(key, lambda c: time_run(run, c),
                                               may_tune=not (is_traced(dy, z) or torch.cuda.is_current_stream_capturing()))
-            run(config)
+            run_with_fallback(_act_grad_tuner, key, config, run)
         if need_db:
             db = partials[0].sum(0).to(weight.dtype)
     if need_dx:  # G @ W

@@ -23,12 +23,11 @@ from __future__ import annotations
 import os
 
 import torch
-from triton.runtime.errors import OutOfResources
 
 from tritonic.kernels.matmul import _matmul, _matmul_tma
 from tritonic.ops._register import register
 from tritonic.runtime import empty, has_tma, interpreter_active, num_sms, warn_once
-from tritonic.runtime.autotune import Autotuner, Config, bucket, time_run
+from tritonic.runtime.autotune import Autotuner, Config, bucket, run_with_fallback, time_run
 from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_same_device, check_tensor
 from tritonic.runtime.launcher import descriptor, is_traced, launch_meta, shared_meta
 from tritonic.runtime import pdl as _pdl
@@ -176,19 +175,7 @@ def _gemm(a, b, out, *, bias=None, residual=None, z=None, act=0, batch=1, gated=
         config = tuner.chosen.get(key)
         if config is None:  # not decided in this process yet (no timing inside a CUDA graph)
             config = tuner.pick(key, lambda c: time_run(run, c), may_tune=not torch.cuda.is_current_stream_capturing())
-    try:
-        plan = run(config)
-    except OutOfResources:  # an untuned first config too large for this GPU: the first that fits
-        for other in tuner.configs:
-            try:
-                plan = run(other)
-            except OutOfResources:
-                continue
-            if key is not None:
-                tuner.chosen[key] = config = other
-            break
-        else:
-            raise
+    plan, config = run_with_fallback(tuner, key, config, run)  # (a config too large for this GPU, say)
     if not traced and PLANS_ON and (key is None or tuner.chosen.get(key) is config) and len(_PLANS) < 4096:
         _PLANS[pkey] = plan  # (only a decided config: one picked inside a capture may be tuned later)
     return out

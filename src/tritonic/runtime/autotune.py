@@ -338,6 +338,47 @@ def _compile_all(configs, time_config) -> None:
                 pass
 
 
+def _build_errors() -> tuple:
+    """Exceptions that mean "this config does not build here": out of shared memory, a ptxas or
+    compiler failure (whichever of them this Triton has)."""
+    import triton.runtime.errors as errors
+
+    found = [getattr(errors, n, None) for n in ("OutOfResources", "PTXASError")]
+    try:
+        from triton.compiler.errors import CompilationError
+
+        found.append(CompilationError)
+    except ImportError:
+        pass
+    return tuple(e for e in found if e is not None)
+
+
+def run_with_fallback(tuner: "Autotuner", key, config, run: Callable[[Config], object]):
+    """``(run(config), the config that ran)``. A config that does not build on this machine (a
+    tuned or shipped one: out of shared memory, a ptxas or compiler failure) gives way to the
+    first of the tuner's configs that does, which ``key`` then keeps (``key`` None: nothing
+    kept); a compiler failure warns once. ``run`` must write its outputs afresh each time, so
+    that a retry after a partial run is safe. Raises the first error if none builds."""
+    errors = _build_errors()
+    try:
+        return run(config), config
+    except errors as first:
+        if type(first).__name__ != "OutOfResources":
+            warn_once((tuner.name, "build", str(config)), f"tritonic: {tuner.name} config {config} did not compile "
+                      f"here ({type(first).__name__}); trying the others")
+        for other in tuner.configs:
+            if other is config:
+                continue
+            try:
+                out = run(other)
+            except errors:
+                continue
+            if key is not None:
+                tuner.chosen[key] = other
+            return out, other
+        raise
+
+
 def time_run(run: Callable[[Config], object], config: Config) -> float:
     """Median milliseconds of ``run(config)`` (Triton's do_bench); under ``precompile()``
     one launch, which only compiles, and 0."""
