@@ -66,7 +66,7 @@
 #               decode_splits.py (flash-decoding's split count where it trails SDPA)
 #   next15      tests-ops, attn-default, firstcall-lazy, launch3
 #   next16      tests-ops, tmabwd, headmajor, decode, models-tritonic
-#   next17      attention GPU tests, masked / causal attention rows, decode 1k, launch.py (~6 min)
+#   next17      attention GPU tests, masked / causal attention rows, decode 1k, launch.py, integration tests (~10 min)
 #   next16b     attention/decode GPU tests, the failed integration tests, attn_probe kernels, attention.py
 #               (backward re-tuned), decode.py
 #   ropeab      memory_bound.py's RoPE case with TRITONIC_ROPE_STREAM=0 / 1, alternated twice
@@ -420,7 +420,9 @@ for step in "$@"; do
                 --providers tritonic --modes fwd --only "bert-mask d64 2048" --out "$R/next17/attn-nows"
             run next17 decode 60 python3 benchmarks/decode.py --only "b16 cache 1k|b64 cache 1k|b1 cache 8k" \
                 --out "$R/next17/decode"
-            run next17 launch 40 python3 benchmarks/launch.py --out "$R/next17/launch" ;;
+            run next17 launch 40 python3 benchmarks/launch.py --out "$R/next17/launch"
+            run next17 tests-int 400 python3 -m pytest -q -rfE --tb=short tests/integrations/test_hf.py \
+                tests/integrations/test_graphs.py tests/integrations/test_rotary.py tests/integrations/test_hf_gpu.py ;;
         next16b)  # TMA_BWD on by default and the one-split decode fixed: the attention and decode GPU tests, the
             # integration tests that failed at 6d68985, the kernels' split of a step, then attention.py as shipped
             # (the table's configs; the masked cases' backward chose without descriptors), then decode.py
