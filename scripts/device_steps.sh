@@ -418,8 +418,12 @@ for step in "$@"; do
                 --modes fwd,fwd+bwd --only "bert-mask|causal d128|causal d64 4x" --out "$R/next17/attn"
             TRITONIC_ATTENTION_WS=0 run next17 attn-nows 60 python3 benchmarks/attention.py --graph always \
                 --providers tritonic --modes fwd --only "bert-mask d64 2048" --out "$R/next17/attn-nows"
-            run next17 decode 60 python3 benchmarks/decode.py --only "b16 cache 1k|b64 cache 1k|b1 cache 8k" \
+            run next17 decode 60 python3 benchmarks/decode.py --only "b1 cache|b16 cache 1k|b64 cache 1k" \
                 --out "$R/next17/decode"
+            TRITONIC_DECODE_FUSED=1 run next17 decode-fused-tests 90 python3 -m pytest -q -m gpu -rfE --tb=short \
+                tests/ops/test_attention_gpu.py tests/integrations/test_graphs.py -k decode
+            TRITONIC_DECODE_FUSED=1 run next17 decode-fused 60 python3 benchmarks/decode.py \
+                --only "b1 cache|b16 cache 1k|b64 cache 1k" --out "$R/next17/decode-fused"
             run next17 launch 40 python3 benchmarks/launch.py --out "$R/next17/launch"
             run next17 tests-int 400 python3 -m pytest -q -rfE --tb=short tests/integrations/test_hf.py \
                 tests/integrations/test_graphs.py tests/integrations/test_rotary.py tests/integrations/test_hf_gpu.py ;;

@@ -1,7 +1,10 @@
 """Attention over a KV cache for a few new tokens (flash-decoding): the cache is split
 along its length, each split writes a partial output and log-sum-exp
 (``_attn_decode_split``), and ``_attn_decode_combine`` merges the splits. With one split
-(DIRECT) the first pass writes the output itself and the second does not run.
+(DIRECT) the first pass writes the output itself and the second does not run. With FUSED
+(opt-in, ``TRITONIC_DECODE_FUSED=1``, not yet timed on a GPU) the last split program of each
+(sequence, kv head) to finish merges the splits itself (``_merge_splits``), counted through an
+atomic counter that it zeroes again: no second launch.
 """
 
 import triton
@@ -9,6 +12,33 @@ import triton.language as tl
 
 from tritonic.kernels.attention import _tile
 from tritonic.kernels.pdl import pdl_enter
+
+
+@triton.jit
+def _merge_splits(PO, PLSE, O, bk, b, h, t, r, rd, row_ok, SPLITS, GS, D, H, Sq, BLOCK_M: tl.constexpr,
+                  BLOCK_D: tl.constexpr):
+    """The output rows r of pair bk from its SPLITS partial outputs, each weighted by
+    exp(lse_split - lse_total) (an online pass over the splits; splits that saw no key weigh 0,
+    rows that saw none at all get zeros). The partials are read past L1 (``.cg``): other
+    programs wrote them."""
+    m = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_sum = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    for s in range(0, SPLITS):
+        base = (bk.to(tl.int64) * SPLITS + s) * GS
+        lse = tl.load(PLSE + base + r, mask=row_ok, other=float("-inf"), cache_modifier=".cg")
+        po = tl.load(PO + (base + r[:, None]) * D + rd[None, :], mask=row_ok[:, None] & (rd[None, :] < D),
+                     other=0.0, cache_modifier=".cg")
+        m_new = tl.maximum(m, lse)
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp(m - m_use)
+        w = tl.exp(lse - m_use)
+        acc = acc * alpha[:, None] + po * w[:, None]
+        l_sum = l_sum * alpha + w
+        m = m_new
+    out = acc / tl.where(l_sum == 0.0, 1.0, l_sum)[:, None]
+    tl.store(O + ((b * H + h[:, None]) * Sq + t[:, None]) * D + rd[None, :], out.to(O.dtype.element_ty),
+             mask=row_ok[:, None] & (rd[None, :] < D))
 
 
 @triton.jit
@@ -20,6 +50,7 @@ def _attn_decode_split(
     PO,  # (B, H_KV, SPLITS, GROUP * Sq, D) float32 out: each split's normalised partial output
     PLSE,  # (B, H_KV, SPLITS, GROUP * Sq) float32 out: each split's log-sum-exp (natural log)
     O,  # (B, H, Sq, D) out, contiguous: written here instead of PO / PLSE when DIRECT
+    COUNTER,  # (B * H_KV,) int32, zero between calls: finished splits per pair; read only if FUSED
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -34,6 +65,7 @@ def _attn_decode_split(
     BLOCK_D: tl.constexpr,
     DIRECT: tl.constexpr,  # one split: the output itself, normalised, and no second pass
     USE_PDL: tl.constexpr = False,  # programmatic dependent launch (kernels/pdl.py)
+    FUSED: tl.constexpr = False,  # the last split of each pair to finish merges them (no second pass)
 ):
     """Flash-decoding, first pass: one program per (sequence, key/value head, cache split).
     The query rows of all GROUP heads sharing the key/value head are stacked into one tile,
@@ -95,6 +127,13 @@ def _attn_decode_split(
         tl.store(PO + (base + r[:, None]) * D + rd[None, :], out, mask=row_ok[:, None] & (rd[None, :] < D))
         lse = tl.where(empty, float("-inf"), (m_i + tl.log2(tl.where(empty, 1.0, l_i))) / 1.4426950408889634)
         tl.store(PLSE + base + r, lse, mask=row_ok)
+        if FUSED:  # count this split in; the pair's last one to arrive merges every split's rows
+            tl.debug_barrier()  # (all of this program's stores are issued before its release)
+            arrived = tl.atomic_add(COUNTER + bk, 1, sem="acq_rel", scope="gpu")
+            if arrived == SPLITS - 1:
+                _merge_splits(PO, PLSE, O, bk, b, h, t, r, rd, row_ok, SPLITS, GROUP * Sq, D, H_KV * GROUP, Sq,
+                              BLOCK_M, BLOCK_D)
+                tl.atomic_xchg(COUNTER + bk, 0, sem="relaxed", scope="gpu")  # zero again for the next call
 
 
 @triton.jit
