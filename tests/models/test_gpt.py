@@ -42,7 +42,7 @@ def test_trains_like_its_twin(name, device):
     ours, twin, ref = _three(name, device)
     opts = [torch.optim.AdamW(m.parameters(), lr=3e-3, weight_decay=0.01) for m in (ours, twin, ref)]
     gen = torch.Generator().manual_seed(1)
-    steps = 20 if name != "gpt2-alibi" else 5
+    steps = 10 if name != "gpt2-alibi" else 5  # (10: CI time; the loss falls well below 0.97x by then)
     for step in range(steps):
         idx = torch.randint(0, 64, (2, 12), generator=gen).to(device)
         tgt = (idx * 3 + 1) % 64  # a function of the current token: learnable in a few steps
