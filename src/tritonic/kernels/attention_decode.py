@@ -3,8 +3,8 @@ along its length, each split writes a partial output and log-sum-exp
 (``_attn_decode_split``), and ``_attn_decode_combine`` merges the splits. With one split
 (DIRECT) the first pass writes the output itself and the second does not run. With FUSED
 (opt-in, ``TRITONIC_DECODE_FUSED=1``, not yet timed on a GPU) the last split program of each
-(sequence, kv head) to finish merges the splits itself (``_merge_splits``), counted through an
-atomic counter that it zeroes again: no second launch.
+(sequence, kv head) to finish merges the splits itself (``_merge_row``, the combine's own),
+counted through an atomic counter that it zeroes again: no second launch.
 """
 
 import triton
@@ -15,30 +15,26 @@ from tritonic.kernels.pdl import pdl_enter
 
 
 @triton.jit
-def _merge_splits(PO, PLSE, O, bk, b, h, t, r, rd, row_ok, SPLITS, GS, D, H, Sq, BLOCK_M: tl.constexpr,
-                  BLOCK_D: tl.constexpr):
-    """The output rows r of pair bk from its SPLITS partial outputs, each weighted by
-    exp(lse_split - lse_total) (an online pass over the splits; splits that saw no key weigh 0,
-    rows that saw none at all get zeros). The partials are read past L1 (``.cg``): other
-    programs wrote them."""
-    m = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    l_sum = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    for s in range(0, SPLITS):
-        base = (bk.to(tl.int64) * SPLITS + s) * GS
-        lse = tl.load(PLSE + base + r, mask=row_ok, other=float("-inf"), cache_modifier=".cg")
-        po = tl.load(PO + (base + r[:, None]) * D + rd[None, :], mask=row_ok[:, None] & (rd[None, :] < D),
-                     other=0.0, cache_modifier=".cg")
-        m_new = tl.maximum(m, lse)
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp(m - m_use)
-        w = tl.exp(lse - m_use)
-        acc = acc * alpha[:, None] + po * w[:, None]
-        l_sum = l_sum * alpha + w
-        m = m_new
-    out = acc / tl.where(l_sum == 0.0, 1.0, l_sum)[:, None]
-    tl.store(O + ((b * H + h[:, None]) * Sq + t[:, None]) * D + rd[None, :], out.to(O.dtype.element_ty),
-             mask=row_ok[:, None] & (rd[None, :] < D))
+def _merge_row(PO, PLSE, O, bk, row, H_KV, GROUP, Sq, D, SPLITS, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
+               CACHE: tl.constexpr):
+    """Output row ``row`` (g * Sq + t) of pair bk from the SPLITS partials, each weighted by
+    exp(lse_split - lse_total). Splits that saw no key (lse = -inf) weigh 0; a row that saw
+    none at all gets zeros. CACHE ".cg": read the partials past L1 (other programs wrote them)."""
+    rs = tl.arange(0, BLOCK_S)
+    rd = tl.arange(0, BLOCK_D)
+    GS = GROUP * Sq
+    lse = tl.load(PLSE + (bk * SPLITS + rs) * GS + row, mask=rs < SPLITS, other=float("-inf"), cache_modifier=CACHE)
+    m = tl.max(lse, axis=0)
+    m_use = tl.where(m == float("-inf"), 0.0, m)
+    w = tl.exp(lse - m_use)
+    total = tl.sum(w, axis=0)
+    po = tl.load(PO + ((bk * SPLITS + rs[:, None]) * GS + row) * D + rd[None, :],
+                 mask=(rs[:, None] < SPLITS) & (rd[None, :] < D), other=0.0, cache_modifier=CACHE)
+    out = tl.sum(po * w[:, None], axis=0) / tl.where(total == 0.0, 1.0, total)
+    b = bk // H_KV
+    h = (bk % H_KV) * GROUP + row // Sq
+    t = row % Sq
+    tl.store(O + ((b * (H_KV * GROUP) + h) * Sq + t) * D + rd, out.to(O.dtype.element_ty), mask=rd < D)
 
 
 @triton.jit
@@ -66,6 +62,7 @@ def _attn_decode_split(
     DIRECT: tl.constexpr,  # one split: the output itself, normalised, and no second pass
     USE_PDL: tl.constexpr = False,  # programmatic dependent launch (kernels/pdl.py)
     FUSED: tl.constexpr = False,  # the last split of each pair to finish merges them (no second pass)
+    BLOCK_S: tl.constexpr = 2,  # >= SPLITS; read only if FUSED
 ):
     """Flash-decoding, first pass: one program per (sequence, key/value head, cache split).
     The query rows of all GROUP heads sharing the key/value head are stacked into one tile,
@@ -131,8 +128,9 @@ def _attn_decode_split(
             tl.debug_barrier()  # (all of this program's stores are issued before its release)
             arrived = tl.atomic_add(COUNTER + bk, 1, sem="acq_rel", scope="gpu")
             if arrived == SPLITS - 1:
-                _merge_splits(PO, PLSE, O, bk, b, h, t, r, rd, row_ok, SPLITS, GROUP * Sq, D, H_KV * GROUP, Sq,
-                              BLOCK_M, BLOCK_D)
+                for row in range(0, GROUP * Sq):
+                    _merge_row(PO, PLSE, O, bk.to(tl.int64), row, H_KV, GROUP, Sq, D, SPLITS, BLOCK_S, BLOCK_D,
+                               ".cg")
                 tl.atomic_xchg(COUNTER + bk, 0, sem="relaxed", scope="gpu")  # zero again for the next call
 
 
@@ -150,20 +148,5 @@ def _attn_decode_combine(
     (lse = -inf) weigh 0; a row that saw none at all gets zeros. With PDL its programs start
     while the first pass finishes and wait for it in ``pdl_enter``: a launch gap saved."""
     pdl_enter(USE_PDL)
-    row = tl.program_id(0)  # g * Sq + t
-    bk = tl.program_id(1).to(tl.int64)
-    rs = tl.arange(0, BLOCK_S)
-    rd = tl.arange(0, BLOCK_D)
-    GS = GROUP * Sq
-    lse = tl.load(PLSE + (bk * SPLITS + rs) * GS + row, mask=rs < SPLITS, other=float("-inf"))
-    m = tl.max(lse, axis=0)
-    m_use = tl.where(m == float("-inf"), 0.0, m)
-    w = tl.exp(lse - m_use)
-    total = tl.sum(w, axis=0)
-    po = tl.load(PO + ((bk * SPLITS + rs[:, None]) * GS + row) * D + rd[None, :],
-                 mask=(rs[:, None] < SPLITS) & (rd[None, :] < D), other=0.0)
-    out = tl.sum(po * w[:, None], axis=0) / tl.where(total == 0.0, 1.0, total)
-    b = bk // H_KV
-    h = (bk % H_KV) * GROUP + row // Sq
-    t = row % Sq
-    tl.store(O + ((b * (H_KV * GROUP) + h) * Sq + t) * D + rd, out.to(O.dtype.element_ty), mask=rd < D)
+    _merge_row(PO, PLSE, O, tl.program_id(1).to(tl.int64), tl.program_id(0), H_KV, GROUP, Sq, D, SPLITS, BLOCK_S,
+               BLOCK_D, "")

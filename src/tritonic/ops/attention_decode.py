@@ -119,6 +119,7 @@ def attention_decode(q, k_cache, v_cache, cache_seqlens, *, causal=True, window=
     # starts while the splits finish, the first pass while the kernel before it finishes
     pdl = _pdl.pdl_meta(q.device, B * Sq) if _pdl.ACTIVE and not is_traced(q, k_cache, v_cache) else _pdl.OFF
     counter = _counters(q.device, B * Hk) if fused else None
+    block_s = max(2, 1 << (num_splits - 1).bit_length())
     launch(_attn_decode_split, (num_splits, B * Hk), q, k_cache, v_cache, seqlens, key_mask, po, plse, out, counter,
            *q.stride(), *k_cache.stride(), *v_cache.stride(), key_mask.stride(0) if key_mask is not None else 0,
            Hk, group, Sq, D, float(1.0 / math.sqrt(D) if scale is None else scale),
@@ -126,9 +127,9 @@ def attention_decode(q, k_cache, v_cache, cache_seqlens, *, causal=True, window=
            CAUSAL=bool(causal), HAS_WINDOW=window is not None, HAS_KMASK=key_mask is not None,
            PRECISION=precision, BLOCK_M=block_m,
            BLOCK_N=block_n, BLOCK_D=block_d, DIRECT=direct, num_warps=4,
-           num_stages=1 if interpreter_active() else 3, FUSED=fused, **pdl)
+           num_stages=1 if interpreter_active() else 3, FUSED=fused, BLOCK_S=block_s, **pdl)
     if direct or fused:
         return out
     launch(_attn_decode_combine, (group * Sq, B * Hk), po, plse, out, Hk, group, Sq, D, num_splits,
-           BLOCK_S=max(2, 1 << (num_splits - 1).bit_length()), BLOCK_D=block_d, num_warps=4, **pdl)
+           BLOCK_S=block_s, BLOCK_D=block_d, num_warps=4, **pdl)
     return out
