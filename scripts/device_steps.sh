@@ -67,6 +67,7 @@
 #   next15      tests-ops, attn-default, firstcall-lazy, launch3
 #   next16      tests-ops, tmabwd, headmajor, decode, models-tritonic
 #   next17      attention GPU tests, masked / causal attention rows, decode 1k, launch.py, integration tests (~10 min)
+#   next17b     next17 without the integration tests, with the launcher GPU tests first (~7 min)
 #   next16b     attention/decode GPU tests, the failed integration tests, attn_probe kernels, attention.py
 #               (backward re-tuned), decode.py
 #   ropeab      memory_bound.py's RoPE case with TRITONIC_ROPE_STREAM=0 / 1, alternated twice
@@ -410,7 +411,7 @@ for step in "$@"; do
             run next17s attn 80 python3 benchmarks/attention.py --graph always --providers sdpa,tritonic \
                 --modes fwd,fwd+bwd --only "bert-mask|causal d128" --out "$R/next17s/attn"
             run next17s decode 30 python3 benchmarks/decode.py --only "b16 cache 1k" --out "$R/next17s/decode" ;;
-        next17)  # seventeenth session, after next16b: the attention GPU tests (key-padding masks without mask
+        next17|next17-core)  # seventeenth session, after next16b: the attention GPU tests (key-padding masks without mask
             # tests, the ptxas fix, causal heavy-first), the masked and causal attention rows, decode (no bouncing
             # between the C and Python launch for the one-split path), one launch.py
             run next17 tests 150 python3 -m pytest -q -m gpu -rfE --tb=short tests/ops/test_attention_gpu.py
@@ -425,8 +426,11 @@ for step in "$@"; do
             TRITONIC_DECODE_FUSED=1 run next17 decode-fused 60 python3 benchmarks/decode.py \
                 --only "b1 cache|b16 cache 1k|b64 cache 1k" --out "$R/next17/decode-fused"
             run next17 launch 40 python3 benchmarks/launch.py --out "$R/next17/launch"
-            run next17 tests-int 400 python3 -m pytest -q -rfE --tb=short tests/integrations/test_hf.py \
+            [ "$step" = next17-core ] || run next17 tests-int 400 python3 -m pytest -q -rfE --tb=short tests/integrations/test_hf.py \
                 tests/integrations/test_graphs.py tests/integrations/test_rotary.py tests/integrations/test_hf_gpu.py ;;
+        next17b)  # next17 without the integration tests, with the launcher's GPU tests (the C spec chain)
+            run next17 tests-launch 90 python3 -m pytest -q -m gpu -rfE --tb=short tests/test_launch.py
+            bash "$0" next17-core ;;
         next16b)  # TMA_BWD on by default and the one-split decode fixed: the attention and decode GPU tests, the
             # integration tests that failed at 6d68985, the kernels' split of a step, then attention.py as shipped
             # (the table's configs; the masked cases' backward chose without descriptors), then decode.py
