@@ -57,7 +57,7 @@ def main(argv):
                DK="*bf16", DV="*bf16", DQ="*bf16", scale="fp32", Q="*bf16", BIAS="*bf16", DO="*bf16", DELTA="*fp32")
     const = dict(CAUSAL="causal" in flags, BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=D)
     if which == "fwd":
-        const.update(MASK_KEYS="mask" in flags or "kpm" in flags, HAS_BIAS="bias" in flags, BIAS_B=False,
+        const.update(MASK_KEYS="mask" in flags, HAS_BIAS="bias" in flags, BIAS_B=False,
                      BIAS_H=True, KEY_PADDING="kpm" in flags, USE_PDL=False, stride_od=1, stride_lm=1,
                      HEAD_MAJOR="hm" in flags)
     if which == "dq":

@@ -126,7 +126,8 @@ def test_every_launch_compiles_for_sm90(dt, monkeypatch, device):
     assert sm90.compile_all(sm90.with_pdl(seen) if dt == torch.bfloat16 else seen) == []
 
 
-@pytest.mark.parametrize("D,flags", [(64, []), (128, []), (64, ["kpm"]), (64, ["bias", "hm"])])
+@pytest.mark.parametrize("D,flags", [(64, []), (128, []), (64, ["kpm"]), (128, ["kpm", "causal", "mask"]),
+                                     (64, ["bias", "hm"])])
 def test_warp_specialised_forward_compiles_for_sm90(D, flags, device):
     """The warp-specialised forward (Hopper's default for dense and long masked calls; never
     run by the interpreter) compiles for sm_90 at its first config and is split into warp

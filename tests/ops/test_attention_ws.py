@@ -61,15 +61,20 @@ def test_ws_gqa_padded_head_and_layout(device, ws):
 @pytest.mark.parametrize("causal", [False, True])
 def test_ws_key_padding_mask(causal, device, ws):
     """BERT's (B, 1, 1, Sk) mask through its byte descriptor: right padding of different
-    lengths, a hole, an entry with no key (zeros, zero gradients), one row shared by the batch."""
-    args = _qkv(4, 2, 2, 37, 48, 16, torch.float16, device)
-    mask = torch.ones(4, 1, 1, 48, dtype=torch.bool, device=device)
-    mask[0, ..., 20:] = False
-    mask[1, ..., 5:9] = False
-    mask[2] = False
-    _check(args, mask=mask, causal=causal)
-    _check(args, mask=mask[:1], causal=causal)
-    assert ws.count(ws_mod._attn_fwd_ws) >= 2
+    lengths, a hole, an entry with no key (zeros, zero gradients), left padding longer than a
+    key block (rows without a key for a whole block), one row shared by the batch; and a key
+    count that is no multiple of the key block (the mask's zeros past Sk bound the keys)."""
+    for Sk in (48, 45):
+        args = _qkv(5, 2, 2, 37, Sk, 16, torch.float16, device)
+        mask = torch.ones(5, 1, 1, Sk, dtype=torch.bool, device=device)
+        mask[0, ..., 20:] = False
+        mask[1, ..., 5:9] = False
+        mask[2] = False
+        mask[3, ..., :35] = False
+        _check(args, mask=mask, causal=causal)  # (45 bytes a row: not addressable, the general kernel)
+        for row in (0, 1, 3):  # one row shared by the batch (1, 3: the last key kept)
+            _check(args, mask=mask[row:row + 1].clone().expand(5, 1, 1, Sk), causal=causal)
+    assert ws.count(ws_mod._attn_fwd_ws) >= 7
 
 
 def test_ws_additive_bias(device, ws):

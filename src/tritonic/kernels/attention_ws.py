@@ -13,9 +13,10 @@ descriptors too: an additive bias (T5) as (B or 1, H or 1, Sq, Sk) tiles, and a 
 mask (BERT) as (B or 1, Sk) bytes; the keys after the last kept one are never visited
 (``_kept_len``, before the loop). Scope, checked by the op: no general boolean mask, ALiBi,
 window or packed sequences; without a key-padding mask every query row has a key (Sq <= Sk
-when causal). Bounds, the causal limit and the key mask are applied in the loop only where
-needed (``MASK_KEYS``); a row left without keys gives zeros and a -inf log-sum-exp, as in the
-general kernel. num_warps is that of one consumer group (4).
+when causal). The key mask comes in as one additive row per block (0 or -inf, zeros past Sk);
+bounds and the causal limit are applied in the loop only where needed (``MASK_KEYS``); a row
+left without keys gives zeros and a -inf log-sum-exp, as in the general kernel. num_warps is
+that of one consumer group (4).
 """
 
 import triton
@@ -40,7 +41,7 @@ def _attn_fwd_ws(
     Sq, Sk, D,
     scale,
     CAUSAL: tl.constexpr,
-    MASK_KEYS: tl.constexpr,  # test key bounds / the causal limit / the key mask inside the loop
+    MASK_KEYS: tl.constexpr,  # test key bounds / the causal limit inside the loop (a key mask bounds itself)
     HAS_BIAS: tl.constexpr,
     BIAS_B: tl.constexpr,  # the bias has a batch axis (else row 0 for every batch entry)
     BIAS_H: tl.constexpr,  # ... a head axis
@@ -75,7 +76,10 @@ def _attn_fwd_ws(
     qk_scale = tl.cast(scale, tl.float32) * 1.4426950408889634  # base 2
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     pos = rm + (Sk - Sq)  # bottom-right alignment of the causal limit
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    # With a key-padding mask a row may have no key yet: its running maximum starts at a finite
+    # floor instead of -inf, so the loop needs no test for it (-inf - floor is -inf, whose
+    # exponential is 0) and keeps the dense path's one multiply-add per score
+    m_i = tl.full([BLOCK_M], -3.0e38 if KEY_PADDING and not HAS_BIAS else float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     hi = Sk
@@ -95,20 +99,23 @@ def _attn_fwd_ws(
         if HAS_BIAS:
             bias = bias_desc.load([top, start])
             s = s * qk_scale + bias.to(tl.float32) * 1.4426950408889634
+        if KEY_PADDING:  # one additive row per block: 0 for a kept key, -inf for a padded one or one
+            # past Sk (the descriptor reads zeros there)
+            kept = MASK_DESC.load([mask_b, start]).reshape(1, BLOCK_N) != 0
+            s = s + tl.where(kept, 0.0, float("-inf"))
         if MASK_KEYS:
             rn = start + tl.arange(0, BLOCK_N)
             keep = rn[None, :] < Sk
             if CAUSAL:
                 keep = keep & (rn[None, :] <= pos[:, None])
-            if KEY_PADDING:
-                keep = keep & (MASK_DESC.load([mask_b, start]).reshape(1, BLOCK_N) != 0)
             s = tl.where(keep, s, float("-inf"))
-        if HAS_BIAS or KEY_PADDING:  # (a row may still have no key: exponentials of -inf are 0)
-            m_new = tl.maximum(m_i, tl.max(s if HAS_BIAS else s * qk_scale, axis=1))
+        if HAS_BIAS:  # (a row may still have no key: exponentials of -inf are 0)
+            m_new = tl.maximum(m_i, tl.max(s, axis=1))
             m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-            p = tl.exp2((s if HAS_BIAS else s * qk_scale) - m_use[:, None])
+            p = tl.exp2(s - m_use[:, None])
             alpha = tl.exp2(m_i - m_use)
-        else:  # every row has a key in the first block (the op's scope), so m_new is finite
+        else:  # m_new is finite: every row has a key in the first block (the op's scope), or a
+            # key-padding mask's floor (above); scale > 0, so the row maximum scales
             m_new = tl.maximum(m_i, tl.max(s, axis=1) * qk_scale)
             p = tl.exp2(s * qk_scale - m_new[:, None])
             alpha = tl.exp2(m_i - m_new)

@@ -144,7 +144,7 @@ def forward(q, k, v, o, lse, m, bb, scalars, block_d, causal, pdl, traced) -> No
         ensure_scratch_allocator()  # (Q's and the bias's descriptors are made on the device)
         launch(_attn_fwd_ws, ((Sq + bm - 1) // bm, B * H), q, kd, vd, bb, md, rows, o, lse, *q.stride()[:3],
                *bias_strides, *o.stride(), *lse.stride(), rows.stride(0) if rows is not None else 0, *scalars[:6],
-               CAUSAL=bool(causal), MASK_KEYS=bool(causal) or Sk % bn != 0 or m is not None,
+               CAUSAL=bool(causal), MASK_KEYS=bool(causal) or (Sk % bn != 0 and m is None),
                HAS_BIAS=bb is not None, BIAS_B=bias_b, BIAS_H=bias_h, KEY_PADDING=m is not None, BLOCK_D=block_d,
                HEAD_MAJOR=head_major, **meta, **pdl)
 
