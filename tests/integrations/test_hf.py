@@ -469,3 +469,40 @@ def test_probes_run_as_the_graphs_will(graphs, device, monkeypatch):
     cls, cfg = _models()["bert"]
     tritonic.optimize(cls(cfg).to(device).eval(), cuda_graphs=graphs)
     assert seen == [graphs] and not pdl.ACTIVE
+
+
+def test_compile_with_dynamic_shapes(device, monkeypatch):
+    """``torch.compile(dynamic=True)`` of an optimized Llama (what transformers' compiled
+    decoding does) traces our ops with symbolic token counts: the fake kernels must take
+    them without hashing or specialising them, and pass the kernels constant constexprs.
+    (The interpreter's kernels cannot be traced, so the traced launch is recorded here; on
+    a GPU, tests/integrations/test_hf_gpu.py traces the real ones.)"""
+    if device != "cpu":
+        pytest.skip("the GPU run traces the real kernels (test_generate_under_transformers_compile)")
+    launcher = importlib.import_module("tritonic.runtime.launcher")
+    traced = []
+
+    class _Recorded:  # wrap_triton(kernel)[grid](*args, **meta), recorded instead of run
+        def __init__(self, kernel):
+            self.name = kernel.__name__
+
+        def __getitem__(self, grid):
+            def run(*args, **meta):
+                consts = all(isinstance(v, (bool, int, float, str, type(None))) for v in meta.values())
+                traced.append((self.name, consts))
+            return run
+
+    monkeypatch.setattr(launcher, "wrap_triton", _Recorded)
+    cls, config = _models()["llama"]
+    torch.manual_seed(0)
+    model = cls(config).eval()
+    model.set_attn_implementation("sdpa")
+    ref_model = copy.deepcopy(model).double()
+    compiled = torch.compile(tritonic.optimize(copy.deepcopy(model)), dynamic=True, backend="eager")
+    for S in (11, 7):
+        kw = _inputs("llama", 2, S, device, 2)
+        keep = kw["attention_mask"].bool()
+        ours = _run(compiled, kw)[keep]
+        assert_close_to_reference(f"llama S={S}", ours, _run(model, kw)[keep], _run(ref_model, kw)[keep], atol_ulps=8)
+    names = {name for name, _ in traced}
+    assert {"_norm_fwd", "_rope", "_attn_fwd"} <= names and all(c for _, c in traced), traced

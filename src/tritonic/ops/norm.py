@@ -155,6 +155,8 @@ def _bwd_config(N: int):
 def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast, store_stats=True, store_sum=True):
     # Outputs a case does not produce are None here (the kernel never touches them).
     M, N = x.shape
+    if type(M) is not int or type(N) is not int:  # traced with symbolic sizes (torch.compile, dynamic shapes)
+        return _launch_fwd_symbolic(x, residual, weight, bias, eps, offset, is_rms, upcast, store_stats, store_sum)
     y = empty_like(x)
     s = empty_like(x) if residual is not None and store_sum else None
     mean = empty((M,), dtype=torch.float32, device=x.device) if store_stats and not is_rms else None
@@ -171,6 +173,24 @@ def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast, store_st
     grid, meta = _fwd_launch(M, N, is_rms, residual is not None, weight is not None, bias is not None, upcast,
                              store_stats, s is not None, offset != 0.0, int64, _OVERRIDE, pdl)
     launch_meta(_norm_fwd, grid, meta, x, residual, weight, bias, y, s, mean, rstd, sx, sr, N, N, M, N, eps, offset)
+    return y, s, mean, rstd
+
+
+def _launch_fwd_symbolic(x, residual, weight, bias, eps, offset, is_rms, upcast, store_stats, store_sum):
+    """``_launch_fwd`` while torch traces with symbolic sizes: the hidden size is fixed here
+    (a guard: it is the model's), the row count stays symbolic, so nothing depends on it but the
+    grid (no even-rows specialisation, 64-bit row offsets) and nothing is cached."""
+    M, N = x.shape[0], int(x.shape[1])
+    y = empty_like(x)
+    s = empty_like(x) if residual is not None and store_sum else None
+    mean = empty((M,), dtype=torch.float32, device=x.device) if store_stats and not is_rms else None
+    rstd = empty((M,), dtype=torch.float32, device=x.device) if store_stats else None
+    sr = residual.stride()[0] if residual is not None else 0
+    grid, meta = _fwd_launch.__wrapped__(1, N, is_rms, residual is not None, weight is not None, bias is not None,
+                                         upcast, store_stats, s is not None, offset != 0.0, True, _OVERRIDE)
+    meta = dict(meta, EVEN=False)
+    launch(_norm_fwd, (_cdiv(M, meta["BLOCK_M"]),), x, residual, weight, bias, y, s, mean, rstd, x.stride()[0], sr,
+           N, N, M, N, eps, offset, **meta)
     return y, s, mean, rstd
 
 
