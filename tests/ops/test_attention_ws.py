@@ -143,8 +143,8 @@ def test_ws_only_with_a_wave_of_programs(device, monkeypatch):
 
 def test_auto_choice_takes_only_the_measured_cases(monkeypatch):
     """TRITONIC_ATTENTION_WS=auto (the default): the warp-specialised forward only where it was
-    timed faster on an H100 (Hopper, non-causal, d64 / d128, 1024+ keys, 2048+ with a mask or
-    a bias, not traced); a CPU tensor never."""
+    timed faster on an H100 (Hopper, non-causal, d64 / d128, 1024+ keys, 2048+ with a bias, no
+    key-padding mask, not traced); a CPU tensor never."""
     from types import SimpleNamespace
 
     monkeypatch.setattr(ws_mod, "AUTO", True)
@@ -157,7 +157,7 @@ def test_auto_choice_takes_only_the_measured_cases(monkeypatch):
     assert ws_mod._auto(q, k, None, None, False, False)
     assert ws_mod._auto(fake(2048, 64), fake(8192, 64), None, None, False, False)
     assert not ws_mod._auto(q, k, None, None, True, False)  # causal
-    assert ws_mod._auto(q, k, object(), None, False, False)  # a mask
+    assert not ws_mod._auto(q, k, object(), None, False, False)  # a key-padding mask
     assert ws_mod._auto(q, k, None, object(), False, False)  # a bias
     assert ws_mod._auto(fake(1024, 64), fake(1024, 64), None, None, False, False)
     assert not ws_mod._auto(fake(1024, 64), fake(1024, 64), object(), None, False, False)  # short, masked

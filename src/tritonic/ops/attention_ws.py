@@ -7,8 +7,10 @@ apply), "fwd" or "bwd" (one of them, wherever it applies). "auto" takes the forw
 was measured faster on an H100 (d3172fd, B=4 H=16 S=4096 bf16, against the general kernel:
 d128 0.970 against 1.112 ms, 0.91x cuDNN's 0.883; d64 0.604 against 0.627, 0.99x cuDNN's
 0.598): Hopper (sm_90), non-causal, head dim 64 or 128, at least ``AUTO_MIN_KEYS`` keys
-(``AUTO_MIN_KEYS_MASKED`` with a key-padding mask or a bias: shorter masked rows ran slower with
-it). Causal calls took longer with it (d128 0.643 against 0.629 ms), and its
+(``AUTO_MIN_KEYS_BIAS`` with a bias: shorter biased rows ran slower with it), no key-padding
+mask (the general kernel skips the padded key blocks and runs the rest unmasked up to the first
+padded key: BERT's 8x12x2048 forward 0.212 ms against its 0.278, H100, 8353b23). Causal calls
+took longer with it (d128 0.643 against 0.629 ms), and its
 backward took longer than the general one (6.06 against 4.96 ms fwd+bwd at d128), so those
 stay off unless asked for.
 
@@ -42,9 +44,10 @@ ENABLED_BWD = _CHOICE in ("1", "on", "true", "bwd")
 AUTO = _CHOICE == "auto"  # the forward where it was measured faster (module docstring)
 # H100 (8599b1d, scripts/ws_short.py, B=4 H=16 Sq=Sk bf16): WS against the general forward 1.04x /
 # 1.05x / 1.05x at d64 and 1.07x / 1.10x / 1.12x at d128 for 1k / 2k / 4k keys. With a BERT key-padding
-# mask or a T5 bias (benchmarks/attention.py): 1.09x / 1.02x at 2048 keys, 0.90x / 0.88x at 512.
+# mask or a T5 bias (benchmarks/attention.py): 1.09x / 1.02x at 2048 keys, 0.90x / 0.88x at 512 (the mask's
+# rows lost to the general kernel's padding bounds later: 0.78x at 2048, 8353b23, so a mask never takes it).
 AUTO_MIN_KEYS = 1024
-AUTO_MIN_KEYS_MASKED = 2048
+AUTO_MIN_KEYS_BIAS = 2048
 
 # num_warps is one consumer group's (the compiler adds a second group and a producer warp,
 # and gives up at 8); two stages of 128x128 tiles at d128 take 180 KB of shared memory (a bias
@@ -83,8 +86,8 @@ def _addressable(t: torch.Tensor) -> bool:
 
 def _auto(q, k, m, bb, causal, traced) -> bool:
     """The "auto" choice: where the forward was measured faster (module docstring)."""
-    min_keys = AUTO_MIN_KEYS if m is None and bb is None else AUTO_MIN_KEYS_MASKED
-    return (AUTO and not causal and not traced and k.shape[2] >= min_keys
+    min_keys = AUTO_MIN_KEYS if bb is None else AUTO_MIN_KEYS_BIAS
+    return (AUTO and not causal and not traced and m is None and k.shape[2] >= min_keys
             and q.shape[-1] in (64, 128) and q.is_cuda and torch.cuda.get_device_capability(q.device)[0] == 9)
 
 
