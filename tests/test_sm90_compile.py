@@ -28,8 +28,7 @@ def _grads(out, *leaves):
 def _run_variants(dt, monkeypatch):
     """Options that pick other code: norms without weights / with offsets, the softmax's
     multi-pass path (both loops), CE's options, FLCE with a bias, the GEMM's epilogues, the
-    gated GEMM and MLP, attention with ALiBi, a window, packed sequences; decode's mask and window,
-    and its fused merge (TRITONIC_DECODE_FUSED)."""
+    gated GEMM and MLP, attention with ALiBi, a window, packed sequences; decode's mask and window."""
     r = lambda *s, g=True: torch.randn(*s, dtype=dt, requires_grad=g)  # noqa: E731
     x, w, res = r(6, 96), r(96), r(6, 96)
     _grads(ops.layer_norm(x, None, None, residual=res), x, res)
@@ -63,8 +62,6 @@ def _run_variants(dt, monkeypatch):
         for splits in (1, 3):
             ops.attention_decode(qa[:, :, :2].detach(), ka.detach(), va.detach(), lens, num_splits=splits, window=7,
                                  key_mask=torch.rand(2, 24) > 0.2, causal=False)
-        monkeypatch.setattr(importlib.import_module("tritonic.ops.attention_decode"), "FUSED", True)
-        ops.attention_decode(qa[:, :, :1].detach(), ka.detach(), va.detach(), lens, num_splits=2)  # splits merged
 
 
 def _run_ops(dt):

@@ -192,30 +192,6 @@ def test_decode_with_one_split_runs_one_kernel(device, monkeypatch):
     assert launched == [mod._attn_decode_split, mod._attn_decode_combine]
 
 
-@pytest.mark.parametrize("splits", [2, 3, 5])
-def test_decode_fused_merge_runs_one_kernel(splits, device, monkeypatch):
-    """TRITONIC_DECODE_FUSED: the last split program of each (sequence, kv head) merges the
-    splits (no second kernel), GQA, Sq = 2, a key mask with holes and a row-less split; the
-    counters are zero again after each call, so a second call (a graph replay) is right too."""
-    mod = importlib.import_module("tritonic.ops.attention_decode")
-    monkeypatch.setattr(mod, "FUSED", True)
-    monkeypatch.setattr(mod, "_COUNTERS", {})
-    seen = spy_launches(monkeypatch, mod)
-    q = torch.randn(3, 4, 2, 16, device=device)
-    k = torch.randn(3, 2, 70, 16, device=device)
-    v = torch.randn(3, 2, 70, 16, device=device)
-    lens = torch.tensor([70, 9, 40], dtype=torch.int32, device=device)
-    key_mask = torch.ones(3, 70, dtype=torch.bool, device=device)
-    key_mask[0, :30] = False
-    key_mask[2, 3:38] = False
-    for _ in range(2):
-        check_op(lambda q, k, v: attention_decode(q, k, v, lens, num_splits=splits, key_mask=key_mask),
-                 lambda q, k, v: attention_decode_reference(q, k, v, lens, key_mask=key_mask),
-                 dict(q=q, k=k, v=v), atol_ulps=ULPS)
-        assert all(int(c.abs().sum()) == 0 for c in mod._COUNTERS.values()) and len(mod._COUNTERS) == 1
-    assert {kernel for kernel, _ in seen} == {mod._attn_decode_split}
-
-
 @pytest.mark.parametrize("splits", [None, 3])
 def test_decode_with_a_key_mask(splits, device):
     """Left-padded prompts leave holes before the valid length: the key mask skips them (a

@@ -1,10 +1,7 @@
 """Attention over a KV cache for a few new tokens (flash-decoding): the cache is split
 along its length, each split writes a partial output and log-sum-exp
 (``_attn_decode_split``), and ``_attn_decode_combine`` merges the splits. With one split
-(DIRECT) the first pass writes the output itself and the second does not run. With FUSED
-(opt-in, ``TRITONIC_DECODE_FUSED=1``, not yet timed on a GPU) the last split program of each
-(sequence, kv head) to finish merges the splits itself (``_merge_row``, the combine's own),
-counted through an atomic counter that it zeroes again: no second launch.
+(DIRECT) the first pass writes the output itself and the second does not run.
 """
 
 import triton
@@ -15,21 +12,20 @@ from tritonic.kernels.pdl import pdl_enter
 
 
 @triton.jit
-def _merge_row(PO, PLSE, O, bk, row, H_KV, GROUP, Sq, D, SPLITS, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
-               CACHE: tl.constexpr):
+def _merge_row(PO, PLSE, O, bk, row, H_KV, GROUP, Sq, D, SPLITS, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
     """Output row ``row`` (g * Sq + t) of pair bk from the SPLITS partials, each weighted by
     exp(lse_split - lse_total). Splits that saw no key (lse = -inf) weigh 0; a row that saw
-    none at all gets zeros. CACHE ".cg": read the partials past L1 (other programs wrote them)."""
+    none at all gets zeros."""
     rs = tl.arange(0, BLOCK_S)
     rd = tl.arange(0, BLOCK_D)
     GS = GROUP * Sq
-    lse = tl.load(PLSE + (bk * SPLITS + rs) * GS + row, mask=rs < SPLITS, other=float("-inf"), cache_modifier=CACHE)
+    lse = tl.load(PLSE + (bk * SPLITS + rs) * GS + row, mask=rs < SPLITS, other=float("-inf"))
     m = tl.max(lse, axis=0)
     m_use = tl.where(m == float("-inf"), 0.0, m)
     w = tl.exp(lse - m_use)
     total = tl.sum(w, axis=0)
     po = tl.load(PO + ((bk * SPLITS + rs[:, None]) * GS + row) * D + rd[None, :],
-                 mask=(rs[:, None] < SPLITS) & (rd[None, :] < D), other=0.0, cache_modifier=CACHE)
+                 mask=(rs[:, None] < SPLITS) & (rd[None, :] < D), other=0.0)
     out = tl.sum(po * w[:, None], axis=0) / tl.where(total == 0.0, 1.0, total)
     b = bk // H_KV
     h = (bk % H_KV) * GROUP + row // Sq
@@ -46,7 +42,6 @@ def _attn_decode_split(
     PO,  # (B, H_KV, SPLITS, GROUP * Sq, D) float32 out: each split's normalised partial output
     PLSE,  # (B, H_KV, SPLITS, GROUP * Sq) float32 out: each split's log-sum-exp (natural log)
     O,  # (B, H, Sq, D) out, contiguous: written here instead of PO / PLSE when DIRECT
-    COUNTER,  # (B * H_KV,) int32, zero between calls: finished splits per pair; read only if FUSED
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -61,8 +56,6 @@ def _attn_decode_split(
     BLOCK_D: tl.constexpr,
     DIRECT: tl.constexpr,  # one split: the output itself, normalised, and no second pass
     USE_PDL: tl.constexpr = False,  # programmatic dependent launch (kernels/pdl.py)
-    FUSED: tl.constexpr = False,  # the last split of each pair to finish merges them (no second pass)
-    BLOCK_S: tl.constexpr = 2,  # >= SPLITS; read only if FUSED
 ):
     """Flash-decoding, first pass: one program per (sequence, key/value head, cache split).
     The query rows of all GROUP heads sharing the key/value head are stacked into one tile,
@@ -124,14 +117,6 @@ def _attn_decode_split(
         tl.store(PO + (base + r[:, None]) * D + rd[None, :], out, mask=row_ok[:, None] & (rd[None, :] < D))
         lse = tl.where(empty, float("-inf"), (m_i + tl.log2(tl.where(empty, 1.0, l_i))) / 1.4426950408889634)
         tl.store(PLSE + base + r, lse, mask=row_ok)
-        if FUSED:  # count this split in; the pair's last one to arrive merges every split's rows
-            tl.debug_barrier()  # (all of this program's stores are issued before its release)
-            arrived = tl.atomic_add(COUNTER + bk, 1, sem="acq_rel", scope="gpu")
-            if arrived == SPLITS - 1:
-                for row in range(0, GROUP * Sq):
-                    _merge_row(PO, PLSE, O, bk.to(tl.int64), row, H_KV, GROUP, Sq, D, SPLITS, BLOCK_S, BLOCK_D,
-                               ".cg")
-                tl.atomic_xchg(COUNTER + bk, 0, sem="relaxed", scope="gpu")  # zero again for the next call
 
 
 @triton.jit
@@ -149,4 +134,4 @@ def _attn_decode_combine(
     while the first pass finishes and wait for it in ``pdl_enter``: a launch gap saved."""
     pdl_enter(USE_PDL)
     _merge_row(PO, PLSE, O, tl.program_id(1).to(tl.int64), tl.program_id(0), H_KV, GROUP, Sq, D, SPLITS, BLOCK_S,
-               BLOCK_D, "")
+               BLOCK_D)

@@ -11,7 +11,6 @@ traces the reference.
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 
@@ -23,23 +22,6 @@ from tritonic.runtime.checks import KERNEL_DTYPES, check_kernel_device, check_sa
 from tritonic.runtime.launcher import is_traced, launch
 
 __all__ = ["attention_decode", "attention_decode_reference"]
-
-
-# TRITONIC_DECODE_FUSED=1 (read at import; opt-in until a GPU has timed it): the last split of
-# each (sequence, kv head) merges the splits, so no second kernel runs. Its counters are one
-# zeroed int32 buffer per (device, stream, pair count), zeroed again by each call's last
-# programs: calls on one stream reuse it in turn (graph replays included).
-FUSED = os.environ.get("TRITONIC_DECODE_FUSED", "0").strip() == "1"
-_COUNTERS: dict = {}
-
-
-def _counters(device, n: int) -> torch.Tensor:
-    stream = torch._C._cuda_getCurrentRawStream(device.index or 0) if device.type == "cuda" else 0
-    key = (device, stream, n)
-    buf = _COUNTERS.get(key)
-    if buf is None:
-        buf = _COUNTERS[key] = torch.zeros(n, dtype=torch.int32, device=device)
-    return buf
 
 
 def default_splits(pairs: int, n_blocks: int, sms: int) -> int:
@@ -106,7 +88,6 @@ def attention_decode(q, k_cache, v_cache, cache_seqlens, *, causal=True, window=
     split_len = ((n_blocks + num_splits - 1) // num_splits) * block_n
     num_splits = (S_max + split_len - 1) // split_len
     direct = num_splits == 1  # one split: the first pass writes the output, no combine
-    fused = FUSED and not direct and not is_traced(q, k_cache, v_cache)
     out = empty((B, H, Sq, D), dtype=q.dtype, device=q.device)
     if direct:
         po = plse = None
@@ -118,18 +99,16 @@ def attention_decode(q, k_cache, v_cache, cache_seqlens, *, causal=True, window=
     # inside tritonic's captures (generate's decode graphs) both kernels use PDL: the combine
     # starts while the splits finish, the first pass while the kernel before it finishes
     pdl = _pdl.pdl_meta(q.device, B * Sq) if _pdl.ACTIVE and not is_traced(q, k_cache, v_cache) else _pdl.OFF
-    counter = _counters(q.device, B * Hk) if fused else None
-    block_s = max(2, 1 << (num_splits - 1).bit_length())
-    launch(_attn_decode_split, (num_splits, B * Hk), q, k_cache, v_cache, seqlens, key_mask, po, plse, out, counter,
+    launch(_attn_decode_split, (num_splits, B * Hk), q, k_cache, v_cache, seqlens, key_mask, po, plse, out,
            *q.stride(), *k_cache.stride(), *v_cache.stride(), key_mask.stride(0) if key_mask is not None else 0,
            Hk, group, Sq, D, float(1.0 / math.sqrt(D) if scale is None else scale),
            int(window) if window is not None else 0, split_len,
            CAUSAL=bool(causal), HAS_WINDOW=window is not None, HAS_KMASK=key_mask is not None,
            PRECISION=precision, BLOCK_M=block_m,
            BLOCK_N=block_n, BLOCK_D=block_d, DIRECT=direct, num_warps=4,
-           num_stages=1 if interpreter_active() else 3, FUSED=fused, BLOCK_S=block_s, **pdl)
-    if direct or fused:
+           num_stages=1 if interpreter_active() else 3, **pdl)
+    if direct:
         return out
     launch(_attn_decode_combine, (group * Sq, B * Hk), po, plse, out, Hk, group, Sq, D, num_splits,
-           BLOCK_S=block_s, BLOCK_D=block_d, num_warps=4, **pdl)
+           BLOCK_S=max(2, 1 << (num_splits - 1).bit_length()), BLOCK_D=block_d, num_warps=4, **pdl)
     return out
