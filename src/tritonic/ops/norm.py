@@ -155,14 +155,21 @@ def _bwd_config(N: int):
 def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast, store_stats=True, store_sum=True):
     # Outputs a case does not produce are None here (the kernel never touches them).
     M, N = x.shape
-    if type(M) is not int or type(N) is not int:  # traced with symbolic sizes (torch.compile, dynamic shapes)
-        return _launch_fwd_symbolic(x, residual, weight, bias, eps, offset, is_rms, upcast, store_stats, store_sum)
     y = empty_like(x)
     s = empty_like(x) if residual is not None and store_sum else None
     mean = empty((M,), dtype=torch.float32, device=x.device) if store_stats and not is_rms else None
     rstd = empty((M,), dtype=torch.float32, device=x.device) if store_stats else None
     sx = x.stride()[0]  # (stride() then an index: half the cost of stride(0))
     sr = residual.stride()[0] if residual is not None else 0
+    if type(M) is not int or type(N) is not int:  # traced with symbolic sizes (torch.compile, dynamic shapes):
+        # the hidden size is fixed (a guard: it is the model's), the row count stays symbolic and
+        # only sizes the grid (no even-rows specialisation, 64-bit row offsets), nothing is cached
+        N = int(N)
+        _, meta = _fwd_launch.__wrapped__(1, N, is_rms, residual is not None, weight is not None, bias is not None,
+                                          upcast, store_stats, s is not None, offset != 0.0, True, _OVERRIDE)
+        launch(_norm_fwd, (_cdiv(M, meta["BLOCK_M"]),), x, residual, weight, bias, y, s, mean, rstd, sx, sr,
+               N, N, M, N, eps, offset, **dict(meta, EVEN=False))
+        return y, s, mean, rstd
     # 64-bit row offsets only where an offset can pass 2**31 (M rows, plus a last block's padding
     # rows, at the widest row stride; BLOCK_M is at most 16 in the tables, 1024 leaves room)
     wide = sx if sx > N else N  # (max(sx, sr, N) without the builtin's call: this runs on every call)
@@ -173,24 +180,6 @@ def _launch_fwd(x, residual, weight, bias, eps, offset, is_rms, upcast, store_st
     grid, meta = _fwd_launch(M, N, is_rms, residual is not None, weight is not None, bias is not None, upcast,
                              store_stats, s is not None, offset != 0.0, int64, _OVERRIDE, pdl)
     launch_meta(_norm_fwd, grid, meta, x, residual, weight, bias, y, s, mean, rstd, sx, sr, N, N, M, N, eps, offset)
-    return y, s, mean, rstd
-
-
-def _launch_fwd_symbolic(x, residual, weight, bias, eps, offset, is_rms, upcast, store_stats, store_sum):
-    """``_launch_fwd`` while torch traces with symbolic sizes: the hidden size is fixed here
-    (a guard: it is the model's), the row count stays symbolic, so nothing depends on it but the
-    grid (no even-rows specialisation, 64-bit row offsets) and nothing is cached."""
-    M, N = x.shape[0], int(x.shape[1])
-    y = empty_like(x)
-    s = empty_like(x) if residual is not None and store_sum else None
-    mean = empty((M,), dtype=torch.float32, device=x.device) if store_stats and not is_rms else None
-    rstd = empty((M,), dtype=torch.float32, device=x.device) if store_stats else None
-    sr = residual.stride()[0] if residual is not None else 0
-    grid, meta = _fwd_launch.__wrapped__(1, N, is_rms, residual is not None, weight is not None, bias is not None,
-                                         upcast, store_stats, s is not None, offset != 0.0, True, _OVERRIDE)
-    meta = dict(meta, EVEN=False)
-    launch(_norm_fwd, (_cdiv(M, meta["BLOCK_M"]),), x, residual, weight, bias, y, s, mean, rstd, x.stride()[0], sr,
-           N, N, M, N, eps, offset, **meta)
     return y, s, mean, rstd
 
 
