@@ -192,6 +192,26 @@ def test_decode_with_one_split_runs_one_kernel(device, monkeypatch):
     assert launched == [mod._attn_decode_split, mod._attn_decode_combine]
 
 
+def test_decode_pdl_only_for_the_split_pair(device, monkeypatch):
+    """Inside tritonic's captures the split pair launches with PDL (the combine starts while the
+    splits finish); the one-split launch does not (an H100 timed it slower with PDL)."""
+    import importlib
+
+    mod = importlib.import_module("tritonic.ops.attention_decode")
+    monkeypatch.setattr(mod._pdl, "ACTIVE", True)
+    monkeypatch.setattr(mod._pdl, "pdl_meta", lambda device, rows: mod._pdl.ON)
+    launched = []  # (recorded, not run: the interpreter has no PDL)
+    monkeypatch.setattr(mod, "launch", lambda kernel, *a, **k: launched.append((kernel, k.get("USE_PDL", False))))
+    q = torch.randn(2, 4, 1, 16, device=device)
+    k = torch.randn(2, 2, 50, 16, device=device)
+    lens = torch.tensor([50, 21], dtype=torch.int32, device=device)
+    attention_decode(q, k, k, lens, num_splits=1)
+    assert launched == [(mod._attn_decode_split, False)]
+    launched.clear()
+    attention_decode(q, k, k, lens, num_splits=2)
+    assert launched == [(mod._attn_decode_split, True), (mod._attn_decode_combine, True)]
+
+
 @pytest.mark.parametrize("splits", [None, 3])
 def test_decode_with_a_key_mask(splits, device):
     """Left-padded prompts leave holes before the valid length: the key mask skips them (a

@@ -97,8 +97,11 @@ def attention_decode(q, k_cache, v_cache, cache_seqlens, *, causal=True, window=
     precision = "tf32" if q.dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32 else "ieee"
     seqlens = cache_seqlens.to(torch.int32)
     # inside tritonic's captures (generate's decode graphs) both kernels use PDL: the combine
-    # starts while the splits finish, the first pass while the kernel before it finishes
-    pdl = _pdl.pdl_meta(q.device, B * Sq) if _pdl.ACTIVE and not is_traced(q, k_cache, v_cache) else _pdl.OFF
+    # starts while the splits finish, the first pass while the kernel before it finishes. Not the
+    # one-split launch: an H100 timed it slower with PDL (b16 1k 42.7 against 32.7 us, 8353b23;
+    # b64 1k level), where the split pair gained (b1 32k 58.2 -> 56.0)
+    pdl = _pdl.pdl_meta(q.device, B * Sq) if _pdl.ACTIVE and not direct and not is_traced(q, k_cache, v_cache) \
+        else _pdl.OFF
     launch(_attn_decode_split, (num_splits, B * Hk), q, k_cache, v_cache, seqlens, key_mask, po, plse, out,
            *q.stride(), *k_cache.stride(), *v_cache.stride(), key_mask.stride(0) if key_mask is not None else 0,
            Hk, group, Sq, D, float(1.0 / math.sqrt(D) if scale is None else scale),
