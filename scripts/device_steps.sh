@@ -437,6 +437,8 @@ for step in "$@"; do
             TRITONIC_AUTOTUNE=retune TRITONIC_RETUNE_ONLY=attention_fwd,attention_bwd2 \
                 TRITONIC_TUNE_LOG=$R/next18/tune.jsonl run next18 attn 200 python3 benchmarks/attention.py \
                 --graph always --providers sdpa,tritonic --modes fwd,fwd+bwd --only "bert-mask" --out "$R/next18/attn"
+            run next18 decode 60 python3 benchmarks/decode.py --only "b1 cache|b16 cache 1k|b64 cache 1k" \
+                --out "$R/next18/decode"  # (the one-split launch without PDL: tritonic+pdl b16 1k ~33 us, was 42.7)
             run next18 tests-int 400 python3 -m pytest -q -rfE --tb=short tests/integrations ;;
         next17b)  # next17 without the integration tests, with the launcher's GPU tests (the C spec chain)
             run next17 tests-launch 90 python3 -m pytest -q -m gpu -rfE --tb=short tests/test_launch.py
