@@ -28,10 +28,17 @@ def _losses(path):
     return json.loads(Path(path).read_text())["losses"]
 
 
-def test_trains_resumes_and_scales_out(tmp_path):
-    _run(tmp_path, "--losses", "one.json")
-    one = _losses(tmp_path / "one.json")
-    assert len(one) == 4 and all(l == l for l in one)
+@pytest.fixture(scope="module")
+def one(tmp_path_factory):
+    """The single process's losses (shared: each run of the example costs ~10 s in CI)."""
+    path = tmp_path_factory.mktemp("one")
+    _run(path, "--losses", "one.json")
+    losses = _losses(path / "one.json")
+    assert len(losses) == 4 and all(l == l for l in losses)
+    return losses
+
+
+def test_trains_resumes_and_scales_out(tmp_path, one):
     # interrupted after 2 steps, then resumed: the same losses, bit for bit
     _run(tmp_path, "--ckpt", "ck", "--ckpt-every", "2", "--stop-after", "2")
     _run(tmp_path, "--ckpt", "ck", "--ckpt-every", "2", "--resume", "--losses", "resumed.json")
@@ -43,12 +50,10 @@ def test_trains_resumes_and_scales_out(tmp_path):
     assert max(abs(a - b) for a, b in zip(one, two)) < 1e-5, (one, two)
 
 
-def test_fsdp2_over_gloo_matches_one_process_and_resumes(tmp_path):
+def test_fsdp2_over_gloo_matches_one_process_and_resumes(tmp_path, one):
     """FSDP2 (fully_shard per block) on two CPU processes: the single process's losses, and an
     exact resume through a torch.distributed.checkpoint checkpoint of the sharded state."""
     two = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
-    _run(tmp_path, "--losses", "one.json")
-    one = _losses(tmp_path / "one.json")
     _run(tmp_path, "--dist", "fsdp", "--losses", "fsdp.json", launcher=two)
     fsdp = _losses(tmp_path / "fsdp.json")
     assert max(abs(a - b) for a, b in zip(one, fsdp)) < 1e-5, (one, fsdp)
