@@ -12,28 +12,6 @@ from tritonic.kernels.pdl import pdl_enter
 
 
 @triton.jit
-def _merge_row(PO, PLSE, O, bk, row, H_KV, GROUP, Sq, D, SPLITS, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Output row ``row`` (g * Sq + t) of pair bk from the SPLITS partials, each weighted by
-    exp(lse_split - lse_total). Splits that saw no key (lse = -inf) weigh 0; a row that saw
-    none at all gets zeros."""
-    rs = tl.arange(0, BLOCK_S)
-    rd = tl.arange(0, BLOCK_D)
-    GS = GROUP * Sq
-    lse = tl.load(PLSE + (bk * SPLITS + rs) * GS + row, mask=rs < SPLITS, other=float("-inf"))
-    m = tl.max(lse, axis=0)
-    m_use = tl.where(m == float("-inf"), 0.0, m)
-    w = tl.exp(lse - m_use)
-    total = tl.sum(w, axis=0)
-    po = tl.load(PO + ((bk * SPLITS + rs[:, None]) * GS + row) * D + rd[None, :],
-                 mask=(rs[:, None] < SPLITS) & (rd[None, :] < D), other=0.0)
-    out = tl.sum(po * w[:, None], axis=0) / tl.where(total == 0.0, 1.0, total)
-    b = bk // H_KV
-    h = (bk % H_KV) * GROUP + row // Sq
-    t = row % Sq
-    tl.store(O + ((b * (H_KV * GROUP) + h) * Sq + t) * D + rd, out.to(O.dtype.element_ty), mask=rd < D)
-
-
-@triton.jit
 def _attn_decode_split(
     Q,  # (B, H, Sq, D): a few new tokens per sequence
     K, V,  # (B, H_KV, S_max, D) caches; keys at positions >= SEQLENS[b] are ignored
@@ -133,5 +111,20 @@ def _attn_decode_combine(
     (lse = -inf) weigh 0; a row that saw none at all gets zeros. With PDL its programs start
     while the first pass finishes and wait for it in ``pdl_enter``: a launch gap saved."""
     pdl_enter(USE_PDL)
-    _merge_row(PO, PLSE, O, tl.program_id(1).to(tl.int64), tl.program_id(0), H_KV, GROUP, Sq, D, SPLITS, BLOCK_S,
-               BLOCK_D)
+    row = tl.program_id(0)  # g * Sq + t
+    bk = tl.program_id(1).to(tl.int64)
+    rs = tl.arange(0, BLOCK_S)
+    rd = tl.arange(0, BLOCK_D)
+    GS = GROUP * Sq
+    lse = tl.load(PLSE + (bk * SPLITS + rs) * GS + row, mask=rs < SPLITS, other=float("-inf"))
+    m = tl.max(lse, axis=0)
+    m_use = tl.where(m == float("-inf"), 0.0, m)
+    w = tl.exp(lse - m_use)
+    total = tl.sum(w, axis=0)
+    po = tl.load(PO + ((bk * SPLITS + rs[:, None]) * GS + row) * D + rd[None, :],
+                 mask=(rs[:, None] < SPLITS) & (rd[None, :] < D), other=0.0)
+    out = tl.sum(po * w[:, None], axis=0) / tl.where(total == 0.0, 1.0, total)
+    b = bk // H_KV
+    h = (bk % H_KV) * GROUP + row // Sq
+    t = row % Sq
+    tl.store(O + ((b * (H_KV * GROUP) + h) * Sq + t) * D + rd, out.to(O.dtype.element_ty), mask=rd < D)
