@@ -28,6 +28,7 @@ or corrupt entries. A file that cannot be read is reported once and rebuilt.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -338,9 +339,10 @@ def _compile_all(configs, time_config) -> None:
                 pass
 
 
+@functools.lru_cache(maxsize=None)
 def _build_errors() -> tuple:
     """Exceptions that mean "this config does not build here": out of shared memory, a ptxas or
-    compiler failure (whichever of them this Triton has)."""
+    compiler failure (whichever of them this Triton has). Found once: every tuned launch asks."""
     import triton.runtime.errors as errors
 
     found = [getattr(errors, n, None) for n in ("OutOfResources", "PTXASError")]
