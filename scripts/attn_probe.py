@@ -1,11 +1,12 @@
 """Attention probes for a GPU session (not a benchmark): where the time of a small masked
 forward+backward goes, and how decode's GB/s moves with the split count.
 
-    PYTHONPATH=src python scripts/attn_probe.py [profile] [decode] [kernels]
+    PYTHONPATH=src python scripts/attn_probe.py [profile] [decode] [kernels] [masked]
 
 ``kernels``: the dense B=4 H=16 S=4096 bf16 forward+backward (d128, d64, causal and not),
 each kernel's own GPU time from the profiler (which share of the step is the forward, the
-dK/dV kernel, the dQ kernel, the delta pass).
+dK/dV kernel, the dQ kernel, the delta pass). ``masked``: the same split for the BERT
+key-padding and T5-bias cases of ``benchmarks/attention.py`` (B=8 H=12 d64, S = 512 and 2048).
 """
 
 import sys
@@ -102,28 +103,53 @@ def decode_sweep():
         print("GB/s", " ".join(row), flush=True)
 
 
-def kernel_split():
+def _split(title, step, n=5):
+    """Each kernel's own GPU time in ``step`` (per step, from the profiler), the 8 largest."""
     from torch.profiler import ProfilerActivity, profile
 
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(n):
+            step()
+        torch.cuda.synchronize()
+    total = sum(e.self_device_time_total for e in prof.key_averages()) / n
+    try:
+        replay = f"{graphed(step) * 1e3:.1f} us"
+    except Exception as e:  # (a capture failure is a finding too, not the end of the probe)
+        replay = f"capture failed: {repr(e)[:200]}"
+    print(f"== {title}: {total:.1f} us of kernels per step; graphed step {replay}")
+    for e in sorted(prof.key_averages(), key=lambda e: -e.self_device_time_total)[:8]:
+        print(f"  {e.self_device_time_total / n:9.1f}  x{e.count // n}  {e.key[:90]}", flush=True)
+
+
+def _fwd_bwd(q, k, v, **kw):
+    do = torch.randn_like(q)
+    return lambda: torch.autograd.grad(attention(q, k, v, **kw), (q, k, v), do)
+
+
+def kernel_split():
     for D in (128, 64):
         for causal in (False, True):
             q, k, v = (torch.randn(4, 16, 4096, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
                        for _ in range(3))
-            do = torch.randn_like(q)
+            _split(f"d{D} causal={causal}", _fwd_bwd(q, k, v, causal=causal))
 
-            def step():
-                return torch.autograd.grad(attention(q, k, v, causal=causal), (q, k, v), do)
 
-            for _ in range(3):
-                step()
-            torch.cuda.synchronize()
-            with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                for _ in range(5):
-                    step()
-                torch.cuda.synchronize()
-            print(f"== d{D} causal={causal}: per step, us")
-            for e in sorted(prof.key_averages(), key=lambda e: -e.self_device_time_total)[:8]:
-                print(f"  {e.self_device_time_total / 5:9.1f}  x{e.count // 5}  {e.key[:90]}", flush=True)
+def kernel_split_masked():
+    """The key-padding (a quarter of the keys padded) and T5-bias cases of benchmarks/attention.py,
+    B=8 H=12 d64, forward + backward: which kernel holds the backward's time (the masked
+    backward ran at ~250 TFLOP/s where the dense d64 one runs ~360)."""
+    for S in (512, 2048):
+        q, k, v = (torch.randn(8, 12, S, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+                   for _ in range(3))
+        keep = torch.ones(8, 1, 1, S, dtype=torch.bool, device="cuda")
+        keep[..., 3 * S // 4:] = False
+        _split(f"bert-mask {S}", _fwd_bwd(q, k, v, mask=keep))
+        _split(f"bert-mask {S}, forward", lambda: attention(q, k, v, mask=keep))
+        bias = torch.randn(1, 12, S, S, device="cuda", dtype=torch.bfloat16)
+        _split(f"t5-bias {S}", _fwd_bwd(q, k, v, bias=bias, scale=1.0))
 
 
 if __name__ == "__main__":
@@ -134,3 +160,5 @@ if __name__ == "__main__":
         decode_sweep()
     if "kernels" in what:
         kernel_split()
+    if "masked" in what:
+        kernel_split_masked()

@@ -68,7 +68,8 @@
 #   next16      tests-ops, tmabwd, headmajor, decode, models-tritonic
 #   next17      attention GPU tests, masked / causal attention rows, decode 1k, launch.py, integration tests (~10 min)
 #   next17b     next17 without the integration tests, with the launcher GPU tests first (~7 min)
-#   next18      attention / norm / launcher GPU tests, bert-mask attention re-tuned, decode (~8 min; then tests-int)
+#   next18      attention / norm / launcher GPU tests, bert-mask attention re-tuned, the masked / biased
+#               backward's kernels split (attn_probe masked), decode (~9 min; then tests-int)
 #   next16b     attention/decode GPU tests, the failed integration tests, attn_probe kernels, attention.py
 #               (backward re-tuned), decode.py
 #   ropeab      memory_bound.py's RoPE case with TRITONIC_ROPE_STREAM=0 / 1, alternated twice
@@ -437,6 +438,8 @@ for step in "$@"; do
             TRITONIC_AUTOTUNE=retune TRITONIC_RETUNE_ONLY=attention_fwd,attention_bwd2 \
                 TRITONIC_TUNE_LOG=$R/next18/tune.jsonl run next18 attn 200 python3 benchmarks/attention.py \
                 --graph always --providers sdpa,tritonic --modes fwd,fwd+bwd --only "bert-mask" --out "$R/next18/attn"
+            # each kernel's share of the masked / biased steps, with the configs just re-tuned
+            run next18 masked 90 python3 scripts/attn_probe.py masked
             run next18 decode 60 python3 benchmarks/decode.py --only "b1 cache|b16 cache 1k|b64 cache 1k" \
                 --out "$R/next18/decode" ;;  # (the one-split launch without PDL: tritonic+pdl b16 1k ~33 us, was 42.7)
         next17b)  # next17 without the integration tests, with the launcher's GPU tests (the C spec chain)
