@@ -68,6 +68,7 @@
 #   next16      tests-ops, tmabwd, headmajor, decode, models-tritonic
 #   next17      attention GPU tests, masked / causal attention rows, decode 1k, launch.py, integration tests (~10 min)
 #   next17b     next17 without the integration tests, with the launcher GPU tests first (~7 min)
+#   normmodel   scripts/sweep_norm.py --model: the LayerNorm forward as BERT / GPT-2 inference meets it (~2 min)
 #   next18      attention / norm / launcher GPU tests, bert-mask attention re-tuned, the masked / biased
 #               backward's kernels split (attn_probe masked), decode (~9 min; then tests-int)
 #   next16b     attention/decode GPU tests, the failed integration tests, attn_probe kernels, attention.py
@@ -430,6 +431,9 @@ for step in "$@"; do
             run next17 launch 40 python3 benchmarks/launch.py --out "$R/next17/launch"
             [ "$step" = next17-core ] || run next17 tests-int 400 python3 -m pytest -q -rfE --tb=short tests/integrations/test_hf.py \
                 tests/integrations/test_graphs.py tests/integrations/test_rotary.py tests/integrations/test_hf_gpu.py ;;
+        normmodel)  # the LayerNorm forward in a model's regime (fp16, residual, hot in L2; 128 / 1024 / 8192 x 768
+            # rows): every launch shape against compile's fused add + norm (BERT 8x128: 2.6 against 2.2 us a call)
+            run normmodel sweep 150 python3 scripts/sweep_norm.py --model --out "$R/normmodel" ;;
         next18)  # eighteenth session: masked attention re-tuned now that padded key blocks are skipped (every
             # config's time in next18/tune.jsonl: merge the moved choices into the shipped table), the attention,
             # norm and launcher GPU tests, decode; then run tests-int (symbolic token counts under compile)

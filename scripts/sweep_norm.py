@@ -6,6 +6,14 @@ For each benchmark shape (bfloat16) and each of LayerNorm / RMSNorm it times the
 over (BLOCK_M, num_warps) and the backward over (BLOCK_M, num_warps, programs per SM),
 and prints the best few with their bandwidth. Inputs are rotated so that L2 does not
 serve them. This is a development tool; the persistent autotuner will replace it.
+
+    PYTHONPATH=src python scripts/sweep_norm.py --model [--shapes 128x768,1024x768,8192x768]
+
+``--model``: the forward as a model's inference meets it, which the benchmark shapes do not:
+float16, a residual added inside the kernel (BERT's post-norm writes only the normalised sum,
+GPT-2's pre-norm also the sum), inputs hot in L2 (just written by the previous GEMM), no
+autograd; against ``torch.compile`` of ``layer_norm(x + r)``, the fused kernel that
+reduce-overhead runs there. Launch shapes with 1-2 warps are tried too (small rows).
 """
 
 from __future__ import annotations
@@ -80,6 +88,57 @@ def time_bwd(which, sets, w, b):
     return _graphed([one(s) for s in sets])
 
 
+def model_regime(shapes, top):
+    """--model: LayerNorm forward with a residual, float16, hot in L2, graph-timed."""
+    results = []
+    orig = norm_ops._fwd_config
+    for M, N in shapes:
+        x, r = (torch.randn(M, N, device="cuda", dtype=torch.float16) for _ in range(2))
+        w, b = (torch.randn(N, device="cuda", dtype=torch.float16) for _ in range(2))
+        block_n = triton.next_power_of_2(N)
+        nbytes = {False: 3 * M * N * 2, True: 4 * M * N * 2}  # x and r read, y (and the sum) written
+        compiled = torch.compile(lambda x, r: torch.nn.functional.layer_norm(x + r, (N,), w, b), dynamic=False)
+        reps = 20  # calls per timed graph: a lone 2-us kernel would time the replay's own overhead
+
+        def compiled_calls():
+            with torch.no_grad():
+                for _ in range(reps):
+                    compiled(x, r)
+        compiled_calls()
+        c_us = _graphed([compiled_calls]) * 1e3 / reps
+        for keep_sum in (False, True):
+            def run():
+                with torch.no_grad():
+                    for _ in range(reps):
+                        norm_ops.layer_norm(x, w, b, residual=r, return_sum=keep_sum)
+            default_us = _graphed([run]) * 1e3 / reps
+            rows = []
+            for bm in (1, 2, 4, 8, 16):
+                for warps in (1, 2, 4, 8):
+                    if bm * block_n > 32768 or not 2 <= bm * block_n // (32 * warps) <= 64:
+                        continue
+                    cfg = (True, bm, block_n, warps, "", False)
+                    norm_ops._fwd_config = lambda n, o=None, c=cfg: c
+                    try:
+                        us = _graphed([run]) * 1e3 / reps
+                    except Exception as e:  # noqa: BLE001 (out of resources)
+                        print(f"skip {M}x{N} {cfg}: {type(e).__name__}")
+                        continue
+                    finally:
+                        norm_ops._fwd_config = orig
+                    rows.append(dict(M=M, N=N, keep_sum=keep_sum, block_m=bm, num_warps=warps, us=us))
+            rows.sort(key=lambda t: t["us"])
+            results += rows
+            print(f"== layer_norm(x + r) {M}x{N} fp16, sum {'written' if keep_sum else 'not written'}: "
+                  f"default {orig(N)[1:4]} {default_us:.2f} us ({nbytes[keep_sum] / default_us / 1e3:.0f} GB/s), "
+                  f"torch.compile (sum not written) {c_us:.2f} us", flush=True)
+            for t in rows[:top]:
+                print(f"   block_m={t['block_m']:<2} warps={t['num_warps']:<2} {t['us']:7.2f} us")
+            results.append(dict(M=M, N=N, keep_sum=keep_sum, provider="default", us=default_us))
+        results.append(dict(M=M, N=N, provider="torch.compile", us=c_us))
+    return results
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--out", default=".")
@@ -87,8 +146,14 @@ def main():
     p.add_argument("--directions", default="fwd,bwd", help="comma-separated: fwd, bwd")
     p.add_argument("--compile", action="store_true", help="also time torch.compile's forward")
     p.add_argument("--shapes", default=None, help="e.g. 4096x768,8192x8192 (default: the benchmark's four)")
+    p.add_argument("--model", action="store_true", help="the model regime (module docstring)")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    if args.model:
+        shapes = [tuple(int(v) for v in t.split("x")) for t in (args.shapes or "128x768,1024x768,8192x768").split(",")]
+        with open(os.path.join(args.out, "sweep_norm_model.json"), "w") as f:
+            json.dump(model_regime(shapes, args.top), f, indent=0)
+        return
     results = []
     orig_fwd, orig_bwd = norm_ops._fwd_config, norm_ops._bwd_config
     shapes = [tuple(int(v) for v in t.split("x")) for t in args.shapes.split(",")] if args.shapes else SHAPES
