@@ -68,6 +68,7 @@
 #   next16      tests-ops, tmabwd, headmajor, decode, models-tritonic
 #   next17      attention GPU tests, masked / causal attention rows, decode 1k, launch.py, integration tests (~10 min)
 #   next17b     next17 without the integration tests, with the launcher GPU tests first (~7 min)
+#   lngemm      scripts/ln_gemm_ab.py: LayerNorm in the next GEMM's prologue against norm + cuBLAS (~3 min)
 #   normmodel   scripts/sweep_norm.py --model: the LayerNorm forward as BERT / GPT-2 inference meets it (~2 min)
 #   next18      attention / norm / launcher GPU tests, bert-mask attention re-tuned, the masked / biased
 #               backward's kernels split (attn_probe masked), decode (~9 min; then tests-int)
@@ -431,6 +432,10 @@ for step in "$@"; do
             run next17 launch 40 python3 benchmarks/launch.py --out "$R/next17/launch"
             [ "$step" = next17-core ] || run next17 tests-int 400 python3 -m pytest -q -rfE --tb=short tests/integrations/test_hf.py \
                 tests/integrations/test_graphs.py tests/integrations/test_rotary.py tests/integrations/test_hf_gpu.py ;;
+        lngemm)  # LayerNorm folded into the next product's prologue (scripts/ln_gemm_ab.py) against the norm
+            # kernel + cuBLAS, 16..8192 rows x GPT-2's c_attn / c_fc (predicted: the fused kernel ~1.5-2.5 us ahead
+            # at 128 rows, behind at 8192)
+            run lngemm ab 240 python3 scripts/ln_gemm_ab.py ;;
         normmodel)  # the LayerNorm forward in a model's regime (fp16, residual, hot in L2; 128 / 1024 / 8192 x 768
             # rows): every launch shape against compile's fused add + norm (BERT 8x128: 2.6 against 2.2 us a call)
             run normmodel sweep 150 python3 scripts/sweep_norm.py --model --out "$R/normmodel" ;;
