@@ -87,6 +87,11 @@ def _run_ops(dt):
     _grads(ops.fused_linear_cross_entropy(h, wt, target), h, wt)
     emb = r(40, 32)
     _grads(ops.embedding(torch.randint(0, 40, (2, 5)), emb), emb)
+    with torch.no_grad():  # BERT's embedding block (inference only), token types given and read at the positions
+        tabs = (emb.detach(), r(16, 32, g=False), r(2, 32, g=False), r(32, g=False), r(32, g=False))
+        ids, pos = torch.randint(0, 40, (2, 5)), torch.arange(5)[None]
+        for types, by_pos in ((torch.zeros(2, 5, dtype=torch.long), False), (torch.zeros(16, dtype=torch.long), True)):
+            ops.embeddings_layer_norm(ids, tabs[0], pos, tabs[1], types, *tabs[2:], 1e-12, by_pos)
     xl, wl, bl = r(8, 64), r(48, 64), r(48)
     _grads(ops.linear(xl, wl, bl, activation="gelu"), xl, wl, bl)
     qa, ka, va = r(2, 4, 24, 32), r(2, 2, 24, 32), r(2, 2, 24, 32)
@@ -115,7 +120,7 @@ def test_every_launch_compiles_for_sm90(dt, monkeypatch, device):
     if dt != torch.float32:  # (float32 runs the common paths only: its options compile like the others')
         _run_variants(dt, monkeypatch)
     names = {x["name"] for x in seen}
-    for kernel in ("_norm_fwd", "_attn_fwd", "_attn_bwd_dkdv", "_attn_bwd_dq", "_attn_decode_split", "_rope",
+    for kernel in ("_norm_fwd", "_embeddings_norm_fwd", "_attn_fwd", "_attn_bwd_dkdv", "_attn_bwd_dq", "_attn_decode_split", "_rope",
                    "_matmul_tma" if dt == torch.bfloat16 else "_matmul"):
         assert kernel in names, f"{kernel} was not launched: {sorted(names)}"
     if dt == torch.bfloat16:

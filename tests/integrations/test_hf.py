@@ -131,6 +131,64 @@ def test_dense_add_norm_block(device, monkeypatch):
         torch.testing.assert_close(grads[0][n], grads[1][n], atol=1e-4, rtol=1e-4, msg=n)
 
 
+def test_bert_embeddings_in_one_kernel(device, monkeypatch):
+    """BERT's embedding module becomes one kernel at inference (positions and token types found
+    as the module finds them, given or not, a cache offset too); state_dict kept; inputs_embeds,
+    autograd and training-mode dropout run the original forward; RoBERTa's embeddings (positions
+    counted from the padding) fail the probe and stay."""
+    from transformers import RobertaConfig, RobertaModel
+
+    from tritonic.integrations.swaps import EmbeddingsNormBlock
+
+    cls, config = _models()["bert"]
+    torch.manual_seed(0)
+    model = cls(config).to(device).eval()
+    keys = list(model.state_dict())
+    original = copy.deepcopy(model)
+    tritonic.optimize(model, cuda_graphs=False)
+    assert "BertEmbeddings -> EmbeddingsNormBlock (1)" in str(model.tritonic_report)
+    assert isinstance(model.embeddings, EmbeddingsNormBlock) and list(model.state_dict()) == keys
+    emb = importlib.import_module("tritonic.ops.embedding")
+    launched = []
+    real = emb.launch
+    monkeypatch.setattr(emb, "launch", lambda k, *a, **m: launched.append(k.fn.__name__) or real(k, *a, **m))
+    kw = _inputs("bert", 2, 9, device, pad=2)
+    types = torch.randint(0, 2, (2, 9), device=device)
+    offset = "past_key_values_length" if "past_key_values_length" in \
+        type(original.embeddings).forward.__code__.co_varnames else "cache_length"
+    with torch.no_grad():
+        for extra in ({}, {"token_type_ids": types}, {"position_ids": torch.arange(5, 14, device=device)[None]}):
+            torch.testing.assert_close(model(**kw, **extra).last_hidden_state,
+                                       original(**kw, **extra).last_hidden_state, atol=2e-5, rtol=2e-5)
+        ids = kw["input_ids"]
+        torch.testing.assert_close(model.embeddings(input_ids=ids, **{offset: 3}),
+                                   original.embeddings(input_ids=ids, **{offset: 3}), atol=2e-5, rtol=2e-5)
+        assert launched == ["_embeddings_norm_fwd"] * 4
+        launched.clear()
+        embeds = original.embeddings.word_embeddings(ids)
+        torch.testing.assert_close(model.embeddings(inputs_embeds=embeds), original.embeddings(inputs_embeds=embeds))
+    assert launched == []  # the original forward, with PyTorch's lookups
+    model.train()
+    original.train()
+    torch.manual_seed(1)
+    a = model.embeddings(input_ids=ids)
+    torch.manual_seed(1)
+    b = original.embeddings(input_ids=ids)
+    torch.testing.assert_close(a, b)  # the same dropout draws: the original forward ran
+    a.square().sum().backward()
+    assert model.embeddings.word_embeddings.weight.grad is not None
+    assert launched == []
+
+    rob = RobertaModel(RobertaConfig(vocab_size=97, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=40)).to(device).eval()
+    rob_original = copy.deepcopy(rob)
+    tritonic.optimize(rob, cuda_graphs=False)
+    assert "embeddings (RobertaEmbeddings): probe error" in str(rob.tritonic_report), str(rob.tritonic_report)
+    with torch.no_grad():
+        torch.testing.assert_close(rob(**kw).last_hidden_state, rob_original(**kw).last_hidden_state,
+                                   atol=2e-5, rtol=2e-5)
+
+
 @pytest.mark.parametrize("proj", ["relu", "gated-gelu"])
 def test_t5_feed_forward_block(proj, device, monkeypatch):
     """T5's feed-forward (v1.0 ReLU, v1.1 / Flan gated GELU): the activation in the first

@@ -262,6 +262,118 @@ class Conv1DActBlock(_Adopted):
         return self.dropout(self.c_proj(h))
 
 
+class EmbeddingsNormBlock(_Adopted):
+    """BERT's embedding module (``word + token_type + position`` rows, ``LayerNorm``, dropout) at
+    inference as one kernel (``ops.embeddings_layer_norm``) instead of eight. Positions and token
+    types are found as the module finds them: the ``position_ids`` buffer from the cache offset on
+    when none are given, the ``token_type_ids`` buffer read at those positions when no types are
+    given. Anything else (``inputs_embeds``, autograd, training-mode dropout, other dtypes, an
+    argument it does not know) runs the original ``forward`` on this module, which holds the
+    same children and buffers. Its probe compares with the original module on random ids, with
+    and without token types: a module that finds its positions otherwise (RoBERTa counts them
+    from the padding) fails it and stays as it was."""
+
+    _ARGS = ("input_ids", "token_type_ids", "position_ids", "inputs_embeds")
+
+    def __init__(self, original, offset_name: str | None):
+        super().__init__(original)
+        for name, buf in original.named_buffers(recurse=False):  # shared tensors, kept as the original keeps them
+            self.register_buffer(name, buf, persistent=name not in original._non_persistent_buffers_set)
+        for name, value in vars(original).items():  # plain attributes its forward may read
+            if not name.startswith("_") and name != "training" and name not in self.__dict__:
+                setattr(self, name, value)
+        self._offset_name = offset_name  # the forward's cache-offset argument (its name moved between releases)
+        self._forward = type(original).forward
+
+    def forward(self, *args, **kwargs):
+        bound = dict(zip(self._ARGS, args))
+        known = len(args) <= len(self._ARGS) and not set(kwargs) & set(bound) and \
+            set(kwargs) <= {*self._ARGS, *((self._offset_name,) if self._offset_name else ())}
+        bound.update(kwargs)
+        ids = bound.get("input_ids")
+        offset = bound.get(self._offset_name, 0) if known and self._offset_name else 0
+        ln, word = self.LayerNorm, self.word_embeddings.weight
+        if (not known or bound.get("inputs_embeds") is not None or not isinstance(ids, torch.Tensor) or ids.dim() != 2
+                or type(offset) is not int or (self.training and self.dropout.p > 0) or not self._fused_applies(word, ln)
+                or (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()))):
+            return self._forward(self, *args, **kwargs)
+        S = ids.shape[1]
+        pos = bound.get("position_ids")
+        if pos is None:
+            pos = self.position_ids[:, offset:offset + S]
+            if pos.shape[1] != S:  # past the table: the original's own error
+                return self._forward(self, *args, **kwargs)
+        types, by_pos = bound.get("token_type_ids"), False
+        if types is None:
+            types, by_pos = self.token_type_ids[0], True
+        return ops.embeddings_layer_norm(ids, word, pos, self.position_embeddings.weight, types,
+                                         self.token_type_embeddings.weight, ln.weight, ln.bias, ln.eps, by_pos)
+
+    def _fused_applies(self, word, ln) -> bool:
+        from tritonic.runtime import can_run_kernels
+
+        x = word
+        return (ln.weight is not None and ln.bias is not None and ln.weight.dtype == x.dtype
+                and all(e.weight.dtype == x.dtype for e in (self.position_embeddings, self.token_type_embeddings))
+                and can_run_kernels(x.device))
+
+
+def _embeddings_norm(m):
+    children = dict(m.named_children())
+    if set(children) != {"word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm", "dropout"}:
+        return None
+    embs = [children[n] for n in ("word_embeddings", "position_embeddings", "token_type_embeddings")]
+    ln = children["LayerNorm"]
+    if not all(type(e) is torch.nn.Embedding and e.max_norm is None for e in embs) or \
+            type(ln) is not torch.nn.LayerNorm or tuple(ln.normalized_shape) != (embs[0].embedding_dim,) or \
+            len({e.embedding_dim for e in embs}) != 1 or not isinstance(children["dropout"], torch.nn.Dropout):
+        return None
+    buffers = dict(m.named_buffers(recurse=False))
+    if any(not isinstance(buffers.get(n), torch.Tensor) or buffers[n].dim() != 2 or buffers[n].dtype != torch.long
+           for n in ("position_ids", "token_type_ids")):
+        return None
+    try:
+        params = inspect.signature(m.forward).parameters
+    except (TypeError, ValueError):
+        return None
+    names = list(params)
+    offsets = [n for n in names if n in ("past_key_values_length", "cache_length")]
+    if names[:4] != list(EmbeddingsNormBlock._ARGS) or len(names) != 4 + len(offsets) or len(offsets) > 1:
+        return None
+    return EmbeddingsNormBlock(m, offsets[0] if offsets else None)
+
+
+def _probe_embeddings_norm(orig, new) -> str | None:
+    """None when ``new`` passes the correctness rule against ``orig`` (float64 copy as the
+    reference) on random ids, without and with token types."""
+    word = orig.word_embeddings.weight
+    gen = torch.Generator(device="cpu").manual_seed(1234)
+    ids = torch.randint(0, word.shape[0], PROBE_ROWS, generator=gen).to(word.device)
+    types = torch.randint(0, orig.token_type_embeddings.num_embeddings, PROBE_ROWS, generator=gen).to(word.device)
+    modes = {m: m.training for m in (*orig.modules(), *new.modules())}
+    orig.eval()
+    new.eval()
+    try:
+        with torch.no_grad():
+            ref_module = copy.deepcopy(orig).double()
+            for kw in ({}, {"token_type_ids": types}):
+                theirs = orig(input_ids=ids, **kw)
+                ref = ref_module(input_ids=ids, **kw)
+                try:
+                    ours = new(input_ids=ids, **kw)
+                except Exception as e:  # noqa: BLE001 (a table or dtype the kernel does not take)
+                    return f"{type(e).__name__}: {e}"
+                if ours.shape != theirs.shape or ours.dtype != theirs.dtype:
+                    return f"output {tuple(ours.shape)} {ours.dtype}, the original gives {tuple(theirs.shape)} {theirs.dtype}"
+                ok, err, err_theirs = within_rule(ours, theirs, ref)
+                if not ok:
+                    return f"probe error {err:.2e} against float64, the original's {err_theirs:.2e}"
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    return None
+
+
 def _conv1d_mlp(m):
     children = dict(m.named_children())
     if set(children) != {"c_fc", "c_proj", "act", "dropout"} or type(children["c_fc"]).__name__ != "Conv1D" or \
@@ -320,7 +432,7 @@ def _gated_mlp(m):
     return None if act not in ("silu", "gelu", "gelu_tanh") else GatedMLPBlock(m, act)
 
 
-REGISTRY = [_embedding, _layer_norm, _rms_norm, _dense_add_norm, _dense_act_dense, _linear_act, _gated_mlp, _conv1d_mlp]
+REGISTRY = [_embeddings_norm, _embedding, _layer_norm, _rms_norm, _dense_add_norm, _dense_act_dense, _linear_act, _gated_mlp, _conv1d_mlp]
 
 
 def _probe_ok(orig, new, hidden: int, dtype, device, out_width: int | None = None) -> str | None:
@@ -395,7 +507,12 @@ def swap_modules(model: torch.nn.Module, dtype=None) -> tuple[list[str], list[st
                 if new is None:
                     continue
                 full = f"{parent_name}.{name}" if parent_name else name
-                why = _probe_embedding(child, new) if isinstance(new, tnn.Embedding) else _probe_swap(child, new, dtype)
+                if isinstance(new, tnn.Embedding):
+                    why = _probe_embedding(child, new)
+                elif isinstance(new, EmbeddingsNormBlock):
+                    why = _probe_embeddings_norm(child, new)
+                else:
+                    why = _probe_swap(child, new, dtype)
                 if why is None:
                     setattr(parent, name, new)
                     gone.append(full)
