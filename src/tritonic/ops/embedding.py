@@ -163,7 +163,8 @@ def embeddings_layer_norm(input_ids, word, position_ids, position, token_type_id
     T = B * S
     out = empty((B, S, D), dtype=word.dtype, device=word.device)
     block_d = triton_next_pow2(D)
-    block_t = 2 if interpreter_active() else max(1, min(8, 4096 // block_d))
+    # few tokens (a short prompt): one per program, so they spread over the SMs; else up to 4096 elements a program
+    block_t = 2 if interpreter_active() else (1 if T < 2048 else max(1, min(8, 4096 // block_d)))
     launch(_embeddings_norm_fwd, (-(-T // block_t),), input_ids, position_ids, token_type_ids, word, position,
            token_type, weight, bias, out, T, S, word.shape[0], position.shape[0], token_type.shape[0],
            token_type_ids.shape[0], D, float(eps), input_ids.stride(0), input_ids.stride(1), stride_pb, stride_ps,
