@@ -68,6 +68,7 @@
 #   next16      tests-ops, tmabwd, headmajor, decode, models-tritonic
 #   next17      attention GPU tests, masked / causal attention rows, decode 1k, launch.py, integration tests (~10 min)
 #   next17b     next17 without the integration tests, with the launcher GPU tests first (~7 min)
+#   next19      BERT's embedding block (GPU tests, models.py BERT with reduce-overhead), normmodel, lngemm (~11 min)
 #   lngemm      scripts/ln_gemm_ab.py: LayerNorm in the next GEMM's prologue against norm + cuBLAS (~3 min)
 #   normmodel   scripts/sweep_norm.py --model: the LayerNorm forward as BERT / GPT-2 inference meets it (~2 min)
 #   next18      attention / norm / launcher GPU tests, bert-mask attention re-tuned, the masked / biased
@@ -432,6 +433,13 @@ for step in "$@"; do
             run next17 launch 40 python3 benchmarks/launch.py --out "$R/next17/launch"
             [ "$step" = next17-core ] || run next17 tests-int 400 python3 -m pytest -q -rfE --tb=short tests/integrations/test_hf.py \
                 tests/integrations/test_graphs.py tests/integrations/test_rotary.py tests/integrations/test_hf_gpu.py ;;
+        next19)  # nineteenth session (no device then): BERT's embedding block in one kernel (its GPU tests, BERT's
+            # model table beside reduce-overhead: predicted 1x128 0.4547 -> ~0.440 ms), then normmodel and lngemm
+            run next19 tests 150 python3 -m pytest -q -rfE --tb=short tests/ops/test_embedding.py \
+                tests/integrations/test_hf.py -k "embedding or bert or minilm"
+            run next19 models-bert 400 python3 benchmarks/models.py --providers reduce-overhead,tritonic --only bert \
+                --out "$R/next19/models"
+            bash "$0" normmodel lngemm ;;
         lngemm)  # LayerNorm folded into the next product's prologue (scripts/ln_gemm_ab.py) against the norm
             # kernel + cuBLAS, 16..8192 rows x GPT-2's c_attn / c_fc (predicted: the fused kernel ~1.5-2.5 us ahead
             # at 128 rows, behind at 8192)
