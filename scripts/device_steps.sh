@@ -69,6 +69,7 @@
 #   next17      attention GPU tests, masked / causal attention rows, decode 1k, launch.py, integration tests (~10 min)
 #   next17b     next17 without the integration tests, with the launcher GPU tests first (~7 min)
 #   next19      BERT's embedding block (GPU tests, models.py BERT with reduce-overhead), normmodel, lngemm (~11 min)
+#   decodetiles scripts/decode_tiles.py: the decode first pass's tile (keys per step, warps, stages) (~4 min)
 #   lngemm      scripts/ln_gemm_ab.py: LayerNorm in the next GEMM's prologue against norm + cuBLAS (~3 min)
 #   normmodel   scripts/sweep_norm.py --model: the LayerNorm forward as BERT / GPT-2 inference meets it (~2 min)
 #   next18      attention / norm / launcher GPU tests, bert-mask attention re-tuned, the masked / biased
@@ -440,6 +441,9 @@ for step in "$@"; do
             run next19 models-bert 400 python3 benchmarks/models.py --providers reduce-overhead,tritonic --only bert \
                 --out "$R/next19/models"
             bash "$0" normmodel lngemm ;;
+        decodetiles)  # flash-decoding's first-pass tile, never swept (64 keys / 4 warps / 3 stages shipped): 27 tiles
+            # x b16 1k, b64 1k, b1 8k, b16 8k, b1 32k over L2-cold caches (offline sm_90: none spills but 64/2/2)
+            run decodetiles sweep 300 python3 scripts/decode_tiles.py --out "$R/decodetiles/decode_tiles.json" ;;
         lngemm)  # LayerNorm folded into the next product's prologue (scripts/ln_gemm_ab.py) against the norm
             # kernel + cuBLAS, 16..8192 rows x GPT-2's c_attn / c_fc (predicted: the fused kernel ~1.5-2.5 us ahead
             # at 128 rows, behind at 8192)

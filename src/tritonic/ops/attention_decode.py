@@ -23,6 +23,10 @@ from tritonic.runtime.launcher import is_traced, launch
 
 __all__ = ["attention_decode", "attention_decode_reference"]
 
+# The first pass's tile on a GPU: cache positions per step, warps, pipeline stages (scripts/decode_tiles.py
+# times the alternatives; the combine's launch is fixed)
+TILE = {"block_n": 64, "num_warps": 4, "num_stages": 3}
+
 
 def default_splits(pairs: int, n_blocks: int, sms: int) -> int:
     """Flash-decoding's split count for ``pairs`` (batch, kv head) programs over ``n_blocks`` key
@@ -81,7 +85,7 @@ def attention_decode(q, k_cache, v_cache, cache_seqlens, *, causal=True, window=
     group = H // Hk
     block_m = max(16, 1 << (group * Sq - 1).bit_length())
     block_d = max(16, 1 << (D - 1).bit_length())
-    block_n = 16 if interpreter_active() else 64
+    block_n = 16 if interpreter_active() else TILE["block_n"]
     n_blocks = (S_max + block_n - 1) // block_n
     if num_splits is None:
         num_splits = default_splits(B * Hk, n_blocks, num_sms(q.device.index))
@@ -108,8 +112,8 @@ def attention_decode(q, k_cache, v_cache, cache_seqlens, *, causal=True, window=
            int(window) if window is not None else 0, split_len,
            CAUSAL=bool(causal), HAS_WINDOW=window is not None, HAS_KMASK=key_mask is not None,
            PRECISION=precision, BLOCK_M=block_m,
-           BLOCK_N=block_n, BLOCK_D=block_d, DIRECT=direct, num_warps=4,
-           num_stages=1 if interpreter_active() else 3, **pdl)
+           BLOCK_N=block_n, BLOCK_D=block_d, DIRECT=direct, num_warps=TILE["num_warps"],
+           num_stages=1 if interpreter_active() else TILE["num_stages"], **pdl)
     if direct:
         return out
     launch(_attn_decode_combine, (group * Sq, B * Hk), po, plse, out, Hk, group, Sq, D, num_splits,
