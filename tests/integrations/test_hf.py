@@ -157,13 +157,15 @@ def test_bert_embeddings_in_one_kernel(device, monkeypatch):
     offset = "past_key_values_length" if "past_key_values_length" in \
         type(original.embeddings).forward.__code__.co_varnames else "cache_length"
     with torch.no_grad():
-        for extra in ({}, {"token_type_ids": types}, {"position_ids": torch.arange(5, 14, device=device)[None]}):
+        for extra in ({}, {"token_type_ids": types}, {"position_ids": torch.arange(5, 14, device=device)[None]},
+                      {"position_ids": torch.arange(9, device=device), "token_type_ids": types}):  # (1-D positions:
+            # the original forward broadcasts them, and so runs here)
             torch.testing.assert_close(model(**kw, **extra).last_hidden_state,
                                        original(**kw, **extra).last_hidden_state, atol=2e-5, rtol=2e-5)
         ids = kw["input_ids"]
         torch.testing.assert_close(model.embeddings(input_ids=ids, **{offset: 3}),
                                    original.embeddings(input_ids=ids, **{offset: 3}), atol=2e-5, rtol=2e-5)
-        assert launched == ["_embeddings_norm_fwd"] * 4
+        assert launched == ["_embeddings_norm_fwd"] * 4  # (not the 1-D positions)
         launched.clear()
         embeds = original.embeddings.word_embeddings(ids)
         torch.testing.assert_close(model.embeddings(inputs_embeds=embeds), original.embeddings(inputs_embeds=embeds))

@@ -297,25 +297,25 @@ class EmbeddingsNormBlock(_Adopted):
                 or type(offset) is not int or (self.training and self.dropout.p > 0) or not self._fused_applies(word, ln)
                 or (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()))):
             return self._forward(self, *args, **kwargs)
-        S = ids.shape[1]
+        B, S = ids.shape
         pos = bound.get("position_ids")
         if pos is None:
-            pos = self.position_ids[:, offset:offset + S]
-            if pos.shape[1] != S:  # past the table: the original's own error
-                return self._forward(self, *args, **kwargs)
+            pos = self.position_ids[:, offset:offset + S]  # (past the table: the original's own error, below)
         types, by_pos = bound.get("token_type_ids"), False
         if types is None:
             types, by_pos = self.token_type_ids[0], True
+        if not all(isinstance(t, torch.Tensor) and t.dim() == 2 and t.shape[1] == S and t.shape[0] in (1, B)
+                   for t in ((pos,) if by_pos else (pos, types))):  # other shapes broadcast in the original
+            return self._forward(self, *args, **kwargs)
         return ops.embeddings_layer_norm(ids, word, pos, self.position_embeddings.weight, types,
                                          self.token_type_embeddings.weight, ln.weight, ln.bias, ln.eps, by_pos)
 
     def _fused_applies(self, word, ln) -> bool:
         from tritonic.runtime import can_run_kernels
 
-        x = word
-        return (ln.weight is not None and ln.bias is not None and ln.weight.dtype == x.dtype
-                and all(e.weight.dtype == x.dtype for e in (self.position_embeddings, self.token_type_embeddings))
-                and can_run_kernels(x.device))
+        return (ln.weight is not None and ln.bias is not None and ln.weight.dtype == word.dtype
+                and all(e.weight.dtype == word.dtype for e in (self.position_embeddings, self.token_type_embeddings))
+                and can_run_kernels(word.device))
 
 
 def _embeddings_norm(m):
