@@ -132,7 +132,7 @@ def test_dense_add_norm_block(device, monkeypatch):
 
 
 def test_bert_embeddings_in_one_kernel(device, monkeypatch):
-    """BERT's embedding module becomes one kernel at inference (positions and token types found
+    """BERT's embedding module becomes one kernel at inference, and its pooler one GEMM (positions and token types found
     as the module finds them, given or not, a cache offset too); state_dict kept; inputs_embeds,
     autograd and training-mode dropout run the original forward; RoBERTa's embeddings (positions
     counted from the padding) fail the probe and stay."""
@@ -180,6 +180,18 @@ def test_bert_embeddings_in_one_kernel(device, monkeypatch):
     a.square().sum().backward()
     assert model.embeddings.word_embeddings.weight.grad is not None
     assert launched == []
+
+    # BERT's pooler: tanh(dense(h[:, 0])) in one GEMM; eval outputs and training gradients as the original's
+    assert "BertPooler -> PoolerBlock (1)" in str(model.tritonic_report)
+    model.eval()
+    original.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(**kw).pooler_output, original(**kw).pooler_output, atol=2e-5, rtol=2e-5)
+    for m in (model, original):
+        m.zero_grad()
+        m(**kw).pooler_output.square().sum().backward()
+    torch.testing.assert_close(model.pooler.dense.weight.grad, original.pooler.dense.weight.grad, atol=1e-4,
+                               rtol=1e-4)
 
     rob = RobertaModel(RobertaConfig(vocab_size=97, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                      intermediate_size=64, max_position_embeddings=40)).to(device).eval()

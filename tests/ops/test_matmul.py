@@ -10,7 +10,7 @@ import torch
 from tests.helpers import check_op
 from tritonic.ops import linear, linear_reference, matmul
 
-ACTS = [None, "relu", "gelu", "gelu_tanh", "silu"]
+ACTS = [None, "relu", "gelu", "gelu_tanh", "silu", "tanh"]
 # The rule's absolute term, in units in the last place of the largest reference value. GEMM
 # tiles sum K in a different order than PyTorch's CPU kernels (which accumulate some
 # reductions more accurately, sometimes exactly), so a few ulps more than elementwise ops.
@@ -107,7 +107,7 @@ def test_bad_input(device):
     with pytest.raises(ValueError, match="weight is on meta but x is on"):
         linear(x, torch.randn(3, 8, device="meta"))
     with pytest.raises(ValueError, match="activation must be one of"):
-        linear(x, torch.randn(3, 8, device=device), activation="tanh")
+        linear(x, torch.randn(3, 8, device=device), activation="softplus")
     with pytest.raises(ValueError, match=r"bias must have shape \(3,\)"):
         linear(x, torch.randn(3, 8, device=device), torch.randn(4, device=device))
     with pytest.raises(ValueError, match=r"matmul: inner dimensions differ: a \(4, 8\) has k=8, b \(7, 2\) has k=7"):
@@ -129,7 +129,7 @@ def test_linear_modules_keep_state_dict(device):
     torch.testing.assert_close(mod(x), ref(x), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(act(x), torch.nn.functional.silu(ref(x)), atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="activation must be one of"):
-        tritonic.nn.LinearAct(4, 4, activation="tanh")
+        tritonic.nn.LinearAct(4, 4, activation="softplus")
 
 
 # ----------------------------------------------------------------------------- Hopper path

@@ -7,7 +7,9 @@ intermediate layer) to :class:`LinearActBlock` (one GEMM, activation in the epil
 ``gate_proj``/``up_proj``/``down_proj``/``act_fn`` MLP to :class:`GatedMLPBlock` (the gate
 product in one kernel); GPT-2's ``Conv1D`` MLP to :class:`Conv1DActBlock`; BERT's
 ``LayerNorm(dense(h) + input)`` output layers to :class:`DenseAddNormBlock` (the add in the
-norm's kernel); T5's feed-forward (``wi``/``wo``, or gated ``wi_0``/``wi_1``/``wo``) to
+norm's kernel); BERT's embedding module to :class:`EmbeddingsNormBlock` (one kernel at
+inference) and its pooler to :class:`PoolerBlock` (one GEMM, tanh in the epilogue); T5's
+feed-forward (``wi``/``wo``, or gated ``wi_0``/``wi_1``/``wo``) to
 :class:`DenseActDenseBlock`; ``torch.nn.LayerNorm`` to :class:`tritonic.nn.LayerNorm`; RMSNorm
 modules of the common shapes (Llama/Mistral/Qwen2/T5 cast the normalised input back
 before the weight; Gemma scales by ``1 + weight`` in float32) to :class:`RMSNormLike`,
@@ -262,6 +264,28 @@ class Conv1DActBlock(_Adopted):
         return self.dropout(self.c_proj(h))
 
 
+class PoolerBlock(_Adopted):
+    """BERT's pooler, ``tanh(dense(hidden_states[:, 0]))``: the first token's product and its tanh
+    in one GEMM (the activation in the epilogue) instead of a product and an elementwise pass."""
+
+    def forward(self, hidden_states):
+        if hidden_states.dim() != 3 or not self._kernels_apply(hidden_states, self.dense):
+            return self._original[0](hidden_states)
+        return ops.linear(hidden_states[:, 0], self.dense.weight, self.dense.bias, activation="tanh")
+
+
+def _pooler(m):
+    children = dict(m.named_children())
+    if set(children) != {"dense", "activation"} or type(children["dense"]) is not torch.nn.Linear or \
+            type(children["activation"]) is not torch.nn.Tanh:
+        return None
+    try:
+        params = list(inspect.signature(m.forward).parameters)
+    except (TypeError, ValueError):
+        return None
+    return PoolerBlock(m) if len(params) == 1 else None  # forward(hidden_states)
+
+
 class EmbeddingsNormBlock(_Adopted):
     """BERT's embedding module (``word + token_type + position`` rows, ``LayerNorm``, dropout) at
     inference as one kernel (``ops.embeddings_layer_norm``) instead of eight. Positions and token
@@ -432,7 +456,8 @@ def _gated_mlp(m):
     return None if act not in ("silu", "gelu", "gelu_tanh") else GatedMLPBlock(m, act)
 
 
-REGISTRY = [_embeddings_norm, _embedding, _layer_norm, _rms_norm, _dense_add_norm, _dense_act_dense, _linear_act, _gated_mlp, _conv1d_mlp]
+REGISTRY = [_embeddings_norm, _embedding, _layer_norm, _rms_norm, _dense_add_norm, _dense_act_dense, _pooler, _linear_act,
+            _gated_mlp, _conv1d_mlp]
 
 
 def _probe_ok(orig, new, hidden: int, dtype, device, out_width: int | None = None) -> str | None:

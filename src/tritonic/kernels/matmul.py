@@ -24,7 +24,7 @@ import triton.language as tl
 from tritonic.kernels.pdl import pdl_enter
 
 # Activation codes (constexpr ACT): the same numbers in ops/matmul.py.
-NONE, RELU, GELU, GELU_TANH, SILU = 0, 1, 2, 3, 4
+NONE, RELU, GELU, GELU_TANH, SILU, TANH = 0, 1, 2, 3, 4, 5
 
 
 @triton.jit
@@ -72,6 +72,8 @@ def _activation(z, ACT: tl.constexpr, LOW: tl.constexpr = False):
         z = z * tl.sigmoid(2.0 * u)
     elif ACT == 4:
         z = z * tl.sigmoid(z)
+    elif ACT == 5:  # tanh as 2 sigmoid(2z) - 1 (no libdevice); absolute error ~1e-7
+        z = 2.0 * tl.sigmoid(2.0 * z) - 1.0
     return z
 
 
@@ -90,6 +92,8 @@ def _activation_grad(z, ACT: tl.constexpr):
     elif ACT == 4:
         s = tl.sigmoid(z)
         g = s * (1.0 + z * tl.sigmoid(-z))
+    elif ACT == 5:  # 1 - tanh(z)^2 = 4 s (1 - s) with s = sigmoid(2z), 1 - s as sigmoid(-2z)
+        g = 4.0 * tl.sigmoid(2.0 * z) * tl.sigmoid(-2.0 * z)
     else:
         g = tl.full(z.shape, 1.0, tl.float32)
     return g
@@ -130,7 +134,7 @@ def _matmul(
     stride_cb, stride_cm, stride_cn,
     stride_rm, stride_rn,
     stride_zm,
-    ACT: tl.constexpr,  # epilogue activation code (NONE, RELU, GELU, GELU_TANH, SILU)
+    ACT: tl.constexpr,  # epilogue activation code (NONE, RELU, GELU, GELU_TANH, SILU, TANH)
     HAS_BIAS: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr,
     STORE_Z: tl.constexpr,  # keep the pre-activation (the backward needs it)

@@ -28,7 +28,7 @@ class Linear(torch.nn.Linear):
 class LinearAct(torch.nn.Linear):
     """``activation(x @ W.T + b)`` in one GEMM whose epilogue applies the activation.
 
-    ``activation`` is one of "relu", "gelu", "gelu_tanh", "silu" (or None). Parameters and
+    ``activation`` is one of "relu", "gelu", "gelu_tanh", "silu", "tanh" (or None). Parameters and
     ``state_dict`` are those of ``torch.nn.Linear``."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, activation: str | None = "gelu",

@@ -42,7 +42,7 @@ def _act_torch(z, activation):
         return z
     if activation == "gelu_tanh":
         return F.gelu(z, approximate="tanh")
-    return {"relu": F.relu, "gelu": F.gelu, "silu": F.silu}[activation](z)
+    return {"relu": F.relu, "gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh}[activation](z)
 
 
 def linear_reference(x, weight, bias=None, activation=None, residual=None):
@@ -181,7 +181,7 @@ def _lt_gelu(x, weight, bias) -> bool:
 def linear(x, weight, bias=None, activation=None, residual=None):
     """``activation(x @ weight.T + bias) + residual`` over any leading dimensions of ``x``.
 
-    ``activation`` is one of None, "relu", "gelu" (erf), "gelu_tanh", "silu". Gradients
+    ``activation`` is one of None, "relu", "gelu" (erf), "gelu_tanh", "silu", "tanh". Gradients
     flow to x, weight, bias and residual."""
     if not _check_linear(x, weight, bias, activation, residual):
         return linear_reference(x, weight, bias, activation, residual)
