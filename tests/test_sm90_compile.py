@@ -45,7 +45,7 @@ def _run_variants(dt, monkeypatch):
     h, wt, bias = r(6, 32), r(50, 32), r(50)
     _grads(ops.fused_linear_cross_entropy(h, wt, target, bias, label_smoothing=0.1, low_memory=True), h, wt, bias)
     xl, wl = r(8, 64), r(48, 64)
-    for act in ("relu", "gelu_tanh", "silu"):
+    for act in ("relu", "gelu_tanh", "silu", "tanh"):
         _grads(ops.linear(xl, wl, None, activation=act, residual=r(8, 48)), xl, wl)
     wg = r(96, 64)
     for layout in ("concat", "interleaved"):
