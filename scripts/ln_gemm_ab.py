@@ -15,8 +15,9 @@ the first column block also write the sum x + r (the pre-norm block's next resid
     y = layer_norm(x [+ r], gamma, beta) @ W^T + bias     W: (N, K) like nn.Linear (any strides)
 
 Timed as CUDA-graph replays of 20 calls (what optimize's graphs run), inputs hot in L2:
-(a) tritonic's layer_norm (+ residual) then F.linear (cuBLAS), as shipped; (b) each config of the
-fused kernel. The question for the next session: does (b) beat (a) by >= 2 us at 128 rows? If
+(a) tritonic's layer_norm (+ residual) then cuBLAS as shipped (``F.linear``; for c_fc its GELU in
+cuBLASLt's epilogue); (b) the norm then tritonic's own GEMM; (c) each config of the fused kernel
+(c_fc with the GELU in its epilogue too). The question for the next session: does (b) beat (a) by >= 2 us at 128 rows? If
 so, GPT-2 1x128 could lose ~24 launches (~40-60 us); worth building into ops/ and optimize.
 """
 
@@ -31,6 +32,9 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+from tritonic.kernels.matmul import _activation  # noqa: E402  (the GEMM epilogue's activations)
+
 
 @triton.jit
 def _ln_matmul(
@@ -44,6 +48,7 @@ def _ln_matmul(
     stride_xm, stride_rm, stride_sm, stride_wn, stride_wk, stride_ym,
     HAS_R: tl.constexpr, WRITE_SUM: tl.constexpr, HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    ACT: tl.constexpr = 0,  # epilogue activation (kernels/matmul.py's codes: 3 = GELU tanh, GPT-2's c_fc)
 ):
     pid = tl.program_id(0)
     num_m = tl.cdiv(M, BLOCK_M)
@@ -100,6 +105,7 @@ def _ln_matmul(
         acc = tl.dot(an, w, acc)
     if HAS_BIAS:
         acc += tl.load(BIAS + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+    acc = _activation(acc, ACT)
     tl.store(Y + rm[:, None].to(tl.int64) * stride_ym + rn[None, :], acc.to(Y.dtype.element_ty),
              mask=row_ok[:, None] & (rn[None, :] < N))
 
@@ -110,8 +116,8 @@ CONFIGS = [  # (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages)
 ]
 
 
-def ln_linear(x, gamma, beta, eps, w, bias=None, r=None, write_sum=False, config=CONFIGS[2]):
-    """(y, s): y = layer_norm(x + r) @ w.T + bias, s = x + r (None unless write_sum)."""
+def ln_linear(x, gamma, beta, eps, w, bias=None, r=None, write_sum=False, config=CONFIGS[2], act=0):
+    """(y, s): y = act(layer_norm(x + r) @ w.T + bias), s = x + r (None unless write_sum)."""
     M, K = x.shape
     N = w.shape[0]
     bm, bn, bk, gm, warps, stages = config
@@ -122,14 +128,15 @@ def ln_linear(x, gamma, beta, eps, w, bias=None, r=None, write_sum=False, config
                      M, N, K, eps, x.stride(0), 0 if r is None else r.stride(0), 0 if s is None else s.stride(0),
                      w.stride(0), w.stride(1), y.stride(0),
                      HAS_R=r is not None, WRITE_SUM=s is not None, HAS_BIAS=bias is not None,
-                     BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=gm, num_warps=warps, num_stages=stages)
+                     BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=gm, ACT=act, num_warps=warps, num_stages=stages)
     return y, s
 
 
-def reference(x, gamma, beta, eps, w, bias=None, r=None):
+def reference(x, gamma, beta, eps, w, bias=None, r=None, act=0):
     s = x if r is None else x + r
     h = F.layer_norm(s.float(), (x.shape[1],), gamma.float(), beta.float(), eps).to(x.dtype)
-    return F.linear(h, w, bias), s
+    y = F.linear(h, w, bias)
+    return (F.gelu(y, approximate="tanh") if act == 3 else y), s
 
 
 def _inputs(M, K, N, device, dtype, seed=0):
@@ -146,19 +153,19 @@ def check(device, dtype, configs) -> int:
     for M, K, N in [(7, 48, 40), (33, 96, 72), (16, 64, 128)]:
         x, r, g, b, w, bias = _inputs(M, K, N, device, dtype)
         for cfg in configs:
-            for use_r in (False, True):
-                y, s = ln_linear(x, g, b, 1e-5, w, bias, r if use_r else None, write_sum=use_r, config=cfg)
+            for use_r, act in ((False, 0), (True, 0), (True, 3)):
+                y, s = ln_linear(x, g, b, 1e-5, w, bias, r if use_r else None, write_sum=use_r, config=cfg, act=act)
                 ref_y, ref_s = reference(x.double(), g.double(), b.double(), 1e-5, w.double(), bias.double(),
-                                         r.double() if use_r else None)
+                                         r.double() if use_r else None, act=act)
                 err = (y.double() - ref_y).abs().max().item()
                 serr = 0.0 if s is None else (s.double() - ref_s).abs().max().item()
                 # the correctness rule: at most twice PyTorch's own error in this dtype, plus a little
-                theirs_y, theirs_s = reference(x, g, b, 1e-5, w, bias, r if use_r else None)
+                theirs_y, theirs_s = reference(x, g, b, 1e-5, w, bias, r if use_r else None, act=act)
                 tol = 2 * (theirs_y.double() - ref_y).abs().max().item() + 1e-4
                 stol = 2 * (theirs_s.double() - ref_s).abs().max().item() + 1e-6
                 ok = err <= tol and serr <= stol
                 bad += not ok
-                print(f"{'ok ' if ok else 'BAD'} {M}x{K}->{N} residual={use_r} {cfg}: max err {err:.2e} (torch's x2: "
+                print(f"{'ok ' if ok else 'BAD'} {M}x{K}->{N} residual={use_r} act={act} {cfg}: max err {err:.2e} (torch's x2: "
                       f"{tol:.2e}), sum err {serr:.2e}")
     return bad
 
@@ -180,10 +187,10 @@ def compile_check(configs) -> None:
                    "stride_xm": "i32", "stride_rm": "i32", "stride_sm": "i32", "stride_wn": "i32",
                    "stride_wk": "constexpr", "stride_ym": "i32", "HAS_R": "constexpr", "WRITE_SUM": "constexpr",
                    "HAS_BIAS": "constexpr", "BLOCK_M": "constexpr", "BLOCK_N": "constexpr", "BLOCK_K": "constexpr",
-                   "GROUP_M": "constexpr"}
+                   "GROUP_M": "constexpr", "ACT": "constexpr"}
             names = list(sig)
             consts = {"stride_wk": 1, "HAS_R": has_r, "WRITE_SUM": has_r, "HAS_BIAS": True, "BLOCK_M": bm,
-                      "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": gm}
+                      "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": gm, "ACT": 3 if has_r else 0}
             constexprs = {(names.index(k),): v for k, v in consts.items()}
             attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names)
                      if sig[n].startswith("*") or n in ("K", "N", "stride_xm", "stride_rm", "stride_sm",
@@ -226,41 +233,43 @@ def bench(rows, shapes) -> None:
     dt = torch.float16
     for M in rows:
         for K, N in shapes:
+            act = 3 if N == 4 * K else 0  # c_fc: its GELU (tanh) in the epilogue, as shipped (cuBLASLt's)
             x, r, g, b, w, bias = _inputs(M, K, N, "cuda", dt)
             for use_r in (False, True):
                 rr = r if use_r else None
                 ref, _ = reference(x.double(), g.double(), b.double(), 1e-5, w.double(), bias.double(),
-                                   None if rr is None else rr.double())
+                                   None if rr is None else rr.double(), act=act)
+
+                def normed():
+                    return layer_norm(x, g, b, 1e-5) if rr is None else layer_norm(x, g, b, 1e-5, residual=rr)[0]
 
                 def shipped():
                     with torch.no_grad():
-                        if rr is None:
-                            h = layer_norm(x, g, b, 1e-5)
-                        else:
-                            h, _ = layer_norm(x, g, b, 1e-5, residual=rr)
-                        return F.linear(h, w, bias)
+                        if act:  # what ops.linear runs for GPT-2's c_fc at inference
+                            return torch._addmm_activation(bias, normed(), w.t(), use_gelu=True)
+                        return F.linear(normed(), w, bias)
+
                 def ours_unfused():
                     with torch.no_grad():
-                        h = layer_norm(x, g, b, 1e-5) if rr is None else layer_norm(x, g, b, 1e-5, residual=rr)[0]
-                        return linear(h, w, bias)
+                        return linear(normed(), w, bias, activation="gelu_tanh" if act else None)
                 found = {"norm + cuBLAS (shipped)": graph_us(shipped),
                          "norm + tritonic linear": graph_us(ours_unfused),
                          "cuBLAS alone": graph_us(lambda: F.linear(x, w, bias))}
                 for cfg in CONFIGS:
                     try:
-                        y, _ = ln_linear(x, g, b, 1e-5, w, bias, rr, write_sum=use_r, config=cfg)
+                        y, _ = ln_linear(x, g, b, 1e-5, w, bias, rr, write_sum=use_r, config=cfg, act=act)
                         err = (y.double() - ref).abs().max().item()
                         if err > 0.05 * max(1.0, ref.abs().max().item()):
                             found[f"fused {cfg}"] = float("nan")
                             print(f"  fused {cfg}: WRONG (max err {err:.3g})")
                             continue
                         found[f"fused {cfg}"] = graph_us(
-                            lambda c=cfg: ln_linear(x, g, b, 1e-5, w, bias, rr, write_sum=use_r, config=c))
+                            lambda c=cfg: ln_linear(x, g, b, 1e-5, w, bias, rr, write_sum=use_r, config=c, act=act))
                     except Exception as e:  # noqa: BLE001 (a config that does not fit)
                         print(f"  fused {cfg}: {type(e).__name__}: {str(e)[:100]}")
                 fused = {k: v for k, v in found.items() if k.startswith("fused") and v == v}
                 best = min(fused, key=fused.get) if fused else None
-                print(f"== {M}x{K}->{N} residual={use_r}: shipped {found['norm + cuBLAS (shipped)']:.2f} us, "
+                print(f"== {M}x{K}->{N}{' +gelu_tanh' if act else ''} residual={use_r}: shipped {found['norm + cuBLAS (shipped)']:.2f} us, "
                       f"cuBLAS alone {found['cuBLAS alone']:.2f}, best fused {best} "
                       f"{fused.get(best, float('nan')):.2f}", flush=True)
                 for k, v in sorted(found.items(), key=lambda kv: kv[1] if kv[1] == kv[1] else 1e9):
