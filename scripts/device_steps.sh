@@ -68,7 +68,8 @@
 #   next16      tests-ops, tmabwd, headmajor, decode, models-tritonic
 #   next17      attention GPU tests, masked / causal attention rows, decode 1k, launch.py, integration tests (~10 min)
 #   next17b     next17 without the integration tests, with the launcher GPU tests first (~7 min)
-#   next19      BERT's embedding block (GPU tests, models.py BERT with reduce-overhead), normmodel, lngemm (~11 min)
+#   next19      BERT's embedding block and pooler (GPU tests, models.py BERT with reduce-overhead) (~8 min)
+#   next19b     normmodel, lngemm, decodetiles (~8 min)
 #   decodetiles scripts/decode_tiles.py: the decode first pass's tile (keys per step, warps, stages) (~4 min)
 #   lngemm      scripts/ln_gemm_ab.py: LayerNorm in the next GEMM's prologue against norm + cuBLAS (~3 min)
 #   normmodel   scripts/sweep_norm.py --model: the LayerNorm forward as BERT / GPT-2 inference meets it (~2 min)
@@ -434,13 +435,14 @@ for step in "$@"; do
             run next17 launch 40 python3 benchmarks/launch.py --out "$R/next17/launch"
             [ "$step" = next17-core ] || run next17 tests-int 400 python3 -m pytest -q -rfE --tb=short tests/integrations/test_hf.py \
                 tests/integrations/test_graphs.py tests/integrations/test_rotary.py tests/integrations/test_hf_gpu.py ;;
-        next19)  # nineteenth session (no device then): BERT's embedding block in one kernel (its GPU tests, BERT's
-            # model table beside reduce-overhead: predicted 1x128 0.4547 -> ~0.440 ms), then normmodel and lngemm
+        next19)  # nineteenth session (no device then): BERT's embedding block and pooler fused (their GPU tests, the
+            # tanh epilogue's, BERT's model table beside reduce-overhead: predicted 1x128 0.4547 -> ~0.437 ms) (~8 min)
             run next19 tests 150 python3 -m pytest -q -rfE --tb=short tests/ops/test_embedding.py \
-                tests/integrations/test_hf.py -k "embedding or bert or minilm"
+                tests/ops/test_matmul_gpu.py tests/integrations/test_hf.py -k "embedding or bert or minilm or tanh or linear"
             run next19 models-bert 400 python3 benchmarks/models.py --providers reduce-overhead,tritonic --only bert \
-                --out "$R/next19/models"
-            bash "$0" normmodel lngemm ;;
+                --out "$R/next19/models" ;;
+        next19b)  # the nineteenth session's probes (~8 min): normmodel, lngemm, decodetiles
+            bash "$0" normmodel lngemm decodetiles ;;
         decodetiles)  # flash-decoding's first-pass tile, never swept (64 keys / 4 warps / 3 stages shipped): 27 tiles
             # x b16 1k, b64 1k, b1 8k, b16 8k, b1 32k over L2-cold caches (offline sm_90: none spills but 64/2/2)
             run decodetiles sweep 300 python3 scripts/decode_tiles.py --out "$R/decodetiles/decode_tiles.json" ;;

@@ -12,7 +12,7 @@ from tritonic.ops import linear, linear_reference, matmul
 pytestmark = pytest.mark.gpu
 
 
-@pytest.mark.parametrize("act", [None, "gelu", "silu"])
+@pytest.mark.parametrize("act", [None, "gelu", "silu", "tanh"])
 @pytest.mark.parametrize("M,N,K", [(1, 4096, 4096), (257, 1000, 768), (2048, 3072, 768)])
 def test_linear_bf16(M, N, K, act):
     a = dict(x=torch.randn(M, K, device="cuda", dtype=torch.bfloat16),
