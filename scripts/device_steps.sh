@@ -440,7 +440,9 @@ for step in "$@"; do
             run next19 tests 150 python3 -m pytest -q -rfE --tb=short tests/ops/test_embedding.py \
                 tests/ops/test_matmul_gpu.py tests/integrations/test_hf.py -k "embedding or bert or minilm or tanh or linear"
             run next19 models-bert 400 python3 benchmarks/models.py --providers reduce-overhead,tritonic --only bert \
-                --out "$R/next19/models" ;;
+                --out "$R/next19/models"
+            # BERT's cold first call (the fused block compiles one kernel; the pooler's tanh product tunes its key)
+            cold_first next19 firstcall-bert "bert 1x16,bert 8x128" ;;
         next19b)  # the nineteenth session's probes (~8 min): normmodel, lngemm, decodetiles
             bash "$0" normmodel lngemm decodetiles ;;
         decodetiles)  # flash-decoding's first-pass tile, never swept (64 keys / 4 warps / 3 stages shipped): 27 tiles
