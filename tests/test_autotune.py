@@ -259,6 +259,28 @@ def test_no_tuning_when_not_allowed_and_nothing_remembered():
     assert _pick(tuner, timer=t) == CONFIGS[2]  # tuned later, when allowed
 
 
+def test_untuned_blocks_take_what_is_known_or_the_first_config():
+    """Inside ``untuned()`` (BERT's pooler: a few rows, where tuning would cost a cold first call
+    seconds of compiles) nothing is timed or remembered, in any thread's own block only; a
+    choice known from before is still used."""
+    tuner = at.Autotuner("k", CONFIGS)
+    t, calls = _timer()
+    with at.untuned():
+        with at.untuned():  # nests
+            assert _pick(tuner, timer=t) == CONFIGS[0]
+        assert _pick(tuner, timer=t) == CONFIGS[0] and calls == []
+        seen = []
+        other = threading.Thread(target=lambda: seen.append(_pick(at.Autotuner("k2", CONFIGS), timer=t)))
+        other.start()
+        other.join()
+        assert seen == [CONFIGS[2]] and len(calls) == len(CONFIGS)  # another thread tunes as usual
+    assert tuner.chosen == {}
+    n = len(calls)
+    assert _pick(tuner, timer=t) == CONFIGS[2] and len(calls) == n + len(CONFIGS)  # tuned once allowed
+    with at.untuned():
+        assert _pick(tuner, timer=t) == CONFIGS[2]  # the choice known now
+
+
 def test_nothing_is_timed_while_torch_compiles(monkeypatch):
     """torch.compile traces the ops with fake tensors: a timing run there would put every
     timed launch (and do_bench's cache flushes) into the compiled graph, and persist a

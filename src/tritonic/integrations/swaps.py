@@ -266,12 +266,16 @@ class Conv1DActBlock(_Adopted):
 
 class PoolerBlock(_Adopted):
     """BERT's pooler, ``tanh(dense(hidden_states[:, 0]))``: the first token's product and its tanh
-    in one GEMM (the activation in the epilogue) instead of a product and an elementwise pass."""
+    in one GEMM (the activation in the epilogue) instead of a product and an elementwise pass.
+    Its key is not tuned (``autotune.untuned``): the shipped table's entry, else the first config."""
 
     def forward(self, hidden_states):
+        from tritonic.runtime.autotune import untuned
+
         if hidden_states.dim() != 3 or not self._kernels_apply(hidden_states, self.dense):
             return self._original[0](hidden_states)
-        return ops.linear(hidden_states[:, 0], self.dense.weight, self.dense.bias, activation="tanh")
+        with untuned():  # a few rows: tuning its key (seconds of compiles in a cold first call) saves ~1 us
+            return ops.linear(hidden_states[:, 0], self.dense.weight, self.dense.bias, activation="tanh")
 
 
 def _pooler(m):

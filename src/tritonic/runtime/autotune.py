@@ -14,7 +14,8 @@ op computes from its shapes, usually bucketed with :func:`bucket`):
    - ``full`` (default): time every config and keep the fastest, in memory and on disk (with
      ``TRITONIC_TUNE_POOL=1`` the configs are first compiled side by side in a thread pool,
      see runtime/precompile.py);
-   - ``cached``: use what 1-3 know, else the first config, never time;
+   - ``cached``: use what 1-3 know, else the first config, never time (also inside an
+     :func:`untuned` block, whatever the mode);
    - ``off``: the shipped table or the first config; the disk cache is not read or written;
    - ``retune``: as ``full``, but steps 2 and 3 are skipped: every key this process meets is
      timed again and the disk cache overwritten (after a kernel changed, before exporting a
@@ -34,6 +35,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +48,23 @@ TABLES = Path(__file__).with_name("tables")
 _PROGRESS_AFTER_S = 1.0  # tuning that takes longer than this shows a progress line
 tuning_seconds = 0.0  # time this process has spent timing configs (0 with a warm cache)
 tuned: list = []  # (kernel name, key, seconds) of each key this process tuned, in order
+
+
+_untuned = threading.local()
+
+
+@contextlib.contextmanager
+def untuned():
+    """Inside this block a key with no choice yet (none in this process, the disk cache or the
+    shipped table) takes its tuner's first config, untimed and not remembered, as under
+    ``TRITONIC_AUTOTUNE=cached``. For a tiny launch whose tuning would cost a cold first call
+    seconds (several compiles) to save a microsecond. Per thread; nests."""
+    depth = getattr(_untuned, "depth", 0)
+    _untuned.depth = depth + 1
+    try:
+        yield
+    finally:
+        _untuned.depth = depth
 
 
 def _compiling() -> bool:
@@ -240,7 +259,7 @@ class Autotuner:
         (and the timings of fake tensors mean nothing)."""
         if key in self.chosen:
             return self.chosen[key]
-        if may_tune and _compiling():
+        if may_tune and (_compiling() or getattr(_untuned, "depth", 0)):
             may_tune = False
         if device_name is None or triton_version is None:
             from tritonic.runtime.device import device_name as _dev
