@@ -441,7 +441,7 @@ for step in "$@"; do
                 tests/ops/test_matmul_gpu.py tests/integrations/test_hf.py -k "embedding or bert or minilm or tanh or linear"
             run next19 models-bert 400 python3 benchmarks/models.py --providers reduce-overhead,tritonic --only bert \
                 --out "$R/next19/models"
-            # BERT's cold first call (the fused block compiles one kernel; the pooler's tanh product tunes its key)
+            # BERT's cold first call (the fused block compiles one kernel; the pooler's product is untuned: first config)
             cold_first next19 firstcall-bert "bert 1x16,bert 8x128" ;;
         next19b)  # the nineteenth session's probes (~8 min): normmodel, lngemm, decodetiles
             bash "$0" normmodel lngemm decodetiles ;;
