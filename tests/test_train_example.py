@@ -18,8 +18,15 @@ pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="CPU (interpre
 
 def _run(tmp_path, *args, launcher=()):
     env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, *launcher, str(SCRIPT), *COMMON, *args], capture_output=True, text=True,
-                       timeout=300, cwd=tmp_path, env=env)
+    cmd = [sys.executable, *launcher, str(SCRIPT), *COMMON, *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    if r.returncode != 0 and launcher and "Signal 6 (SIGABRT)" in r.stderr:
+        # gloo aborted a rank ("terminate called without an active exception"): once in five
+        # fresh-clone CI runs with the suite's other worker busy beside it. The run is
+        # deterministic otherwise (its losses are compared below), so it gets one more try;
+        # any other failure, or a second abort, fails the test.
+        print("two-process run aborted by gloo; running it once more:", r.stderr[-300:], file=sys.stderr)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     return r
 
