@@ -37,6 +37,15 @@ from tritonic.kernels.matmul import _activation  # noqa: E402  (the GEMM epilogu
 
 
 @triton.jit
+def _rows_tile(x_rows, r_rows, kk, ok, HAS_R: tl.constexpr):
+    """Columns kk of the block's rows: x, or x + r rounded to x's dtype (as PyTorch's add rounds)."""
+    a = tl.load(x_rows + kk[None, :], mask=ok, other=0.0)
+    if HAS_R:
+        a = (a.to(tl.float32) + tl.load(r_rows + kk[None, :], mask=ok, other=0.0).to(tl.float32)).to(a.dtype)
+    return a
+
+
+@triton.jit
 def _ln_matmul(
     X, R,  # (M, K) rows to normalise, and the residual added first (if HAS_R); unit stride along K
     S,  # (M, K) out: x + r, rounded to X's dtype (if WRITE_SUM: written by the first column block)
@@ -72,9 +81,7 @@ def _ln_matmul(
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + rk
         ok = row_ok[:, None] & (kk[None, :] < K)
-        a = tl.load(x_rows + kk[None, :], mask=ok, other=0.0)
-        if HAS_R:
-            a = (a.to(tl.float32) + tl.load(r_rows + kk[None, :], mask=ok, other=0.0).to(tl.float32)).to(a.dtype)
+        a = _rows_tile(x_rows, r_rows, kk, ok, HAS_R)
         a = a.to(tl.float32)
         nb = tl.minimum(K - k0, BLOCK_K).to(tl.float32)
         mb = tl.sum(a, axis=1) / nb
@@ -91,12 +98,10 @@ def _ln_matmul(
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + rk
         ok = row_ok[:, None] & (kk[None, :] < K)
-        a = tl.load(x_rows + kk[None, :], mask=ok, other=0.0)
-        if HAS_R:
-            a = (a.to(tl.float32) + tl.load(r_rows + kk[None, :], mask=ok, other=0.0).to(tl.float32)).to(a.dtype)
-            if WRITE_SUM:
-                if pid_n == 0:
-                    tl.store(S + rm[:, None].to(tl.int64) * stride_sm + kk[None, :], a, mask=ok)
+        a = _rows_tile(x_rows, r_rows, kk, ok, HAS_R)
+        if HAS_R and WRITE_SUM:
+            if pid_n == 0:
+                tl.store(S + rm[:, None].to(tl.int64) * stride_sm + kk[None, :], a, mask=ok)
         g = tl.load(G + kk, mask=kk < K, other=0.0).to(tl.float32)
         bt = tl.load(BETA + kk, mask=kk < K, other=0.0).to(tl.float32)
         an = ((a.to(tl.float32) - mean[:, None]) * rstd[:, None] * g[None, :] + bt[None, :]).to(W.dtype.element_ty)

@@ -30,6 +30,7 @@ import torch
 from tritonic import nn as tnn
 from tritonic import ops
 from tritonic.nn.norm import add_norm_ahead, take_ahead
+from tritonic.runtime.autotune import untuned
 
 __all__ = ["PROBE_ROWS", "RMSNormLike", "swap_modules"]
 
@@ -270,8 +271,6 @@ class PoolerBlock(_Adopted):
     Its key is not tuned (``autotune.untuned``): the shipped table's entry, else the first config."""
 
     def forward(self, hidden_states):
-        from tritonic.runtime.autotune import untuned
-
         if hidden_states.dim() != 3 or not self._kernels_apply(hidden_states, self.dense):
             return self._original[0](hidden_states)
         with untuned():  # a few rows: tuning its key (seconds of compiles in a cold first call) saves ~1 us
