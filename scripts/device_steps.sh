@@ -68,6 +68,8 @@
 #   next16      tests-ops, tmabwd, headmajor, decode, models-tritonic
 #   next17      attention GPU tests, masked / causal attention rows, decode 1k, launch.py, integration tests (~10 min)
 #   next17b     next17 without the integration tests, with the launcher GPU tests first (~7 min)
+#   next20      BERT's cold first calls at 9811a94 (before the fused embedding block) and now, alternated; the
+#               integration tests in 4 workers (pytest-xdist from .whl); the WS backward's causal 300-row case x4
 #   next19      BERT's embedding block and pooler (GPU tests, models.py BERT with reduce-overhead) (~8 min)
 #   next19b     normmodel, lngemm, decodetiles (~8 min)
 #   decodetiles scripts/decode_tiles.py: the decode first pass's tile (keys per step, warps, stages) (~4 min)
@@ -149,6 +151,16 @@ cold_first() {  # cold_first STEP NAME CASES [VAR=value ...]: models.py --first-
     ( [ $# -gt 0 ] && export "$@"; export TRITON_CACHE_DIR=$cold/triton TRITONIC_CACHE_DIR=$cold/tritonic
       run "$step" "$name" 150 python3 benchmarks/models.py --first-call --providers tritonic --only "$only" \
           --out "$R/$step/$name" )
+}
+
+old_first() {  # old_first STEP NAME CASES COMMIT: cold_first with the package and models.py of an older commit
+    local step=$1 name=$2 only=$3 commit=$4 cold old
+    cold=$(mktemp -d) old=$(mktemp -d)
+    git archive "$commit" | tar -x -C "$old"
+    ( export TRITON_CACHE_DIR=$cold/triton TRITONIC_CACHE_DIR=$cold/tritonic TRITONIC_COMMIT=$commit \
+          PYTHONPATH=$old/src:/tmp/site:/tmp/site_m
+      cd "$old" && run "$step" "$name" 150 python3 benchmarks/models.py --first-call --providers tritonic \
+          --only "$only" --out "$R/$step/$name" )
 }
 
 for step in "$@"; do
@@ -435,6 +447,20 @@ for step in "$@"; do
             run next17 launch 40 python3 benchmarks/launch.py --out "$R/next17/launch"
             [ "$step" = next17-core ] || run next17 tests-int 400 python3 -m pytest -q -rfE --tb=short tests/integrations/test_hf.py \
                 tests/integrations/test_graphs.py tests/integrations/test_rotary.py tests/integrations/test_hf_gpu.py ;;
+        next20)  # twentieth session: BERT's cold first calls before the fused embedding block (9811a94) and now,
+            # alternated (next19 at 50feaaf: 8.29 s at 1x16, three compiles of the block's kernel and the pooler's
+            # GEMM; the probes now compile the variants a 1x16 call runs), then the integration tests in four
+            # workers (one ran past 400 s alone), then the WS backward's flaky causal case four times
+            for i in 1 2; do
+                cold_first next20 fc-new$i "bert 1x16,bert 8x128"
+                old_first next20 fc-old$i "bert 1x16,bert 8x128" 9811a94
+            done
+            par=""; python3 -c "import xdist" 2> /dev/null && par="-n 4 --dist loadfile"
+            run next20 tests-int 330 python3 -m pytest -q -rfE --tb=short $par tests/integrations
+            for i in 1 2 3 4; do
+                run next20 wsflake$i 60 python3 -m pytest -q -m gpu -rfE --tb=short tests/ops/test_attention_gpu.py \
+                    -k "test_warp_specialised_forward_bf16 and 300-True"
+            done ;;
         next19)  # nineteenth session (no device then): BERT's embedding block and pooler fused (their GPU tests, the
             # tanh epilogue's, BERT's model table beside reduce-overhead: predicted 1x128 0.4547 -> ~0.437 ms) (~8 min)
             run next19 tests 150 python3 -m pytest -q -rfE --tb=short tests/ops/test_embedding.py \

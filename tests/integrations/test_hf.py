@@ -131,6 +131,37 @@ def test_dense_add_norm_block(device, monkeypatch):
         torch.testing.assert_close(grads[0][n], grads[1][n], atol=1e-4, rtol=1e-4, msg=n)
 
 
+def test_bert_probes_compile_what_a_first_call_runs(device, monkeypatch):
+    """optimize()'s probes launch the embedding block's kernel and the pooler's GEMM in the
+    variants (Triton's specialisation of every argument, the constexprs) that a single-sequence
+    call of 16 tokens launches next: a cold first call compiles each once, not twice (H100,
+    50feaaf: probes at 2x8 tokens and 2 pooler rows, three compiles of each in BERT's 1x16)."""
+    from tritonic.runtime.launch_keys import _spec
+
+    emb = importlib.import_module("tritonic.ops.embedding")
+    mm = importlib.import_module("tritonic.ops.matmul")
+    seen = []
+
+    def key(kernel, args, meta):
+        return kernel.fn.__name__, tuple(map(_spec, args)), tuple(sorted((k, repr(v)) for k, v in meta.items()))
+
+    real_launch, real_meta = emb.launch, mm.launch_meta
+    monkeypatch.setattr(emb, "launch", lambda k, g, *a, **m: (seen.append(key(k, a, m)), real_launch(k, g, *a, **m)))
+    monkeypatch.setattr(mm, "launch_meta", lambda k, g, kw, *a: (seen.append(key(k, a, kw)), real_meta(k, g, kw, *a)))
+    cls, config = _models()["bert"]
+    torch.manual_seed(0)
+    model = cls(config).to(device).eval()
+    tritonic.optimize(model, cuda_graphs=False)
+    assert "BertPooler -> PoolerBlock (1)" in str(model.tritonic_report)
+    probed = set(seen)
+    seen.clear()
+    with torch.no_grad():
+        model(**_inputs("bert", 1, 16, device))
+    ran = set(seen)
+    assert {k[0] for k in ran} >= {"_embeddings_norm_fwd", "_matmul"}
+    assert ran <= probed, ran - probed
+
+
 def test_bert_embeddings_in_one_kernel(device, monkeypatch):
     """BERT's embedding module becomes one kernel at inference, and its pooler one GEMM (positions and token types found
     as the module finds them, given or not, a cache offset too); state_dict kept; inputs_embeds,

@@ -38,6 +38,12 @@ __all__ = ["PROBE_ROWS", "RMSNormLike", "swap_modules"]
 # 16, so a probe of 16 rows compiles the variant a real batch of 16, 32, ... rows runs too
 # (with 15 rows the first real call compiled every probed kernel a second time).
 PROBE_ROWS = (2, 8)
+# The embedding block's kernel also takes the sequence length and the ids' row stride, so its
+# probe's sequence is 16 long too (at (2, 8), BERT's cold 1x16 first call compiled it twice more).
+PROBE_SEQS = (2, 16)
+# The pooler multiplies one row per sequence, and Triton specialises a count of 1 apart: its
+# probe is one sequence, the variant of single-sequence calls (batches of 2+ compile their own).
+PROBE_POOLER = (1, 8)
 
 
 class RMSNormLike(torch.nn.Module):
@@ -375,8 +381,8 @@ def _probe_embeddings_norm(orig, new) -> str | None:
     reference) on random ids, without and with token types."""
     word = orig.word_embeddings.weight
     gen = torch.Generator(device="cpu").manual_seed(1234)
-    ids = torch.randint(0, word.shape[0], PROBE_ROWS, generator=gen).to(word.device)
-    types = torch.randint(0, orig.token_type_embeddings.num_embeddings, PROBE_ROWS, generator=gen).to(word.device)
+    ids = torch.randint(0, word.shape[0], PROBE_SEQS, generator=gen).to(word.device)
+    types = torch.randint(0, orig.token_type_embeddings.num_embeddings, PROBE_SEQS, generator=gen).to(word.device)
     modes = {m: m.training for m in (*orig.modules(), *new.modules())}
     orig.eval()
     new.eval()
@@ -463,13 +469,15 @@ REGISTRY = [_embeddings_norm, _embedding, _layer_norm, _rms_norm, _dense_add_nor
             _gated_mlp, _conv1d_mlp]
 
 
-def _probe_ok(orig, new, hidden: int, dtype, device, out_width: int | None = None) -> str | None:
-    """None when ``new`` passes the correctness rule against ``orig`` on a probe input, else why
-    not. ``out_width``: the module also takes a residual input of that width (its second argument)."""
+def _probe_ok(orig, new, hidden: int, dtype, device, out_width: int | None = None,
+              rows: tuple[int, int] = PROBE_ROWS) -> str | None:
+    """None when ``new`` passes the correctness rule against ``orig`` on a probe input of
+    ``rows`` (batch, tokens), else why not. ``out_width``: the module also takes a residual
+    input of that width (its second argument)."""
     torch.manual_seed(1234)
-    xs = [torch.randn(*PROBE_ROWS, hidden, device=device).to(dtype)]
+    xs = [torch.randn(*rows, hidden, device=device).to(dtype)]
     if out_width is not None:
-        xs.append(torch.randn(*PROBE_ROWS, out_width, device=device).to(dtype))
+        xs.append(torch.randn(*rows, out_width, device=device).to(dtype))
     modes = {m: m.training for m in (*orig.modules(), *new.modules())}
     orig.eval()  # the function is probed, not dropout (and not the fallback a training-mode block takes)
     new.eval()
@@ -508,7 +516,8 @@ def _probe_swap(child, new, dtype) -> str | None:
     device = weight.device if isinstance(weight, torch.Tensor) else torch.device("cpu")
     probe_dtype = dtype or (weight.dtype if isinstance(weight, torch.Tensor) else torch.float32)
     out_width = child.dense.out_features if isinstance(new, DenseAddNormBlock) else None
-    return _probe_ok(child, new, hidden, probe_dtype, device, out_width)
+    rows = PROBE_POOLER if isinstance(new, PoolerBlock) else PROBE_ROWS
+    return _probe_ok(child, new, hidden, probe_dtype, device, out_width, rows)
 
 
 def within_rule(ours: torch.Tensor, theirs: torch.Tensor, ref: torch.Tensor) -> tuple[bool, float, float]:
