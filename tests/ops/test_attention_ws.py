@@ -106,13 +106,20 @@ def test_ws_leaves_other_cases_to_the_general_kernel(device, ws):
     assert ws_mod._attn_fwd_ws not in ws and mod._attn_fwd in ws
 
 
-@pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("Sq,Sk,Hk,D", [(16, 16, 2, 16), (20, 37, 2, 16), (36, 36, 1, 16), (8, 24, 2, 24)])
-def test_ws_backward(Sq, Sk, Hk, D, causal, device, ws):
+def test_ws_backward(Sq, Sk, Hk, D, device, ws):
     """Both backward kernels: GQA (each dK/dV program walks every query head of its group in
     one loop), keys not a multiple of the block, Sq < Sk, a padded head dim."""
-    _check(_qkv(2, 4, Hk, Sq, Sk, D, torch.float16, device), causal=causal)
+    _check(_qkv(2, 4, Hk, Sq, Sk, D, torch.float16, device))
     assert ws_mod._attn_bwd_dkdv_ws in ws and ws_mod._attn_bwd_dq_ws in ws
+
+
+def test_ws_backward_not_causal(device, ws):
+    """Causal calls take the general backward (the WS dK/dV left non-finite blocks in 2 of 6
+    H100 runs), after the warp-specialised forward."""
+    _check(_qkv(2, 4, 2, 20, 37, 16, torch.float16, device), causal=True)
+    assert ws_mod._attn_fwd_ws in ws and mod._attn_bwd_dkdv in ws
+    assert ws_mod._attn_bwd_dkdv_ws not in ws and ws_mod._attn_bwd_dq_ws not in ws
 
 
 def test_ws_backward_leaves_other_cases_to_the_general_kernels(device, ws):
