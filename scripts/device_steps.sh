@@ -70,6 +70,7 @@
 #   next17b     next17 without the integration tests, with the launcher GPU tests first (~7 min)
 #   next20      BERT's cold first calls at 9811a94 (before the fused embedding block) and now, alternated; the
 #               integration tests in 4 workers (pytest-xdist from .whl); the WS backward's causal 300-row case x4
+#   next20b     BERT's cold first calls twice (the block's kernel compiled once for both token-type modes), tests
 #   next19      BERT's embedding block and pooler (GPU tests, models.py BERT with reduce-overhead) (~8 min)
 #   next19b     normmodel, lngemm, decodetiles (~8 min)
 #   decodetiles scripts/decode_tiles.py: the decode first pass's tile (keys per step, warps, stages) (~4 min)
@@ -461,6 +462,12 @@ for step in "$@"; do
                 run next20 wsflake$i 60 python3 -m pytest -q -m gpu -rfE --tb=short tests/ops/test_attention_gpu.py \
                     -k "test_warp_specialised_forward_bf16 and 300-True"
             done ;;
+        next20b)  # BERT's cold first calls with one compile of the embedding block's kernel for both token-type
+            # modes (next20 at 7b1a9ea: 5.39 / 4.25 s at 1x16 against 4.37 / 3.94 before the fused block), GPU tests
+            run next20b tests 120 python3 -m pytest -q -rfE --tb=short tests/ops/test_embedding.py \
+                tests/integrations/test_hf.py -k "embedding or bert or probes"
+            cold_first next20b fc-new1 "bert 1x16,bert 8x128"
+            cold_first next20b fc-new2 "bert 1x16,bert 8x128" ;;
         next19)  # nineteenth session (no device then): BERT's embedding block and pooler fused (their GPU tests, the
             # tanh epilogue's, BERT's model table beside reduce-overhead: predicted 1x128 0.4547 -> ~0.437 ms) (~8 min)
             run next19 tests 150 python3 -m pytest -q -rfE --tb=short tests/ops/test_embedding.py \

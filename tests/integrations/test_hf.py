@@ -134,16 +134,22 @@ def test_dense_add_norm_block(device, monkeypatch):
 def test_bert_probes_compile_what_a_first_call_runs(device, monkeypatch):
     """optimize()'s probes launch the embedding block's kernel and the pooler's GEMM in the
     variants (Triton's specialisation of every argument, the constexprs) that a single-sequence
-    call of 16 tokens launches next: a cold first call compiles each once, not twice (H100,
-    50feaaf: probes at 2x8 tokens and 2 pooler rows, three compiles of each in BERT's 1x16)."""
+    call of 16 tokens launches next, with or without token types: a cold first call compiles
+    each once (H100, 50feaaf: probes at 2x8 tokens and 2 pooler rows, three compiles of each in
+    BERT's 1x16)."""
+    import inspect
+
+    from tritonic.kernels.embedding import UNSPECIALISED
     from tritonic.runtime.launch_keys import _spec
 
     emb = importlib.import_module("tritonic.ops.embedding")
     mm = importlib.import_module("tritonic.ops.matmul")
     seen = []
 
-    def key(kernel, args, meta):
-        return kernel.fn.__name__, tuple(map(_spec, args)), tuple(sorted((k, repr(v)) for k, v in meta.items()))
+    def key(kernel, args, meta):  # (the arguments the block's kernel is not specialised on left out)
+        names = [n for n in inspect.signature(kernel.fn).parameters if n not in meta]
+        specs = tuple(_spec(a) for n, a in zip(names, args) if n not in UNSPECIALISED)
+        return kernel.fn.__name__, specs, tuple(sorted((k, repr(v)) for k, v in meta.items()))
 
     real_launch, real_meta = emb.launch, mm.launch_meta
     monkeypatch.setattr(emb, "launch", lambda k, g, *a, **m: (seen.append(key(k, a, m)), real_launch(k, g, *a, **m)))
@@ -155,8 +161,9 @@ def test_bert_probes_compile_what_a_first_call_runs(device, monkeypatch):
     assert "BertPooler -> PoolerBlock (1)" in str(model.tritonic_report)
     probed = set(seen)
     seen.clear()
-    with torch.no_grad():
+    with torch.no_grad():  # without token types (the buffer's, by position) and with them
         model(**_inputs("bert", 1, 16, device))
+        model(**_inputs("bert", 1, 16, device), token_type_ids=torch.ones(1, 16, dtype=torch.long, device=device))
     ran = set(seen)
     assert {k[0] for k in ran} >= {"_embeddings_norm_fwd", "_matmul"}
     assert ran <= probed, ran - probed

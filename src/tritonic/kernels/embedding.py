@@ -33,17 +33,22 @@ def _embedding_fwd(IDS, W, OUT, T, V, D, stride_w, stride_o,
              mask=in_t[:, None] & in_d[None, :])
 
 
-@triton.jit
+# The token-type mode and the arguments that differ between the modes are not specialised on:
+# the probe of optimize() (both modes) and a model's first call (one of them) share one compile.
+UNSPECIALISED = ("NB", "stride_tb", "tt_by_pos")
+
+
+@triton.jit(do_not_specialize=list(UNSPECIALISED))
 def _embeddings_norm_fwd(
     IDS,  # (B, S) word ids, strides stride_ib / stride_is
     POS,  # (B or 1, S) positions: rows of P (stride_pb 0 when shared by the batch)
-    TT,  # (B or 1, S) token types; with TT_BY_POS a buffer read at each token's position (stride_ts)
+    TT,  # (B or 1, S) token types; with tt_by_pos a buffer read at each token's position (stride_ts)
     W, P, TW,  # word (V, D), position (NP, D) and token-type (NT, D) tables, unit stride along D
     G, BETA,  # (D,) LayerNorm weight and bias
     OUT,  # (T, D) out, T = B * S tokens, row stride stride_o
-    T, S, V, NP, NT, NB, D, eps,  # NB: the token-type buffer's length (with TT_BY_POS)
+    T, S, V, NP, NT, NB, D, eps,  # NB: the token-type buffer's length (with tt_by_pos)
     stride_ib, stride_is, stride_pb, stride_ps, stride_tb, stride_ts, stride_w, stride_p, stride_tw, stride_o,
-    TT_BY_POS: tl.constexpr,  # token type of token (b, s) = TT[POS[b, s]] (BERT's all-zero buffer)
+    tt_by_pos,  # 1: token type of token (b, s) = TT[POS[b, s]] (BERT's all-zero buffer; stride_tb 0); 0: TT[b, s]
     BLOCK_T: tl.constexpr,  # tokens per program
     BLOCK_D: tl.constexpr,  # D rounded up to a power of two: a whole row per token
     USE_PDL: tl.constexpr = False,  # programmatic dependent launch (kernels/pdl.py)
@@ -60,10 +65,9 @@ def _embeddings_norm_fwd(
     s = t64 - b * S
     ids = tl.load(IDS + b * stride_ib + s * stride_is, mask=in_t, other=0).to(tl.int64)
     pos = tl.load(POS + b * stride_pb + s * stride_ps, mask=in_t, other=0).to(tl.int64)
-    if TT_BY_POS:
-        tt = tl.load(TT + pos * stride_ts, mask=in_t & (pos >= 0) & (pos < NB), other=-1).to(tl.int64)
-    else:
-        tt = tl.load(TT + b * stride_tb + s * stride_ts, mask=in_t, other=0).to(tl.int64)
+    by_pos = tt_by_pos != 0
+    tt = tl.load(TT + b * stride_tb + tl.where(by_pos, pos, s) * stride_ts,
+                 mask=in_t & ((tt_by_pos == 0) | ((pos >= 0) & (pos < NB))), other=-1).to(tl.int64)
     valid = (ids >= 0) & (ids < V) & (pos >= 0) & (pos < NP) & (tt >= 0) & (tt < NT)
     cols = tl.arange(0, BLOCK_D)
     in_d = cols < D

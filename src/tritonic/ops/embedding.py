@@ -167,9 +167,9 @@ def embeddings_layer_norm(input_ids, word, position_ids, position, token_type_id
     block_t = 2 if interpreter_active() else (1 if T < 2048 else max(1, min(8, 4096 // block_d)))
     launch(_embeddings_norm_fwd, (-(-T // block_t),), input_ids, position_ids, token_type_ids, word, position,
            token_type, weight, bias, out, T, S, word.shape[0], position.shape[0], token_type.shape[0],
-           token_type_ids.shape[0], D, float(eps), input_ids.stride(0), input_ids.stride(1), stride_pb, stride_ps,
-           stride_tb, stride_ts, word.stride(0), position.stride(0), token_type.stride(0), D,
-           TT_BY_POS=bool(token_types_by_position), BLOCK_T=block_t, BLOCK_D=block_d,
+           token_type_ids.shape[0] if token_types_by_position else 0, D, float(eps), input_ids.stride(0),
+           input_ids.stride(1), stride_pb, stride_ps, stride_tb, stride_ts, word.stride(0), position.stride(0),
+           token_type.stride(0), D, int(bool(token_types_by_position)), BLOCK_T=block_t, BLOCK_D=block_d,
            num_warps=4 if block_d * block_t <= 4096 else 8,
            **(_pdl.pdl_meta(out.device, T) if _pdl.ACTIVE and not is_traced(input_ids, word) else _pdl.OFF))
     return out
