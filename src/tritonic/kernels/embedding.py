@@ -65,8 +65,7 @@ def _embeddings_norm_fwd(
     s = t64 - b * S
     ids = tl.load(IDS + b * stride_ib + s * stride_is, mask=in_t, other=0).to(tl.int64)
     pos = tl.load(POS + b * stride_pb + s * stride_ps, mask=in_t, other=0).to(tl.int64)
-    by_pos = tt_by_pos != 0
-    tt = tl.load(TT + b * stride_tb + tl.where(by_pos, pos, s) * stride_ts,
+    tt = tl.load(TT + b * stride_tb + tl.where(tt_by_pos != 0, pos, s) * stride_ts,
                  mask=in_t & ((tt_by_pos == 0) | ((pos >= 0) & (pos < NB))), other=-1).to(tl.int64)
     valid = (ids >= 0) & (ids < V) & (pos >= 0) & (pos < NP) & (tt >= 0) & (tt < NT)
     cols = tl.arange(0, BLOCK_D)
