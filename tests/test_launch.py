@@ -866,3 +866,46 @@ def test_c_launch_very_first_call_of_a_kernel_is_deferred_through_c(c_launch, mo
         assert getattr(L._defer, "depth", 0) == 0 and not getattr(L._defer, "on", False)
     finally:
         L._c_specs.pop(id(kernel), None)
+
+
+def test_first_kernel_of_a_process_goes_through_the_c_launch_it_built(monkeypatch):
+    """The process's first kernel builds the C launch (``_init_c``, from ``_fast_kernel``) on its
+    way through the Python path; that call then goes through the C launch too (so the lazy
+    launcher defers its first specialisation as it does every later kernel's), not on to
+    Triton's ``kernel[grid]``. Later calls from the Python path (the C launch's way out) stay there."""
+    triton_launches, c_launches = [], []
+
+    class Kernel(SimpleNamespace):
+        __hash__ = object.__hash__
+        __eq__ = object.__eq__
+
+        def __getitem__(self, grid):
+            return lambda *a, **k: triton_launches.append(a)
+
+    kernel = Kernel(params=_kernel(("X", False), ("n", False), ("BLOCK", True)).params)
+    fake_c = SimpleNamespace(launch=lambda k, g, *a, **m: c_launches.append((k, g, a, m)))
+
+    def fake_init():
+        L._c_tried = True
+        L._C = fake_c
+        L.launch = fake_c.launch
+
+    monkeypatch.setattr(L, "interpreter_active", lambda: False)
+    monkeypatch.setattr(L, "_c_tried", False)
+    monkeypatch.setattr(L, "_C", None)
+    monkeypatch.setattr(L, "launch", L._launch_py)
+    monkeypatch.setattr(L, "_init_c", fake_init)
+    monkeypatch.setattr(L, "FAST", True)
+    monkeypatch.setattr(L, "_knobs", SimpleNamespace())
+    x = torch.empty(64)
+    try:
+        L._launch_py(kernel, (2,), x, 64, BLOCK=32)
+        assert c_launches == [(kernel, (2,), (x, 64), {"BLOCK": 32})] and triton_launches == []
+        fk = L._by_id[id(kernel)][1]  # (its fast state made once, as before)
+        fk.device, fk.stream = (lambda: 0), (lambda d: 7)
+        c_launches.clear()
+        L._launch_py(kernel, (2,), x, 64, BLOCK=32)  # C tried already: no redirect (no loop from C's way out)
+        assert c_launches == [] and len(triton_launches) == 1
+    finally:
+        L._fast.pop(kernel, None)
+        L._by_id.pop(id(kernel), None)

@@ -350,7 +350,18 @@ def _launch_py(kernel, grid, *args, **meta) -> None:
     fast = None
     if FAST:
         hit = _by_id.get(id(kernel))
-        fast = hit[1] if hit is not None and hit[0] is kernel else _fast_kernel(kernel)
+        if hit is not None and hit[0] is kernel:
+            fast = hit[1]
+        else:
+            tried = _c_tried
+            fast = _fast_kernel(kernel)
+            if not tried and _C is not None and launch is not _launch_py:
+                # The process's first kernel has just built the C launch: this call takes it too,
+                # so that its first specialisation is deferred like every later kernel's (the lazy
+                # launcher: Triton builds no launcher module for it; cold BERT first calls built
+                # one for their first kernel, the embeddings', ~0.25 s)
+                launch(kernel, grid, *args, **meta)
+                return
     if fast is None or _hooks_active():
         if is_traced(*args):
             wrap_triton(kernel)[grid](*args, **_with_defaults(kernel, len(args), meta))
