@@ -466,6 +466,7 @@ for step in "$@"; do
             # modes (next20 at 7b1a9ea: 5.39 / 4.25 s at 1x16 against 4.37 / 3.94 before the fused block), GPU tests
             run next20b tests 120 python3 -m pytest -q -rfE --tb=short tests/ops/test_embedding.py \
                 tests/integrations/test_hf.py -k "embedding or bert or probes"
+            run next20b tests-launch 120 python3 -m pytest -q -m gpu -rfE --tb=short tests/test_launch.py
             cold_first next20b fc-new1 "bert 1x16,bert 8x128"
             cold_first next20b fc-new2 "bert 1x16,bert 8x128" ;;
         next19)  # nineteenth session (no device then): BERT's embedding block and pooler fused (their GPU tests, the
