@@ -14,7 +14,7 @@ kernel masks keys past Sk when Sk is not a multiple of BLOCK_N (``MASK_KEYS``). 
 limit is masked on every block when causal (the pass refuses a runtime branch in the loop).
 The op's scope: every query row has a key (Sq <= Sk when causal), so lse is finite. The op
 sends no causal call here now (``ops/attention_ws.usable_bwd``: on an H100 the causal GQA case
-left a dK block non-finite in 2 of 6 runs, not yet understood); the CAUSAL path stays for that
+left a dK block non-finite in 2 of 10 runs, not yet understood); the CAUSAL path stays for that
 investigation.
 """
 
