@@ -70,6 +70,7 @@
 #   next17b     next17 without the integration tests, with the launcher GPU tests first (~7 min)
 #   next20      BERT's cold first calls at 9811a94 (before the fused embedding block) and now, alternated; the
 #               integration tests in 4 workers (pytest-xdist from .whl); the WS backward's causal 300-row case x4
+#   next21      next20b, BERT 1x16 kernel by kernel beside compile, inferprof-mid (~9 min)
 #   next20b     BERT's cold first calls twice (the block's kernel compiled once for both token-type modes), tests
 #   next19      BERT's embedding block and pooler (GPU tests, models.py BERT with reduce-overhead) (~8 min)
 #   next19b     normmodel, lngemm, decodetiles (~8 min)
@@ -462,6 +463,12 @@ for step in "$@"; do
                 run next20 wsflake$i 60 python3 -m pytest -q -m gpu -rfE --tb=short tests/ops/test_attention_gpu.py \
                     -k "test_warp_specialised_forward_bf16 and 300-True"
             done ;;
+        next21)  # the twentieth session's plan in one call (~9 min): next20b, then BERT 1x16 kernel by kernel (the
+            # 0.381 -> 0.400 ms loss), then BERT and GPT-2 at 8x128 beside torch.compile (inferprof-mid)
+            bash "$0" next20b
+            run next21 prof_bert_1x16 120 python3 scripts/profile_models.py --model bert --shape 1x16 \
+                --providers tritonic,torch.compile --out "$o"
+            bash "$0" inferprof-mid ;;
         next20b)  # BERT's cold first calls with one compile of the embedding block's kernel for both token-type
             # modes (next20 at 7b1a9ea: 5.39 / 4.25 s at 1x16 against 4.37 / 3.94 before the fused block), GPU tests
             run next20b tests 120 python3 -m pytest -q -rfE --tb=short tests/ops/test_embedding.py \
