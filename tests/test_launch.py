@@ -655,6 +655,23 @@ def test_driver_floor_needs_a_recorded_launch():
 # ----------------------------------------------------------------------------- the lazy launcher
 
 
+_XNEPB = (("X", False), ("n", False), ("eps", False), ("P", False), ("BLOCK", True))
+
+
+def _recording_kernel(launches, *params, compiled=None):
+    """A kernel stand-in (hashed by identity) with ``params``; Triton's own launch of it,
+    ``kernel[grid](...)``, records its positional arguments in ``launches`` and returns
+    ``compiled()`` (None without it)."""
+    class Kernel(SimpleNamespace):
+        __hash__ = object.__hash__
+        __eq__ = object.__eq__
+
+        def __getitem__(self, grid):
+            return lambda *a, **k: launches.append(a) or (compiled() if compiled else None)
+
+    return Kernel(params=_kernel(*params).params)
+
+
 class _Compiled:
     """A compiled kernel as _lazy_entry sees it; reading ``run`` (Triton building its launcher) is recorded."""
 
@@ -726,10 +743,8 @@ def test_c_launch_first_call_launches_directly_without_tritons_launcher(c_launch
     later calls go straight from C. With TRITONIC_LAZY_LAUNCHER=0: Triton's own first launch."""
     triton_launches, launched = [], []
 
-    class Kernel(SimpleNamespace):
-        def __getitem__(self, grid):  # Triton's own launch (it would build the launcher)
-            return lambda *a, **k: triton_launches.append(a) or _Compiled()
-    kernel = Kernel(params=_kernel(("X", False), ("n", False), ("eps", False), ("P", False), ("BLOCK", True)).params)
+    kernel = _recording_kernel(triton_launches, *_XNEPB, compiled=_Compiled)  # (Triton's own launch
+    # would build the launcher)
     fk = L._FastKernel(kernel)
     fk.device, fk.stream = (lambda: 0), (lambda d: 7)
     x = torch.empty(64)
@@ -760,10 +775,7 @@ def test_c_launch_other_kinds_with_lazy_entries_do_not_bounce(c_launch, monkeypa
     declines for another reason (an int past 2**31) reaches Python once and runs once."""
     triton_launches, launched = [], []
 
-    class Kernel(SimpleNamespace):
-        def __getitem__(self, grid):
-            return lambda *a, **k: triton_launches.append(a) or _Compiled()
-    kernel = Kernel(params=_kernel(("X", False), ("n", False), ("eps", False), ("P", False), ("BLOCK", True)).params)
+    kernel = _recording_kernel(triton_launches, *_XNEPB, compiled=_Compiled)
     fk = L._FastKernel(kernel)
     fk.device, fk.stream = (lambda: 0), (lambda d: 7)
     x, p = torch.empty(64), torch.empty(32)
@@ -831,13 +843,7 @@ def test_c_launch_very_first_call_of_a_kernel_is_deferred_through_c(c_launch, mo
     ``kernel[grid]`` never called; the next call goes straight from C."""
     triton_launches, launched = [], []
 
-    class Kernel(SimpleNamespace):
-        __hash__ = object.__hash__
-        __eq__ = object.__eq__
-
-        def __getitem__(self, grid):
-            return lambda *a, **k: triton_launches.append(a)
-    kernel = Kernel(params=_kernel(("X", False), ("n", False), ("eps", False), ("P", False), ("BLOCK", True)).params)
+    kernel = _recording_kernel(triton_launches, *_XNEPB)
     fk = L._FastKernel(kernel)
     fk.device, fk.stream = (lambda: 0), (lambda d: 7)
     monkeypatch.setitem(L._by_id, id(kernel), (kernel, fk))
@@ -875,14 +881,7 @@ def test_first_kernel_of_a_process_goes_through_the_c_launch_it_built(monkeypatc
     Triton's ``kernel[grid]``. Later calls from the Python path (the C launch's way out) stay there."""
     triton_launches, c_launches = [], []
 
-    class Kernel(SimpleNamespace):
-        __hash__ = object.__hash__
-        __eq__ = object.__eq__
-
-        def __getitem__(self, grid):
-            return lambda *a, **k: triton_launches.append(a)
-
-    kernel = Kernel(params=_kernel(("X", False), ("n", False), ("BLOCK", True)).params)
+    kernel = _recording_kernel(triton_launches, ("X", False), ("n", False), ("BLOCK", True))
     fake_c = SimpleNamespace(launch=lambda k, g, *a, **m: c_launches.append((k, g, a, m)))
 
     def fake_init():
